@@ -1,0 +1,146 @@
+"""The preprocessing contract: the one place where file bytes become model pixels.
+
+Training, evaluation, export metadata and the runtime all call this module, and a model
+carries its ``Preprocessing`` in its metadata, so a deployed model sees exactly the pixels
+it was trained on. Steps: decode with OpenCV (any bit depth, keeping alpha and palette
+information), convert to the model's channel count, resize with INTER_AREA straight to the
+input size (no crop, no pad, as the original), scale by the type's maximum to float32 [0, 1].
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+CONTRACT_VERSION = 1
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+# Decoding more than this many pixels would risk memory on an edge box; a 12k x 12k scan is refused.
+MAX_PIXELS = 100_000_000
+_INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}
+
+
+class ImageDecodeError(ValueError):
+    """A file that cannot be turned into model pixels; the message says why."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What a model expects: (height, width, channels), how to resize, how to scale."""
+
+    height: int
+    width: int
+    channels: int
+    interpolation: str = "area"
+    scale: str = "dtype_max"  # divide by 255 for 8-bit data, 65535 for 16-bit
+    channel_order: str = "rgb"  # for 3-channel models; grayscale models use OpenCV's BGR2GRAY
+    version: int = CONTRACT_VERSION
+
+    def __post_init__(self):
+        if self.channels not in (1, 3):
+            raise ValueError(f"models take 1 (grayscale) or 3 (RGB) channels, not {self.channels}")
+        if self.interpolation not in _INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {sorted(_INTERPOLATIONS)}")
+        if self.scale != "dtype_max" or self.channel_order != "rgb":
+            raise ValueError(f"unsupported preprocessing contract: scale={self.scale}, order={self.channel_order}")
+        if self.version > CONTRACT_VERSION:
+            raise ValueError(
+                f"this model's preprocessing contract is version {self.version}; this s3f-edge knows "
+                f"up to {CONTRACT_VERSION}. Upgrade s3f-edge to run it."
+            )
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.height, self.width, self.channels)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Preprocessing":
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+def decode_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode a file (or its bytes) with OpenCV, unchanged: uint8/uint16, 1, 3 or 4 channels (BGR[A])."""
+    if isinstance(source, (bytes, bytearray)):
+        data = np.frombuffer(source, dtype=np.uint8)
+    else:
+        try:
+            # np.fromfile + imdecode reads unicode paths that cv2.imread cannot.
+            data = np.fromfile(str(source), dtype=np.uint8)
+        except OSError as error:
+            raise ImageDecodeError(f"cannot read file: {error.strerror or error}") from error
+    if data.size == 0:
+        raise ImageDecodeError("empty file (0 bytes)")
+    _check_declared_size(data, max_pixels)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ImageDecodeError("not a decodable image (corrupt, truncated or unsupported format)")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.dtype not in (np.uint8, np.uint16, np.float32):
+        raise ImageDecodeError(f"unsupported pixel type {image.dtype}")
+    return image
+
+
+def _check_declared_size(data: np.ndarray, max_pixels: int) -> None:
+    """Refuse images whose header declares more than ``max_pixels`` before decoding them."""
+    header = data[:32].tobytes()
+    width = height = None
+    if header.startswith(b"\x89PNG\r\n\x1a\n") and len(header) >= 24:
+        width, height = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+    elif header.startswith(b"BM") and len(header) >= 26:
+        width = abs(int.from_bytes(header[18:22], "little", signed=True))
+        height = abs(int.from_bytes(header[22:26], "little", signed=True))
+    if width is not None and width * height > max_pixels:
+        raise ImageDecodeError(f"image of {width}x{height} pixels exceeds the limit of {max_pixels:,}")
+
+
+def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """Grayscale, BGR or BGRA (as OpenCV decodes) to 1 channel (gray) or 3 channels (RGB)."""
+    if image.ndim == 2:
+        gray_or_rgb = image if channels == 1 else cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    elif image.shape[2] == 4:
+        # Alpha is dropped: medical images carry no meaningful transparency.
+        code = cv2.COLOR_BGRA2GRAY if channels == 1 else cv2.COLOR_BGRA2RGB
+        gray_or_rgb = cv2.cvtColor(image, code)
+    elif image.shape[2] == 3:
+        code = cv2.COLOR_BGR2GRAY if channels == 1 else cv2.COLOR_BGR2RGB
+        gray_or_rgb = cv2.cvtColor(image, code)
+    else:
+        raise ImageDecodeError(f"cannot convert an image with {image.shape[2]} channels")
+    return gray_or_rgb
+
+
+def _scale_to_unit(image: np.ndarray) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / np.float32(255.0)
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) / np.float32(65535.0)
+    return np.clip(image.astype(np.float32), 0.0, 1.0)
+
+
+def preprocess_array(image: np.ndarray, contract: Preprocessing) -> np.ndarray:
+    """Decoded image -> float32 (H, W, C) in [0, 1], per ``contract``."""
+    converted = to_channels(image, contract.channels)
+    if converted.shape[:2] != (contract.height, contract.width):
+        # Resize before scaling: INTER_AREA on integers matches the original notebooks.
+        converted = cv2.resize(
+            converted, (contract.width, contract.height), interpolation=_INTERPOLATIONS[contract.interpolation]
+        )
+    scaled = _scale_to_unit(converted)
+    if scaled.ndim == 2:
+        scaled = scaled[:, :, None]
+    return np.ascontiguousarray(scaled)
+
+
+def load_image(source: str | Path | bytes, contract: Preprocessing) -> np.ndarray:
+    """Read one file and apply the contract: the function every s3f-edge path uses."""
+    return preprocess_array(decode_image(source), contract)

@@ -1,0 +1,90 @@
+"""build_model: S3F-Net, the spatial-only baseline and the spectral-only model."""
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from s3f_edge.model.bilinear_fusion import BilinearFusion
+from s3f_edge.model.blocks import VARIANTS, spatial_branch, spectral_branch
+from s3f_edge.model.presets import get_preset
+from s3f_edge.model.spectral_filter import SPECTRAL_MODES
+
+KINDS = ("s3f", "baseline", "spectral")
+FUSIONS = ("concat", "bilinear")
+
+
+def build_model(
+    preset: str | None = None,
+    *,
+    kind: str = "s3f",
+    input_shape: tuple[int, int, int] | None = None,
+    num_classes: int | None = None,
+    variant: str | None = None,
+    fusion: str | None = None,
+    sigmoid_head: bool | None = None,
+    spectral_mode: str = "fft",
+    name: str | None = None,
+) -> keras.Model:
+    """Build an S3F-Net family model.
+
+    A ``preset`` (brisc2025, chest-xray, busi, ham10000) fills every option; explicit
+    arguments override it. Without a preset, ``input_shape`` and ``num_classes`` are required
+    and the defaults are SN1 with concatenation and a softmax head.
+
+    Args:
+        kind: ``"s3f"`` (both towers), ``"baseline"`` (spatial only) or ``"spectral"``.
+        input_shape: (H, W, C); the SpectralFilter is tied to this size.
+        num_classes: K. With ``sigmoid_head`` (binary only) the head is one sigmoid unit.
+        variant: ``"sn1"`` or ``"sn2"`` SpectraNet.
+        fusion: ``"concat"`` (516-d) or ``"bilinear"`` (2048-d).
+        spectral_mode: ``"fft"`` or ``"matmul"`` for every SpectralFilter (same weights).
+    """
+    base = get_preset(preset) if preset else None
+    input_shape = tuple(input_shape) if input_shape is not None else (base.input_shape if base else None)
+    num_classes = num_classes if num_classes is not None else (base.num_classes if base else None)
+    variant = variant or (base.variant if base else "sn1")
+    fusion = fusion or (base.fusion if base else "concat")
+    if sigmoid_head is None:
+        sigmoid_head = bool(base and base.sigmoid_head and num_classes == 2)
+
+    if input_shape is None or num_classes is None:
+        raise ValueError("build_model needs a preset, or both input_shape=(H, W, C) and num_classes")
+    if len(input_shape) != 3 or min(input_shape) < 1:
+        raise ValueError(f"input_shape must be (H, W, C) with positive sizes, got {input_shape}")
+    height, width, _ = input_shape
+    if height < 16 or width < 16:
+        raise ValueError(f"input must be at least 16x16 (four 2x2 poolings), got {height}x{width}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if fusion not in FUSIONS:
+        raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+    if spectral_mode not in SPECTRAL_MODES:
+        raise ValueError(f"spectral_mode must be one of {SPECTRAL_MODES}, got {spectral_mode!r}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    if sigmoid_head and num_classes != 2:
+        raise ValueError("a sigmoid head is only for binary models (num_classes=2)")
+
+    inputs = keras.Input(shape=input_shape, name="image")
+    if kind == "baseline":
+        features = spatial_branch(inputs)
+    elif kind == "spectral":
+        features = spectral_branch(inputs, variant, spectral_mode)
+    else:
+        spatial = spatial_branch(inputs)
+        spectral = spectral_branch(inputs, variant, spectral_mode)
+        if fusion == "bilinear":
+            features = BilinearFusion(name="bilinear_fusion")([spatial, spectral])
+        else:
+            features = layers.Concatenate(name="concat_fusion")([spatial, spectral])
+
+    if sigmoid_head:
+        outputs = layers.Dense(1, activation="sigmoid", name="probs")(features)
+    else:
+        outputs = layers.Dense(num_classes, activation="softmax", name="probs")(features)
+
+    if name is None:
+        name = {"s3f": f"s3f_net_{fusion}_{variant}", "baseline": "spatial_baseline", "spectral": f"spectranet_{variant}"}[kind]
+    return keras.Model(inputs, outputs, name=name)

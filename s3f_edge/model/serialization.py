@@ -1,0 +1,61 @@
+"""Loading .keras files, ours and the original release's, and switching the FFT form."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+
+from s3f_edge.model.bilinear_fusion import BilinearFusion
+from s3f_edge.model.spectral_filter import SpectralFilter
+
+
+# The original notebooks saved these class names (SpectralConvLayer in the stored runs).
+# Their constructor arguments, weight shapes and weight order match ours, but Keras files
+# store weights under the snake-cased *class* name ("layers/spectral_filter_layer/vars"),
+# so loading them needs classes of the same names: thin aliases of ours.
+@keras.saving.register_keras_serializable(package="s3f_edge")
+class SpectralFilterLayer(SpectralFilter):
+    """The original release's name for SpectralFilter (same weights and function)."""
+
+
+@keras.saving.register_keras_serializable(package="s3f_edge")
+class SpectralConvLayer(SpectralFilter):
+    """The name the original's stored runs used for SpectralFilter."""
+
+
+LEGACY_CUSTOM_OBJECTS = {
+    "SpectralFilterLayer": SpectralFilterLayer,
+    "SpectralConvLayer": SpectralConvLayer,
+    "BilinearFusion": BilinearFusion,
+}
+
+
+def spectral_filters(model: keras.Model) -> list[SpectralFilter]:
+    """Every SpectralFilter in ``model``, nested models included."""
+    return [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, SpectralFilter)]
+
+
+def set_spectral_mode(model: keras.Model, mode: str) -> keras.Model:
+    """Switch every SpectralFilter to ``"fft"`` or ``"matmul"`` (weights unchanged); returns model."""
+    for layer in spectral_filters(model):
+        layer.mode = mode
+    return model
+
+
+def load_model(path: str | Path, *, spectral_mode: str | None = None, compile: bool = False) -> keras.Model:
+    """Load a ``.keras`` file saved by s3f-edge or by the original S3F-Net notebooks.
+
+    Loads in Keras safe mode (no Lambda layers are executed). ``spectral_mode`` switches every
+    SpectralFilter after loading.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}")
+    if path.suffix != ".keras":
+        raise ValueError(f"{path} is not a .keras file; load ONNX or TensorRT files with the runtime")
+    model = keras.saving.load_model(
+        path, custom_objects=LEGACY_CUSTOM_OBJECTS, compile=compile, safe_mode=True
+    )
+    if spectral_mode is not None:
+        set_spectral_mode(model, spectral_mode)
+    return model

@@ -1,0 +1,102 @@
+"""Both SpectralFilter forms against a float64 numpy reference (spec section 4)."""
+import numpy as np
+import pytest
+
+from s3f_edge import SpectralFilter
+from s3f_edge.data.preprocess import Preprocessing, load_image
+
+TOLERANCE = 1e-5  # relative L2 error in float32
+
+
+def numpy_reference(x, layer):
+    """rfft2 -> per-frequency complex channel mix -> irfft2 (true width) -> + bias, in float64."""
+    spectrum = np.fft.rfft2(x.astype(np.float64).transpose(0, 3, 1, 2))
+    kernel = layer.real_weights.numpy().astype(np.float64) + 1j * layer.imag_weights.numpy().astype(np.float64)
+    mixed = np.einsum("bchw,cfhw->bfhw", spectrum, kernel)
+    spatial = np.fft.irfft2(mixed, s=x.shape[1:3])
+    return spatial.transpose(0, 2, 3, 1) + layer.bias.numpy().astype(np.float64)
+
+
+def relative_error(actual, expected):
+    return float(np.linalg.norm(np.asarray(actual, np.float64) - expected) / np.linalg.norm(expected))
+
+
+def built_layer(shape, filters, rng):
+    layer = SpectralFilter(filters)
+    layer.build((None, *shape))
+    # A non-zero bias, small against the filtered signal, so the check still sees the transform.
+    layer.bias.assign(rng.normal(scale=1e-3, size=filters).astype(np.float32))
+    return layer
+
+
+@pytest.mark.parametrize("mode", ["fft", "matmul"])
+@pytest.mark.parametrize(
+    "shape,filters",
+    [((256, 256, 1), 32), ((384, 512, 1), 4), ((225, 300, 3), 4), ((64, 63, 1), 4), ((33, 47, 5), 6), ((17, 16, 2), 3)],
+)
+def test_matches_numpy_on_random_input(shape, filters, mode, rng):
+    x = rng.random((2, *shape), dtype=np.float32)
+    layer = built_layer(shape, filters, rng)
+    layer.mode = mode
+    out = layer(x)
+    assert tuple(out.shape) == (2, *shape[:2], filters)
+    assert relative_error(out, numpy_reference(x, layer)) < TOLERANCE
+
+
+@pytest.mark.parametrize("mode", ["fft", "matmul"])
+@pytest.mark.parametrize("size", [(256, 256), (384, 512), (225, 300)])
+def test_matches_numpy_on_real_images(sample_images, size, mode, rng):
+    contract = Preprocessing(height=size[0], width=size[1], channels=1)
+    x = np.stack([load_image(p, contract) for p in sample_images[:3]])
+    layer = built_layer((*size, 1), 8, rng)
+    layer.mode = mode
+    assert relative_error(layer(x), numpy_reference(x, layer)) < TOLERANCE
+
+
+def test_channel_mixing_layer_of_sn2(rng):
+    """SN2's second filter mixes 32 channels into 64 per frequency; both forms agree with numpy."""
+    x = rng.normal(size=(2, 24, 20, 32)).astype(np.float32)
+    layer = built_layer((24, 20, 32), 64, rng)
+    reference = numpy_reference(x, layer)
+    for mode in ("fft", "matmul"):
+        layer.mode = mode
+        assert relative_error(layer(x), reference) < TOLERANCE
+
+
+def test_mode_switch_keeps_weights(rng):
+    layer = built_layer((32, 32, 1), 4, rng)
+    before = [w.numpy().copy() for w in layer.weights]
+    x = rng.random((1, 32, 32, 1), dtype=np.float32)
+    fft_out = np.asarray(layer(x))
+    layer.mode = "matmul"
+    matmul_out = np.asarray(layer(x))
+    for old, new in zip(before, layer.weights):
+        np.testing.assert_array_equal(old, new.numpy())
+    np.testing.assert_allclose(matmul_out, fft_out, atol=1e-5)
+
+
+def test_weight_shapes_names_and_init_follow_original():
+    layer = SpectralFilter(32)
+    layer.build((None, 256, 256, 1))
+    assert [w.path.split("/")[-1] for w in layer.weights] == ["real_weights", "imag_weights", "bias"]
+    assert tuple(layer.real_weights.shape) == (1, 32, 256, 129)
+    assert layer.count_params() == 2_113_568
+    # Keras glorot fans for (C, F, H, Wr): fan_in = H*C*F, fan_out = Wr*C*F -> limit 0.0221.
+    limit = np.sqrt(6.0 / (256 * 32 + 129 * 32))
+    assert np.abs(layer.real_weights.numpy()).max() <= limit
+    assert np.abs(layer.real_weights.numpy()).max() > 0.9 * limit
+    np.testing.assert_array_equal(layer.bias.numpy(), 0.0)
+
+
+def test_unknown_mode_and_unsized_input_are_refused():
+    with pytest.raises(ValueError, match="mode must be one of"):
+        SpectralFilter(4, mode="wavelet")
+    layer = SpectralFilter(4)
+    with pytest.raises(ValueError, match="fixed-size"):
+        layer.build((None, None, None, 1))
+
+
+def test_config_round_trip():
+    layer = SpectralFilter(7, mode="matmul", name="sf")
+    clone = SpectralFilter.from_config(layer.get_config())
+    assert (clone.filters, clone.mode, clone.name) == (7, "matmul", "sf")
