@@ -4,21 +4,11 @@ import pytest
 
 from s3f_edge import SpectralFilter
 from s3f_edge.data.preprocess import Preprocessing, load_image
+from s3f_edge.model.fft_check import compare_forms
+from s3f_edge.model.fft_check import numpy_spectral_filter as numpy_reference
+from s3f_edge.model.fft_check import relative_l2_error as relative_error
 
 TOLERANCE = 1e-5  # relative L2 error in float32
-
-
-def numpy_reference(x, layer):
-    """rfft2 -> per-frequency complex channel mix -> irfft2 (true width) -> + bias, in float64."""
-    spectrum = np.fft.rfft2(x.astype(np.float64).transpose(0, 3, 1, 2))
-    kernel = layer.real_weights.numpy().astype(np.float64) + 1j * layer.imag_weights.numpy().astype(np.float64)
-    mixed = np.einsum("bchw,cfhw->bfhw", spectrum, kernel)
-    spatial = np.fft.irfft2(mixed, s=x.shape[1:3])
-    return spatial.transpose(0, 2, 3, 1) + layer.bias.numpy().astype(np.float64)
-
-
-def relative_error(actual, expected):
-    return float(np.linalg.norm(np.asarray(actual, np.float64) - expected) / np.linalg.norm(expected))
 
 
 def built_layer(shape, filters, rng):
@@ -100,3 +90,9 @@ def test_config_round_trip():
     layer = SpectralFilter(7, mode="matmul", name="sf")
     clone = SpectralFilter.from_config(layer.get_config())
     assert (clone.filters, clone.mode, clone.name) == (7, "matmul", "sf")
+
+
+def test_compare_forms_reports_both_modes(rng):
+    errors = compare_forms(rng.random((1, 40, 30, 1), dtype=np.float32), filters=4)
+    assert set(errors) == {"fft", "matmul"}
+    assert max(errors.values()) < TOLERANCE

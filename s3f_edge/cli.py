@@ -1,0 +1,217 @@
+"""The s3f-edge command line: parses options and calls the library functions the tests call too."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+EXIT_USAGE = 2
+
+
+def _fail(message: str) -> None:
+    raise click.ClickException(message)
+
+
+def _table(headers: list[str], rows: list[list]) -> str:
+    cells = [headers] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    line = lambda row: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))  # noqa: E731
+    return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]])
+
+
+def _size(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    parts = value.lower().replace("x", ",").split(",")
+    try:
+        numbers = [int(p) for p in parts if p.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a size; use 128 or 224x256 (height x width)") from None
+    if len(numbers) == 1:
+        numbers = numbers * 2
+    if len(numbers) != 2 or min(numbers) < 16:
+        raise click.BadParameter(f"{value!r}: give one or two sizes of at least 16 pixels, e.g. 128 or 384x512")
+    return numbers[0], numbers[1]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="s3f-edge")
+def main() -> None:
+    """s3f-edge: train, check and evaluate S3F-Net, the spatial-spectral medical image classifier.
+
+    \b
+    Typical use:
+      s3f-edge presets                      the original four configurations and their sizes
+      s3f-edge train DATA/ --out runs/a     train with a held-out validation split
+      s3f-edge evaluate runs/a/model.keras DATA/test
+      s3f-edge fft-check IMAGES/            the FFT and DFT-as-matmul forms against numpy
+    """
+
+
+@main.command()
+@click.option("--count-params/--no-count-params", default=True, show_default=True,
+              help="Build every model to count its parameters (the 138M-parameter BUSI model takes a few seconds).")
+def presets(count_params: bool) -> None:
+    """List the presets: the four configurations of the original S3F-Net paper."""
+    from s3f_edge.model import PRESETS, build_model
+
+    rows = []
+    for preset in PRESETS.values():
+        counts = ["-"] * 3
+        if count_params:
+            counts = [f"{build_model(preset.name, kind=k).count_params():,}" for k in ("s3f", "baseline", "spectral")]
+        h, w, c = preset.input_shape
+        head = "1 sigmoid" if preset.sigmoid_head else f"{preset.num_classes} softmax"
+        rows.append([preset.name, f"{h}x{w}x{c}", head, preset.variant.upper(), preset.fusion, *counts])
+    click.echo(_table(["preset", "input", "head", "spectral", "fusion", "S3F-Net", "baseline", "spectral-only"], rows))
+
+
+@main.command()
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Run directory to create (default: runs/<preset>-<model>).")
+@click.option("--preset", default="brisc2025", show_default=True,
+              type=click.Choice(["brisc2025", "chest-xray", "busi", "ham10000"]),
+              help="Original configuration: input size, channels, SpectraNet variant, fusion, epochs, patiences.")
+@click.option("--model", "kind", default="s3f", show_default=True, type=click.Choice(["s3f", "baseline", "spectral"]),
+              help="S3F-Net, the spatial-only baseline, or the spectral-only SpectraNet.")
+@click.option("--image-size", default=None, help="Train at HxW (or one number for square) instead of the preset's size; "
+              "smaller trains much faster on a CPU.")
+@click.option("--variant", type=click.Choice(["sn1", "sn2"]), default=None, help="SpectraNet variant (default: preset's).")
+@click.option("--fusion", type=click.Choice(["concat", "bilinear"]), default=None, help="Fusion (default: preset's).")
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Maximum epochs (default: preset's, 100-200).")
+@click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--lr", "learning_rate", type=float, default=3e-4, show_default=True, help="Adam learning rate.")
+@click.option("--patience", type=click.IntRange(1), default=None,
+              help="Early stop after this many epochs without a better selection F1 (default: preset's).")
+@click.option("--lr-patience", type=click.IntRange(1), default=None,
+              help="ReduceLROnPlateau (x0.2 down to 1e-6) patience on validation loss (default: preset's).")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.15,
+              show_default=True, help="Stratified share of train held out for model selection.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split, the weights and the shuffling.")
+@click.option("--paper-protocol", is_flag=True,
+              help="Select checkpoints on the TEST set as the original work did (optimistic; every report says so).")
+@click.option("--no-class-weights", is_flag=True, help="Do not balance the loss by class frequency.")
+@click.option("--augment", is_flag=True, help="Random horizontal flips and small rotations (off in the original).")
+@click.option("--workers", type=click.IntRange(1), default=4, show_default=True, help="Parallel image decoders.")
+@click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Continue an interrupted run in this directory (its saved options are used).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def train(data, out_dir, preset, kind, image_size, variant, fusion, epochs, batch_size, learning_rate, patience,
+          lr_patience, val_fraction, seed, paper_protocol, no_class_weights, augment, workers, resume_dir, quiet):
+    """Train on DATA: DATA/train/<class>/* with optional DATA/test/<class>/*, or DATA/<class>/*.
+
+    Class names come from the folder names (sorted). A stratified validation split carved from
+    train chooses the checkpoint (weighted F1), stops early and drives the learning-rate schedule;
+    the test set is scored once, at the end, with the chosen model. The run directory receives
+    model.keras (best), last.keras, config.json, history.csv, metrics.json, skipped.csv and plots.
+    """
+    import json
+
+    from s3f_edge.data.folders import DatasetError
+    from s3f_edge.train.trainer import TrainOptions
+    from s3f_edge.train.trainer import train as run_training
+
+    if resume_dir is not None:
+        saved = json.loads((resume_dir / "config.json").read_text())["options"]
+        saved["image_size"] = tuple(saved["image_size"])
+        saved["verbose"] = 0 if quiet else 1
+        options = TrainOptions(**saved)
+    else:
+        out_dir = out_dir or Path("runs") / f"{preset}-{kind}"
+        options = TrainOptions(
+            data_dir=str(data), out_dir=str(out_dir), preset=preset, model=kind, image_size=_size(image_size),
+            variant=variant, fusion=fusion, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+            patience=patience, lr_patience=lr_patience, val_fraction=val_fraction, seed=seed,
+            paper_protocol=paper_protocol, class_weights=not no_class_weights, augment=augment, workers=workers,
+            verbose=0 if quiet else 1,
+        )
+    try:
+        run_dir = run_training(options, resume=resume_dir is not None)
+    except (DatasetError, FileExistsError, FileNotFoundError, ValueError) as error:
+        _fail(str(error))
+    report = json.loads((run_dir / "metrics.json").read_text())
+    _print_report(report, run_dir)
+
+
+def _print_report(report: dict, run_dir: Path) -> None:
+    rows = []
+    for split in ("validation", "test (paper protocol)", "test"):
+        if split in report:
+            m = report[split]
+            auc = "-" if m["roc_auc_macro"] is None else f"{m['roc_auc_macro']:.4f}"
+            rows.append([split, m["count"], f"{m['accuracy']:.4f}", f"{m['f1_weighted']:.4f}", f"{m['cohen_kappa']:.4f}", auc])
+    click.echo()
+    click.echo(_table(["split", "images", "accuracy", "F1 weighted", "kappa", "AUC macro"], rows))
+    if report["protocol"].startswith("PAPER"):
+        click.secho(report["protocol"], fg="yellow")
+    click.echo(f"\nrun directory: {run_dir}  (best model: {run_dir / 'model.keras'})")
+
+
+@main.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Where to write metrics.json, skipped.csv and the plots (default: beside the model, evaluate-<folder>).")
+@click.option("--exclude", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="File of names or relative paths to leave out (e.g. duplicates of training images), one per line.")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+def evaluate(model_path, data, out_dir, exclude, batch_size):
+    """Score a trained MODEL (.keras from s3f-edge train) on the labelled folder DATA.
+
+    DATA is DATA/<class>/* (or a dataset root with test/). The classes must match the model's.
+    """
+    from s3f_edge.data.folders import DatasetError
+    from s3f_edge.train.evaluate import evaluate_folder
+
+    out_dir = out_dir or model_path.parent / f"evaluate-{data.name}"
+    try:
+        report = evaluate_folder(model_path, data, out_dir, exclude=exclude, batch_size=batch_size)
+    except (DatasetError, ValueError) as error:
+        _fail(str(error))
+    m = report["metrics"]
+    auc = "-" if m["roc_auc_macro"] is None else f"{m['roc_auc_macro']:.4f}"
+    click.echo(_table(["images", "excluded", "skipped", "accuracy", "F1 macro", "F1 weighted", "kappa", "MCC", "AUC macro"],
+                      [[m["count"], report["excluded_files"], report["skipped_files"], f"{m['accuracy']:.4f}",
+                        f"{m['f1_macro']:.4f}", f"{m['f1_weighted']:.4f}", f"{m['cohen_kappa']:.4f}", f"{m['mcc']:.4f}", auc]]))
+    click.echo(f"\nreport: {out_dir / 'metrics.json'}")
+
+
+@main.command("fft-check")
+@click.argument("images", type=click.Path(exists=True, path_type=Path))
+@click.option("--size", "sizes", multiple=True, default=["256x256", "384x512", "225x300"], show_default=True,
+              help="Input sizes (HxW) to check; repeat the option for several.")
+@click.option("--filters", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--limit", type=click.IntRange(1), default=4, show_default=True, help="Images to use.")
+@click.option("--tolerance", type=float, default=1e-5, show_default=True, help="Largest relative L2 error accepted.")
+def fft_check(images, sizes, filters, limit, tolerance):
+    """Check the SpectralFilter's FFT and DFT-as-matmul forms against a float64 numpy reference.
+
+    IMAGES is an image file or a folder (searched recursively). Exits non-zero above TOLERANCE.
+    """
+    import numpy as np
+
+    from s3f_edge.data.preprocess import IMAGE_SUFFIXES, Preprocessing, load_image
+    from s3f_edge.model.fft_check import compare_forms
+
+    files = [images] if images.is_file() else sorted(p for p in images.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        _fail(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {images}")
+    files = files[:limit]
+    rows, worst = [], 0.0
+    for size in sizes:
+        height, width = _size(size)
+        batch = np.stack([load_image(p, Preprocessing(height=height, width=width, channels=1)) for p in files])
+        errors = compare_forms(batch, filters)
+        worst = max(worst, *errors.values())
+        rows.append([f"{height}x{width}", len(files), f"{errors['fft']:.2e}", f"{errors['matmul']:.2e}"])
+    click.echo(_table(["size", "images", "fft rel. error", "matmul rel. error"], rows))
+    if worst > tolerance:
+        click.secho(f"FAILED: worst relative error {worst:.2e} > {tolerance:.0e}", fg="red")
+        sys.exit(1)
+    click.echo(f"ok: both forms within {tolerance:.0e} of float64 numpy")
+
+
+if __name__ == "__main__":
+    main()

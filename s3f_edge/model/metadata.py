@@ -1,0 +1,57 @@
+"""Model metadata (class names, preprocessing contract, provenance) stored inside .keras files.
+
+A .keras file is a zip; s3f-edge adds one member, ``s3f_edge.json``, which Keras ignores.
+The runtime reads it so that a model always comes with its classes and its pixels contract.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+METADATA_MEMBER = "s3f_edge.json"
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def add_metadata(keras_path: str | Path, metadata: dict) -> None:
+    with zipfile.ZipFile(keras_path, "a") as archive:
+        if METADATA_MEMBER in archive.namelist():
+            raise ValueError(f"{keras_path} already holds s3f-edge metadata")
+        archive.writestr(METADATA_MEMBER, json.dumps(metadata, indent=2, sort_keys=True))
+
+
+def read_metadata(keras_path: str | Path) -> dict | None:
+    """The s3f-edge metadata of a .keras file, or None when it has none (e.g. the original release)."""
+    with zipfile.ZipFile(keras_path) as archive:
+        if METADATA_MEMBER not in archive.namelist():
+            return None
+        return json.loads(archive.read(METADATA_MEMBER))
+
+
+def save_model_atomically(model, path: str | Path, metadata: dict | None = None) -> None:
+    """Save to a temporary file beside ``path`` and rename it into place.
+
+    A kill or a full disk mid-save leaves the previous file intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".keras", dir=path.parent)
+    os.close(handle)
+    try:
+        model.save(temporary)
+        if metadata is not None:
+            add_metadata(temporary, metadata)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

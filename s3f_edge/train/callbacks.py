@@ -1,0 +1,113 @@
+"""Per-epoch model selection, early stopping and crash-safe run state."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from s3f_edge.model.metadata import save_model_atomically
+from s3f_edge.train.metrics import class_probabilities, selection_score
+
+
+def probability_loss(labels: np.ndarray, raw: np.ndarray) -> float:
+    """Unweighted cross-entropy of model outputs, as Keras reports val_loss (probabilities clipped at 1e-7)."""
+    probabilities = np.clip(class_probabilities(raw), 1e-7, 1.0 - 1e-7)
+    return float(-np.mean(np.log(probabilities[np.arange(len(labels)), labels])))
+
+
+class ValidationSelection(keras.callbacks.Callback):
+    """Scores the selection split each epoch; keeps the best model on disk; stops after ``patience``.
+
+    Adds val_loss, val_accuracy and val_selection_score to the epoch logs (one prediction pass
+    serves all three, so the selection split is not run twice).
+    """
+
+    def __init__(self, images, labels, best_path: Path, metadata: dict, patience: int, binary_positive: bool,
+                 batch_size: int, best_score: float = -1.0, wait: int = 0):
+        super().__init__()
+        self.images, self.labels = images, labels
+        self.best_path, self.metadata = Path(best_path), metadata
+        self.patience, self.binary_positive, self.batch_size = patience, binary_positive, batch_size
+        self.best_score, self.wait, self.best_epoch = best_score, wait, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        raw = self.model.predict(self.images, batch_size=self.batch_size * 2, verbose=0)
+        score = selection_score(self.labels, class_probabilities(raw), self.binary_positive)
+        logs["val_loss"] = probability_loss(self.labels, raw)
+        logs["val_accuracy"] = float((class_probabilities(raw).argmax(1) == self.labels).mean())
+        logs["val_selection_score"] = score
+        if score > self.best_score:  # strictly better, as the original callback
+            self.best_score, self.wait, self.best_epoch = score, 0, epoch
+            save_model_atomically(self.model, self.best_path, {**self.metadata, "best_epoch": epoch + 1})
+            logs["new_best"] = 1.0
+        else:
+            self.wait += 1
+            logs["new_best"] = 0.0
+            if self.wait >= self.patience:
+                self.model.stop_training = True
+
+
+class RunState(keras.callbacks.Callback):
+    """Appends the epoch's row to history.csv, then checkpoints the full model and the counters.
+
+    Every write is atomic, so ``--resume`` always finds a consistent last epoch.
+    """
+
+    def __init__(self, run_dir: Path, selection: ValidationSelection, plateau: keras.callbacks.ReduceLROnPlateau,
+                 metadata: dict):
+        super().__init__()
+        self.run_dir, self.selection, self.plateau, self.metadata = Path(run_dir), selection, plateau, metadata
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        append_history(self.run_dir / "history.csv", epoch, logs)
+        save_model_atomically(self.model, self.run_dir / "last.keras", self.metadata)
+        state = {
+            "epochs_done": epoch + 1,
+            "best_score": self.selection.best_score,
+            "wait": self.selection.wait,
+            "stopped": bool(self.model.stop_training),
+            "plateau": {"wait": self.plateau.wait, "best": float(self.plateau.best),
+                        "cooldown_counter": self.plateau.cooldown_counter},
+        }
+        write_json_atomically(self.run_dir / "state.json", state)
+
+
+HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_selection_score", "new_best", "learning_rate"]
+
+
+def append_history(path: Path, epoch: int, logs: dict) -> None:
+    new_file = not path.exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
+        if new_file:
+            writer.writeheader()
+        writer.writerow({"epoch": epoch, **{k: logs.get(k, "") for k in HISTORY_FIELDS[1:]}})
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def truncate_history(path: Path, epochs_done: int) -> None:
+    """Drop rows of epochs that ran after the last checkpoint (a kill between the two writes)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if int(r["epoch"]) < epochs_done]
+    temporary = path.with_suffix(".tmp")
+    with open(temporary, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(temporary, path)
+
+
+def write_json_atomically(path: Path, data: dict) -> None:
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(json.dumps(data, indent=2))
+    os.replace(temporary, path)

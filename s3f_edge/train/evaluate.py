@@ -1,0 +1,70 @@
+"""`s3f-edge evaluate`: the training report's metrics and plots for any folder."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from s3f_edge.train.metrics import classification_metrics, plot_confusion_and_roc, write_json
+
+
+def evaluate_arrays(model, images: np.ndarray, labels: np.ndarray, class_names: list[str], out_dir: Path,
+                    prefix: str, batch_size: int = 32) -> dict:
+    """Metrics of ``model`` on preprocessed arrays, plus confusion-matrix and ROC PNGs in ``out_dir``."""
+    raw = model.predict(images, batch_size=batch_size, verbose=0)
+    result = classification_metrics(labels, raw, class_names)
+    plot_confusion_and_roc(labels, raw, class_names, out_dir, prefix, prefix)
+    return result
+
+
+def read_exclude_list(path: str | Path) -> set[str]:
+    """File names or relative paths, one per line (a CSV's first column; '#' comments ignored)."""
+    names = set()
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        entry = line.split(",")[0].strip()
+        if entry and not entry.startswith("#") and entry not in ("file", "path"):
+            names.add(entry)
+    return names
+
+
+def evaluate_folder(model_path: str | Path, data_dir: str | Path, out_dir: str | Path,
+                    exclude: str | Path | None = None, batch_size: int = 32, workers: int = 4) -> dict:
+    """Score a saved model on a class-per-subfolder folder (DATA/<class>/... or DATA/test/<class>/...)."""
+    from s3f_edge.data.folders import DatasetError, Split, discover, load_split
+    from s3f_edge.data.preprocess import Preprocessing
+    from s3f_edge.model import load_model
+    from s3f_edge.model.metadata import file_sha256, read_metadata
+
+    metadata = read_metadata(model_path)
+    if metadata is None:
+        raise ValueError(f"{model_path} carries no s3f-edge metadata (class names, preprocessing); "
+                         "it was not saved by s3f-edge train")
+    class_names = metadata["class_names"]
+    contract = Preprocessing.from_dict(metadata["preprocessing"])
+    data_dir = Path(data_dir)
+    dataset = discover(data_dir)
+    split = dataset.test if dataset.test is not None else dataset.train
+    if dataset.class_names != class_names:
+        raise DatasetError(f"the folder's classes {dataset.class_names} differ from the model's {class_names}")
+    excluded = 0
+    if exclude:
+        names = read_exclude_list(exclude)
+        keep = [i for i, p in enumerate(split.paths)
+                if p.name not in names and p.relative_to(dataset.root).as_posix() not in names]
+        excluded = len(split) - len(keep)
+        split = split.subset(keep)
+    images, labels, failures = load_split(split, contract, workers)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = load_model(model_path)
+    report = {
+        "model": str(model_path), "model_sha256": file_sha256(model_path), "data": str(data_dir),
+        "excluded_files": excluded, "skipped_files": len(failures) + len(dataset.skipped),
+        "protocol_of_model": metadata.get("protocol"),
+        "metrics": evaluate_arrays(model, images, labels, class_names, out_dir, "evaluate", batch_size),
+    }
+    from s3f_edge.data.folders import write_skipped
+
+    write_skipped(out_dir / "skipped.csv", dataset.skipped + failures)
+    write_json(out_dir / "metrics.json", report)
+    return report

@@ -1,0 +1,132 @@
+"""Classification metrics and report figures (spec section 8), shared by train and evaluate."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def class_probabilities(raw: np.ndarray) -> np.ndarray:
+    """Model output -> (N, K) probabilities; a single sigmoid unit becomes [1 - p, p]."""
+    raw = np.asarray(raw, dtype=np.float64)
+    if raw.ndim == 2 and raw.shape[1] == 1:
+        return np.concatenate([1.0 - raw, raw], axis=1)
+    return raw
+
+
+def selection_score(labels: np.ndarray, probabilities: np.ndarray, binary_positive: bool) -> float:
+    """The checkpoint criterion: weighted F1, or the positive class's F1 for a sigmoid model."""
+    from sklearn.metrics import f1_score
+
+    predicted = probabilities.argmax(axis=1)
+    if binary_positive:
+        return float(f1_score(labels, predicted, pos_label=1, average="binary", zero_division=0))
+    return float(f1_score(labels, predicted, average="weighted", zero_division=0))
+
+
+def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, class_names: list[str]) -> dict:
+    """Accuracy, macro/weighted F1, per-class P/R/F1, Cohen's kappa, MCC, ROC-AUC, confusion matrix."""
+    from sklearn import metrics
+
+    labels = np.asarray(labels)
+    probabilities = class_probabilities(probabilities)
+    predicted = probabilities.argmax(axis=1)
+    indices = list(range(len(class_names)))
+    precision, recall, f1, support = metrics.precision_recall_fscore_support(
+        labels, predicted, labels=indices, zero_division=0
+    )
+    result = {
+        "count": int(len(labels)),
+        "accuracy": float(metrics.accuracy_score(labels, predicted)),
+        "f1_macro": float(metrics.f1_score(labels, predicted, labels=indices, average="macro", zero_division=0)),
+        "f1_weighted": float(metrics.f1_score(labels, predicted, labels=indices, average="weighted", zero_division=0)),
+        "cohen_kappa": float(metrics.cohen_kappa_score(labels, predicted)),
+        "mcc": float(metrics.matthews_corrcoef(labels, predicted)),
+        "per_class": {
+            name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
+        },
+        "confusion_matrix": metrics.confusion_matrix(labels, predicted, labels=indices).tolist(),
+        "roc_auc_macro": None,
+        "roc_auc_weighted": None,
+    }
+    present = np.unique(labels)
+    if len(present) == len(class_names):  # AUC is undefined when a class is absent
+        if len(class_names) == 2:
+            auc = float(metrics.roc_auc_score(labels, probabilities[:, 1]))
+            result["roc_auc_macro"] = result["roc_auc_weighted"] = auc
+        else:
+            for average in ("macro", "weighted"):
+                result[f"roc_auc_{average}"] = float(
+                    metrics.roc_auc_score(labels, probabilities, multi_class="ovr", average=average, labels=indices)
+                )
+    return result
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def plot_confusion_and_roc(
+    labels: np.ndarray, probabilities: np.ndarray, class_names: list[str], out_dir: Path, prefix: str, title: str
+) -> list[Path]:
+    """Write ``{prefix}_confusion_matrix.png`` and ``{prefix}_roc.png``; return their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
+
+    probabilities = class_probabilities(probabilities)
+    predicted = probabilities.argmax(axis=1)
+    written = []
+    fig, ax = plt.subplots(figsize=(1.2 * len(class_names) + 3, 1.2 * len(class_names) + 2.5))
+    ConfusionMatrixDisplay.from_predictions(
+        labels, predicted, labels=list(range(len(class_names))), display_labels=class_names, ax=ax, colorbar=False
+    )
+    ax.set_title(f"{title}: confusion matrix")
+    fig.tight_layout()
+    written.append(out_dir / f"{prefix}_confusion_matrix.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for index, name in enumerate(class_names):
+        if 0 < (labels == index).sum() < len(labels):
+            RocCurveDisplay.from_predictions(labels == index, probabilities[:, index], name=name, ax=ax)
+    ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
+    ax.set_title(f"{title}: ROC (one vs rest)")
+    fig.tight_layout()
+    written.append(out_dir / f"{prefix}_roc.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+    return written
+
+
+def plot_history(history_csv: Path, out_path: Path) -> None:
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(history_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for key, ax in (("loss", axes[0]), ("accuracy", axes[1])):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            if prefix + key in rows[0]:
+                ax.plot(epochs, [float(r[prefix + key]) for r in rows], style, label=prefix + key)
+        if key == "accuracy" and "val_selection_score" in rows[0]:
+            ax.plot(epochs, [float(r["val_selection_score"]) for r in rows], ":", label="val selection F1")
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)

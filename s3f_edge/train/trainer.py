@@ -1,0 +1,244 @@
+"""`s3f-edge train`: the original recipe (spec section 7) on a folder dataset, with a clean protocol."""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from s3f_edge.data.folders import FolderDataset, discover, load_split, stratified_split, write_skipped
+from s3f_edge.data.preprocess import Preprocessing
+from s3f_edge.model.presets import get_preset
+
+PAPER_PROTOCOL_WARNING = (
+    "PAPER PROTOCOL: the test set was used as the validation set for checkpoint selection, early "
+    "stopping and the learning-rate schedule, as in the original work. Test metrics are optimistic "
+    "and are not an unbiased estimate of performance."
+)
+
+
+@dataclass
+class TrainOptions:
+    """Every option of a run; defaults are the original recipe, with a held-out validation split."""
+
+    data_dir: str
+    out_dir: str
+    preset: str = "brisc2025"
+    model: str = "s3f"  # s3f | baseline | spectral
+    image_size: tuple[int, int] | None = None  # (H, W); default: the preset's
+    variant: str | None = None
+    fusion: str | None = None
+    epochs: int | None = None
+    batch_size: int = 16
+    learning_rate: float = 3e-4
+    lr_factor: float = 0.2
+    min_learning_rate: float = 1e-6
+    lr_patience: int | None = None
+    patience: int | None = None
+    val_fraction: float = 0.15
+    seed: int = 0
+    paper_protocol: bool = False
+    class_weights: bool = True
+    augment: bool = False
+    workers: int = 4
+    verbose: int = 1
+    extra: dict = field(default_factory=dict)
+
+    def resolved(self) -> "TrainOptions":
+        """Fill preset defaults (epochs, patiences, size) so config.json states every value used."""
+        preset = get_preset(self.preset)
+        values = asdict(self)
+        values["image_size"] = tuple(self.image_size or preset.input_shape[:2])
+        values["variant"] = self.variant or preset.variant
+        values["fusion"] = self.fusion or preset.fusion
+        values["epochs"] = self.epochs if self.epochs is not None else preset.epochs
+        values["lr_patience"] = self.lr_patience if self.lr_patience is not None else preset.lr_patience
+        values["patience"] = self.patience if self.patience is not None else preset.early_stop_patience
+        return TrainOptions(**values)
+
+
+def _versions() -> dict:
+    import keras
+    import sklearn
+    import tensorflow as tf
+
+    import s3f_edge
+
+    return {"s3f_edge": s3f_edge.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "scikit-learn": sklearn.__version__, "python": platform.python_version()}
+
+
+def _log(options: TrainOptions, message: str) -> None:
+    if options.verbose:
+        print(message, flush=True)
+
+
+def _selection_split(dataset: FolderDataset, options: TrainOptions):
+    """(fit split, selection split, name) under the clean or the paper protocol."""
+    if options.paper_protocol:
+        if dataset.test is None:
+            raise ValueError("--paper-protocol selects on the test set, but the dataset has no test/ folder")
+        return dataset.train, dataset.test, "test (paper protocol)"
+    fit, held_out = stratified_split(dataset.train, options.val_fraction, options.seed)
+    return fit, held_out, "validation"
+
+
+def _input_pipeline(images: np.ndarray, labels: np.ndarray, options: TrainOptions):
+    """In-memory cache of decoded pixels -> shuffled, batched, prefetched tf.data."""
+    import keras
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+    dataset = dataset.shuffle(len(labels), seed=options.seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(options.batch_size)
+    if options.augment:
+        augment = keras.Sequential(
+            [keras.layers.RandomFlip("horizontal", seed=options.seed),
+             keras.layers.RandomRotation(0.05, fill_mode="constant", seed=options.seed)]
+        )
+        dataset = dataset.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def train(options: TrainOptions, resume: bool = False) -> Path:
+    """Train one model; returns the run directory (model.keras, metrics.json, config.json, ...)."""
+    import keras
+
+    from s3f_edge.model import build_model, load_model
+    from s3f_edge.train.callbacks import RunState, ValidationSelection, truncate_history
+    from s3f_edge.train.evaluate import evaluate_arrays
+
+    options = options.resolved()
+    run_dir = Path(options.out_dir)
+    state = None
+    if resume:
+        state_path = run_dir / "state.json"
+        if not (state_path.exists() and (run_dir / "last.keras").exists()):
+            raise FileNotFoundError(f"{run_dir} holds no resumable run (state.json and last.keras are missing)")
+        state = json.loads(state_path.read_text())
+    elif (run_dir / "config.json").exists():
+        raise FileExistsError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    dataset = discover(options.data_dir)
+    preset = get_preset(options.preset)
+    height, width = options.image_size
+    contract = Preprocessing(height=height, width=width, channels=preset.input_shape[2])
+    fit_split, selection_split, selection_name = _selection_split(dataset, options)
+    _log(options, f"classes: {dataset.class_names}; train {len(fit_split)}, {selection_name} {len(selection_split)}, "
+                  f"test {len(dataset.test) if dataset.test else 0}")
+
+    started = time.perf_counter()
+    fit_x, fit_y, failures = load_split(fit_split, contract, options.workers, progress=bool(options.verbose))
+    sel_x, sel_y, sel_failures = load_split(selection_split, contract, options.workers)
+    skipped = dataset.skipped + failures + sel_failures
+    decode_seconds = time.perf_counter() - started
+    if len(np.unique(fit_y)) < len(dataset.class_names):
+        raise ValueError("after skipping unreadable files, some class has no training image left")
+
+    sigmoid_head = preset.sigmoid_head and len(dataset.class_names) == 2
+    metadata = {
+        "format": "s3f-edge-model", "class_names": dataset.class_names, "preprocessing": contract.to_dict(),
+        "preset": options.preset, "kind": options.model, "variant": options.variant, "fusion": options.fusion,
+        "sigmoid_head": sigmoid_head, "protocol": "paper" if options.paper_protocol else "clean",
+        "data_file_list_sha256": dataset.file_list_hash(), "versions": _versions(),
+    }
+    config = {
+        "options": {**asdict(options), "image_size": list(options.image_size)},
+        "class_names": dataset.class_names,
+        "counts": {"train": fit_split.counts(dataset.class_names), selection_name: selection_split.counts(dataset.class_names),
+                   "test": dataset.test.counts(dataset.class_names) if dataset.test else None},
+        "skipped": len(skipped), "file_list_sha256": dataset.file_list_hash(),
+        "preprocessing": contract.to_dict(), "versions": metadata["versions"],
+        "protocol": PAPER_PROTOCOL_WARNING if options.paper_protocol else
+        "clean: a stratified validation split carved from train drives selection; test is scored once at the end",
+    }
+    if resume:
+        previous = json.loads((run_dir / "config.json").read_text())
+        if previous["file_list_sha256"] != config["file_list_sha256"]:
+            raise ValueError("the dataset's files changed since this run started; refusing to resume on other data")
+    (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+    write_skipped(run_dir / "skipped.csv", skipped)
+    if skipped:
+        _log(options, f"skipped {len(skipped)} unreadable or non-image files (see {run_dir / 'skipped.csv'})")
+
+    keras.utils.set_random_seed(options.seed)
+    if resume:
+        model = load_model(run_dir / "last.keras", compile=True)
+        truncate_history(run_dir / "history.csv", state["epochs_done"])
+        initial_epoch = state["epochs_done"]
+        _log(options, f"resuming after epoch {initial_epoch}")
+    else:
+        model = build_model(
+            options.preset, kind=options.model, input_shape=contract.input_shape,
+            num_classes=len(dataset.class_names), variant=options.variant, fusion=options.fusion,
+            sigmoid_head=sigmoid_head,
+        )
+        model.compile(
+            optimizer=keras.optimizers.Adam(options.learning_rate),
+            loss="binary_crossentropy" if sigmoid_head else "sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        initial_epoch = 0
+
+    class_weight = None
+    if options.class_weights:
+        from sklearn.utils.class_weight import compute_class_weight
+
+        weights = compute_class_weight("balanced", classes=np.arange(len(dataset.class_names)), y=fit_y)
+        class_weight = {i: float(w) for i, w in enumerate(weights)}
+
+    selection = ValidationSelection(
+        sel_x, sel_y, run_dir / "model.keras", metadata, options.patience, sigmoid_head, options.batch_size,
+        best_score=state["best_score"] if state else -1.0, wait=state["wait"] if state else 0,
+    )
+    plateau = keras.callbacks.ReduceLROnPlateau(
+        monitor="val_loss", factor=options.lr_factor, patience=options.lr_patience, min_lr=options.min_learning_rate,
+        verbose=options.verbose,
+    )
+    if state:
+        plateau.wait, plateau.best = state["plateau"]["wait"], state["plateau"]["best"]
+        plateau.cooldown_counter = state["plateau"]["cooldown_counter"]
+        plateau._reset = lambda: None  # keep the restored counters when fit() starts
+    run_state = RunState(run_dir, selection, plateau, metadata)
+
+    started = time.perf_counter()
+    if not (state and state.get("stopped")) and initial_epoch < options.epochs:
+        model.fit(
+            _input_pipeline(fit_x, fit_y, options), epochs=options.epochs, initial_epoch=initial_epoch,
+            class_weight=class_weight, callbacks=[selection, plateau, run_state], verbose=options.verbose,
+            shuffle=False,  # the tf.data pipeline shuffles, seeded
+        )
+    train_seconds = time.perf_counter() - started
+
+    # The test set is touched once, here, with the selected checkpoint.
+    best = load_model(run_dir / "model.keras")
+    report = {
+        "protocol": config["protocol"],
+        "selection_split": selection_name,
+        "best_selection_score": selection.best_score,
+        "timing": {"decode_seconds": round(decode_seconds, 2), "train_seconds": round(train_seconds, 2),
+                   "train_images_per_second": None},
+        "skipped_files": len(skipped),
+        selection_name: evaluate_arrays(best, sel_x, sel_y, dataset.class_names, run_dir, "validation", options.batch_size),
+    }
+    if dataset.test is not None and not options.paper_protocol:
+        test_x, test_y, test_failures = load_split(dataset.test, contract, options.workers)
+        report["test_skipped_files"] = len(test_failures)
+        report["test"] = evaluate_arrays(best, test_x, test_y, dataset.class_names, run_dir, "test", options.batch_size)
+    history_path = run_dir / "history.csv"
+    if history_path.exists():
+        from s3f_edge.train.metrics import plot_history
+
+        rows = sum(1 for _ in open(history_path)) - 1
+        epochs_run = rows - (initial_epoch if resume else 0)
+        if train_seconds > 0 and epochs_run > 0:
+            report["timing"]["train_images_per_second"] = round(epochs_run * len(fit_y) / train_seconds, 1)
+        plot_history(history_path, run_dir / "training_curves.png")
+    from s3f_edge.train.metrics import write_json
+
+    write_json(run_dir / "metrics.json", report)
+    return run_dir

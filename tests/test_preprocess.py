@@ -1,0 +1,113 @@
+"""The preprocessing contract on every kind of file a clinic has."""
+import cv2
+import numpy as np
+import pytest
+
+from s3f_edge.data.preprocess import ImageDecodeError, Preprocessing, decode_image, load_image
+
+GRAY = Preprocessing(height=32, width=48, channels=1)
+RGB = Preprocessing(height=32, width=48, channels=3)
+
+
+def write(path, array):
+    assert cv2.imwrite(str(path), array)
+    return path
+
+
+@pytest.fixture
+def gradient():
+    return np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (40, 1))
+
+
+def test_gray_jpeg_matches_original_notebook_pixels(sample_images):
+    """Same pixels as the original: IMREAD_GRAYSCALE-equivalent, INTER_AREA, /255."""
+    path = sample_images[0]
+    original = cv2.resize(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE), (48, 32), interpolation=cv2.INTER_AREA)
+    ours = load_image(path, GRAY)
+    assert ours.shape == (32, 48, 1) and ours.dtype == np.float32
+    # JPEG grayscale decoding inside libjpeg may differ from BGR->GRAY by one level.
+    assert np.abs(ours[:, :, 0] * 255 - original).max() <= 2
+
+
+@pytest.mark.parametrize("contract", [GRAY, RGB])
+def test_every_channel_layout_converts(tmp_path, gradient, contract):
+    bgr = np.dstack([gradient, gradient // 2, 255 - gradient])
+    files = {
+        "gray.png": gradient,
+        "color.png": bgr,
+        "alpha.png": np.dstack([bgr, np.full_like(gradient, 128)]),
+        "sixteen.png": gradient.astype(np.uint16) * 257,
+        "sixteen.tif": gradient.astype(np.uint16) * 257,
+        "bitmap.bmp": bgr,
+        "photo.jpg": bgr,
+    }
+    for name, array in files.items():
+        out = load_image(write(tmp_path / name, array), contract)
+        assert out.shape == contract.input_shape, name
+        assert out.dtype == np.float32 and 0.0 <= out.min() and out.max() <= 1.0, name
+
+
+def test_sixteen_bit_scales_by_its_own_range(tmp_path, gradient):
+    eight = load_image(write(tmp_path / "a.png", gradient), GRAY)
+    sixteen = load_image(write(tmp_path / "b.png", gradient.astype(np.uint16) * 257), GRAY)
+    # INTER_AREA rounds 8-bit results to whole levels: at most half a level (0.5/255) apart.
+    np.testing.assert_allclose(eight, sixteen, atol=0.51 / 255)
+
+
+def test_palette_png(tmp_path):
+    from PIL import Image
+
+    image = Image.fromarray(np.arange(64 * 40, dtype=np.uint8).reshape(40, 64) % 7 * 30).convert("P")
+    image.save(tmp_path / "palette.png")
+    assert load_image(tmp_path / "palette.png", RGB).shape == (32, 48, 3)
+
+
+def test_unicode_and_spaces_in_path(tmp_path, gradient):
+    path = write_via_bytes(tmp_path / "höhe scan 1.png", gradient)
+    assert load_image(path, GRAY).shape == (32, 48, 1)
+
+
+def write_via_bytes(path, array):
+    ok, encoded = cv2.imencode(path.suffix, array)
+    path.write_bytes(encoded.tobytes())
+    return path
+
+
+@pytest.mark.parametrize(
+    "content,reason",
+    [(b"", "empty file"), (b"this is text, not a picture", "not a decodable image")],
+)
+def test_unreadable_files_raise_with_reason(tmp_path, content, reason):
+    path = tmp_path / "bad.png"
+    path.write_bytes(content)
+    with pytest.raises(ImageDecodeError, match=reason):
+        load_image(path, GRAY)
+
+
+def test_truncated_png_is_refused(tmp_path, gradient):
+    ok, encoded = cv2.imencode(".png", gradient)
+    path = tmp_path / "cut.png"
+    path.write_bytes(encoded.tobytes()[: len(encoded) // 2])
+    with pytest.raises(ImageDecodeError):
+        load_image(path, GRAY)
+
+
+def test_huge_declared_size_is_refused_before_decoding(tmp_path, gradient):
+    ok, encoded = cv2.imencode(".png", gradient)
+    data = bytearray(encoded.tobytes())
+    data[16:24] = (50_000).to_bytes(4, "big") + (50_000).to_bytes(4, "big")  # claims 2.5 gigapixels
+    with pytest.raises(ImageDecodeError, match="exceeds the limit"):
+        decode_image(bytes(data))
+
+
+def test_missing_file_is_an_image_error(tmp_path):
+    with pytest.raises(ImageDecodeError, match="cannot read"):
+        load_image(tmp_path / "nope.png", GRAY)
+
+
+def test_contract_round_trips_and_refuses_unknown_versions():
+    assert Preprocessing.from_dict(GRAY.to_dict()) == GRAY
+    with pytest.raises(ValueError, match="Upgrade s3f-edge"):
+        Preprocessing.from_dict({**GRAY.to_dict(), "version": 99})
+    with pytest.raises(ValueError, match="1 \\(grayscale\\) or 3"):
+        Preprocessing(height=8, width=8, channels=2)

@@ -1,0 +1,153 @@
+"""Real (tiny) training on the bundled brain MRI sample: protocol, resume, bad input."""
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from s3f_edge.data.folders import DatasetError, discover, stratified_split
+from s3f_edge.train.trainer import TrainOptions, train
+
+FAST = dict(image_size=(32, 32), batch_size=8, learning_rate=1e-3, val_fraction=0.25, workers=2, verbose=0)
+
+
+def history(run_dir: Path) -> list[dict]:
+    with open(run_dir / "history.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, sample_dir):
+    run_dir = tmp_path_factory.mktemp("run") / "run"
+    train(TrainOptions(data_dir=str(sample_dir), out_dir=str(run_dir), epochs=6, **FAST))
+    return run_dir
+
+
+def test_short_training_lowers_the_loss(trained_run):
+    rows = history(trained_run)
+    assert len(rows) == 6
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+
+
+def test_run_directory_is_complete(trained_run):
+    for name in ("model.keras", "last.keras", "config.json", "history.csv", "metrics.json", "skipped.csv",
+                 "test_confusion_matrix.png", "test_roc.png", "training_curves.png"):
+        assert (trained_run / name).is_file(), name
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["test"]["count"] == 24 and metrics["validation"]["count"] == 12
+    for key in ("accuracy", "f1_macro", "f1_weighted", "cohen_kappa", "mcc", "roc_auc_macro", "roc_auc_weighted"):
+        assert metrics["test"][key] is not None, key
+    assert set(metrics["test"]["per_class"]) == {"glioma", "meningioma", "notumor", "pituitary"}
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["options"]["seed"] == 0 and len(config["file_list_sha256"]) == 64
+    assert config["counts"]["train"] == {"glioma": 9, "meningioma": 9, "notumor": 9, "pituitary": 9}
+    assert "tensorflow" in config["versions"]
+
+
+def test_saved_model_carries_classes_and_contract(trained_run):
+    from s3f_edge.model.metadata import read_metadata
+
+    metadata = read_metadata(trained_run / "model.keras")
+    assert metadata["class_names"] == ["glioma", "meningioma", "notumor", "pituitary"]
+    assert metadata["preprocessing"]["height"] == 32 and metadata["protocol"] == "clean"
+
+
+def test_evaluate_reproduces_the_training_report(trained_run, sample_dir, tmp_path):
+    from s3f_edge.train.evaluate import evaluate_folder
+
+    report = evaluate_folder(trained_run / "model.keras", sample_dir / "test", tmp_path)
+    expected = json.loads((trained_run / "metrics.json").read_text())["test"]
+    assert report["metrics"]["accuracy"] == pytest.approx(expected["accuracy"])
+    exclude = tmp_path / "exclude.txt"
+    exclude.write_text("glioma/Te-gl_0051.jpg\nTe-me_0139.jpg\n")
+    names = {p.name for p in (sample_dir / "test").rglob("*.jpg")}
+    assert {"Te-gl_0051.jpg", "Te-me_0139.jpg"} <= names
+    assert evaluate_folder(trained_run / "model.keras", sample_dir / "test", tmp_path, exclude=exclude)["metrics"]["count"] == 22
+
+
+def test_validation_split_is_stratified_seeded_and_disjoint_from_test(sample_dir):
+    dataset = discover(sample_dir)
+    fit, held_out = stratified_split(dataset.train, 0.25, seed=3)
+    assert held_out.counts(dataset.class_names) == {name: 3 for name in dataset.class_names}
+    assert not set(fit.paths) & set(held_out.paths)
+    assert not set(held_out.paths) & set(dataset.test.paths)
+    again, _ = stratified_split(dataset.train, 0.25, seed=3)
+    assert again.paths == fit.paths
+
+
+def test_resume_continues_where_it_stopped(tmp_path, sample_dir):
+    run_dir = tmp_path / "run"
+    options = dict(data_dir=str(sample_dir), out_dir=str(run_dir), patience=50, **FAST)
+    train(TrainOptions(epochs=2, **options))
+    # Simulate a kill after epoch 2: the history row of a third epoch was written, its checkpoint was not.
+    with open(run_dir / "history.csv", "a") as handle:
+        handle.write("2,9,9,9,9,9,0,0.001\n")
+    state_before = json.loads((run_dir / "state.json").read_text())
+    train(TrainOptions(epochs=4, **options), resume=True)
+    rows = history(run_dir)
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    assert float(rows[2]["loss"]) != 9.0
+    assert json.loads((run_dir / "state.json").read_text())["epochs_done"] == 4
+    assert state_before["epochs_done"] == 2
+
+
+def test_paper_protocol_says_so(tmp_path, sample_dir):
+    run_dir = tmp_path / "paper"
+    train(TrainOptions(data_dir=str(sample_dir), out_dir=str(run_dir), epochs=1, paper_protocol=True, **FAST))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["protocol"].startswith("PAPER PROTOCOL")
+    assert "test (paper protocol)" in metrics and "test" not in metrics
+    assert "PAPER PROTOCOL" in json.loads((run_dir / "config.json").read_text())["protocol"]
+
+
+def test_existing_run_is_not_overwritten(trained_run, sample_dir):
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(TrainOptions(data_dir=str(sample_dir), out_dir=str(trained_run), epochs=1, **FAST))
+
+
+def copy_sample(sample_dir: Path, dest: Path, per_class: int = 4) -> Path:
+    for class_dir in sorted((sample_dir / "train").iterdir()):
+        if class_dir.is_dir():
+            (dest / class_dir.name).mkdir(parents=True)
+            for image in sorted(class_dir.glob("*.jpg"))[:per_class]:
+                shutil.copy(image, dest / class_dir.name / image.name)
+    return dest
+
+
+def test_bad_files_are_listed_in_skipped_csv(tmp_path, sample_dir):
+    data = copy_sample(sample_dir, tmp_path / "data")
+    (data / "glioma" / "empty.png").write_bytes(b"")
+    (data / "glioma" / "notes.txt").write_text("not an image")
+    (data / "notumor" / "fake.jpg").write_text("text with an image suffix")
+    good = (data / "pituitary").glob("*.jpg").__next__().read_bytes()
+    (data / "pituitary" / "cut.jpg").write_bytes(good[:200])
+    run_dir = tmp_path / "run"
+    train(TrainOptions(data_dir=str(data), out_dir=str(run_dir), epochs=1, **{**FAST, "val_fraction": 0.4}))
+    with open(run_dir / "skipped.csv") as handle:
+        skipped = {Path(r["path"]).name: r["reason"] for r in csv.DictReader(handle)}
+    assert set(skipped) >= {"empty.png", "notes.txt", "fake.jpg"}
+    assert "empty" in skipped["empty.png"] and "not an image" in skipped["notes.txt"]
+    assert json.loads((run_dir / "metrics.json").read_text())["skipped_files"] == len(skipped)
+
+
+def test_layouts_that_cannot_train_stop_before_training(tmp_path, sample_dir):
+    single = tmp_path / "single"
+    copy_sample(sample_dir, tmp_path / "tmp1")
+    (single / "glioma").mkdir(parents=True)
+    shutil.copy(next((tmp_path / "tmp1" / "glioma").glob("*.jpg")), single / "glioma")
+    with pytest.raises(DatasetError, match="at least two classes"):
+        discover(single)
+
+    empty = copy_sample(sample_dir, tmp_path / "empty")
+    (empty / "extra").mkdir()
+    with pytest.raises(DatasetError, match="holds no images"):
+        discover(empty)
+
+    mismatch = tmp_path / "mismatch"
+    copy_sample(sample_dir, mismatch / "train")
+    copy_sample(sample_dir, mismatch / "test")
+    shutil.rmtree(mismatch / "test" / "glioma")
+    with pytest.raises(DatasetError, match="train and test classes differ"):
+        discover(mismatch)
