@@ -19,7 +19,7 @@ def built_layer(shape, filters, rng):
     return layer
 
 
-@pytest.mark.parametrize("mode", ["fft", "matmul"])
+@pytest.mark.parametrize("mode", ["fft", "matmul", "dft"])
 @pytest.mark.parametrize(
     "shape,filters",
     [((256, 256, 1), 32), ((384, 512, 1), 4), ((225, 300, 3), 4), ((64, 63, 1), 4), ((33, 47, 5), 6), ((17, 16, 2), 3)],
@@ -48,7 +48,7 @@ def test_channel_mixing_layer_of_sn2(rng):
     x = rng.normal(size=(2, 24, 20, 32)).astype(np.float32)
     layer = built_layer((24, 20, 32), 64, rng)
     reference = numpy_reference(x, layer)
-    for mode in ("fft", "matmul"):
+    for mode in ("fft", "matmul", "dft"):
         layer.mode = mode
         assert relative_error(layer(x), reference) < TOLERANCE
 

@@ -6,7 +6,7 @@ from keras import ops
 
 from s3f_edge.model.dft import DFTMatrices, dft_matrices
 
-SPECTRAL_MODES = ("fft", "matmul")
+SPECTRAL_MODES = ("fft", "matmul", "dft")
 
 
 @keras.saving.register_keras_serializable(package="s3f_edge")
@@ -23,7 +23,9 @@ class SpectralFilter(keras.layers.Layer):
         mode: ``"fft"`` uses ``tf.signal`` (fast for training, TensorFlow backend only);
             ``"matmul"`` computes the same transform as real matrix products with no complex
             tensors (exportable to ONNX and TensorRT, runs on every Keras backend). The mode
-            can be changed on a built layer; the weights do not change.
+            can be changed on a built layer; the weights do not change. ``"dft"`` is an export
+            form: 1-D ``tf.signal`` transforms whose complex values never meet any other op, so
+            s3f-edge's tf2onnx handlers turn each into a standard ONNX ``DFT`` node.
 
     Odd widths are supported (the inverse transform is told the true width), unlike the
     original code, whose inferred inverse length drops a column for odd W.
@@ -75,14 +77,19 @@ class SpectralFilter(keras.layers.Layer):
         inputs = ops.cast(inputs, "float32")
         if self.mode == "fft":
             return self._call_fft(inputs) + self.bias
+        if self.mode == "dft":
+            return self._call_dft(inputs) + self.bias
         return self._call_matmul(inputs) + self.bias
 
-    def _call_fft(self, inputs):
+    def _require_tensorflow(self) -> None:
         if keras.backend.backend() != "tensorflow":
             raise RuntimeError(
-                "SpectralFilter mode='fft' uses tf.signal and needs the TensorFlow backend; "
+                f"SpectralFilter mode={self.mode!r} uses tf.signal and needs the TensorFlow backend; "
                 "use mode='matmul' on other Keras backends (same weights, same outputs)."
             )
+
+    def _call_fft(self, inputs):
+        self._require_tensorflow()
         import tensorflow as tf
 
         channels_first = tf.transpose(inputs, [0, 3, 1, 2])
@@ -111,13 +118,7 @@ class SpectralFilter(keras.layers.Layer):
         spectrum = ops.matmul(dft.forward_h, along_w)
         spec_real, spec_imag = spectrum[:, :, :h], spectrum[:, :, h:]
 
-        if self.channels == 1:
-            # One input channel: the channel mix is an element-wise complex product per filter.
-            k_real, k_imag = self.real_weights[0], self.imag_weights[0]  # (F, H, Wr)
-            out_real = spec_real * k_real - spec_imag * k_imag
-            out_imag = spec_real * k_imag + spec_imag * k_real
-        else:
-            out_real, out_imag = self._mix_channels(spec_real, spec_imag)
+        out_real, out_imag = self._apply_kernel(spec_real, spec_imag)
 
         # Inverse along H (complex), then the Hermitian inverse along W to real pixels.
         along_h = ops.matmul(dft.inverse_h, ops.concatenate([out_real, out_imag], axis=2))
@@ -125,6 +126,30 @@ class SpectralFilter(keras.layers.Layer):
             along_h[:, :, h:], dft.inverse_w_sin
         )
         return ops.transpose(spatial, (0, 2, 3, 1))
+
+    def _call_dft(self, inputs):
+        self._require_tensorflow()
+        import tensorflow as tf
+
+        def along_h(real, imag, transform):
+            # tf.signal transforms the last axis: bring H there and back around the transform.
+            spectrum = transform(tf.complex(tf.transpose(real, [0, 1, 3, 2]), tf.transpose(imag, [0, 1, 3, 2])))
+            return tf.transpose(tf.math.real(spectrum), [0, 1, 3, 2]), tf.transpose(tf.math.imag(spectrum), [0, 1, 3, 2])
+
+        spectrum = tf.signal.rfft(tf.transpose(inputs, [0, 3, 1, 2]), fft_length=[self.width])
+        spec_real, spec_imag = along_h(tf.math.real(spectrum), tf.math.imag(spectrum), tf.signal.fft)
+        out_real, out_imag = self._apply_kernel(spec_real, spec_imag)
+        back_real, back_imag = along_h(out_real, out_imag, tf.signal.ifft)
+        spatial = tf.signal.irfft(tf.complex(back_real, back_imag), fft_length=[self.width])
+        return tf.transpose(spatial, [0, 2, 3, 1])
+
+    def _apply_kernel(self, spec_real, spec_imag):
+        """(B, C, H, Wr) spectrum, as real and imaginary parts -> (B, F, H, Wr) filtered spectrum."""
+        if self.channels == 1:
+            # One input channel: the channel mix is an element-wise complex product per filter.
+            k_real, k_imag = self.real_weights[0], self.imag_weights[0]  # (F, H, Wr)
+            return spec_real * k_real - spec_imag * k_imag, spec_real * k_imag + spec_imag * k_real
+        return self._mix_channels(spec_real, spec_imag)
 
     def _mix_channels(self, spec_real, spec_imag):
         """Per-frequency complex (B, C) @ (C, F) as one real batched matmul over frequencies."""

@@ -1,0 +1,57 @@
+"""Hard checks on an exported ONNX graph: the command fails on any of them."""
+from __future__ import annotations
+
+import onnx
+
+COMPLEX_TYPES = {onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128}
+
+
+class ExportCheckError(RuntimeError):
+    """The exported graph is not a valid, standard, deployable ONNX model; the message lists why."""
+
+
+def standard_op_problems(model: onnx.ModelProto, opset: int) -> list[str]:
+    """Nodes outside the default ONNX domain, or not defined at ``opset``."""
+    problems = []
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            problems.append(f"node {node.name!r}: non-standard op {node.domain}::{node.op_type}")
+            continue
+        try:
+            onnx.defs.get_schema(node.op_type, opset, "")
+        except onnx.defs.SchemaError:
+            problems.append(f"node {node.name!r}: {node.op_type} is not a standard ONNX op at opset {opset}")
+    return problems
+
+
+def complex_tensor_problems(model: onnx.ModelProto) -> list[str]:
+    graph = model.graph
+    problems = [f"initializer {t.name!r} is complex" for t in graph.initializer if t.data_type in COMPLEX_TYPES]
+    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+        if value.type.tensor_type.elem_type in COMPLEX_TYPES:
+            problems.append(f"tensor {value.name!r} is complex")
+    return problems
+
+
+def check_onnx(model: onnx.ModelProto, opset: int, tensorrt: bool = False,
+               trt_version: tuple[int, int] | None = None) -> None:
+    """Full onnx.checker, standard ops only, no complex tensors, and optionally TensorRT's parser table.
+
+    Raises ExportCheckError listing every problem. tf2onnx's Python API can write an invalid graph
+    without raising, so nothing is trusted before this passes.
+    """
+    problems = []
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
+        problems.append(f"onnx.checker: {str(error).strip().splitlines()[0]}")
+    problems += standard_op_problems(model, opset)
+    inferred = onnx.shape_inference.infer_shapes(model) if not problems else model
+    problems += complex_tensor_problems(inferred)
+    if tensorrt:
+        from s3f_edge.export.tensorrt_ops import tensorrt_problems
+
+        problems += tensorrt_problems(inferred, trt_version)
+    if problems:
+        listed = "\n  - ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
+        raise ExportCheckError(f"the exported ONNX graph fails {len(problems)} check(s):\n  - {listed}")

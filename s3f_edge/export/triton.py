@@ -1,0 +1,86 @@
+"""A Triton Inference Server model repository for an exported model."""
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+PLATFORMS = {".onnx": "onnxruntime_onnx", ".plan": "tensorrt_plan"}
+
+
+def model_config_text(name: str, platform: str, input_shape: tuple[int, int, int], num_outputs: int,
+                      max_batch_size: int, preferred_batch_sizes: list[int], with_labels: bool) -> str:
+    """config.pbtxt in protobuf text format; dims exclude the batch dimension (max_batch_size > 0)."""
+    preferred = ", ".join(str(b) for b in preferred_batch_sizes if b <= max_batch_size)
+    label_line = '\n    label_filename: "labels.txt"' if with_labels else ""
+    return (
+        f'name: "{name}"\n'
+        f'platform: "{platform}"\n'
+        f"max_batch_size: {max_batch_size}\n"
+        "input [\n  {\n"
+        '    name: "image"\n    data_type: TYPE_FP32\n'
+        f"    dims: [ {', '.join(str(d) for d in input_shape)} ]\n"
+        "  }\n]\n"
+        "output [\n  {\n"
+        '    name: "probs"\n    data_type: TYPE_FP32\n'
+        f"    dims: [ {num_outputs} ]{label_line}\n"
+        "  }\n]\n"
+        "dynamic_batching {\n"
+        + (f"  preferred_batch_size: [ {preferred} ]\n" if preferred else "")
+        + "  max_queue_delay_microseconds: 100\n}\n"
+    )
+
+
+def _model_config_module():
+    """Triton's ModelConfig protobuf schema, from the tritonclient package when it is installed.
+
+    Loaded by file path: importing tritonclient.grpc would also need grpcio.
+    """
+    spec = importlib.util.find_spec("tritonclient")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "grpc" / "model_config_pb2.py"
+    if not path.exists():
+        return None
+    module_spec = importlib.util.spec_from_file_location("s3f_edge_triton_model_config_pb2", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def validate_config(text: str):
+    """Parse config.pbtxt strictly against Triton's schema; returns the ModelConfig message.
+
+    Raises RuntimeError when tritonclient (the schema) is not installed, and
+    google.protobuf.text_format.ParseError on any unknown field, wrong type or bad enum.
+    """
+    from google.protobuf import text_format
+
+    module = _model_config_module()
+    if module is None:
+        raise RuntimeError("validating a Triton config needs the tritonclient package: pip install tritonclient")
+    return text_format.Parse(text, module.ModelConfig())
+
+
+def write_repository(repo: str | Path, name: str, model_files: list[Path], input_shape: tuple[int, int, int],
+                     class_names: list[str], num_outputs: int, max_batch_size: int) -> list[Path]:
+    """REPO/<name>/ for the ONNX model and REPO/<name>_trt/ for a TensorRT plan, version 1 each."""
+    written = []
+    for model_file in model_files:
+        suffix = ".plan" if model_file.suffix in (".plan", ".engine") else model_file.suffix
+        platform = PLATFORMS[suffix]
+        model_name = name if suffix == ".onnx" else f"{name}_trt"
+        model_dir = Path(repo) / model_name
+        (model_dir / "1").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(model_file, model_dir / "1" / f"model{suffix}")
+        with_labels = num_outputs == len(class_names)
+        if with_labels:
+            (model_dir / "labels.txt").write_text("\n".join(class_names) + "\n", encoding="utf-8")
+        text = model_config_text(model_name, platform, input_shape, num_outputs, max_batch_size, [4, 8, 16, 32], with_labels)
+        try:
+            validate_config(text)
+        except RuntimeError:
+            pass  # schema not installed here; the test suite validates the generator with it
+        (model_dir / "config.pbtxt").write_text(text, encoding="utf-8")
+        written.append(model_dir)
+    return written

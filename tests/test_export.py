@@ -1,0 +1,229 @@
+"""s3f-edge export: lowering, hard checks, parity, metadata, reduced precision, Triton, TensorRT guards."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from helpers import saved_model
+
+from s3f_edge.export.checks import ExportCheckError, check_onnx
+from s3f_edge.export.onnx_export import ExportOptions, ParityError, export_model
+from s3f_edge.export.parity import FP32_MAX_ABS_DIFF
+from test_serialization import ORIGINAL_LAYOUT
+
+PRESET_SHAPES = {"brisc2025": (48, 64, 1), "chest-xray": (48, 64, 1), "busi": (32, 48, 1), "ham10000": (45, 60, 3)}
+
+
+def assert_exported(result, fft):
+    for results in result.parity.values():
+        for parity in results:
+            assert parity.max_abs_diff <= FP32_MAX_ABS_DIFF and parity.top1_agreement == 1.0, parity
+    ops = {node.op_type for node in onnx.load(result.onnx_path).graph.node}
+    assert ("DFT" in ops) == (fft == "dft")
+    session = ort.InferenceSession(str(result.onnx_path), providers=["CPUExecutionProvider"])
+    (inp,), (out,) = session.get_inputs(), session.get_outputs()
+    assert (inp.name, out.name) == ("image", "probs")
+    assert isinstance(inp.shape[0], str) or inp.shape[0] is None, "batch dimension must be dynamic"
+
+
+@pytest.mark.parametrize("fft", ["matmul", "dft"])
+@pytest.mark.parametrize("preset", list(PRESET_SHAPES))
+def test_every_preset_exports_with_parity(tmp_path, preset, fft):
+    model_path = saved_model(tmp_path / "m.keras", preset, PRESET_SHAPES[preset])
+    result = export_model(model_path, ExportOptions(out_dir=tmp_path / "out", fft=fft))
+    assert_exported(result, fft)
+
+
+@pytest.mark.parametrize("fft", ["matmul", "dft"])
+@pytest.mark.parametrize("preset", ["brisc2025", "chest-xray"])
+def test_full_size_presets_export(tmp_path, preset, fft):
+    """brisc2025 at its full 256x256 and chest-xray at its non-square 384x512."""
+    from s3f_edge.model import get_preset
+
+    shape = get_preset(preset).input_shape
+    result = export_model(saved_model(tmp_path / "m.keras", preset, shape), ExportOptions(out_dir=tmp_path / "out", fft=fft))
+    assert_exported(result, fft)
+
+
+def test_metadata_travels_in_onnx_and_json(tmp_path):
+    model_path = saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1), class_names=["a", "b", "c", "d"])
+    result = export_model(model_path, ExportOptions(out_dir=tmp_path / "out"))
+    props = {p.key: p.value for p in onnx.load(result.onnx_path).metadata_props}
+    full = json.loads(props["s3f_edge"])
+    assert json.loads(props["class_names"]) == ["a", "b", "c", "d"]
+    assert json.loads(props["preprocessing"])["height"] == 32
+    assert full["fft_lowering"] == "matmul" and full["precision"] == "fp32"
+    assert len(full["source_sha256"]) == 64 and {"tensorflow", "tf2onnx", "s3f_edge"} <= set(full["versions"])
+    side = json.loads((tmp_path / "out" / "model.json").read_text())
+    assert side["class_names"] == ["a", "b", "c", "d"] and side["parity"]["fp32"][0]["inputs"] == "real images"
+
+
+def test_original_release_layout_exports(tmp_path):
+    script = tmp_path / "original.py"
+    script.write_text(ORIGINAL_LAYOUT)
+    paths = [tmp_path / "orig.keras", tmp_path / "x.npy", tmp_path / "y.npy"]
+    subprocess.run([sys.executable, str(script), *map(str, paths)], check=True, capture_output=True)
+    with pytest.raises(ValueError, match="--class-names"):
+        export_model(paths[0], ExportOptions(out_dir=tmp_path / "out"))
+    for fft in ("matmul", "dft"):
+        result = export_model(paths[0], ExportOptions(out_dir=tmp_path / fft, fft=fft, class_names=list("abcd")))
+        session = ort.InferenceSession(str(result.onnx_path), providers=["CPUExecutionProvider"])
+        np.testing.assert_allclose(session.run(None, {"image": np.load(paths[1])})[0], np.load(paths[2]), atol=1e-5)
+
+
+def test_fp16_keeps_the_spectral_block_in_fp32(tmp_path):
+    model_path = saved_model(tmp_path / "m.keras", "brisc2025", (64, 64, 1))
+    result = export_model(model_path, ExportOptions(out_dir=tmp_path / "out", precision="fp16"))
+    reduced = onnx.load(tmp_path / "out" / "model.fp16.onnx")
+    initializers = {t.name: t for t in reduced.graph.initializer}
+    spectral = [n for n in reduced.graph.node if "spectral_filter1" in n.name and n.op_type == "MatMul"]
+    assert spectral, "spectral MatMul nodes not found"
+    constant_inputs = [initializers[i] for n in spectral for i in n.input if i in initializers]
+    assert constant_inputs and all(t.data_type == onnx.TensorProto.FLOAT for t in constant_inputs)
+    convs = [initializers[n.input[1]] for n in reduced.graph.node if n.op_type == "Conv" and n.input[1] in initializers]
+    assert convs and all(t.data_type == onnx.TensorProto.FLOAT16 for t in convs)
+    real = result.parity["fp16"][0]
+    assert real.inputs == "real images" and real.top1_agreement >= 0.99 and real.max_abs_diff < 0.05
+
+
+def test_int8_static_quantization_on_real_images(tmp_path, sample_dir):
+    model_path = saved_model(tmp_path / "m.keras", "brisc2025", (64, 64, 1))
+    result = export_model(model_path, ExportOptions(out_dir=tmp_path / "out", precision="int8", calib=sample_dir / "train"))
+    quantized = onnx.load(tmp_path / "out" / "model.int8.onnx")
+    ops = [n.op_type for n in quantized.graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    producers = {o: n for n in quantized.graph.node for o in n.output}
+    spectral = [n for n in quantized.graph.node if "/spectral_filter1_1/" in n.name]
+    assert spectral
+    for node in spectral:  # the spectral block reads float tensors, never dequantized ones
+        assert all(producers[i].op_type != "DequantizeLinear" for i in node.input if i in producers), node.name
+    assert result.parity["int8"][0].top1_agreement >= 0.99
+    with pytest.raises(ValueError, match="--calib"):
+        ExportOptions(out_dir=tmp_path, precision="int8").validate()
+
+
+def test_parity_failure_stops_the_export(tmp_path, monkeypatch):
+    import s3f_edge.export.onnx_export as exporter
+
+    convert = exporter.keras_to_onnx
+
+    def tampered(model, fft="matmul", opset=17):
+        proto = convert(model, fft, opset)
+        head = next(t for t in proto.graph.initializer if "probs" in t.name and len(t.dims) == 2)
+        weights = onnx.numpy_helper.to_array(head)
+        weights = weights + np.random.default_rng(0).normal(scale=0.5, size=weights.shape).astype(np.float32)
+        head.CopyFrom(onnx.numpy_helper.from_array(weights, head.name))
+        return proto
+
+    monkeypatch.setattr(exporter, "keras_to_onnx", tampered)
+    with pytest.raises(ParityError, match="disagrees with Keras"):
+        export_model(saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1)), ExportOptions(out_dir=tmp_path / "out"))
+    assert not (tmp_path / "out" / "model.onnx").exists()
+
+
+def _tiny_graph(op_type, domain="", opset=17, elem=onnx.TensorProto.FLOAT, shapes=([1, 4], [1, 4]), **attrs):
+    node = onnx.helper.make_node(op_type, ["x"], ["y"], domain=domain, **attrs)
+    graph = onnx.helper.make_graph([node], "g", [onnx.helper.make_tensor_value_info("x", elem, shapes[0])],
+                                   [onnx.helper.make_tensor_value_info("y", elem, shapes[1])])
+    imports = [onnx.helper.make_opsetid("", opset)] + ([onnx.helper.make_opsetid(domain, 1)] if domain else [])
+    return onnx.helper.make_model(graph, opset_imports=imports)
+
+
+def test_check_refuses_op_tensorrt_cannot_parse():
+    check_onnx(_tiny_graph("Relu"), 17, tensorrt=True)
+    planted = _tiny_graph("Det", shapes=([2, 4, 4], [2]))  # standard ONNX op that TensorRT's parser refuses
+    check_onnx(planted, 17, tensorrt=False)
+    with pytest.raises(ExportCheckError, match="Det.*not supported by TensorRT"):
+        check_onnx(planted, 17, tensorrt=True)
+
+
+def test_check_refuses_non_standard_and_complex_and_invalid():
+    with pytest.raises(ExportCheckError, match="non-standard op"):
+        check_onnx(_tiny_graph("FancyFFT", domain="com.example"), 17)
+    with pytest.raises(ExportCheckError, match="complex"):
+        check_onnx(_tiny_graph("Identity", elem=onnx.TensorProto.COMPLEX64), 17)
+    with pytest.raises(ExportCheckError, match="onnx.checker"):
+        check_onnx(_tiny_graph("Relu", opset=17, alpha=1.0), 17)  # Relu has no attribute alpha
+
+
+def test_dft_needs_tensorrt_11_2():
+    from s3f_edge.export.tensorrt_ops import tensorrt_problems
+
+    node = onnx.helper.make_node("DFT", ["x"], ["y"], onesided=1)
+    graph = onnx.helper.make_graph([node], "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 8, 1])],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 5, 2])])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    assert any("11.2" in p for p in tensorrt_problems(model, (10, 15)))
+    assert tensorrt_problems(model, (11, 2)) == []
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"fft": "dft", "opset": 13}, "DFT exists from opset 17"),
+    ({"opset": 19}, "up to 18"),
+    ({"fft": "cufft"}, "--fft"),
+    ({"trt_batch": (8, 4, 32)}, "min <= opt <= max"),
+])
+def test_bad_options_are_refused(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ExportOptions(out_dir=tmp_path, **kwargs).validate()
+
+
+def test_triton_repository_config_is_valid_against_triton_schema(tmp_path):
+    from google.protobuf import text_format
+
+    from s3f_edge.export.triton import validate_config
+
+    model_path = saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1), class_names=["a", "b", "c", "d"])
+    export_model(model_path, ExportOptions(out_dir=tmp_path / "out", triton_repo=tmp_path / "repo", trt_batch=(1, 4, 16)))
+    text = (tmp_path / "repo" / "s3f_net" / "config.pbtxt").read_text()
+    config = validate_config(text)
+    assert config.platform == "onnxruntime_onnx" and config.max_batch_size == 16
+    assert [i.name for i in config.input] == ["image"] and list(config.input[0].dims) == [32, 32, 1]
+    assert [o.name for o in config.output] == ["probs"] and list(config.output[0].dims) == [4]
+    assert list(config.dynamic_batching.preferred_batch_size) == [4, 8, 16]
+    assert (tmp_path / "repo" / "s3f_net" / "1" / "model.onnx").is_file()
+    assert (tmp_path / "repo" / "s3f_net" / "labels.txt").read_text().split() == ["a", "b", "c", "d"]
+    with pytest.raises(text_format.ParseError):
+        validate_config(text.replace("max_batch_size", "max_batch"))  # the schema catches typos
+    with pytest.raises(text_format.ParseError):
+        validate_config(text.replace("TYPE_FP32", "TYPE_FLOAT32"))
+
+
+def _tensorrt_importable() -> bool:
+    try:
+        from s3f_edge.export.tensorrt import gpu_identity, import_tensorrt
+
+        import_tensorrt()
+        gpu_identity()
+        return True
+    except Exception:
+        return False
+
+
+def test_trt_without_tensorrt_fails_fast_with_install_hint(tmp_path):
+    if _tensorrt_importable():
+        pytest.skip("TensorRT and a GPU are present here")
+    from s3f_edge.export.tensorrt import TensorRTUnavailable
+
+    with pytest.raises(TensorRTUnavailable, match=r"s3f-edge\[gpu\]|GPU"):
+        export_model(tmp_path / "missing-but-never-read.keras", ExportOptions(out_dir=tmp_path, trt=True))
+
+
+@pytest.mark.skipif(not _tensorrt_importable(), reason="TensorRT and an NVIDIA GPU are not available on this machine")
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_tensorrt_engine_builds_and_refuses_other_gpus(tmp_path, precision):
+    from s3f_edge.export.tensorrt import EngineMismatch, check_engine_compatible
+
+    model_path = saved_model(tmp_path / "m.keras", "brisc2025", (64, 64, 1))
+    export_model(model_path, ExportOptions(out_dir=tmp_path / "out", precision=precision, trt=True, trt_batch=(1, 2, 4)))
+    engine = tmp_path / "out" / f"model.{precision}.engine"
+    sidecar = check_engine_compatible(engine)
+    assert {"gpu_name", "compute_capability", "tensorrt_version", "onnx_sha256"} <= set(sidecar)
+    (tmp_path / "out" / "timing.cache").stat()
+    forged = json.loads(engine.with_name(engine.name + ".json").read_text())
+    engine.with_name(engine.name + ".json").write_text(json.dumps({**forged, "gpu_name": "Some Other GPU"}))
+    with pytest.raises(EngineMismatch, match="rebuild"):
+        check_engine_compatible(engine)
