@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-EXIT_USAGE = 2
+EXIT_USAGE = 2  # click's own code for bad options
+EXIT_SOME_FILES_FAILED = 3
 
 
 def _fail(message: str) -> None:
@@ -46,6 +47,8 @@ def main() -> None:
       s3f-edge train DATA/ --out runs/a     train with a held-out validation split
       s3f-edge evaluate runs/a/model.keras DATA/test
       s3f-edge export runs/a/model.keras    ONNX (+ TensorRT, Triton), verified against Keras
+      s3f-edge infer FOLDER/ --model M      one result row per file (CSV, JSONL or JSON)
+      s3f-edge verify M.keras M.onnx        deployed backends against Keras on real images
       s3f-edge fft-check IMAGES/            the FFT and DFT-as-matmul forms against numpy
     """
 
@@ -240,6 +243,90 @@ def export(model_path, out_dir, fft, opset, precision, calib, parity_images, trt
     click.echo(_table(["model", "inputs", "images", "max |p diff|", "top-1 agreement"],
                       [[precision_name, p.inputs, p.count, f"{p.max_abs_diff:.2e}", f"{p.top1_agreement:.1%}"]
                        for precision_name, results in result.parity.items() for p in results]))
+
+
+def _load_predictor(model_path: Path, providers: str | None, classes: str | None):
+    from s3f_edge.runtime.predictor import ModelContractError, Predictor
+
+    metadata = {"class_names": [c.strip() for c in classes.split(",")]} if classes else None
+    try:
+        return Predictor.load(model_path, providers=providers.split(",") if providers else None, metadata=metadata)
+    except (ModelContractError, ValueError, FileNotFoundError, ImportError) as error:
+        _fail(str(error))
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="A .keras, .onnx, .engine or .plan model exported by s3f-edge.")
+@click.option("--batch", "batch_size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--out", "output", type=click.Path(dir_okay=False, path_type=Path), default=Path("results.csv"),
+              show_default=True, help="Results file: .csv, .jsonl or .json (chosen by the suffix).")
+@click.option("--recursive", is_flag=True, help="Include sub-folders.")
+@click.option("--workers", type=click.IntRange(1), default=4, show_default=True, help="Parallel image decoders.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run: skip files already in --out or its journal.")
+@click.option("--providers", default=None,
+              help="ONNX Runtime providers in order, e.g. CUDAExecutionProvider,CPUExecutionProvider "
+                   "(default: TensorRT, CUDA, CPU as available).")
+@click.option("--classes", default=None, help="Comma-separated class names, only for models without s3f-edge metadata.")
+@click.option("--explain", "explain_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write Grad-CAM overlays of the spatial branch here (.keras models only).")
+@click.option("--explain-classes", default=None, help="Only explain images predicted as these classes (comma-separated).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def infer(folder, model_path, batch_size, output, recursive, workers, resume, providers, classes, explain_dir,
+          explain_classes, quiet):
+    """Classify every file in FOLDER: one row per file, a prediction or the reason there is none.
+
+    Rows are sorted by path and hold: path, status (ok/error), reason, predicted class, every
+    class probability, model name and sha256. The output is written atomically; --resume never
+    duplicates a row. Exit code 0 when every file succeeded, 3 when some failed, 2 for usage errors.
+    """
+    from s3f_edge.runtime.infer import infer_folder
+
+    predictor = _load_predictor(model_path, providers, classes)
+    if not quiet:
+        click.echo(f"model {predictor.name} ({predictor.backend}, {predictor.provider}); classes {predictor.class_names}",
+                   err=True)
+    try:
+        summary = infer_folder(folder, predictor, output, batch_size=batch_size, recursive=recursive, workers=workers,
+                               resume=resume, progress=not quiet, explain_dir=explain_dir,
+                               explain_classes={c.strip() for c in explain_classes.split(",")} if explain_classes else None)
+    except (FileExistsError, ValueError) as error:
+        _fail(str(error))
+    rows = [[name, summary.per_class.get(name, 0)] for name in predictor.class_names] + [["(errors)", summary.failed]]
+    click.echo(_table(["class", "files"], rows))
+    done = f", {summary.skipped_as_done} already done" if summary.skipped_as_done else ""
+    click.echo(f"\n{summary.succeeded} ok, {summary.failed} failed{done}; {summary.images_per_second:.1f} images/s; "
+               f"results: {summary.output}")
+    if summary.failed:
+        sys.exit(EXIT_SOME_FILES_FAILED)
+
+
+@main.command()
+@click.argument("keras_model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("deployed", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Real images to compare on (searched recursively; default: the 8 shipped with s3f-edge).")
+@click.option("--limit", type=click.IntRange(1), default=256, show_default=True, help="Images to use at most.")
+@click.option("--providers", default=None, help="ONNX Runtime providers in order (default: the best available).")
+def verify(keras_model, deployed, images, limit, providers):
+    """Compare deployed models (.onnx, .engine) with the KERAS_MODEL they came from.
+
+    Reports the max |probability difference| and top-1 agreement per backend; exits 1 when one
+    is out of tolerance (fp32: 1e-4; fp16/int8: top-1 agreement below 99%).
+    """
+    from s3f_edge.runtime.verify import verify_backends
+
+    try:
+        report = verify_backends(keras_model, list(deployed), images, limit, providers.split(",") if providers else None)
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        _fail(str(error))
+    click.echo(_table(["model", "backend", "provider", "precision", "images", "max |p diff|", "top-1", "result"],
+                      [[Path(r["model"]).name, r["backend"], r["provider"], r["precision"], r["count"],
+                        f"{r['max_abs_diff']:.2e}", f"{r['top1_agreement']:.1%}", "; ".join(r["failures"]) or "ok"]
+                       for r in report]))
+    if any(r["failures"] for r in report):
+        sys.exit(1)
 
 
 @main.command("fft-check")

@@ -111,3 +111,50 @@ def test_contract_round_trips_and_refuses_unknown_versions():
         Preprocessing.from_dict({**GRAY.to_dict(), "version": 99})
     with pytest.raises(ValueError, match="1 \\(grayscale\\) or 3"):
         Preprocessing(height=8, width=8, channels=2)
+
+
+def write_dicom(path, pixels, photometric="MONOCHROME2", slope=1.0, intercept=0.0, window=None):
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit, ds.PixelRepresentation = 15, 0
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(str(path), enforce_file_format=True)
+    return path
+
+
+def test_dicom_rescale_window_and_monochrome1(tmp_path):
+    ramp = np.tile(np.arange(0, 4000, 4000 / 64), (40, 1))
+    plain = load_image(write_dicom(tmp_path / "a.dcm", ramp), GRAY)
+    assert plain.shape == (32, 48, 1) and plain.min() >= 0 and plain.max() <= 1
+    assert plain[0, 0, 0] < 0.05 and plain[0, -1, 0] > 0.95  # min-max without a window
+    inverted = load_image(write_dicom(tmp_path / "b.dcm", ramp, photometric="MONOCHROME1"), GRAY)
+    np.testing.assert_allclose(inverted, 1.0 - plain, atol=1e-6)
+    # slope 2, intercept -1000, window 1000 +- 500: raw 1000 -> 1000 (0.5), raw 750 -> 500 (0.0)
+    windowed = load_image(write_dicom(tmp_path / "c.dcm", np.full((40, 64), 1000.0), slope=2.0, intercept=-1000.0,
+                                      window=(1000, 1000)), GRAY)
+    np.testing.assert_allclose(windowed, 0.5, atol=1e-6)
+    low = load_image(write_dicom(tmp_path / "d.dcm", np.full((40, 64), 750.0), slope=2.0, intercept=-1000.0,
+                                 window=(1000, 1000)), GRAY)
+    np.testing.assert_allclose(low, 0.0, atol=1e-6)
+
+
+def test_corrupt_dicom_is_an_image_error(tmp_path):
+    path = write_dicom(tmp_path / "e.dcm", np.zeros((8, 8)))
+    data = path.read_bytes()
+    path.write_bytes(data[:200])
+    with pytest.raises(ImageDecodeError, match="DICOM"):
+        load_image(path, GRAY)

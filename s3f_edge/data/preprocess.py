@@ -9,16 +9,20 @@ input size (no crop, no pad, as the original), scale by the type's maximum to fl
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import cv2
-import numpy as np
+# Decoding more than this many pixels would risk memory on an edge box; a 12k x 12k scan is refused.
+# OpenCV enforces the same limit inside every decoder when this is set before it loads.
+MAX_PIXELS = 100_000_000
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 
 CONTRACT_VERSION = 1
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-# Decoding more than this many pixels would risk memory on an edge box; a 12k x 12k scan is refused.
-MAX_PIXELS = 100_000_000
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
 _INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}
 
 
@@ -79,6 +83,8 @@ def decode_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> np
             raise ImageDecodeError(f"cannot read file: {error.strerror or error}") from error
     if data.size == 0:
         raise ImageDecodeError("empty file (0 bytes)")
+    if data[128:132].tobytes() == b"DICM":
+        return decode_dicom(data.tobytes(), max_pixels)
     _check_declared_size(data, max_pixels)
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None:
@@ -88,6 +94,50 @@ def decode_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> np
     if image.dtype not in (np.uint8, np.uint16, np.float32):
         raise ImageDecodeError(f"unsupported pixel type {image.dtype}")
     return image
+
+
+def decode_dicom(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A single-frame DICOM image as float32 in [0, 1] (grayscale) or uint8 BGR (colour).
+
+    Applies the modality LUT (rescale slope/intercept), then the VOI window when the file gives
+    one (else the image's own min-max), and inverts MONOCHROME1 so that bright means dense.
+    """
+    import io
+
+    try:
+        import pydicom
+    except ImportError as error:
+        raise ImageDecodeError("DICOM file, but pydicom is not installed: pip install 's3f-edge[dicom]'") from error
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(data))
+        rows, columns = int(dataset.Rows), int(dataset.Columns)
+        if rows * columns > max_pixels:
+            raise ImageDecodeError(f"image of {columns}x{rows} pixels exceeds the limit of {max_pixels:,}")
+        if int(getattr(dataset, "NumberOfFrames", 1) or 1) > 1:
+            raise ImageDecodeError("multi-frame DICOM is not supported; export the frame to classify")
+        pixels = dataset.pixel_array
+    except ImageDecodeError:
+        raise
+    except Exception as error:  # pydicom raises many types for broken or compressed-without-codec files
+        raise ImageDecodeError(f"unreadable DICOM: {error}") from error
+    photometric = str(getattr(dataset, "PhotometricInterpretation", "MONOCHROME2"))
+    if pixels.ndim == 3:
+        if photometric != "RGB":
+            raise ImageDecodeError(f"unsupported DICOM colour space {photometric}")
+        return cv2.cvtColor(pixels.astype(np.uint8), cv2.COLOR_RGB2BGR)
+    values = pixels.astype(np.float64) * float(getattr(dataset, "RescaleSlope", 1) or 1) + float(
+        getattr(dataset, "RescaleIntercept", 0) or 0)
+    center, width = getattr(dataset, "WindowCenter", None), getattr(dataset, "WindowWidth", None)
+    if center is not None and width is not None:
+        center = float(center[0] if isinstance(center, pydicom.multival.MultiValue) else center)
+        width = float(width[0] if isinstance(width, pydicom.multival.MultiValue) else width)
+        low, high = center - width / 2.0, center + width / 2.0
+    else:
+        low, high = float(values.min()), float(values.max())
+    scaled = np.clip((values - low) / max(high - low, 1e-12), 0.0, 1.0)
+    if photometric == "MONOCHROME1":
+        scaled = 1.0 - scaled
+    return scaled.astype(np.float32)
 
 
 def _check_declared_size(data: np.ndarray, max_pixels: int) -> None:

@@ -230,6 +230,7 @@ def export_model(keras_path: str | Path, options: ExportOptions) -> ExportResult
                           timing_cache=options.timing_cache or out_dir / "timing.cache",
                           calibration_images=calibration_images(options.calib, contract) if options.calib else None,
                           spectral_layer_names=tuple(spectral_names)),
+            model_metadata={**metadata, "precision": options.precision},
         )
         result.rows.append(_row(f"tensorrt {options.precision}", engine_path, "ok", time.perf_counter() - started))
 

@@ -110,7 +110,7 @@ class _EntropyCalibrator:
 
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, input_shape: tuple[int, int, int],
-                 options: EngineOptions) -> dict:
+                 options: EngineOptions, model_metadata: dict | None = None) -> dict:
     """Parse ``onnx_path``, build and serialize an engine to ``engine_path``; write its sidecar JSON.
 
     FP16 pins every layer of the spectral block to FP32 through layer precision constraints
@@ -173,7 +173,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, input_shape: tu
     sidecar = {
         **identity, "tensorrt_version": trt.__version__, "onnx_sha256": file_sha256(onnx_path),
         "precision": options.precision, "batch_profile": [options.min_batch, options.opt_batch, options.max_batch],
-        "input_shape": list(input_shape),
+        "input_shape": list(input_shape), "model_metadata": model_metadata or {},
     }
     Path(str(engine_path) + ".json").write_text(json.dumps(sidecar, indent=2))
     return sidecar

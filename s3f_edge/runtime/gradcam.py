@@ -1,0 +1,69 @@
+"""Grad-CAM of the spatial branch, overlaid on the model's input image (Keras models only)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def _target_layer(model):
+    """The spatial branch's last feature map: our 'spatial_block4_relu', else the last 4-D layer before GAP."""
+    names = [layer.name for layer in model.layers]
+    if "spatial_block4_relu" in names:
+        return model.get_layer("spatial_block4_relu")
+    for layer in reversed(model.layers):
+        shape = getattr(layer, "output", None)
+        if shape is not None and len(layer.output.shape) == 4 and "spectral" not in layer.name:
+            if type(layer).__name__ in ("Activation", "ReLU", "Conv2D"):
+                return layer
+    raise ValueError("no spatial feature map found for Grad-CAM")
+
+
+class GradCam:
+    def __init__(self, predictor, out_dir: Path, classes: set[str] | None = None):
+        if predictor.backend != "keras":
+            raise ValueError("--explain needs a .keras model (Grad-CAM reads gradients); "
+                             f"{predictor.name} runs on {predictor.backend}")
+        import keras
+
+        self.predictor, self.out_dir, self.classes = predictor, Path(out_dir), classes
+        unknown = (classes or set()) - set(predictor.class_names)
+        if unknown:
+            raise ValueError(f"--explain-classes {sorted(unknown)} are not classes of this model: {predictor.class_names}")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        model = predictor.model
+        self.features_and_output = keras.Model(model.inputs, [_target_layer(model).output, model.output])
+
+    def heatmaps(self, images: np.ndarray, class_indices: np.ndarray) -> np.ndarray:
+        import tensorflow as tf
+
+        inputs = tf.convert_to_tensor(images)
+        with tf.GradientTape() as tape:
+            features, outputs = self.features_and_output(inputs, training=False)
+            if outputs.shape[-1] == 1:  # one sigmoid unit: class 1 is p, class 0 is 1 - p
+                outputs = tf.concat([1.0 - outputs, outputs], axis=-1)
+            score = tf.reduce_sum(tf.gather(outputs, class_indices, axis=1, batch_dims=1))
+        gradients = tape.gradient(score, features)
+        weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
+        cams = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1)).numpy()
+        peaks = cams.max(axis=(1, 2), keepdims=True)
+        return cams / np.where(peaks > 0, peaks, 1.0)
+
+    def explain(self, paths: list[Path], images: np.ndarray, probabilities: np.ndarray) -> list[Path]:
+        predicted = probabilities.argmax(axis=1)
+        chosen = [i for i, c in enumerate(predicted) if self.classes is None or self.predictor.class_names[c] in self.classes]
+        if not chosen:
+            return []
+        cams = self.heatmaps(images[chosen], predicted[chosen])
+        written = []
+        for cam, index in zip(cams, chosen):
+            image = images[index]
+            base = (np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., ::-1]) * 255.0
+            heat = cv2.applyColorMap((cv2.resize(cam, image.shape[1::-1]) * 255).astype(np.uint8), cv2.COLORMAP_JET)
+            overlay = (0.6 * base + 0.4 * heat).clip(0, 255).astype(np.uint8)
+            name = f"{Path(paths[index]).stem}.{self.predictor.class_names[predicted[index]]}.gradcam.png"
+            target = self.out_dir / name
+            cv2.imencode(".png", overlay)[1].tofile(str(target))
+            written.append(target)
+        return written

@@ -1,0 +1,227 @@
+"""Predictor and `s3f-edge infer`: every file answered, same answers on every backend, crash-safe."""
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from helpers import saved_model
+
+from s3f_edge.cli import main
+from s3f_edge.export.onnx_export import ExportOptions, export_model
+from s3f_edge.runtime import ModelContractError, Predictor, infer_folder
+
+CLASSES = ["glioma", "meningioma", "notumor", "pituitary"]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models")
+    keras_path = saved_model(folder / "m.keras", "brisc2025", (48, 48, 1), class_names=CLASSES)
+    export_model(keras_path, ExportOptions(out_dir=folder / "export"))
+    return keras_path, folder / "export" / "model.onnx"
+
+
+def rows_of(path):
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_keras_and_onnx_give_the_same_classes(models, sample_dir, tmp_path):
+    keras_path, onnx_path = models
+    results = {}
+    for path in models:
+        summary = infer_folder(sample_dir / "test", Predictor.load(path), tmp_path / f"{path.suffix[1:]}.csv",
+                               batch_size=5, recursive=True, progress=False)
+        assert summary.succeeded == 24 and summary.failed == 0
+        results[path.suffix] = rows_of(tmp_path / f"{path.suffix[1:]}.csv")
+    keras_rows, onnx_rows = results[".keras"], results[".onnx"]
+    assert [r["path"] for r in keras_rows] == sorted(r["path"] for r in keras_rows)
+    assert [r["predicted_class"] for r in keras_rows] == [r["predicted_class"] for r in onnx_rows]
+    assert len({r["predicted_class"] for r in keras_rows}) > 1, "the test model should not predict one class only"
+    for k, o in zip(keras_rows, onnx_rows):
+        for name in CLASSES:
+            assert abs(float(k[f"prob_{name}"]) - float(o[f"prob_{name}"])) < 1e-4
+
+
+def test_predictor_reports_backend_and_refuses_bad_batches(models):
+    keras_path, onnx_path = models
+    predictor = Predictor.load(onnx_path)
+    assert predictor.backend == "onnx" and predictor.provider == "CPUExecutionProvider"
+    assert predictor.class_names == CLASSES and predictor.contract.height == 48
+    good = np.random.default_rng(0).random((2, 48, 48, 1), dtype=np.float32)
+    probabilities = predictor.predict(good)
+    assert probabilities.shape == (2, 4) and np.allclose(probabilities.sum(1), 1, atol=1e-5)
+    with pytest.raises(ValueError, match="add a batch axis"):
+        predictor.predict(good[0])
+    with pytest.raises(ValueError, match="48x48"):
+        predictor.predict(np.zeros((1, 32, 48, 1), np.float32))
+    with pytest.raises(ValueError, match="1 channel"):
+        predictor.predict(np.zeros((1, 48, 48, 3), np.float32))
+    with pytest.raises(ValueError, match="float pixels"):
+        predictor.predict(np.zeros((1, 48, 48, 1), np.uint8))
+    with pytest.raises(ValueError, match="unknown model type"):
+        Predictor.load(Path(__file__))
+
+
+def test_model_without_metadata_is_refused_unless_supplied(tmp_path, models):
+    import onnx
+
+    _, onnx_path = models
+    bare = onnx.load(onnx_path)
+    del bare.metadata_props[:]
+    onnx.save(bare, tmp_path / "bare.onnx")
+    with pytest.raises(ModelContractError, match="no s3f-edge metadata"):
+        Predictor.load(tmp_path / "bare.onnx")
+    contract = {"height": 48, "width": 48, "channels": 1}
+    predictor = Predictor.load(tmp_path / "bare.onnx", metadata={"class_names": list("abcd"), "preprocessing": contract})
+    assert predictor.class_names == list("abcd")
+    future = {**json.loads({p.key: p.value for p in onnx.load(onnx_path).metadata_props}["s3f_edge"])}
+    future["preprocessing"]["version"] = 99
+    with pytest.raises(ModelContractError, match="Upgrade"):
+        Predictor.load(tmp_path / "bare.onnx", metadata=future)
+
+
+def make_bad_folder(folder: Path, sample_dir: Path) -> dict[str, str]:
+    """Every kind of bad or awkward input a clinic's folder holds; returns name -> expected status."""
+    folder.mkdir()
+    good = next((sample_dir / "test" / "glioma").glob("*.jpg"))
+    gray = cv2.imread(str(good), cv2.IMREAD_GRAYSCALE)
+    expected = {}
+
+    def put(name, data, status):
+        (folder / name).write_bytes(data)
+        expected[name] = status
+
+    put("good.jpg", good.read_bytes(), "ok")
+    put("über scan 1.jpg", good.read_bytes(), "ok")  # unicode and spaces
+    put("empty.png", b"", "error")
+    put("text.jpg", b"patient notes, not an image", "error")
+    put("truncated.jpg", good.read_bytes()[:300], "error")
+    put("notes.txt", b"hello", "error")  # unsupported format
+    put("alpha.png", cv2.imencode(".png", np.dstack([gray, gray, gray, gray]))[1].tobytes(), "ok")
+    put("sixteen.png", cv2.imencode(".png", gray.astype(np.uint16) * 257)[1].tobytes(), "ok")
+    put("sixteen.tif", cv2.imencode(".tif", gray.astype(np.uint16) * 257)[1].tobytes(), "ok")
+    from PIL import Image
+
+    Image.fromarray(gray).convert("P").save(folder / "palette.png")
+    expected["palette.png"] = "ok"
+    huge = bytearray(cv2.imencode(".png", gray)[1].tobytes())
+    huge[16:24] = (60_000).to_bytes(4, "big") + (60_000).to_bytes(4, "big")
+    put("huge.png", bytes(huge), "error")
+    os.symlink(folder / "does-not-exist.jpg", folder / "broken-link.jpg")
+    expected["broken-link.jpg"] = "error"
+    locked = folder / "locked.jpg"
+    locked.write_bytes(good.read_bytes())
+    locked.chmod(0)
+    # root reads any file, so an unreadable file is only an error when not running as root
+    expected["locked.jpg"] = "ok" if os.geteuid() == 0 else "error"
+    return expected
+
+
+def test_bad_input_never_crashes_and_every_file_gets_a_row(models, sample_dir, tmp_path):
+    expected = make_bad_folder(tmp_path / "in", sample_dir)
+    runner = CliRunner()
+    result = runner.invoke(main, ["infer", str(tmp_path / "in"), "--model", str(models[1]), "--out",
+                                  str(tmp_path / "out.jsonl"), "--quiet", "--batch", "3"])
+    assert result.exit_code == 3, result.output  # some files failed
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    by_name = {Path(r["path"]).name: r for r in rows}
+    assert set(by_name) == set(expected)
+    for name, status in expected.items():
+        assert by_name[name]["status"] == status, (name, by_name[name]["reason"])
+        if status == "error":
+            assert by_name[name]["reason"] and by_name[name]["predicted_class"] == ""
+        else:
+            assert by_name[name]["predicted_class"] in CLASSES
+    assert "exceeds the limit" in by_name["huge.png"]["reason"]
+    assert "unsupported format" in by_name["notes.txt"]["reason"]
+    assert "empty" in by_name["empty.png"]["reason"]
+
+
+def test_exit_codes(models, sample_dir, tmp_path):
+    runner = CliRunner()
+    ok = runner.invoke(main, ["infer", str(sample_dir / "test" / "glioma"), "--model", str(models[1]),
+                              "--out", str(tmp_path / "r.json"), "--quiet"])
+    assert ok.exit_code == 0, ok.output
+    assert len(json.loads((tmp_path / "r.json").read_text())["results"]) == 6
+    again = runner.invoke(main, ["infer", str(sample_dir / "test" / "glioma"), "--model", str(models[1]),
+                                 "--out", str(tmp_path / "r.json"), "--quiet"])
+    assert again.exit_code == 1 and "--resume" in again.output  # never overwrite results silently
+    usage = runner.invoke(main, ["infer", str(sample_dir), "--batch", "0", "--model", str(models[1])])
+    assert usage.exit_code == 2
+
+
+KILLER = textwrap.dedent('''
+    import os, signal, sys
+    from s3f_edge.runtime import Predictor, infer_folder
+    predictor = Predictor.load(sys.argv[1])
+    calls = {"n": 0}
+    original = predictor.predict
+    def dying_predict(batch):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            os.kill(os.getpid(), signal.SIGKILL)  # as a power cut would
+        return original(batch)
+    predictor.predict = dying_predict
+    infer_folder(sys.argv[2], predictor, sys.argv[3], batch_size=4, recursive=True, progress=False)
+''')
+
+
+def test_killed_run_resumes_to_a_complete_duplicate_free_output(models, sample_dir, tmp_path):
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    output = tmp_path / "results.csv"
+    process = subprocess.run([sys.executable, str(script), str(models[1]), str(sample_dir), str(output)],
+                             capture_output=True)
+    assert process.returncode != 0
+    assert not output.exists(), "a killed run must not leave a half-written output"
+    journal = output.with_name(f".{output.name}.partial.jsonl")
+    assert 0 < len(journal.read_text().splitlines()) < 72
+    summary = infer_folder(sample_dir, Predictor.load(models[1]), output, batch_size=4, recursive=True,
+                           resume=True, progress=False)
+    # three batches of 4 images ran before the kill, plus the sample folder's README.md and
+    # manifest.csv, which sort first and get error rows
+    assert summary.skipped_as_done == 14 and summary.succeeded == 72 - 12
+    rows = rows_of(output)
+    paths = [r["path"] for r in rows]
+    assert len(paths) == len(set(paths)) == 74
+    assert paths == sorted(paths) and not journal.exists()
+    assert sum(r["status"] == "ok" for r in rows) == 72
+
+
+def test_gradcam_overlays_for_chosen_classes(models, sample_dir, tmp_path):
+    keras_path, onnx_path = models
+    predictor = Predictor.load(keras_path)
+    infer_folder(sample_dir / "test", predictor, tmp_path / "r.csv", recursive=True, progress=False,
+                 explain_dir=tmp_path / "cams")
+    cams = sorted((tmp_path / "cams").glob("*.gradcam.png"))
+    assert len(cams) == 24
+    image = cv2.imread(str(cams[0]))
+    assert image.shape == (48, 48, 3) and image.std() > 0
+    rows = rows_of(tmp_path / "r.csv")
+    chosen = rows[0]["predicted_class"]
+    infer_folder(sample_dir / "test", predictor, tmp_path / "r2.csv", recursive=True, progress=False,
+                 explain_dir=tmp_path / "some", explain_classes={chosen})
+    assert len(list((tmp_path / "some").glob("*.png"))) == sum(r["predicted_class"] == chosen for r in rows)
+    with pytest.raises(ValueError, match=".keras model"):
+        infer_folder(sample_dir / "test", Predictor.load(onnx_path), tmp_path / "r3.csv", explain_dir=tmp_path / "x")
+
+
+def test_verify_command(models, sample_dir, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["verify", str(models[0]), str(models[1]), "--images", str(sample_dir / "test")])
+    assert result.exit_code == 0, result.output
+    assert "onnx" in result.output and "100.0%" in result.output
+    # a model from another source is refused
+    other = saved_model(tmp_path / "other.keras", "brisc2025", (32, 32, 1), class_names=CLASSES)
+    export_model(other, ExportOptions(out_dir=tmp_path / "other"))
+    mismatch = runner.invoke(main, ["verify", str(models[0]), str(tmp_path / "other" / "model.onnx")])
+    assert mismatch.exit_code == 1 and "not exported from" in mismatch.output
