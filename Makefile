@@ -28,5 +28,10 @@ demo: $(INSTALLED)
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
 
+# Speed figures (not part of `make test`): the pytest-benchmark suite, then the README's ratios.
+bench: $(INSTALLED)
+	$(BIN)/python -m pytest benchmarks --benchmark-only --benchmark-columns=min,median,max,rounds -q
+	$(BIN)/python benchmarks/ratios.py --out benchmarks/results
+
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -49,6 +49,7 @@ def main() -> None:
       s3f-edge export runs/a/model.keras    ONNX (+ TensorRT, Triton), verified against Keras
       s3f-edge infer FOLDER/ --model M      one result row per file (CSV, JSONL or JSON)
       s3f-edge verify M.keras M.onnx        deployed backends against Keras on real images
+      s3f-edge bench M.keras M.onnx         latency percentiles, throughput, FLOP/s vs this machine's GEMM
       s3f-edge fft-check IMAGES/            the FFT and DFT-as-matmul forms against numpy
     """
 
@@ -327,6 +328,86 @@ def verify(keras_model, deployed, images, limit, providers):
                        for r in report]))
     if any(r["failures"] for r in report):
         sys.exit(1)
+
+
+def _int_list(value: str, name: str) -> list[int]:
+    try:
+        numbers = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{name}: {value!r} is not a comma-separated list of integers") from None
+    if not numbers or min(numbers) < 1:
+        raise click.BadParameter(f"{name}: give positive integers, e.g. 1,8,32")
+    return numbers
+
+
+@main.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--backends", default="keras,onnx-cpu,onnx-cuda,trt", show_default=True,
+              help="Backends to run where the model file allows: .keras -> keras; .onnx -> onnx-cpu, onnx-cuda; "
+                   ".engine/.plan -> trt. Unavailable ones are skipped with the reason.")
+@click.option("--batch", "batches", default="1,8,32", show_default=True, help="Batch sizes.")
+@click.option("--duration", type=click.FloatRange(0.1), default=5.0, show_default=True,
+              help="Seconds of timed runs per backend and batch (after warm-up).")
+@click.option("--warmup", type=click.FloatRange(0), default=1.0, show_default=True, help="Seconds of untimed runs first.")
+@click.option("--images", default=None,
+              help="Folder of real input images, or 'random' for fresh random tensors (default: the packaged images).")
+@click.option("--end-to-end", "e2e_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Also time files decoded to written rows (`infer`) over this folder.")
+@click.option("--gemm/--no-gemm", default=True, show_default=True,
+              help="Measure this machine's float32 GEMM rate and report achieved FLOP/s as a fraction of it.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write results as JSON.")
+@click.option("--plot", "plot_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a PNG of latency against batch per backend.")
+def bench(models, backends, batches, duration, warmup, images, e2e_dir, gemm, json_out, plot_out):
+    """Latency (p50/p90/p99/max, never clipped), throughput and cold start for each MODEL, backend and batch.
+
+    FLOPs per image come from the first .keras model given (spectral layers counted at their FFT
+    cost); achieved FLOP/s is compared with a large float32 GEMM measured in the same run.
+    """
+    import json
+    import os
+    import platform
+
+    from s3f_edge.bench.runner import BACKENDS, bench_models, plot
+
+    wanted = [b.strip() for b in backends.split(",") if b.strip()]
+    unknown = set(wanted) - set(BACKENDS)
+    if unknown:
+        raise click.BadParameter(f"unknown backends {sorted(unknown)}; choose from {', '.join(BACKENDS)}")
+    batch_sizes = _int_list(batches, "--batch")
+    flops = None
+    keras_models = [m for m in models if m.suffix == ".keras"]
+    if keras_models:
+        from s3f_edge.bench.flops import model_flops
+        from s3f_edge.model import load_model
+
+        flops = model_flops(load_model(keras_models[0]))
+        click.echo(f"FLOPs per image ({keras_models[0].name}): {flops['total_fft'] / 1e9:.2f} G with FFT spectral layers "
+                   f"({flops['spectral_fft'] / 1e9:.3f} G spectral), {flops['total_matmul'] / 1e9:.2f} G as executed "
+                   f"with DFT-as-matmul ({flops['spectral_matmul'] / 1e9:.3f} G spectral)")
+    gemm_rate, rates = None, {}
+    if gemm:
+        from s3f_edge.bench.gemm import gemm_rates
+
+        rates = gemm_rates()
+        gemm_rate = max(rates.values())
+        click.echo("float32 GEMM 2048^2: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in rates.items()))
+    results, skipped = bench_models(list(models), wanted, batch_sizes, duration, warmup,
+                                    images if images in (None, "random") else Path(images), e2e_dir,
+                                    flops["total_fft"] if flops else None, gemm_rate, log=lambda m: click.echo(m, err=True))
+    click.echo(_table(
+        ["model", "backend", "mode", "batch", "p50 ms", "p90 ms", "p99 ms", "max ms", "img/s", "cold s", "GFLOP/s", "of GEMM"],
+        [[r.model, r.backend, r.mode, r.batch, r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms, r.images_per_second, r.cold_start_s,
+          "-" if r.gflops_per_second is None else r.gflops_per_second,
+          "-" if r.fraction_of_gemm is None else f"{r.fraction_of_gemm:.0%}"] for r in results]))
+    for note in skipped:
+        click.echo(f"skipped: {note}")
+    machine = {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()}
+    if json_out:
+        json_out.write_text(json.dumps({"machine": machine, "gemm_flops_per_second": rates, "flops_per_image": flops,
+                                        "results": [r.to_dict() for r in results], "skipped": skipped}, indent=2))
+    if plot_out and results:
+        plot(results, plot_out)
 
 
 @main.command("fft-check")

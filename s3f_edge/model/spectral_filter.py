@@ -4,7 +4,9 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from s3f_edge.model.dft import DFTMatrices, dft_matrices
+import numpy as np
+
+from s3f_edge.model.dft import DFTPlan, dft_plan
 
 SPECTRAL_MODES = ("fft", "matmul", "dft")
 
@@ -40,7 +42,7 @@ class SpectralFilter(keras.layers.Layer):
             raise ValueError(f"SpectralFilter needs filters >= 1, got {filters}")
         self.filters = int(filters)
         self.mode = mode
-        self._dft: DFTMatrices | None = None
+        self._dft: DFTPlan | None = None
 
     @property
     def mode(self) -> str:
@@ -100,32 +102,45 @@ class SpectralFilter(keras.layers.Layer):
         spatial = tf.signal.irfft2d(filtered, fft_length=[self.height, self.width])
         return tf.transpose(spatial, [0, 2, 3, 1])
 
-    def _matrices(self) -> DFTMatrices:
+    def _plan(self) -> DFTPlan:
         if self._dft is None:
-            self._dft = dft_matrices(self.height, self.width, "float32")
+            self._dft = dft_plan(self.height, self.width, "float32")
         return self._dft
 
     def _call_matmul(self, inputs):
-        dft = self._matrices()
-        h = self.height
-        channels_first = ops.transpose(inputs, (0, 3, 1, 2))  # (B, C, H, W)
+        plan = self._plan()
+        h, bins, a, b, c, f = self.height, self.bins, plan.a, plan.b, self.channels, self.filters
+        # Real DFT along W: (B, C, H, W) -> real and imaginary (B, C, H, Wr).
+        pixels = ops.transpose(inputs, (0, 3, 1, 2))
+        real, imag = ops.matmul(pixels, plan.forward_w[0]), ops.matmul(pixels, plan.forward_w[1])
+        # Complex DFT along H = (m1, m2), factored; every stage is a left-multiplication.
+        if a > 1:
+            real, imag = _left_complex(plan.forward_a, real, imag, (-1, c, a, b * bins))
+            real, imag = _complex_multiply(real, imag, plan.forward_twiddle, (-1, c, a, b, bins))
+        real, imag = _left_complex(plan.forward_b, real, imag, (-1, c, a, b, bins))  # (.., k1, k2, Wr)
 
-        # Forward transform, complex values stacked [real; imag] along H: (B, C, 2H, Wr).
-        along_w = ops.concatenate(
-            [ops.matmul(channels_first, dft.forward_w_cos), ops.matmul(channels_first, dft.forward_w_sin)],
-            axis=2,
-        )
-        spectrum = ops.matmul(dft.forward_h, along_w)
-        spec_real, spec_imag = spectrum[:, :, :h], spectrum[:, :, h:]
+        real, imag = self._apply_kernel(ops.reshape(real, (-1, c, h, bins)), ops.reshape(imag, (-1, c, h, bins)),
+                                        self._factored_kernel(a, b))
 
-        out_real, out_imag = self._apply_kernel(spec_real, spec_imag)
-
-        # Inverse along H (complex), then the Hermitian inverse along W to real pixels.
-        along_h = ops.matmul(dft.inverse_h, ops.concatenate([out_real, out_imag], axis=2))
-        spatial = ops.matmul(along_h[:, :, :h], dft.inverse_w_cos) + ops.matmul(
-            along_h[:, :, h:], dft.inverse_w_sin
-        )
+        real, imag = _left_complex(plan.inverse_b, real, imag, (-1, f, a, b, bins))  # (.., k1, m2, Wr)
+        if a > 1:
+            real, imag = _complex_multiply(real, imag, plan.inverse_twiddle, (-1, f, a, b, bins))
+            real, imag = _left_complex(plan.inverse_a, real, imag, (-1, f, a, b * bins))  # (.., m1, m2 Wr)
+        # Hermitian inverse along W: (B, F, H, Wr) x 2 -> (B, F, H, W).
+        spatial = ops.matmul(ops.reshape(real, (-1, f, h, bins)), plan.inverse_w[0]) + ops.matmul(
+            ops.reshape(imag, (-1, f, h, bins)), plan.inverse_w[1])
         return ops.transpose(spatial, (0, 2, 3, 1))
+
+    def _factored_kernel(self, a: int, b: int):
+        """Kernel weights (C, F, H, Wr) with H permuted to the factored spectrum order (k1, k2)."""
+
+        def permute(weights):
+            if a == 1:
+                return weights
+            by_digit = ops.reshape(weights, (self.channels, self.filters, b, a, self.bins))  # k = k2 * a + k1
+            return ops.reshape(ops.transpose(by_digit, (0, 1, 3, 2, 4)), (self.channels, self.filters, self.height, self.bins))
+
+        return permute(self.real_weights), permute(self.imag_weights)
 
     def _call_dft(self, inputs):
         self._require_tensorflow()
@@ -138,33 +153,49 @@ class SpectralFilter(keras.layers.Layer):
 
         spectrum = tf.signal.rfft(tf.transpose(inputs, [0, 3, 1, 2]), fft_length=[self.width])
         spec_real, spec_imag = along_h(tf.math.real(spectrum), tf.math.imag(spectrum), tf.signal.fft)
-        out_real, out_imag = self._apply_kernel(spec_real, spec_imag)
+        out_real, out_imag = self._apply_kernel(spec_real, spec_imag, (self.real_weights, self.imag_weights))
         back_real, back_imag = along_h(out_real, out_imag, tf.signal.ifft)
         spatial = tf.signal.irfft(tf.complex(back_real, back_imag), fft_length=[self.width])
         return tf.transpose(spatial, [0, 2, 3, 1])
 
-    def _apply_kernel(self, spec_real, spec_imag):
-        """(B, C, H, Wr) spectrum, as real and imaginary parts -> (B, F, H, Wr) filtered spectrum."""
+    def _apply_kernel(self, spec_real, spec_imag, kernel):
+        """Spectrum (B, C, *S) as real and imaginary parts, kernel (C, F, *S) -> (B, F, *S)."""
+        k_real, k_imag = kernel
         if self.channels == 1:
             # One input channel: the channel mix is an element-wise complex product per filter.
-            k_real, k_imag = self.real_weights[0], self.imag_weights[0]  # (F, H, Wr)
+            k_real, k_imag = k_real[0], k_imag[0]
             return spec_real * k_real - spec_imag * k_imag, spec_real * k_imag + spec_imag * k_real
-        return self._mix_channels(spec_real, spec_imag)
-
-    def _mix_channels(self, spec_real, spec_imag):
-        """Per-frequency complex (B, C) @ (C, F) as one real batched matmul over frequencies."""
-        # Frequencies become the batch: (H, Wr, B, 2C) @ (H, Wr, 2C, 2F) -> (H, Wr, B, 2F).
-        stacked = ops.transpose(ops.concatenate([spec_real, spec_imag], axis=1), (2, 3, 0, 1))
-        k_real = ops.transpose(self.real_weights, (2, 3, 0, 1))
-        k_imag = ops.transpose(self.imag_weights, (2, 3, 0, 1))
-        kernel = ops.concatenate(
-            [ops.concatenate([k_real, k_imag], axis=-1), ops.concatenate([-k_imag, k_real], axis=-1)],
-            axis=-2,
+        # Per frequency, complex (B, C) @ (C, F) as one real batched matmul with frequencies as the batch:
+        # (S, B, 2C) @ (S, 2C, 2F) -> (S, B, 2F).
+        spatial_shape = tuple(spec_real.shape[2:])
+        size = int(np.prod(spatial_shape))
+        flat = lambda t, n: ops.transpose(ops.reshape(t, (-1, n, size)), (2, 0, 1))  # noqa: E731
+        stacked = ops.concatenate([flat(spec_real, self.channels), flat(spec_imag, self.channels)], axis=-1)
+        kr = ops.transpose(ops.reshape(k_real, (self.channels, self.filters, size)), (2, 0, 1))
+        ki = ops.transpose(ops.reshape(k_imag, (self.channels, self.filters, size)), (2, 0, 1))
+        kernel_matrix = ops.concatenate(
+            [ops.concatenate([kr, ki], axis=-1), ops.concatenate([-ki, kr], axis=-1)], axis=-2
         )
-        mixed = ops.transpose(ops.matmul(stacked, kernel), (2, 3, 0, 1))  # (B, 2F, H, Wr)
-        return mixed[:, : self.filters], mixed[:, self.filters :]
+        mixed = ops.transpose(ops.matmul(stacked, kernel_matrix), (1, 2, 0))  # (B, 2F, S)
+        mixed = ops.reshape(mixed, (-1, 2 * self.filters, *spatial_shape))
+        return mixed[:, : self.filters], mixed[:, self.filters:]
 
     def get_config(self):
         config = super().get_config()
         config.update({"filters": self.filters, "mode": self.mode})
         return config
+
+
+
+def _left_complex(matrix: tuple[np.ndarray, np.ndarray], real, imag, shape: tuple[int, ...]):
+    """(Mr + i Mi) @ (real + i imag) over the second-to-last axis of ``shape`` (a free reshape)."""
+    m_real, m_imag = (np.reshape(m, (1,) * (len(shape) - 2) + m.shape) for m in matrix)
+    real, imag = ops.reshape(real, shape), ops.reshape(imag, shape)
+    return (ops.matmul(m_real, real) - ops.matmul(m_imag, imag),
+            ops.matmul(m_imag, real) + ops.matmul(m_real, imag))
+
+
+def _complex_multiply(real, imag, phases: tuple[np.ndarray, np.ndarray], shape: tuple[int, ...]):
+    """Element-wise complex product with broadcast ``phases``, after a free reshape to ``shape``."""
+    real, imag = ops.reshape(real, shape), ops.reshape(imag, shape)
+    return real * phases[0] - imag * phases[1], real * phases[1] + imag * phases[0]

@@ -1,0 +1,1 @@
+"""Benchmarks: latency and throughput per backend, FLOP counts and the machine's GEMM rate."""

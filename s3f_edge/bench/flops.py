@@ -1,0 +1,51 @@
+"""Floating-point operations per image, from layer shapes; the spectral layers counted two ways.
+
+Counts multiply-adds as two operations for convolutions, dense layers and the SpectralFilter;
+normalisation, activations and pooling (a few percent of the total) are left out.
+"""
+from __future__ import annotations
+
+import math
+
+import keras
+
+from s3f_edge.model.spectral_filter import SpectralFilter
+
+
+def spectral_filter_flops(height: int, width: int, channels: int, filters: int) -> dict[str, float]:
+    """FLOPs of one SpectralFilter call on one image.
+
+    ``fft``: rfft2d of C planes and irfft2d of F planes at 2.5 N log2 N each (half a complex FFT's
+    5 N log2 N), plus the complex per-frequency mix (8 flops per complex multiply-add).
+    ``matmul``: what the DFT-as-matmul form executes (see s3f_edge.model.spectral_filter).
+    """
+    n = height * width
+    bins = width // 2 + 1
+    mix = 8.0 * channels * filters * height * bins
+    fft = 2.5 * n * math.log2(n) * (channels + filters) + mix
+    forward = 4.0 * channels * height * width * bins + 8.0 * channels * height * height * bins
+    mixing = 6.0 * filters * height * bins if channels == 1 else 8.0 * channels * filters * height * bins
+    inverse = 8.0 * filters * height * height * bins + 4.0 * filters * height * bins * width
+    return {"fft": fft, "matmul": forward + mixing + inverse}
+
+
+def model_flops(model: keras.Model) -> dict[str, float]:
+    """Per-image FLOPs: ``spectral_fft``, ``spectral_matmul``, ``other``, and the two totals."""
+    spectral_fft = spectral_matmul = other = 0.0
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, SpectralFilter):
+            counts = spectral_filter_flops(layer.height, layer.width, layer.channels, layer.filters)
+            spectral_fft += counts["fft"]
+            spectral_matmul += counts["matmul"]
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
+            _, h, w, c = layer.output.shape
+            kh, kw = layer.kernel_size
+            other += 2.0 * h * w * c * kh * kw
+        elif isinstance(layer, keras.layers.Conv2D):
+            _, h, w, f = layer.output.shape
+            kh, kw = layer.kernel_size
+            other += 2.0 * h * w * f * kh * kw * layer.input.shape[-1]
+        elif isinstance(layer, keras.layers.Dense):
+            other += 2.0 * layer.input.shape[-1] * layer.units
+    return {"spectral_fft": spectral_fft, "spectral_matmul": spectral_matmul, "other": other,
+            "total_fft": spectral_fft + other, "total_matmul": spectral_matmul + other}

@@ -1,0 +1,174 @@
+"""`s3f-edge bench`: latency percentiles, throughput and cold start per backend and batch size."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+BACKENDS = ("keras", "onnx-cpu", "onnx-cuda", "trt")
+_PROVIDERS = {"onnx-cpu": ["CPUExecutionProvider"], "onnx-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+
+
+@dataclass
+class BenchResult:
+    model: str
+    backend: str
+    provider: str
+    mode: str  # compute | end-to-end
+    batch: int
+    runs: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    images_per_second: float
+    cold_start_s: float
+    gflops_per_second: float | None = None
+    fraction_of_gemm: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def display_name(path: Path) -> str:
+    """'folder/file': exports are all called model.onnx, so the folder tells them apart."""
+    path = Path(path)
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+
+def backends_for(path: Path) -> tuple[str, ...]:
+    suffix = Path(path).suffix.lower()
+    return {".keras": ("keras",), ".onnx": ("onnx-cpu", "onnx-cuda"), ".engine": ("trt",), ".plan": ("trt",)}.get(suffix, ())
+
+
+def unavailable_reason(backend: str) -> str | None:
+    """Why a backend cannot run here, or None."""
+    if backend.startswith("onnx"):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return "ONNX Runtime is not installed (pip install 's3f-edge[cpu]')"
+        if backend == "onnx-cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+            return "ONNX Runtime has no CUDAExecutionProvider here (needs onnxruntime-gpu and an NVIDIA GPU)"
+    if backend == "trt":
+        from s3f_edge.export.tensorrt import TensorRTUnavailable, gpu_identity, import_tensorrt
+
+        try:
+            import_tensorrt()
+            gpu_identity()
+        except TensorRTUnavailable as error:
+            return str(error).split(". On")[0]
+    return None
+
+
+def load_for(path: Path, backend: str):
+    from s3f_edge.runtime.predictor import Predictor
+
+    return Predictor.load(path, providers=_PROVIDERS.get(backend))
+
+
+def input_batch(contract, batch: int, images: Path | None, seed: int) -> np.ndarray:
+    """Real images tiled to ``batch`` (default: the packaged parity set) or fresh random tensors; never zeros."""
+    from s3f_edge.export.parity import random_batch, real_batch
+
+    if images == "random":
+        return random_batch(contract, batch, seed)
+    pool = real_batch(contract, images, limit=max(batch, 8))
+    return np.ascontiguousarray(np.resize(pool, (batch, *pool.shape[1:])))
+
+
+def measure(predict, batch: np.ndarray, warmup_s: float, duration_s: float, min_runs: int = 5) -> np.ndarray:
+    """Latencies (s) of ``predict(batch)`` over ``duration_s`` after ``warmup_s`` of untimed runs."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < warmup_s:
+        predict(batch)
+    latencies = []
+    started = time.perf_counter()
+    while time.perf_counter() - started < duration_s or len(latencies) < min_runs:
+        begin = time.perf_counter()
+        predict(batch)
+        latencies.append(time.perf_counter() - begin)
+    return np.asarray(latencies)
+
+
+def summarise(model: str, backend: str, provider: str, mode: str, batch: int, latencies: np.ndarray,
+              cold_start: float, flops_per_image: float | None, gemm_rate: float | None) -> BenchResult:
+    p50, p90, p99 = np.percentile(latencies, [50, 90, 99]) * 1e3
+    throughput = batch / float(np.mean(latencies))
+    gflops = throughput * flops_per_image / 1e9 if flops_per_image else None
+    return BenchResult(model, backend, provider, mode, batch, len(latencies), round(p50, 3), round(p90, 3), round(p99, 3),
+                       round(float(latencies.max()) * 1e3, 3), round(throughput, 2), round(cold_start, 3),
+                       round(gflops, 2) if gflops else None,
+                       round(gflops * 1e9 / gemm_rate, 4) if gflops and gemm_rate else None)
+
+
+def bench_models(models: list[Path], backends: list[str], batches: list[int], duration_s: float, warmup_s: float,
+                 images: Path | str | None = None, end_to_end_dir: Path | None = None, flops_per_image: float | None = None,
+                 gemm_rate: float | None = None, log=print) -> tuple[list[BenchResult], list[str]]:
+    """Benchmark every (model, applicable backend, batch). Returns results and 'skipped' notes."""
+    results, skipped = [], []
+    for path in models:
+        for backend in backends_for(path):
+            if backend not in backends:
+                continue
+            reason = unavailable_reason(backend)
+            if reason:
+                skipped.append(f"{display_name(path)} on {backend}: {reason}")
+                continue
+            started = time.perf_counter()
+            predictor = load_for(path, backend)
+            first = input_batch(predictor.contract, 1, images, seed=1)
+            predictor.predict(first)
+            cold_start = time.perf_counter() - started
+            for batch in batches:
+                data = input_batch(predictor.contract, batch, images, seed=batch)
+                latencies = measure(predictor.predict, data, warmup_s, duration_s)
+                result = summarise(display_name(path), backend, predictor.provider, "compute", batch, latencies,
+                                   cold_start, flops_per_image, gemm_rate)
+                results.append(result)
+                log(f"  {result.model:<24} {backend:<9} batch {batch:>3}: p50 {result.p50_ms:9.2f} ms, "
+                    f"{result.images_per_second:8.1f} img/s")
+            if end_to_end_dir is not None:
+                results.append(end_to_end(predictor, display_name(path), backend, end_to_end_dir, max(batches), cold_start))
+    return results, skipped
+
+
+def end_to_end(predictor, model_name: str, backend: str, folder: Path, batch: int, cold_start: float) -> BenchResult:
+    """Files decoded to written rows, through `infer`; latency per batch is the mean."""
+    import tempfile
+
+    from s3f_edge.runtime.infer import infer_folder
+
+    with tempfile.TemporaryDirectory() as scratch:
+        summary = infer_folder(folder, predictor, Path(scratch) / "r.csv", batch_size=batch, recursive=True,
+                               progress=False)
+    per_batch = np.asarray([summary.seconds / max(1, (summary.succeeded + summary.failed) / batch)])
+    return summarise(model_name, backend, predictor.provider, "end-to-end", batch, per_batch, cold_start, None, None)
+
+
+def plot(results: list[BenchResult], out_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    series: dict[str, list[BenchResult]] = {}
+    for r in results:
+        if r.mode == "compute":
+            series.setdefault(f"{r.model} · {r.backend}", []).append(r)
+    for label, points in series.items():
+        points.sort(key=lambda r: r.batch)
+        ax.plot([p.batch for p in points], [p.p50_ms for p in points], "o-", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("p50 latency per batch (ms)")
+    ax.set_title("s3f-edge bench: latency against batch")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
