@@ -151,3 +151,31 @@ def test_layouts_that_cannot_train_stop_before_training(tmp_path, sample_dir):
     shutil.rmtree(mismatch / "test" / "glioma")
     with pytest.raises(DatasetError, match="train and test classes differ"):
         discover(mismatch)
+
+
+def test_mixed_precision_keeps_spectral_filter_and_output_float32(tmp_path, sample_dir):
+    import keras
+
+    from s3f_edge.model import load_model, spectral_filters
+
+    run_dir = tmp_path / "mixed"
+    try:
+        train(TrainOptions(data_dir=str(sample_dir), out_dir=str(run_dir), epochs=1, mixed_precision=True, **FAST))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    model = load_model(run_dir / "model.keras")
+    assert all(layer.compute_dtype == "float32" for layer in spectral_filters(model))
+    assert model.get_layer("spatial_block1_conv1").compute_dtype == "float16"
+    assert model.get_layer("probs").compute_dtype == "float32"
+
+
+def test_resume_can_extend_the_epoch_budget(tmp_path, sample_dir):
+    from click.testing import CliRunner
+
+    from s3f_edge.cli import main
+
+    run_dir = tmp_path / "run"
+    train(TrainOptions(data_dir=str(sample_dir), out_dir=str(run_dir), epochs=1, patience=50, **FAST))
+    result = CliRunner().invoke(main, ["train", str(sample_dir), "--resume", str(run_dir), "--epochs", "2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert [int(r["epoch"]) for r in history(run_dir)] == [0, 1]

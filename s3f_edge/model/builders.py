@@ -80,10 +80,12 @@ def build_model(
         else:
             features = layers.Concatenate(name="concat_fusion")([spatial, spectral])
 
+    # Under a mixed-precision policy the probabilities are still computed in float32.
+    head_dtype = "float32" if keras.mixed_precision.global_policy().name.startswith("mixed") else None
     if sigmoid_head:
-        outputs = layers.Dense(1, activation="sigmoid", name="probs")(features)
+        outputs = layers.Dense(1, activation="sigmoid", name="probs", dtype=head_dtype)(features)
     else:
-        outputs = layers.Dense(num_classes, activation="softmax", name="probs")(features)
+        outputs = layers.Dense(num_classes, activation="softmax", name="probs", dtype=head_dtype)(features)
 
     if name is None:
         name = {"s3f": f"s3f_net_{fusion}_{variant}", "baseline": "spatial_baseline", "spectral": f"spectranet_{variant}"}[kind]

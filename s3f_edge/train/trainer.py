@@ -43,6 +43,7 @@ class TrainOptions:
     paper_protocol: bool = False
     class_weights: bool = True
     augment: bool = False
+    mixed_precision: bool = False  # float16 compute; every SpectralFilter stays float32
     workers: int = 4
     verbose: int = 1
     extra: dict = field(default_factory=dict)
@@ -166,6 +167,7 @@ def train(options: TrainOptions, resume: bool = False) -> Path:
         _log(options, f"skipped {len(skipped)} unreadable or non-image files (see {run_dir / 'skipped.csv'})")
 
     keras.utils.set_random_seed(options.seed)
+    keras.mixed_precision.set_global_policy("mixed_float16" if options.mixed_precision else "float32")
     if resume:
         model = load_model(run_dir / "last.keras", compile=True)
         truncate_history(run_dir / "history.csv", state["epochs_done"])

@@ -1,0 +1,60 @@
+"""s3f-edge bench: FLOP counts, timing statistics, skipped backends, outputs."""
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from helpers import saved_model
+
+from s3f_edge import SpectralFilter
+from s3f_edge.bench.flops import model_flops, spectral_filter_flops
+from s3f_edge.bench.runner import measure, summarise, unavailable_reason
+from s3f_edge.cli import main
+
+
+def test_flops_of_conv_dense_and_spectral_layers():
+    inputs = keras.Input((16, 8, 1))
+    conv = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    spectral = SpectralFilter(2)(conv)
+    dense = keras.layers.Dense(5)(keras.layers.GlobalAveragePooling2D()(spectral))
+    counts = model_flops(keras.Model(inputs, dense))
+    assert counts["other"] == 2 * 16 * 8 * 4 * 9 * 1 + 2 * 2 * 5
+    n, bins = 16 * 8, 5
+    assert counts["spectral_fft"] == pytest.approx(2.5 * n * math.log2(n) * (4 + 2) + 8 * 4 * 2 * 16 * bins)
+    assert counts["spectral_matmul"] == spectral_filter_flops(16, 8, 4, 2)["matmul"]
+    assert counts["total_fft"] == counts["other"] + counts["spectral_fft"]
+
+
+def test_timing_statistics_keep_the_tail():
+    latencies = np.array([0.010] * 98 + [0.020, 0.500])
+    result = summarise("m", "onnx-cpu", "CPU", "compute", 4, latencies, 1.5, 1e9, 100e9)
+    assert result.max_ms == 500.0 and result.p50_ms == 10.0 and result.p99_ms > 20.0
+    assert result.images_per_second == pytest.approx(4 / latencies.mean(), rel=1e-3)
+    assert result.fraction_of_gemm == pytest.approx(result.gflops_per_second / 100, rel=1e-3)
+    runs = measure(lambda x: x * 2, np.ones(3), warmup_s=0.0, duration_s=0.05, min_runs=7)
+    assert len(runs) >= 7 and (runs > 0).all()
+
+
+def test_unavailable_backends_say_why():
+    assert "CUDAExecutionProvider" in unavailable_reason("onnx-cuda")
+    assert unavailable_reason("onnx-cpu") is None
+
+
+def test_bench_command_end_to_end(tmp_path, sample_dir):
+    from s3f_edge.export.onnx_export import ExportOptions, export_model
+
+    keras_path = saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1), class_names=["a", "b", "c", "d"])
+    export_model(keras_path, ExportOptions(out_dir=tmp_path / "out"))
+    result = CliRunner().invoke(main, [
+        "bench", str(keras_path), str(tmp_path / "out" / "model.onnx"), "--batch", "1,4", "--duration", "0.2",
+        "--warmup", "0.05", "--no-gemm", "--end-to-end", str(sample_dir / "test"), "--json", str(tmp_path / "b.json"),
+        "--plot", str(tmp_path / "b.png")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "b.json").read_text())
+    combos = {(r["backend"], r["mode"], r["batch"]) for r in report["results"]}
+    assert {("keras", "compute", 1), ("keras", "compute", 4), ("onnx-cpu", "compute", 1), ("onnx-cpu", "end-to-end", 4)} <= combos
+    assert any("onnx-cuda" in note for note in report["skipped"])
+    assert all(r["p50_ms"] > 0 and r["p99_ms"] >= r["p50_ms"] for r in report["results"])
+    assert (tmp_path / "b.png").stat().st_size > 1000
