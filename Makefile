@@ -16,14 +16,19 @@ $(INSTALLED): pyproject.toml
 
 install: $(INSTALLED)
 
-# Check the FFT forms, then train -> evaluate on the 72 bundled brain MRI images.
+# Train -> evaluate -> export (verified) -> infer -> latency, on the 72 bundled brain MRI images.
 # 36 training images and 8 epochs show the pipeline, not accuracy: expect chance-level scores.
 demo: $(INSTALLED)
 	rm -rf $(DEMO_DIR)
-	$(BIN)/s3f-edge presets
+	$(BIN)/s3f-edge presets --no-count-params
 	$(BIN)/s3f-edge fft-check samples/brain_mri --limit 2
 	$(BIN)/s3f-edge train samples/brain_mri --image-size 64 --epochs 8 --lr 1e-3 --val-fraction 0.25 --out $(DEMO_DIR)/run
 	$(BIN)/s3f-edge evaluate $(DEMO_DIR)/run/model.keras samples/brain_mri/test --out $(DEMO_DIR)/evaluate
+	$(BIN)/s3f-edge export $(DEMO_DIR)/run/model.keras --out $(DEMO_DIR)/export --precision fp16
+	$(BIN)/s3f-edge export $(DEMO_DIR)/run/model.keras --out $(DEMO_DIR)/export-dft --fft dft
+	$(BIN)/s3f-edge infer samples/brain_mri/test --recursive --model $(DEMO_DIR)/export/model.onnx --out $(DEMO_DIR)/results.csv --quiet
+	$(BIN)/s3f-edge bench $(DEMO_DIR)/run/model.keras $(DEMO_DIR)/export/model.onnx $(DEMO_DIR)/export-dft/model.onnx \
+		--batch 1,16 --duration 2 --warmup 0.5 --json $(DEMO_DIR)/bench.json --plot $(DEMO_DIR)/bench.png
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest

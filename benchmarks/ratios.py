@@ -128,10 +128,12 @@ def pipeline(work: Path, duration: float) -> dict:
     memory = {}
     for count in (1000, 10000):
         images = _fill_folder(work / f"mem-{count}", count)
-        script = ("import resource, sys\nfrom s3f_edge.runtime import Predictor, infer_folder\n"
+        # VmHWM is this process's own peak; getrusage's ru_maxrss would include the parent's (kept across exec).
+        script = ("import sys\nfrom s3f_edge.runtime import Predictor, infer_folder\n"
                   "p = Predictor.load(sys.argv[1])\n"
                   "s = infer_folder(sys.argv[2], p, sys.argv[3], batch_size=32, progress=False)\n"
-                  "print(s.succeeded, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+                  "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+                  "print(s.succeeded, hwm)\n")
         out = subprocess.run([sys.executable, "-c", script, str(work / "128-matmul" / "model.onnx"), str(images),
                               str(work / f"mem-{count}.csv")], capture_output=True, text=True, check=True).stdout.split()
         memory[count] = {"images": int(out[-2]), "peak_rss_mb": round(int(out[-1]) / 1024, 1)}

@@ -101,13 +101,15 @@ def presets(count_params: bool) -> None:
 @click.option("--augment", is_flag=True, help="Random horizontal flips and small rotations (off in the original).")
 @click.option("--mixed-precision", is_flag=True,
               help="float16 compute (GPUs with tensor cores); the SpectralFilter and the output stay float32.")
+@click.option("--strategy", type=click.Choice(["auto", "mirrored"]), default="auto", show_default=True,
+              help="auto: one device (the GPU when TensorFlow sees one); mirrored: data-parallel over all local GPUs.")
 @click.option("--workers", type=click.IntRange(1), default=4, show_default=True, help="Parallel image decoders.")
 @click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Continue an interrupted run in this directory with its saved options (--epochs may extend it).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train(data, out_dir, preset, kind, image_size, variant, fusion, epochs, batch_size, learning_rate, patience,
-          lr_patience, val_fraction, seed, paper_protocol, no_class_weights, augment, mixed_precision, workers, resume_dir,
-          quiet):
+          lr_patience, val_fraction, seed, paper_protocol, no_class_weights, augment, mixed_precision, strategy, workers,
+          resume_dir, quiet):
     """Train on DATA: DATA/train/<class>/* with optional DATA/test/<class>/*, or DATA/<class>/*.
 
     Class names come from the folder names (sorted). A stratified validation split carved from
@@ -135,7 +137,7 @@ def train(data, out_dir, preset, kind, image_size, variant, fusion, epochs, batc
             variant=variant, fusion=fusion, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
             patience=patience, lr_patience=lr_patience, val_fraction=val_fraction, seed=seed,
             paper_protocol=paper_protocol, class_weights=not no_class_weights, augment=augment,
-            mixed_precision=mixed_precision, workers=workers, verbose=0 if quiet else 1,
+            mixed_precision=mixed_precision, strategy=strategy, workers=workers, verbose=0 if quiet else 1,
         )
     try:
         run_dir = run_training(options, resume=resume_dir is not None)

@@ -179,3 +179,12 @@ def test_resume_can_extend_the_epoch_budget(tmp_path, sample_dir):
     result = CliRunner().invoke(main, ["train", str(sample_dir), "--resume", str(run_dir), "--epochs", "2", "--quiet"])
     assert result.exit_code == 0, result.output
     assert [int(r["epoch"]) for r in history(run_dir)] == [0, 1]
+
+
+
+def test_mirrored_strategy_trains(tmp_path, sample_dir):
+    run_dir = tmp_path / "mirrored"
+    train(TrainOptions(data_dir=str(sample_dir), out_dir=str(run_dir), epochs=2, strategy="mirrored", **FAST))
+    rows = history(run_dir)
+    assert len(rows) == 2 and (run_dir / "model.keras").is_file()
+    assert json.loads((run_dir / "metrics.json").read_text())["test"]["count"] == 24

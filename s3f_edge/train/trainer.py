@@ -44,6 +44,7 @@ class TrainOptions:
     class_weights: bool = True
     augment: bool = False
     mixed_precision: bool = False  # float16 compute; every SpectralFilter stays float32
+    strategy: str = "auto"  # auto | mirrored
     workers: int = 4
     verbose: int = 1
     extra: dict = field(default_factory=dict)
@@ -110,9 +111,12 @@ def train(options: TrainOptions, resume: bool = False) -> Path:
 
     from s3f_edge.model import build_model, load_model
     from s3f_edge.train.callbacks import RunState, ValidationSelection, truncate_history
+    from s3f_edge.train.distribute import make_distribution
     from s3f_edge.train.evaluate import evaluate_arrays
 
     options = options.resolved()
+    distribution = make_distribution(options.strategy)
+    _log(options, f"training on {distribution.description}")
     run_dir = Path(options.out_dir)
     state = None
     if resume:
@@ -168,23 +172,24 @@ def train(options: TrainOptions, resume: bool = False) -> Path:
 
     keras.utils.set_random_seed(options.seed)
     keras.mixed_precision.set_global_policy("mixed_float16" if options.mixed_precision else "float32")
-    if resume:
-        model = load_model(run_dir / "last.keras", compile=True)
-        truncate_history(run_dir / "history.csv", state["epochs_done"])
-        initial_epoch = state["epochs_done"]
-        _log(options, f"resuming after epoch {initial_epoch}")
-    else:
-        model = build_model(
-            options.preset, kind=options.model, input_shape=contract.input_shape,
-            num_classes=len(dataset.class_names), variant=options.variant, fusion=options.fusion,
-            sigmoid_head=sigmoid_head,
-        )
-        model.compile(
-            optimizer=keras.optimizers.Adam(options.learning_rate),
-            loss="binary_crossentropy" if sigmoid_head else "sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
-        initial_epoch = 0
+    with distribution.strategy.scope():
+        if resume:
+            model = load_model(run_dir / "last.keras", compile=True)
+            truncate_history(run_dir / "history.csv", state["epochs_done"])
+            initial_epoch = state["epochs_done"]
+            _log(options, f"resuming after epoch {initial_epoch}")
+        else:
+            model = build_model(
+                options.preset, kind=options.model, input_shape=contract.input_shape,
+                num_classes=len(dataset.class_names), variant=options.variant, fusion=options.fusion,
+                sigmoid_head=sigmoid_head,
+            )
+            model.compile(
+                optimizer=keras.optimizers.Adam(options.learning_rate),
+                loss="binary_crossentropy" if sigmoid_head else "sparse_categorical_crossentropy",
+                metrics=["accuracy"],
+            )
+            initial_epoch = 0
 
     class_weight = None
     if options.class_weights:
