@@ -265,8 +265,9 @@ def _load_predictor(model_path: Path, providers: str | None, classes: str | None
 
 @main.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
-              help="A .keras, .onnx, .engine or .plan model exported by s3f-edge.")
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A .keras, .onnx, .engine or .plan model exported by s3f-edge (default: the bundled model, "
+                   "if this installation has one).")
 @click.option("--batch", "batch_size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--out", "output", type=click.Path(dir_okay=False, path_type=Path), default=Path("results.csv"),
               show_default=True, help="Results file: .csv, .jsonl or .json (chosen by the suffix).")
@@ -290,7 +291,13 @@ def infer(folder, model_path, batch_size, output, recursive, workers, resume, pr
     duplicates a row. Exit code 0 when every file succeeded, 3 when some failed, 2 for usage errors.
     """
     from s3f_edge.runtime.infer import infer_folder
+    from s3f_edge.runtime.predictor import default_model
 
+    if model_path is None:
+        try:
+            model_path = default_model()
+        except FileNotFoundError as error:
+            _fail(str(error))
     predictor = _load_predictor(model_path, providers, classes)
     if not quiet:
         click.echo(f"model {predictor.name} ({predictor.backend}, {predictor.provider}); classes {predictor.class_names}",

@@ -225,3 +225,18 @@ def test_verify_command(models, sample_dir, tmp_path):
     export_model(other, ExportOptions(out_dir=tmp_path / "other"))
     mismatch = runner.invoke(main, ["verify", str(models[0]), str(tmp_path / "other" / "model.onnx")])
     assert mismatch.exit_code == 1 and "not exported from" in mismatch.output
+
+
+def test_infer_uses_the_bundled_model_when_no_model_is_given(models, sample_dir, tmp_path, monkeypatch):
+    import s3f_edge.runtime.predictor as predictor_module
+
+    monkeypatch.setattr(predictor_module, "DEFAULT_MODEL_DIR", tmp_path / "none")
+    missing = CliRunner().invoke(main, ["infer", str(sample_dir / "test" / "glioma"), "--out", str(tmp_path / "a.csv")])
+    assert missing.exit_code == 1 and "--model" in missing.output
+    bundled = tmp_path / "bundled"
+    bundled.mkdir()
+    shutil.copy(models[1], bundled / "model.onnx")
+    monkeypatch.setattr(predictor_module, "DEFAULT_MODEL_DIR", bundled)
+    result = CliRunner().invoke(main, ["infer", str(sample_dir / "test" / "glioma"), "--out", str(tmp_path / "b.csv"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert {r["model"] for r in rows_of(tmp_path / "b.csv")} == {"model.onnx"}

@@ -10,6 +10,16 @@ import numpy as np
 from s3f_edge.data.preprocess import Preprocessing
 
 ORT_PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default_model"
+
+
+def default_model() -> Path:
+    """The bundled model (ONNX) that `infer` uses when no --model is given."""
+    path = DEFAULT_MODEL_DIR / "model.onnx"
+    if not path.is_file():
+        raise FileNotFoundError("this s3f-edge has no bundled default model; pass --model MODEL "
+                                "(a .keras, .onnx or .engine file exported by s3f-edge)")
+    return path
 
 
 class ModelContractError(ValueError):
