@@ -248,8 +248,13 @@ def export(model_path, out_dir, fft, opset, precision, calib, parity_images, trt
     click.echo(_table(["format", "file", "MB", "status", "seconds"],
                       [[r["format"], r["file"], r["size_mb"], r["status"], r["seconds"]] for r in result.rows]))
     click.echo()
-    click.echo(_table(["model", "inputs", "images", "max |p diff|", "top-1 agreement"],
-                      [[precision_name, p.inputs, p.count, f"{p.max_abs_diff:.2e}", f"{p.top1_agreement:.1%}"]
+    def accuracy(p):
+        if p.reference_accuracy is None:
+            return "-"
+        return f"{p.reference_accuracy:.1%} -> {p.candidate_accuracy:.1%}"
+
+    click.echo(_table(["model", "inputs", "images", "max |p diff|", "top-1 agreement", "accuracy Keras -> ONNX"],
+                      [[precision_name, p.inputs, p.count, f"{p.max_abs_diff:.2e}", f"{p.top1_agreement:.1%}", accuracy(p)]
                        for precision_name, results in result.parity.items() for p in results]))
 
 

@@ -227,3 +227,18 @@ def test_tensorrt_engine_builds_and_refuses_other_gpus(tmp_path, precision):
     engine.with_name(engine.name + ".json").write_text(json.dumps({**forged, "gpu_name": "Some Other GPU"}))
     with pytest.raises(EngineMismatch, match="rebuild"):
         check_engine_compatible(engine)
+
+
+def test_accuracy_change_is_reported_on_labelled_images(tmp_path, sample_dir):
+    classes = ["glioma", "meningioma", "notumor", "pituitary"]
+    model_path = saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1), class_names=classes)
+    result = export_model(model_path, ExportOptions(out_dir=tmp_path / "out", precision="fp16",
+                                                    parity_images=sample_dir / "test"))
+    for precision in ("fp32", "fp16"):
+        real = result.parity[precision][0]
+        assert real.count == 24 and real.reference_accuracy is not None
+        assert abs(real.candidate_accuracy - real.reference_accuracy) <= 1 - real.top1_agreement + 1e-9
+    packaged = export_model(model_path, ExportOptions(out_dir=tmp_path / "packaged"))  # '<class>_' file names
+    assert packaged.parity["fp32"][0].reference_accuracy is not None
+    unlabelled = export_model(saved_model(tmp_path / "u.keras", "brisc2025", (32, 32, 1)), ExportOptions(out_dir=tmp_path / "u"))
+    assert unlabelled.parity["fp32"][0].reference_accuracy is None

@@ -9,6 +9,7 @@ import math
 
 import keras
 
+from s3f_edge.model.dft import split_factor
 from s3f_edge.model.spectral_filter import SpectralFilter
 
 
@@ -17,15 +18,20 @@ def spectral_filter_flops(height: int, width: int, channels: int, filters: int) 
 
     ``fft``: rfft2d of C planes and irfft2d of F planes at 2.5 N log2 N each (half a complex FFT's
     5 N log2 N), plus the complex per-frequency mix (8 flops per complex multiply-add).
-    ``matmul``: what the DFT-as-matmul form executes (see s3f_edge.model.spectral_filter).
+    ``matmul``: what the DFT-as-matmul form executes (s3f_edge.model.dft): real DFTs along W as
+    dense matmuls, the complex DFT along H factored as H = a * b (4 real matmuls per stage plus a
+    twiddle multiply), and the mix.
     """
     n = height * width
     bins = width // 2 + 1
     mix = 8.0 * channels * filters * height * bins
     fft = 2.5 * n * math.log2(n) * (channels + filters) + mix
-    forward = 4.0 * channels * height * width * bins + 8.0 * channels * height * height * bins
-    mixing = 6.0 * filters * height * bins if channels == 1 else 8.0 * channels * filters * height * bins
-    inverse = 8.0 * filters * height * height * bins + 4.0 * filters * height * bins * width
+    a, b = split_factor(height)
+    # per plane: one complex H transform over Wr columns
+    along_h = 8.0 * (a + b) * height * bins + 6.0 * height * bins if a > 1 else 8.0 * height * height * bins
+    forward = channels * (4.0 * height * width * bins + along_h)
+    mixing = 6.0 * filters * height * bins if channels == 1 else mix
+    inverse = filters * (along_h + 4.0 * height * bins * width)
     return {"fft": fft, "matmul": forward + mixing + inverse}
 
 

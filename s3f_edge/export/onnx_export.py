@@ -11,7 +11,7 @@ import onnx
 
 from s3f_edge.data.preprocess import Preprocessing
 from s3f_edge.export.checks import ExportCheckError, check_onnx
-from s3f_edge.export.parity import ParityResult, compare, parity_failures, random_batch, real_batch
+from s3f_edge.export.parity import ParityResult, compare, image_labels, parity_failures, random_batch, real_batch
 
 FFT_LOWERINGS = ("matmul", "dft")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -130,12 +130,14 @@ def _onnx_session(path_or_proto):
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
-def _run_parity(keras_model, session, contract: Preprocessing, parity_images: Path | None) -> list[ParityResult]:
+def _run_parity(keras_model, session, contract: Preprocessing, parity_images: Path | None,
+                class_names: list[str]) -> list[ParityResult]:
     results = []
+    labels = image_labels(parity_images, class_names)
     for name, batch in (("real images", real_batch(contract, parity_images)), ("random", random_batch(contract, 8))):
         reference = keras_model.predict(batch, batch_size=16, verbose=0)
         candidate = np.concatenate([session.run(["probs"], {"image": batch[i:i + 16]})[0] for i in range(0, len(batch), 16)])
-        results.append(compare(reference, candidate, name))
+        results.append(compare(reference, candidate, name, labels if name == "real images" else None))
     return results
 
 
@@ -180,7 +182,7 @@ def export_model(keras_path: str | Path, options: ExportOptions) -> ExportResult
     metadata.update({"fft_lowering": options.fft, "opset": options.opset, "precision": "fp32",
                      "input_name": "image", "output_name": "probs", "versions": _versions()})
     session = _onnx_session(proto)
-    parity = {"fp32": _run_parity(model, session, contract, options.parity_images)}
+    parity = {"fp32": _run_parity(model, session, contract, options.parity_images, metadata["class_names"])}
     failures = parity_failures(parity["fp32"], "fp32")
     if failures:
         raise ParityError("ONNX Runtime disagrees with Keras (fp32): " + "; ".join(failures))
@@ -204,7 +206,8 @@ def export_model(keras_path: str | Path, options: ExportOptions) -> ExportResult
         reduced_meta = {**metadata, "precision": options.precision}
         _attach_metadata(reduced, reduced_meta)
         onnx.save(reduced, reduced_path)
-        results = _run_parity(model, _onnx_session(reduced_path), contract, options.parity_images)
+        results = _run_parity(model, _onnx_session(reduced_path), contract, options.parity_images,
+                              metadata["class_names"])
         parity[options.precision] = results
         failures = parity_failures(results, options.precision)
         status = "ok" if not failures else "FAILED: " + "; ".join(failures)

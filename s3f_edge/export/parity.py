@@ -19,6 +19,8 @@ class ParityResult:
     count: int
     max_abs_diff: float
     top1_agreement: float
+    reference_accuracy: float | None = None  # on labelled real images only
+    candidate_accuracy: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -43,19 +45,40 @@ def real_batch(contract: Preprocessing, folder: str | Path | None = None, limit:
     return np.stack(images)
 
 
+def image_labels(folder: str | Path | None, class_names: list[str], limit: int = 64) -> np.ndarray | None:
+    """Class index of each image of ``real_batch``: its folder's name or its '<class>_' file-name prefix.
+
+    None unless every image can be labelled (then accuracy, not only agreement, can be reported).
+    """
+    labels = []
+    for path in image_files(folder, limit):
+        if path.parent.name in class_names:
+            labels.append(class_names.index(path.parent.name))
+            continue
+        prefix = next((i for i, name in enumerate(class_names) if path.name.startswith(f"{name}_")), None)
+        if prefix is None:
+            return None
+        labels.append(prefix)
+    return np.asarray(labels)
+
+
 def random_batch(contract: Preprocessing, count: int = 8, seed: int | None = None) -> np.ndarray:
     """Fresh uniform [0, 1) inputs: never zeros, a new draw each call unless seeded."""
     return np.random.default_rng(seed).random((count, *contract.input_shape), dtype=np.float32)
 
 
-def compare(reference: np.ndarray, candidate: np.ndarray, inputs: str) -> ParityResult:
+def compare(reference: np.ndarray, candidate: np.ndarray, inputs: str, labels: np.ndarray | None = None) -> ParityResult:
     from s3f_edge.train.metrics import class_probabilities
 
     reference, candidate = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
     if reference.shape != candidate.shape:
         raise ValueError(f"outputs differ in shape: {reference.shape} vs {candidate.shape}")
-    agreement = float((class_probabilities(reference).argmax(1) == class_probabilities(candidate).argmax(1)).mean())
-    return ParityResult(inputs, len(reference), float(np.abs(reference - candidate).max()), agreement)
+    ref_top1, cand_top1 = class_probabilities(reference).argmax(1), class_probabilities(candidate).argmax(1)
+    result = ParityResult(inputs, len(reference), float(np.abs(reference - candidate).max()), float((ref_top1 == cand_top1).mean()))
+    if labels is not None and len(labels) == len(reference):
+        result.reference_accuracy = float((ref_top1 == labels).mean())
+        result.candidate_accuracy = float((cand_top1 == labels).mean())
+    return result
 
 
 def parity_failures(results: list[ParityResult], precision: str) -> list[str]:
