@@ -220,6 +220,13 @@ def test_tensorrt_engine_builds_and_refuses_other_gpus(tmp_path, precision):
     model_path = saved_model(tmp_path / "m.keras", "brisc2025", (64, 64, 1))
     export_model(model_path, ExportOptions(out_dir=tmp_path / "out", precision=precision, trt=True, trt_batch=(1, 2, 4)))
     engine = tmp_path / "out" / f"model.{precision}.engine"
+    from s3f_edge.runtime import Predictor
+    from s3f_edge.runtime.verify import verify_backends
+
+    predictor = Predictor.load(engine)
+    assert predictor.backend == "tensorrt" and predictor.class_names == ["class_0", "class_1", "class_2", "class_3"]
+    (report,) = verify_backends(model_path, [engine], None)
+    assert not report["failures"], report
     sidecar = check_engine_compatible(engine)
     assert {"gpu_name", "compute_capability", "tensorrt_version", "onnx_sha256"} <= set(sidecar)
     (tmp_path / "out" / "timing.cache").stat()

@@ -145,6 +145,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, input_shape: tu
     timing_cache = config.create_timing_cache(cache_bytes)
     config.set_timing_cache(timing_cache, ignore_mismatch=False)
 
+    if options.precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)  # TF32 matmuls would break the fp32 parity tolerance (1e-4)
     if options.precision in ("fp16", "int8") and weakly_typed:
         config.set_flag(trt.BuilderFlag.FP16)
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
