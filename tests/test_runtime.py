@@ -69,6 +69,10 @@ def test_predictor_reports_backend_and_refuses_bad_batches(models):
         predictor.predict(np.zeros((1, 48, 48, 1), np.uint8))
     with pytest.raises(ValueError, match="unknown model type"):
         Predictor.load(Path(__file__))
+    not_onnx = Path(keras_path).with_name("not-a-model.onnx")
+    not_onnx.write_bytes(b"this is not a protobuf")
+    with pytest.raises(ValueError, match="ONNX Runtime cannot load"):
+        Predictor.load(not_onnx)
 
 
 def test_model_without_metadata_is_refused_unless_supplied(tmp_path, models):

@@ -132,14 +132,6 @@ def _tensorflow_sees_gpu() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def onnx_metadata(path: Path) -> dict | None:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    props = {p.key: p.value for p in model.metadata_props}
-    return json.loads(props["s3f_edge"]) if "s3f_edge" in props else None
-
-
 def choose_providers(requested: list[str] | None = None) -> list[str]:
     import onnxruntime as ort
 
@@ -160,11 +152,16 @@ class OnnxPredictor(Predictor):
             import onnxruntime as ort
         except ImportError as error:
             raise ImportError("ONNX Runtime is not installed: pip install 's3f-edge[cpu]' (or [gpu])") from error
-        super().__init__(path, _require_metadata(path, onnx_metadata(path), metadata))
         chosen = choose_providers(providers)
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), options, providers=chosen)
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=chosen)
+        except Exception as error:  # onnxruntime raises its own types for corrupt or foreign files
+            raise ValueError(f"{path}: ONNX Runtime cannot load this file ({str(error).strip()[:200]})") from error
+        # The session already parsed the file: read s3f-edge's metadata from it rather than load it twice.
+        stored = self.session.get_modelmeta().custom_metadata_map.get("s3f_edge")
+        super().__init__(path, _require_metadata(path, json.loads(stored) if stored else None, metadata))
         self.provider = self.session.get_providers()[0]
         if chosen[0] != "CPUExecutionProvider" and self.provider == "CPUExecutionProvider":
             warnings.warn(f"ONNX Runtime fell back to the CPU (asked for {chosen[0]}): CUDA libraries are probably "
