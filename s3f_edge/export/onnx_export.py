@@ -12,6 +12,8 @@ import onnx
 from s3f_edge.data.preprocess import Preprocessing
 from s3f_edge.export.checks import ExportCheckError, check_onnx
 from s3f_edge.export.parity import ParityResult, compare, image_labels, parity_failures, random_batch, real_batch
+from s3f_edge.model import spectral_filters
+from s3f_edge.model.metadata import package_versions
 
 FFT_LOWERINGS = ("matmul", "dft")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -69,7 +71,7 @@ def keras_to_onnx(model, fft: str = "matmul", opset: int = 17) -> onnx.ModelProt
     from s3f_edge.export.dft_handlers import dft_op_handlers
     from s3f_edge.model import set_spectral_mode
 
-    previous = {layer.name: layer.mode for layer in _spectral_layers(model)}
+    previous = {layer.name: layer.mode for layer in spectral_filters(model)}
     set_spectral_mode(model, fft)
     try:
         signature = (tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="image"),)
@@ -79,25 +81,9 @@ def keras_to_onnx(model, fft: str = "matmul", opset: int = 17) -> onnx.ModelProt
             custom_op_handlers=dft_op_handlers() if fft == "dft" else None,
         )
     finally:
-        for layer in _spectral_layers(model):
+        for layer in spectral_filters(model):
             layer.mode = previous[layer.name]
     return proto
-
-
-def _spectral_layers(model):
-    from s3f_edge.model import spectral_filters
-
-    return spectral_filters(model)
-
-
-def _versions() -> dict:
-    import tensorflow as tf
-    import tf2onnx
-
-    import s3f_edge
-
-    return {"s3f_edge": s3f_edge.__version__, "tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__,
-            "onnx": onnx.__version__}
 
 
 def model_metadata(keras_path: Path, model, class_names: list[str] | None) -> dict:
@@ -172,15 +158,17 @@ def export_model(keras_path: str | Path, options: ExportOptions) -> ExportResult
     out_dir = Path(options.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = load_model(keras_path)
-    spectral_names = [layer.name for layer in _spectral_layers(model)]
+    spectral_names = [layer.name for layer in spectral_filters(model)]
     metadata = model_metadata(keras_path, model, options.class_names)
     contract = Preprocessing.from_dict(metadata["preprocessing"])
+    calib_images = calibration_images(options.calib, contract) if options.calib else None
 
     started = time.perf_counter()
     proto = keras_to_onnx(model, options.fft, options.opset)
     check_onnx(proto, options.opset, tensorrt=options.trt and options.fft == "matmul")
     metadata.update({"fft_lowering": options.fft, "opset": options.opset, "precision": "fp32",
-                     "input_name": "image", "output_name": "probs", "versions": _versions()})
+                     "input_name": "image", "output_name": "probs",
+                     "versions": package_versions("tensorflow", "tf2onnx", "onnx")})
     session = _onnx_session(proto)
     parity = {"fp32": _run_parity(model, session, contract, options.parity_images, metadata["class_names"])}
     failures = parity_failures(parity["fp32"], "fp32")
@@ -200,7 +188,7 @@ def export_model(keras_path: str | Path, options: ExportOptions) -> ExportResult
         if options.precision == "fp16":
             reduced = to_float16(proto, keep)
         else:
-            to_int8(onnx_path, reduced_path, calibration_images(options.calib, contract), keep)
+            to_int8(onnx_path, reduced_path, calib_images, keep)
             reduced = onnx.load(reduced_path)
         check_onnx(reduced, options.opset, tensorrt=False)
         reduced_meta = {**metadata, "precision": options.precision}
@@ -231,7 +219,7 @@ def export_model(keras_path: str | Path, options: ExportOptions) -> ExportResult
             deployed if options.precision != "fp32" else onnx_path, engine_path, contract.input_shape,
             EngineOptions(precision=options.precision, min_batch=low, opt_batch=opt, max_batch=high,
                           timing_cache=options.timing_cache or out_dir / "timing.cache",
-                          calibration_images=calibration_images(options.calib, contract) if options.calib else None,
+                          calibration_images=calib_images,
                           spectral_layer_names=tuple(spectral_names)),
             model_metadata={**metadata, "precision": options.precision},
         )

@@ -23,6 +23,23 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def package_versions(*packages: str) -> dict:
+    """Versions of s3f-edge, Python and the named distributions (e.g. "tensorflow", "tf2onnx"), for provenance."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    import s3f_edge
+
+    found = {"s3f_edge": s3f_edge.__version__, "python": platform.python_version()}
+    for name in packages:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:  # e.g. tensorflow-cpu installed instead of tensorflow
+            module = __import__(name.replace("-", "_").replace("scikit_learn", "sklearn"))
+            found[name] = getattr(module, "__version__", "unknown")
+    return found
+
+
 def add_metadata(keras_path: str | Path, metadata: dict) -> None:
     with zipfile.ZipFile(keras_path, "a") as archive:
         if METADATA_MEMBER in archive.namelist():

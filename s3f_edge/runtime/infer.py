@@ -169,7 +169,7 @@ def infer_folder(folder: str | Path, predictor, output: str | Path, batch_size: 
                 probabilities = predictor.predict(np.stack(batch_images))
                 for path, probs in zip(batch_paths, probabilities):
                     rows.append(_row(path, predictor, probs))
-                    summary.per_class[predictor.class_names[int(np.argmax(probs))]] += 1
+                    summary.per_class[rows[-1]["predicted_class"]] += 1
                 summary.succeeded += len(batch_images)
                 if explainer is not None:
                     explainer.explain(batch_paths, np.stack(batch_images), probabilities)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,6 +10,7 @@ import numpy as np
 
 from s3f_edge.data.folders import FolderDataset, discover, load_split, stratified_split, write_skipped
 from s3f_edge.data.preprocess import Preprocessing
+from s3f_edge.model.metadata import package_versions
 from s3f_edge.model.presets import get_preset
 
 PAPER_PROTOCOL_WARNING = (
@@ -60,17 +60,6 @@ class TrainOptions:
         values["lr_patience"] = self.lr_patience if self.lr_patience is not None else preset.lr_patience
         values["patience"] = self.patience if self.patience is not None else preset.early_stop_patience
         return TrainOptions(**values)
-
-
-def _versions() -> dict:
-    import keras
-    import sklearn
-    import tensorflow as tf
-
-    import s3f_edge
-
-    return {"s3f_edge": s3f_edge.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__, "scikit-learn": sklearn.__version__, "python": platform.python_version()}
 
 
 def _log(options: TrainOptions, message: str) -> None:
@@ -149,7 +138,8 @@ def train(options: TrainOptions, resume: bool = False) -> Path:
         "format": "s3f-edge-model", "class_names": dataset.class_names, "preprocessing": contract.to_dict(),
         "preset": options.preset, "kind": options.model, "variant": options.variant, "fusion": options.fusion,
         "sigmoid_head": sigmoid_head, "protocol": "paper" if options.paper_protocol else "clean",
-        "data_file_list_sha256": dataset.file_list_hash(), "versions": _versions(),
+        "data_file_list_sha256": dataset.file_list_hash(),
+        "versions": package_versions("tensorflow", "keras", "numpy", "scikit-learn"),
     }
     config = {
         "options": {**asdict(options), "image_size": list(options.image_size)},
