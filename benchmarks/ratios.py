@@ -148,7 +148,7 @@ def training(work: Path, images: int = 480) -> dict:
     from s3f_edge import build_model
     from s3f_edge.data.folders import discover, load_split
     from s3f_edge.data.preprocess import Preprocessing
-    from s3f_edge.train.trainer import TrainOptions, _input_pipeline
+    from s3f_edge.train.pipeline import input_pipeline
 
     data_root = ROOT.parent / "shared" / "data" / "brain_tumor_mri"
     source = data_root if data_root.is_dir() else SAMPLES
@@ -166,7 +166,7 @@ def training(work: Path, images: int = 480) -> dict:
         fit(model, 2)
         return len(y) * 2 / (time.perf_counter() - started)
 
-    ours = rate(lambda m, e: m.fit(_input_pipeline(x, y, TrainOptions(data_dir="", out_dir="")), epochs=e,
+    ours = rate(lambda m, e: m.fit(input_pipeline(x, y, batch_size=16, seed=0), epochs=e,
                                    class_weight=weights, verbose=0, shuffle=False))
     plain = rate(lambda m, e: m.fit(x, y, batch_size=16, epochs=e, class_weight=weights, verbose=0, shuffle=True))
     return {"images": len(y), "source": str(source.name), "s3f_edge_images_per_second": round(ours, 1),

@@ -101,8 +101,11 @@ def presets(count_params: bool) -> None:
 @click.option("--augment", is_flag=True, help="Random horizontal flips and small rotations (off in the original).")
 @click.option("--mixed-precision", is_flag=True,
               help="float16 compute (GPUs with tensor cores); the SpectralFilter and the output stay float32.")
-@click.option("--strategy", type=click.Choice(["auto", "mirrored"]), default="auto", show_default=True,
-              help="auto: one device (the GPU when TensorFlow sees one); mirrored: data-parallel over all local GPUs.")
+@click.option("--strategy", type=click.Choice(["auto", "mirrored", "multiworker"]), default="auto", show_default=True,
+              help="auto: one device (the GPU when TensorFlow sees one); mirrored: data-parallel over all local GPUs; "
+                   "multiworker: synchronous data-parallel over several hosts, configured by TF_CONFIG on each "
+                   "(start the same command on every worker; the chief writes --out, a path all workers can read "
+                   "for --resume). --batch-size is the global batch.")
 @click.option("--workers", type=click.IntRange(1), default=4, show_default=True, help="Parallel image decoders.")
 @click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Continue an interrupted run in this directory with its saved options (--epochs may extend it).")
@@ -143,6 +146,9 @@ def train(data, out_dir, preset, kind, image_size, variant, fusion, epochs, batc
         run_dir = run_training(options, resume=resume_dir is not None)
     except (DatasetError, FileExistsError, FileNotFoundError, ValueError) as error:
         _fail(str(error))
+    if run_dir is None:
+        click.echo(f"worker finished; the chief worker writes the run directory {options.out_dir}")
+        return
     report = json.loads((run_dir / "metrics.json").read_text())
     _print_report(report, run_dir)
 

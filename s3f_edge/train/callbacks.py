@@ -27,8 +27,9 @@ class ValidationSelection(keras.callbacks.Callback):
     """
 
     def __init__(self, images, labels, best_path: Path, metadata: dict, patience: int, binary_positive: bool,
-                 batch_size: int, best_score: float = -1.0, wait: int = 0):
+                 batch_size: int, best_score: float = -1.0, wait: int = 0, predict=None):
         super().__init__()
+        self.predict = predict  # images -> model outputs; None: model.predict
         self.images, self.labels = images, labels
         self.best_path, self.metadata = Path(best_path), metadata
         self.patience, self.binary_positive, self.batch_size = patience, binary_positive, batch_size
@@ -36,7 +37,10 @@ class ValidationSelection(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        raw = self.model.predict(self.images, batch_size=self.batch_size * 2, verbose=0)
+        if self.predict is not None:
+            raw = self.predict(self.images)
+        else:
+            raw = self.model.predict(self.images, batch_size=self.batch_size * 2, verbose=0)
         score = selection_score(self.labels, class_probabilities(raw), self.binary_positive)
         logs["val_loss"] = probability_loss(self.labels, raw)
         logs["val_accuracy"] = float((class_probabilities(raw).argmax(1) == self.labels).mean())

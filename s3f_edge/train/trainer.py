@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,7 +45,7 @@ class TrainOptions:
     class_weights: bool = True
     augment: bool = False
     mixed_precision: bool = False  # float16 compute; every SpectralFilter stays float32
-    strategy: str = "auto"  # auto | mirrored
+    strategy: str = "auto"  # auto | mirrored | multiworker (TF_CONFIG)
     workers: int = 4
     verbose: int = 1
     extra: dict = field(default_factory=dict)
@@ -77,35 +78,33 @@ def _selection_split(dataset: FolderDataset, options: TrainOptions):
     return fit, held_out, "validation"
 
 
-def _input_pipeline(images: np.ndarray, labels: np.ndarray, options: TrainOptions):
-    """In-memory cache of decoded pixels -> shuffled, batched, prefetched tf.data."""
-    import keras
-    import tensorflow as tf
+def train(options: TrainOptions, resume: bool = False) -> Path | None:
+    """Train one model; returns the run directory (model.keras, metrics.json, config.json, ...).
 
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
-    dataset = dataset.shuffle(len(labels), seed=options.seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(options.batch_size)
-    if options.augment:
-        augment = keras.Sequential(
-            [keras.layers.RandomFlip("horizontal", seed=options.seed),
-             keras.layers.RandomRotation(0.05, fill_mode="constant", seed=options.seed)]
-        )
-        dataset = dataset.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
-
-
-def train(options: TrainOptions, resume: bool = False) -> Path:
-    """Train one model; returns the run directory (model.keras, metrics.json, config.json, ...)."""
-    import keras
-
-    from s3f_edge.model import build_model, load_model
-    from s3f_edge.train.callbacks import RunState, ValidationSelection, truncate_history
+    On a non-chief worker of a multi-worker run it returns None: the chief writes the run directory.
+    """
     from s3f_edge.train.distribute import make_distribution
-    from s3f_edge.train.evaluate import evaluate_arrays
 
     options = options.resolved()
     distribution = make_distribution(options.strategy)
     _log(options, f"training on {distribution.description}")
+    if distribution.is_chief:
+        return _train(options, resume, distribution, Path(options.out_dir))
+    # Other workers write their callbacks' files to a scratch directory that disappears with them.
+    with tempfile.TemporaryDirectory(prefix="s3f-edge-worker-") as scratch:
+        _train(options, resume, distribution, Path(scratch))
+    return None
+
+
+def _train(options: TrainOptions, resume: bool, distribution, write_dir: Path) -> Path:
+    import keras
+
+    from s3f_edge.model import build_model, load_model
+    from s3f_edge.train.callbacks import RunState, ValidationSelection, truncate_history
+    from s3f_edge.train.evaluate import evaluate_arrays
+    from s3f_edge.train.loop import batched_predict, fit_multiworker
+    from s3f_edge.train.pipeline import input_pipeline
+
     run_dir = Path(options.out_dir)
     state = None
     if resume:
@@ -113,9 +112,9 @@ def train(options: TrainOptions, resume: bool = False) -> Path:
         if not (state_path.exists() and (run_dir / "last.keras").exists()):
             raise FileNotFoundError(f"{run_dir} holds no resumable run (state.json and last.keras are missing)")
         state = json.loads(state_path.read_text())
-    elif (run_dir / "config.json").exists():
+    elif distribution.is_chief and (run_dir / "config.json").exists():
         raise FileExistsError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    write_dir.mkdir(parents=True, exist_ok=True)
 
     dataset = discover(options.data_dir)
     preset = get_preset(options.preset)
@@ -155,17 +154,17 @@ def train(options: TrainOptions, resume: bool = False) -> Path:
         previous = json.loads((run_dir / "config.json").read_text())
         if previous["file_list_sha256"] != config["file_list_sha256"]:
             raise ValueError("the dataset's files changed since this run started; refusing to resume on other data")
-    (run_dir / "config.json").write_text(json.dumps(config, indent=2))
-    write_skipped(run_dir / "skipped.csv", skipped)
+    (write_dir / "config.json").write_text(json.dumps(config, indent=2))
+    write_skipped(write_dir / "skipped.csv", skipped)
     if skipped:
-        _log(options, f"skipped {len(skipped)} unreadable or non-image files (see {run_dir / 'skipped.csv'})")
+        _log(options, f"skipped {len(skipped)} unreadable or non-image files (see {write_dir / 'skipped.csv'})")
 
     keras.utils.set_random_seed(options.seed)
     keras.mixed_precision.set_global_policy("mixed_float16" if options.mixed_precision else "float32")
     with distribution.strategy.scope():
         if resume:
             model = load_model(run_dir / "last.keras", compile=True)
-            truncate_history(run_dir / "history.csv", state["epochs_done"])
+            truncate_history(write_dir / "history.csv", state["epochs_done"])
             initial_epoch = state["epochs_done"]
             _log(options, f"resuming after epoch {initial_epoch}")
         else:
@@ -189,8 +188,9 @@ def train(options: TrainOptions, resume: bool = False) -> Path:
         class_weight = {i: float(w) for i, w in enumerate(weights)}
 
     selection = ValidationSelection(
-        sel_x, sel_y, run_dir / "model.keras", metadata, options.patience, sigmoid_head, options.batch_size,
+        sel_x, sel_y, write_dir / "model.keras", metadata, options.patience, sigmoid_head, options.batch_size,
         best_score=state["best_score"] if state else -1.0, wait=state["wait"] if state else 0,
+        predict=batched_predict(model, options.batch_size * 2) if distribution.custom_loop else None,
     )
     plateau = keras.callbacks.ReduceLROnPlateau(
         monitor="val_loss", factor=options.lr_factor, patience=options.lr_patience, min_lr=options.min_learning_rate,
@@ -200,16 +200,29 @@ def train(options: TrainOptions, resume: bool = False) -> Path:
         plateau.wait, plateau.best = state["plateau"]["wait"], state["plateau"]["best"]
         plateau.cooldown_counter = state["plateau"]["cooldown_counter"]
         plateau._reset = lambda: None  # keep the restored counters when fit() starts
-    run_state = RunState(run_dir, selection, plateau, metadata)
+    run_state = RunState(write_dir, selection, plateau, metadata)
 
     started = time.perf_counter()
-    if not (state and state.get("stopped")) and initial_epoch < options.epochs:
+    distributed = None
+    finished = bool(state and state.get("stopped")) or initial_epoch >= options.epochs
+    if not finished and distribution.custom_loop:
+        distributed = fit_multiworker(
+            model, distribution, fit_x, fit_y, epochs=options.epochs, initial_epoch=initial_epoch,
+            batch_size=options.batch_size, seed=options.seed, augment=options.augment, class_weight=class_weight,
+            sigmoid_head=sigmoid_head, callbacks=[selection, plateau, run_state], verbose=options.verbose,
+        )
+        print(f"worker {distribution.worker_index + 1}/{distribution.num_workers}: trained on "
+              f"{distributed['examples_seen_by_this_worker']} images; weights sha256 {distributed['weights_sha256']}",
+              flush=True)
+    elif not finished:
         model.fit(
-            _input_pipeline(fit_x, fit_y, options), epochs=options.epochs, initial_epoch=initial_epoch,
-            class_weight=class_weight, callbacks=[selection, plateau, run_state], verbose=options.verbose,
+            input_pipeline(fit_x, fit_y, options.batch_size, options.seed, options.augment),
+            epochs=options.epochs, initial_epoch=initial_epoch, class_weight=class_weight, callbacks=[selection, plateau, run_state], verbose=options.verbose,
             shuffle=False,  # the tf.data pipeline shuffles, seeded
         )
     train_seconds = time.perf_counter() - started
+    if not distribution.is_chief:
+        return write_dir
 
     # The test set is touched once, here, with the selected checkpoint.
     best = load_model(run_dir / "model.keras")
@@ -220,6 +233,7 @@ def train(options: TrainOptions, resume: bool = False) -> Path:
         "timing": {"decode_seconds": round(decode_seconds, 2), "train_seconds": round(train_seconds, 2),
                    "train_images_per_second": None},
         "skipped_files": len(skipped),
+        "distribution": distributed or {"strategy": distribution.name, "description": distribution.description},
         selection_name: evaluate_arrays(best, sel_x, sel_y, dataset.class_names, run_dir, "validation", options.batch_size),
     }
     if dataset.test is not None and not options.paper_protocol:

@@ -1,0 +1,31 @@
+"""The training input pipeline: decoded pixels held in memory -> shuffled, batched, prefetched tf.data."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def input_pipeline(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, augment: bool = False,
+                   shard: tuple[int, int] | None = None, repeat: bool = False, drop_remainder: bool = False):
+    """One pipeline for every strategy.
+
+    ``shard`` = (number of shards, this shard) gives each worker a disjoint part of the data;
+    ``repeat`` with ``drop_remainder`` lets every worker run the same number of steps (collectives
+    hang when one worker runs out of batches first).
+    """
+    import keras
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+    if shard is not None:
+        dataset = dataset.shard(*shard)
+    dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    if augment:
+        augmenter = keras.Sequential(
+            [keras.layers.RandomFlip("horizontal", seed=seed),
+             keras.layers.RandomRotation(0.05, fill_mode="constant", seed=seed)]
+        )
+        dataset = dataset.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,73 @@
+"""Multi-worker training for real: two worker processes on localhost, MultiWorkerMirroredStrategy."""
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from s3f_edge.train.distribute import cluster_from_tf_config, is_chief_task
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_workers_train_one_model_in_step(tmp_path, sample_dir):
+    hosts = [f"localhost:{free_port()}", f"localhost:{free_port()}"]
+    run_dir, scratch = tmp_path / "run", tmp_path / "scratch"
+    scratch.mkdir()
+    command = [sys.executable, "-m", "s3f_edge.cli", "train", str(sample_dir), "--out", str(run_dir),
+               "--strategy", "multiworker", "--image-size", "32", "--batch-size", "8", "--lr", "1e-3",
+               "--epochs", "6", "--val-fraction", "0.25", "--workers", "2", "--quiet"]
+    workers = []
+    for index in range(2):
+        env = {**os.environ, "TMPDIR": str(scratch), "CUDA_VISIBLE_DEVICES": "",
+               "TF_CONFIG": json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})}
+        workers.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = []
+    try:
+        for worker in workers:
+            outputs.append(worker.communicate(timeout=420)[0])
+    finally:
+        for worker in workers:
+            worker.kill()
+    for index, (worker, output) in enumerate(zip(workers, outputs)):
+        assert worker.returncode == 0, f"worker {index} failed:\n{output[-3000:]}"
+
+    # Both took part: each trained on its own half of every global batch, and they ended with the same weights.
+    reports = [re.search(r"worker (\d)/2: trained on (\d+) images; weights sha256 ([0-9a-f]{64})", out) for out in outputs]
+    assert all(reports), outputs
+    assert sorted(r.group(1) for r in reports) == ["1", "2"]
+    # 36 training images, global batch 8 -> 5 steps of 4 images per worker per epoch, 6 epochs.
+    assert [int(r.group(2)) for r in reports] == [120, 120]
+    assert reports[0].group(3) == reports[1].group(3)
+
+    # One model is saved, by the chief; the other worker left nothing behind.
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.keras")) == \
+        [run_dir.relative_to(tmp_path) / "last.keras", run_dir.relative_to(tmp_path) / "model.keras"]
+    assert list(scratch.iterdir()) == []
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["distribution"]["workers"] == 2 and metrics["distribution"]["replicas"] == 2
+    assert metrics["distribution"]["weights_sha256"] == reports[0].group(3)
+    assert metrics["test"]["count"] == 24
+    with open(run_dir / "history.csv") as handle:
+        losses = [float(row.split(",")[1]) for row in handle.read().splitlines()[1:]]
+    assert len(losses) == 6 and losses[-1] < losses[0]
+
+
+def test_tf_config_errors_say_how_to_fix_them():
+    with pytest.raises(ValueError, match="needs TF_CONFIG"):
+        cluster_from_tf_config({})
+    with pytest.raises(ValueError, match="not a valid cluster"):
+        cluster_from_tf_config({"TF_CONFIG": '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}'})
+    with pytest.raises(ValueError, match="not a valid cluster"):
+        cluster_from_tf_config({"TF_CONFIG": "not json"})
+    cluster, kind, index = cluster_from_tf_config(
+        {"TF_CONFIG": '{"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "worker", "index": 0}}'})
+    assert (kind, index) == ("worker", 0) and not is_chief_task(cluster, kind, index)
+    assert is_chief_task({"worker": ["a:1", "b:1"]}, "worker", 0)
