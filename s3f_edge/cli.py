@@ -107,12 +107,17 @@ def presets(count_params: bool) -> None:
                    "(start the same command on every worker; the chief writes --out, a path all workers can read "
                    "for --resume). --batch-size is the global batch.")
 @click.option("--workers", type=click.IntRange(1), default=4, show_default=True, help="Parallel image decoders.")
+@click.option("--cache", type=click.Choice(["memory", "disk"]), default="memory", show_default=True,
+              help="Where decoded images live: memory, or a disk cache that later runs reuse and that is read "
+                   "batch by batch (datasets larger than RAM).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Disk cache location (default: $S3F_EDGE_CACHE or ~/.cache/s3f-edge/decoded).")
 @click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Continue an interrupted run in this directory with its saved options (--epochs may extend it).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train(data, out_dir, preset, kind, image_size, variant, fusion, epochs, batch_size, learning_rate, patience,
           lr_patience, val_fraction, seed, paper_protocol, no_class_weights, augment, mixed_precision, strategy, workers,
-          resume_dir, quiet):
+          cache, cache_dir, resume_dir, quiet):
     """Train on DATA: DATA/train/<class>/* with optional DATA/test/<class>/*, or DATA/<class>/*.
 
     Class names come from the folder names (sorted). A stratified validation split carved from
@@ -140,7 +145,8 @@ def train(data, out_dir, preset, kind, image_size, variant, fusion, epochs, batc
             variant=variant, fusion=fusion, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
             patience=patience, lr_patience=lr_patience, val_fraction=val_fraction, seed=seed,
             paper_protocol=paper_protocol, class_weights=not no_class_weights, augment=augment,
-            mixed_precision=mixed_precision, strategy=strategy, workers=workers, verbose=0 if quiet else 1,
+            mixed_precision=mixed_precision, strategy=strategy, workers=workers, cache=cache,
+            cache_dir=str(cache_dir) if cache_dir else None, verbose=0 if quiet else 1,
         )
     try:
         run_dir = run_training(options, resume=resume_dir is not None)

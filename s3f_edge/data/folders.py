@@ -114,14 +114,10 @@ def stratified_split(split: Split, fraction: float, seed: int) -> tuple[Split, S
     return split.subset(np.sort(keep)), split.subset(np.sort(held_out))
 
 
-def load_split(
-    split: Split, contract: Preprocessing, workers: int = 4, progress: bool = False
-) -> tuple[np.ndarray, np.ndarray, list[tuple[Path, str]]]:
-    """Decode and preprocess every file in parallel (OpenCV releases the GIL).
-
-    Returns (images, labels, failures): files that cannot be decoded are returned with the
-    reason, never silently dropped.
-    """
+def decode_split(split: Split, contract: Preprocessing, workers: int = 4, progress: bool = False,
+                 description: str = "decoding"):
+    """Yield (path, label, image or None, error or None) for every file, in order, decoded in parallel
+    (OpenCV releases the GIL)."""
 
     def one(path: Path):
         try:
@@ -129,19 +125,31 @@ def load_split(
         except ImageDecodeError as error:
             return None, str(error)
 
-    images, labels, failures = [], [], []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = pool.map(one, split.paths)
         if progress:
             from tqdm import tqdm
 
-            results = tqdm(results, total=len(split), desc="decoding", unit="img", leave=False)
+            results = tqdm(results, total=len(split), desc=description, unit="img", leave=False)
         for path, label, (image, error) in zip(split.paths, split.labels, results):
-            if error is None:
-                images.append(image)
-                labels.append(label)
-            else:
-                failures.append((path, error))
+            yield path, int(label), image, error
+
+
+def load_split(
+    split: Split, contract: Preprocessing, workers: int = 4, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray, list[tuple[Path, str]]]:
+    """Decode and preprocess every file into memory.
+
+    Returns (images, labels, failures): files that cannot be decoded are returned with the
+    reason, never silently dropped.
+    """
+    images, labels, failures = [], [], []
+    for path, label, image, error in decode_split(split, contract, workers, progress):
+        if error is None:
+            images.append(image)
+            labels.append(label)
+        else:
+            failures.append((path, error))
     shape = (0, *contract.input_shape)
     array = np.stack(images) if images else np.zeros(shape, np.float32)
     return array, np.asarray(labels, dtype=np.int64), failures

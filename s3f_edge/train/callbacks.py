@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from s3f_edge.model.metadata import save_model_atomically
+from s3f_edge.train.evaluate import batched_predict
 from s3f_edge.train.metrics import class_probabilities, selection_score
 
 
@@ -27,9 +28,9 @@ class ValidationSelection(keras.callbacks.Callback):
     """
 
     def __init__(self, images, labels, best_path: Path, metadata: dict, patience: int, binary_positive: bool,
-                 batch_size: int, best_score: float = -1.0, wait: int = 0, predict=None):
+                 batch_size: int, best_score: float = -1.0, wait: int = 0):
         super().__init__()
-        self.predict = predict  # images -> model outputs; None: model.predict
+        self.predict = None  # built for the model on first use
         self.images, self.labels = images, labels
         self.best_path, self.metadata = Path(best_path), metadata
         self.patience, self.binary_positive, self.batch_size = patience, binary_positive, batch_size
@@ -37,10 +38,9 @@ class ValidationSelection(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        if self.predict is not None:
-            raw = self.predict(self.images)
-        else:
-            raw = self.model.predict(self.images, batch_size=self.batch_size * 2, verbose=0)
+        if self.predict is None:
+            self.predict = batched_predict(self.model, self.batch_size * 2)
+        raw = self.predict(self.images)
         score = selection_score(self.labels, class_probabilities(raw), self.binary_positive)
         logs["val_loss"] = probability_loss(self.labels, raw)
         logs["val_accuracy"] = float((class_probabilities(raw).argmax(1) == self.labels).mean())

@@ -8,10 +8,29 @@ import numpy as np
 from s3f_edge.train.metrics import classification_metrics, plot_confusion_and_roc, write_json
 
 
+def batched_predict(model, batch_size: int):
+    """images -> outputs, one batch at a time through a plain forward pass.
+
+    Only one batch of a memory-mapped array is in memory at a time, and under MultiWorkerMirroredStrategy
+    it avoids ``model.predict``'s distributed path, which fails there (keras-team/keras#20585).
+    """
+    import tensorflow as tf
+
+    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        if len(images) == 0:
+            return np.zeros((0, *model.output_shape[1:]), np.float32)
+        return np.concatenate([forward(np.asarray(images[i:i + batch_size], np.float32)).numpy()
+                               for i in range(0, len(images), batch_size)])
+
+    return predict
+
+
 def evaluate_arrays(model, images: np.ndarray, labels: np.ndarray, class_names: list[str], out_dir: Path,
                     prefix: str, batch_size: int = 32) -> dict:
     """Metrics of ``model`` on preprocessed arrays, plus confusion-matrix and ROC PNGs in ``out_dir``."""
-    raw = model.predict(images, batch_size=batch_size, verbose=0)
+    raw = batched_predict(model, batch_size)(images)
     result = classification_metrics(labels, raw, class_names)
     plot_confusion_and_roc(labels, raw, class_names, out_dir, prefix, prefix)
     return result

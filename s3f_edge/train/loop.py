@@ -30,18 +30,6 @@ def weights_digest(model) -> str:
     return digest.hexdigest()
 
 
-def batched_predict(model, batch_size: int):
-    """images -> outputs with a plain forward pass (``model.predict`` would take the broken distributed path)."""
-    import tensorflow as tf
-
-    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-
-    def predict(images: np.ndarray) -> np.ndarray:
-        return np.concatenate([forward(images[i:i + batch_size]).numpy() for i in range(0, len(images), batch_size)])
-
-    return predict
-
-
 class WorkerSync:
     """The collectives the loop needs besides the gradient all-reduce (built once; every worker must call them)."""
 

@@ -1,4 +1,5 @@
-"""The training input pipeline: decoded pixels held in memory -> shuffled, batched, prefetched tf.data."""
+"""The training input pipeline: decoded pixels (in memory, or memory-mapped from the disk cache) ->
+shuffled, batched, prefetched tf.data."""
 from __future__ import annotations
 
 import numpy as np
@@ -15,13 +16,27 @@ def input_pipeline(images: np.ndarray, labels: np.ndarray, batch_size: int, seed
     import keras
     import tensorflow as tf
 
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+    on_disk = isinstance(images, np.memmap) or isinstance(getattr(images, "base", None), np.memmap)
+    # A memory-mapped cache is shuffled and batched as indices, and each batch is read from the file,
+    # so only the batches in flight are in memory.
+    dataset = tf.data.Dataset.range(len(labels)) if on_disk else tf.data.Dataset.from_tensor_slices((images, labels))
     if shard is not None:
         dataset = dataset.shard(*shard)
     dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    if on_disk:
+        def read(indices):
+            return np.asarray(images[indices], np.float32), labels[indices]
+
+        def read_batch(indices):
+            x, y = tf.numpy_function(read, [indices], (tf.float32, tf.int64))
+            x.set_shape((None, *images.shape[1:]))
+            y.set_shape((None,))
+            return x, y
+
+        dataset = dataset.map(read_batch, num_parallel_calls=tf.data.AUTOTUNE)
     if augment:
         augmenter = keras.Sequential(
             [keras.layers.RandomFlip("horizontal", seed=seed),

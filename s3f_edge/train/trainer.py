@@ -47,6 +47,8 @@ class TrainOptions:
     mixed_precision: bool = False  # float16 compute; every SpectralFilter stays float32
     strategy: str = "auto"  # auto | mirrored | multiworker (TF_CONFIG)
     workers: int = 4
+    cache: str = "memory"  # memory | disk (memory-mapped, reused by later runs)
+    cache_dir: str | None = None  # default: s3f_edge.data.cache.default_cache_dir()
     verbose: int = 1
     extra: dict = field(default_factory=dict)
 
@@ -78,6 +80,17 @@ def _selection_split(dataset: FolderDataset, options: TrainOptions):
     return fit, held_out, "validation"
 
 
+def _load(split, contract: Preprocessing, options: TrainOptions, progress: bool = False):
+    """Decoded pixels of a split: into memory, or through the disk cache (decoded once, memory-mapped)."""
+    if options.cache == "disk":
+        from s3f_edge.data.cache import default_cache_dir, load_split_cached
+
+        return load_split_cached(split, contract, options.cache_dir or default_cache_dir(), options.workers, progress)
+    if options.cache != "memory":
+        raise ValueError(f"cache must be 'memory' or 'disk', got {options.cache!r}")
+    return load_split(split, contract, options.workers, progress=progress)
+
+
 def train(options: TrainOptions, resume: bool = False) -> Path | None:
     """Train one model; returns the run directory (model.keras, metrics.json, config.json, ...).
 
@@ -102,7 +115,7 @@ def _train(options: TrainOptions, resume: bool, distribution, write_dir: Path) -
     from s3f_edge.model import build_model, load_model
     from s3f_edge.train.callbacks import RunState, ValidationSelection, truncate_history
     from s3f_edge.train.evaluate import evaluate_arrays
-    from s3f_edge.train.loop import batched_predict, fit_multiworker
+    from s3f_edge.train.loop import fit_multiworker
     from s3f_edge.train.pipeline import input_pipeline
 
     run_dir = Path(options.out_dir)
@@ -125,8 +138,8 @@ def _train(options: TrainOptions, resume: bool, distribution, write_dir: Path) -
                   f"test {len(dataset.test) if dataset.test else 0}")
 
     started = time.perf_counter()
-    fit_x, fit_y, failures = load_split(fit_split, contract, options.workers, progress=bool(options.verbose))
-    sel_x, sel_y, sel_failures = load_split(selection_split, contract, options.workers)
+    fit_x, fit_y, failures = _load(fit_split, contract, options, progress=bool(options.verbose))
+    sel_x, sel_y, sel_failures = _load(selection_split, contract, options)
     skipped = dataset.skipped + failures + sel_failures
     decode_seconds = time.perf_counter() - started
     if len(np.unique(fit_y)) < len(dataset.class_names):
@@ -190,7 +203,6 @@ def _train(options: TrainOptions, resume: bool, distribution, write_dir: Path) -
     selection = ValidationSelection(
         sel_x, sel_y, write_dir / "model.keras", metadata, options.patience, sigmoid_head, options.batch_size,
         best_score=state["best_score"] if state else -1.0, wait=state["wait"] if state else 0,
-        predict=batched_predict(model, options.batch_size * 2) if distribution.custom_loop else None,
     )
     plateau = keras.callbacks.ReduceLROnPlateau(
         monitor="val_loss", factor=options.lr_factor, patience=options.lr_patience, min_lr=options.min_learning_rate,
@@ -237,7 +249,7 @@ def _train(options: TrainOptions, resume: bool, distribution, write_dir: Path) -
         selection_name: evaluate_arrays(best, sel_x, sel_y, dataset.class_names, run_dir, "validation", options.batch_size),
     }
     if dataset.test is not None and not options.paper_protocol:
-        test_x, test_y, test_failures = load_split(dataset.test, contract, options.workers)
+        test_x, test_y, test_failures = _load(dataset.test, contract, options)
         report["test_skipped_files"] = len(test_failures)
         report["test"] = evaluate_arrays(best, test_x, test_y, dataset.class_names, run_dir, "test", options.batch_size)
     history_path = run_dir / "history.csv"
