@@ -182,7 +182,7 @@ def _print_report(report: dict, run_dir: Path) -> None:
               help="File of names or relative paths to leave out (e.g. duplicates of training images), one per line.")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 def evaluate(model_path, data, out_dir, exclude, batch_size):
-    """Score a trained MODEL (.keras from s3f-edge train) on the labelled folder DATA.
+    """Score MODEL (.keras from s3f-edge train, or an .onnx/.engine from s3f-edge export) on the labelled folder DATA.
 
     DATA is DATA/<class>/* (or a dataset root with test/). The classes must match the model's.
     """

@@ -67,6 +67,18 @@ def test_evaluate_reproduces_the_training_report(trained_run, sample_dir, tmp_pa
     assert evaluate_folder(trained_run / "model.keras", sample_dir / "test", tmp_path, exclude=exclude)["metrics"]["count"] == 22
 
 
+def test_evaluate_scores_the_exported_onnx_like_the_keras_model(trained_run, sample_dir, tmp_path):
+    from s3f_edge.export.onnx_export import ExportOptions, export_model
+    from s3f_edge.train.evaluate import evaluate_folder
+
+    onnx_path = export_model(trained_run / "model.keras", ExportOptions(out_dir=tmp_path / "export")).onnx_path
+    keras_report = evaluate_folder(trained_run / "model.keras", sample_dir / "test", tmp_path / "keras")
+    onnx_report = evaluate_folder(onnx_path, sample_dir / "test", tmp_path / "onnx")
+    assert onnx_report["backend"] == "CPUExecutionProvider" and keras_report["backend"].startswith("tensorflow")
+    assert onnx_report["metrics"]["confusion_matrix"] == keras_report["metrics"]["confusion_matrix"]
+    assert onnx_report["metrics"]["roc_auc_macro"] == pytest.approx(keras_report["metrics"]["roc_auc_macro"], abs=1e-6)
+
+
 def test_validation_split_is_stratified_seeded_and_disjoint_from_test(sample_dir):
     dataset = discover(sample_dir)
     fit, held_out = stratified_split(dataset.train, 0.25, seed=3)

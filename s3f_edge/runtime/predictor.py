@@ -93,6 +93,13 @@ class Predictor:
             return np.zeros((0, len(self.class_names)), np.float32)
         return class_probabilities(self._run(batch)).astype(np.float32)
 
+    def predict_all(self, images, batch_size: int = 32) -> np.ndarray:
+        """``predict`` over any number of images, ``batch_size`` at a time (a memory map is read batch by batch)."""
+        if len(images) == 0:
+            return self.predict(np.zeros((0, *self.contract.input_shape), np.float32))
+        return np.concatenate([self.predict(np.asarray(images[i:i + batch_size], np.float32))
+                               for i in range(0, len(images), batch_size)])
+
     def _run(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 

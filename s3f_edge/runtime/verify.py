@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from s3f_edge.export.parity import ParityResult, compare, parity_failures, real_batch
 from s3f_edge.runtime.predictor import Predictor
 
@@ -14,18 +12,15 @@ def verify_backends(keras_path: str | Path, deployed: list[str | Path], images: 
     """One entry per deployed model: backend, provider, precision, parity numbers and failures."""
     reference = Predictor.load(keras_path)
     batch = real_batch(reference.contract, images, limit)
-    expected = _predict_in_batches(reference, batch)
+    expected = reference.predict_all(batch)
     report = []
     for path in deployed:
         candidate = Predictor.load(path, providers=providers)
         if candidate.contract != reference.contract or candidate.class_names != reference.class_names:
             raise ValueError(f"{path} was not exported from {keras_path}: classes or preprocessing differ")
         precision = candidate.metadata.get("precision", "fp32")
-        result: ParityResult = compare(expected, _predict_in_batches(candidate, batch), "real images")
+        result: ParityResult = compare(expected, candidate.predict_all(batch), "real images")
         report.append({"model": str(path), "backend": candidate.backend, "provider": candidate.provider,
                        "precision": precision, **result.to_dict(), "failures": parity_failures([result], precision)})
     return report
 
-
-def _predict_in_batches(predictor: Predictor, batch: np.ndarray, size: int = 32) -> np.ndarray:
-    return np.concatenate([predictor.predict(batch[i:i + size]) for i in range(0, len(batch), size)])

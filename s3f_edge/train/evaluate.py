@@ -30,7 +30,10 @@ def batched_predict(model, batch_size: int):
 def evaluate_arrays(model, images: np.ndarray, labels: np.ndarray, class_names: list[str], out_dir: Path,
                     prefix: str, batch_size: int = 32) -> dict:
     """Metrics of ``model`` on preprocessed arrays, plus confusion-matrix and ROC PNGs in ``out_dir``."""
-    raw = batched_predict(model, batch_size)(images)
+    return score_outputs(batched_predict(model, batch_size)(images), labels, class_names, out_dir, prefix)
+
+
+def score_outputs(raw: np.ndarray, labels: np.ndarray, class_names: list[str], out_dir: Path, prefix: str) -> dict:
     result = classification_metrics(labels, raw, class_names)
     plot_confusion_and_roc(labels, raw, class_names, out_dir, prefix, prefix)
     return result
@@ -48,18 +51,13 @@ def read_exclude_list(path: str | Path) -> set[str]:
 
 def evaluate_folder(model_path: str | Path, data_dir: str | Path, out_dir: str | Path,
                     exclude: str | Path | None = None, batch_size: int = 32, workers: int = 4) -> dict:
-    """Score a saved model on a class-per-subfolder folder (DATA/<class>/... or DATA/test/<class>/...)."""
-    from s3f_edge.data.folders import DatasetError, Split, discover, load_split
-    from s3f_edge.data.preprocess import Preprocessing
-    from s3f_edge.model import load_model
-    from s3f_edge.model.metadata import file_sha256, read_metadata
+    """Score a saved model (.keras, .onnx or TensorRT engine) on a class-per-subfolder folder
+    (DATA/<class>/... or DATA/test/<class>/...)."""
+    from s3f_edge.data.folders import DatasetError, discover, load_split, write_skipped
+    from s3f_edge.runtime.predictor import Predictor
 
-    metadata = read_metadata(model_path)
-    if metadata is None:
-        raise ValueError(f"{model_path} carries no s3f-edge metadata (class names, preprocessing); "
-                         "it was not saved by s3f-edge train")
-    class_names = metadata["class_names"]
-    contract = Preprocessing.from_dict(metadata["preprocessing"])
+    predictor = Predictor.load(model_path)
+    metadata, class_names, contract = predictor.metadata, predictor.class_names, predictor.contract
     data_dir = Path(data_dir)
     dataset = discover(data_dir)
     split = dataset.test if dataset.test is not None else dataset.train
@@ -75,15 +73,13 @@ def evaluate_folder(model_path: str | Path, data_dir: str | Path, out_dir: str |
     images, labels, failures = load_split(split, contract, workers)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = load_model(model_path)
     report = {
-        "model": str(model_path), "model_sha256": file_sha256(model_path), "data": str(data_dir),
+        "model": str(model_path), "model_sha256": predictor.sha256, "backend": predictor.provider,
+        "data": str(data_dir),
         "excluded_files": excluded, "skipped_files": len(failures) + len(dataset.skipped),
         "protocol_of_model": metadata.get("protocol"),
-        "metrics": evaluate_arrays(model, images, labels, class_names, out_dir, "evaluate", batch_size),
+        "metrics": score_outputs(predictor.predict_all(images, batch_size), labels, class_names, out_dir, "evaluate"),
     }
-    from s3f_edge.data.folders import write_skipped
-
     write_skipped(out_dir / "skipped.csv", dataset.skipped + failures)
     write_json(out_dir / "metrics.json", report)
     return report
