@@ -64,6 +64,9 @@ def save_model_atomically(model, path: str | Path, metadata: dict | None = None)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".keras", dir=path.parent)
     os.close(handle)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would hide the model from the user's group
     try:
         model.save(temporary)
         if metadata is not None:
