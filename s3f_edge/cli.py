@@ -128,6 +128,7 @@ def train(data, out_dir, preset, kind, image_size, variant, fusion, epochs, batc
     import json
 
     from s3f_edge.data.folders import DatasetError
+    from s3f_edge.train.loop import WorkersDisagreeError
     from s3f_edge.train.trainer import TrainOptions
     from s3f_edge.train.trainer import train as run_training
 
@@ -150,7 +151,7 @@ def train(data, out_dir, preset, kind, image_size, variant, fusion, epochs, batc
         )
     try:
         run_dir = run_training(options, resume=resume_dir is not None)
-    except (DatasetError, FileExistsError, FileNotFoundError, ValueError) as error:
+    except (DatasetError, FileExistsError, FileNotFoundError, ValueError, WorkersDisagreeError) as error:
         _fail(str(error))
     if run_dir is None:
         click.echo(f"worker finished; the chief worker writes the run directory {options.out_dir}")

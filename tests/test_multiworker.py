@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,27 +18,31 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_two_workers_train_one_model_in_step(tmp_path, sample_dir):
+def run_two_workers(data_dirs, run_dir, scratch, epochs: int) -> list[tuple[int, str]]:
+    """Start one `s3f-edge train --strategy multiworker` per data dir; (exit code, output) of each."""
     hosts = [f"localhost:{free_port()}", f"localhost:{free_port()}"]
-    run_dir, scratch = tmp_path / "run", tmp_path / "scratch"
-    scratch.mkdir()
-    command = [sys.executable, "-m", "s3f_edge.cli", "train", str(sample_dir), "--out", str(run_dir),
-               "--strategy", "multiworker", "--image-size", "32", "--batch-size", "8", "--lr", "1e-3",
-               "--epochs", "6", "--val-fraction", "0.25", "--workers", "2", "--quiet"]
     workers = []
-    for index in range(2):
+    for index, data_dir in enumerate(data_dirs):
+        command = [sys.executable, "-m", "s3f_edge.cli", "train", str(data_dir), "--out", str(run_dir),
+                   "--strategy", "multiworker", "--image-size", "32", "--batch-size", "8", "--lr", "1e-3",
+                   "--epochs", str(epochs), "--val-fraction", "0.25", "--workers", "2", "--quiet"]
         env = {**os.environ, "TMPDIR": str(scratch), "CUDA_VISIBLE_DEVICES": "",
                "TF_CONFIG": json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})}
         workers.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = []
     try:
-        for worker in workers:
-            outputs.append(worker.communicate(timeout=420)[0])
+        return [(worker.communicate(timeout=420)[0], worker.returncode)[::-1] for worker in workers]
     finally:
         for worker in workers:
             worker.kill()
-    for index, (worker, output) in enumerate(zip(workers, outputs)):
-        assert worker.returncode == 0, f"worker {index} failed:\n{output[-3000:]}"
+
+
+def test_two_workers_train_one_model_in_step(tmp_path, sample_dir):
+    run_dir, scratch = tmp_path / "run", tmp_path / "scratch"
+    scratch.mkdir()
+    results = run_two_workers([sample_dir, sample_dir], run_dir, scratch, epochs=6)
+    for index, (code, output) in enumerate(results):
+        assert code == 0, f"worker {index} failed:\n{output[-3000:]}"
+    outputs = [output for _, output in results]
 
     # Both took part: each trained on its own half of every global batch, and they ended with the same weights.
     reports = [re.search(r"worker (\d)/2: trained on (\d+) images; weights sha256 ([0-9a-f]{64})", out) for out in outputs]
@@ -58,6 +63,22 @@ def test_two_workers_train_one_model_in_step(tmp_path, sample_dir):
     with open(run_dir / "history.csv") as handle:
         losses = [float(row.split(",")[1]) for row in handle.read().splitlines()[1:]]
     assert len(losses) == 6 and losses[-1] < losses[0]
+
+
+def test_workers_that_see_different_pixels_stop_with_a_clear_error(tmp_path, sample_dir):
+    import cv2
+
+    # Same file names and counts (so the same number of steps), but worker 2's images are inverted:
+    # its validation scores differ, and both workers must stop rather than silently diverge or hang.
+    inverted = tmp_path / "inverted"
+    shutil.copytree(sample_dir, inverted, ignore=shutil.ignore_patterns("*.md", "*.csv"))
+    for path in inverted.rglob("*.jpg"):
+        cv2.imwrite(str(path), 255 - cv2.imread(str(path)))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    results = run_two_workers([sample_dir, inverted], tmp_path / "run", scratch, epochs=1)
+    for code, output in results:
+        assert code == 1 and "workers reached different selection" in output, output[-3000:]
 
 
 def test_tf_config_errors_say_how_to_fix_them():

@@ -133,12 +133,15 @@ def fit_multiworker(model, distribution: Distribution, images: np.ndarray, label
         return strategy.reduce("sum", per_replica, axis=None), tf.add_n(list(local))
 
     sync = WorkerSync(strategy, model)
-    callback_list = keras.callbacks.CallbackList(callbacks, model=model)
+    for callback in callbacks:  # driven one by one so that they and the agreement check share one logs dict
+        callback.set_model(model)
     model.stop_training = False
     local_examples = 0
-    callback_list.on_train_begin()
+    for callback in callbacks:
+        callback.on_train_begin()
     for epoch in range(initial_epoch, epochs):
-        callback_list.on_epoch_begin(epoch)
+        for callback in callbacks:
+            callback.on_epoch_begin(epoch)
         progress = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["loss", "accuracy"]) \
             if verbose and distribution.is_chief else None
         totals = np.zeros(3)
@@ -150,11 +153,13 @@ def fit_multiworker(model, distribution: Distribution, images: np.ndarray, label
                 progress.update(step + 1, [("loss", totals[0] / totals[2]), ("accuracy", totals[1] / totals[2])])
         logs = {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2]}
         sync.average_statistics()
-        callback_list.on_epoch_end(epoch, logs)
+        for callback in callbacks:
+            callback.on_epoch_end(epoch, logs)
         sync.check_agreement(logs, model)
         if model.stop_training:
             break
-    callback_list.on_train_end()
+    for callback in callbacks:
+        callback.on_train_end()
     return {"strategy": distribution.name, "workers": distribution.num_workers, "replicas": replicas,
             "worker_index": distribution.worker_index, "examples_seen_by_this_worker": local_examples,
             "weights_sha256": weights_digest(model)}
