@@ -4,7 +4,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from s3f_edge.data.folders import DatasetError, discover, stratified_split
