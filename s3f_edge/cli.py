@@ -178,7 +178,8 @@ def _print_report(report: dict, run_dir: Path) -> None:
 @click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
-              help="Where to write metrics.json, skipped.csv and the plots (default: beside the model, evaluate-<folder>).")
+              help="Where to write metrics.json, skipped.csv and the plots (default: beside the model, evaluate-<folder>; "
+                   "runs/default-model/evaluate-<folder> for the bundled model).")
 @click.option("--exclude", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="File of names or relative paths to leave out (e.g. duplicates of training images), one per line.")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
@@ -190,7 +191,12 @@ def evaluate(model_path, data, out_dir, exclude, batch_size):
     from s3f_edge.data.folders import DatasetError
     from s3f_edge.train.evaluate import evaluate_folder
 
-    out_dir = out_dir or model_path.parent / f"evaluate-{data.name}"
+    if out_dir is None:
+        from s3f_edge.runtime.predictor import DEFAULT_MODEL_DIR
+
+        # Beside the model, except for the bundled one: never write into the installed package.
+        bundled = model_path.resolve().parent == DEFAULT_MODEL_DIR.resolve()
+        out_dir = (Path("runs") / "default-model" if bundled else model_path.parent) / f"evaluate-{data.name}"
     try:
         report = evaluate_folder(model_path, data, out_dir, exclude=exclude, batch_size=batch_size)
     except (DatasetError, ValueError) as error:

@@ -56,3 +56,16 @@ def test_evaluate_reproduces_the_card(card, tmp_path, split, exclude):
     expected = card["evaluation"]["model.keras"][split]
     assert report["metrics"]["count"] == expected["count"]
     assert abs(report["metrics"]["accuracy"] - expected["accuracy"]) <= 0.005
+
+
+def test_evaluate_never_writes_into_the_bundled_model_directory(tmp_path, sample_dir, monkeypatch):
+    from click.testing import CliRunner
+
+    from s3f_edge.cli import main
+
+    before = sorted(p.name for p in DEFAULT_MODEL_DIR.iterdir())
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["evaluate", str(DEFAULT_MODEL_DIR / "model.onnx"), str(sample_dir / "test")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "runs" / "default-model" / "evaluate-test" / "metrics.json").is_file()
+    assert sorted(p.name for p in DEFAULT_MODEL_DIR.iterdir()) == before

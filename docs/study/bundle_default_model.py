@@ -154,7 +154,7 @@ The de-duplicated set drops {keras_scores['excluded_duplicates']} test files tha
 training image or repeat another test image (`docs/brain_mri_test_duplicates.txt`).
 Recall per class (official test, model.keras): {', '.join(f'{k} {_pct(v)}' for k, v in recalls.items())}.
 
-Reproduce: `s3f-edge evaluate s3f_edge/assets/default_model/model.keras ../shared/data/brain_tumor_mri/test`
+Reproduce: `s3f-edge evaluate s3f_edge/assets/default_model/model.keras ../shared/data/brain_tumor_mri/test --out runs/default-model`
 (add `--exclude docs/brain_mri_test_duplicates.txt` for the de-duplicated set).
 
 ## Files
