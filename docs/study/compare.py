@@ -19,19 +19,14 @@ from scipy.stats import binomtest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from s3f_edge.data.folders import discover, load_split  # noqa: E402
+from s3f_edge.data.folders import load_split  # noqa: E402
 from s3f_edge.runtime.predictor import Predictor  # noqa: E402
-from s3f_edge.train.evaluate import read_exclude_list  # noqa: E402
+from s3f_edge.train.evaluate import labelled_split  # noqa: E402
 
 
 def correct_per_image(model: Path, test_dir: Path, exclude: Path | None) -> np.ndarray:
     predictor = Predictor.load(model)
-    dataset = discover(test_dir)
-    split = dataset.test if dataset.test is not None else dataset.train  # DATA/test/<class>/ or DATA/<class>/
-    if exclude:
-        names = read_exclude_list(exclude)
-        split = split.subset([i for i, p in enumerate(split.paths)
-                              if p.name not in names and p.relative_to(dataset.root).as_posix() not in names])
+    _, split, _ = labelled_split(test_dir, exclude)
     images, labels, failures = load_split(split, predictor.contract)
     if failures:
         raise SystemExit(f"{len(failures)} test images could not be read; compare on readable sets only")

@@ -49,27 +49,33 @@ def read_exclude_list(path: str | Path) -> set[str]:
     return names
 
 
+def labelled_split(data_dir: str | Path, exclude: str | Path | None = None):
+    """(dataset, split to score, number excluded) for DATA/test/<class>/... or DATA/<class>/..., minus
+    the files named in the ``exclude`` list (by file name or path relative to DATA)."""
+    from s3f_edge.data.folders import discover
+
+    dataset = discover(Path(data_dir))
+    split = dataset.test if dataset.test is not None else dataset.train
+    if not exclude:
+        return dataset, split, 0
+    names = read_exclude_list(exclude)
+    keep = [i for i, p in enumerate(split.paths)
+            if p.name not in names and p.relative_to(dataset.root).as_posix() not in names]
+    return dataset, split.subset(keep), len(split) - len(keep)
+
+
 def evaluate_folder(model_path: str | Path, data_dir: str | Path, out_dir: str | Path,
                     exclude: str | Path | None = None, batch_size: int = 32, workers: int = 4) -> dict:
     """Score a saved model (.keras, .onnx or TensorRT engine) on a class-per-subfolder folder
     (DATA/<class>/... or DATA/test/<class>/...)."""
-    from s3f_edge.data.folders import DatasetError, discover, load_split, write_skipped
+    from s3f_edge.data.folders import DatasetError, load_split, write_skipped
     from s3f_edge.runtime.predictor import Predictor
 
     predictor = Predictor.load(model_path)
     metadata, class_names, contract = predictor.metadata, predictor.class_names, predictor.contract
-    data_dir = Path(data_dir)
-    dataset = discover(data_dir)
-    split = dataset.test if dataset.test is not None else dataset.train
+    dataset, split, excluded = labelled_split(data_dir, exclude)
     if dataset.class_names != class_names:
         raise DatasetError(f"the folder's classes {dataset.class_names} differ from the model's {class_names}")
-    excluded = 0
-    if exclude:
-        names = read_exclude_list(exclude)
-        keep = [i for i, p in enumerate(split.paths)
-                if p.name not in names and p.relative_to(dataset.root).as_posix() not in names]
-        excluded = len(split) - len(keep)
-        split = split.subset(keep)
     images, labels, failures = load_split(split, contract, workers)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

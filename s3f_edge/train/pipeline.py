@@ -16,7 +16,7 @@ def input_pipeline(images: np.ndarray, labels: np.ndarray, batch_size: int, seed
     import keras
     import tensorflow as tf
 
-    on_disk = isinstance(images, np.memmap) or isinstance(getattr(images, "base", None), np.memmap)
+    on_disk = isinstance(images, np.memmap)  # slices of a memmap stay memmaps
     # A memory-mapped cache is shuffled and batched as indices, and each batch is read from the file,
     # so only the batches in flight are in memory.
     dataset = tf.data.Dataset.range(len(labels)) if on_disk else tf.data.Dataset.from_tensor_slices((images, labels))
