@@ -29,8 +29,12 @@ def run_two_workers(data_dirs, run_dir, scratch, epochs: int) -> list[tuple[int,
         env = {**os.environ, "TMPDIR": str(scratch), "CUDA_VISIBLE_DEVICES": "",
                "TF_CONFIG": json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})}
         workers.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    results = []
     try:
-        return [(worker.communicate(timeout=420)[0], worker.returncode)[::-1] for worker in workers]
+        for worker in workers:
+            output = worker.communicate(timeout=420)[0]
+            results.append((worker.returncode, output))
+        return results
     finally:
         for worker in workers:
             worker.kill()
