@@ -46,6 +46,7 @@ def main() -> None:
       s3f-edge presets                      the original four configurations and their sizes
       s3f-edge train DATA/ --out runs/a     train with a held-out validation split
       s3f-edge evaluate runs/a/model.keras DATA/test
+      s3f-edge precise-bn M.keras DATA/     population BatchNorm statistics for a model trained elsewhere
       s3f-edge export runs/a/model.keras    ONNX (+ TensorRT, Triton), verified against Keras
       s3f-edge infer FOLDER/ --model M      one result row per file (CSV, JSONL or JSON)
       s3f-edge verify M.keras M.onnx        deployed backends against Keras on real images
@@ -98,6 +99,13 @@ def presets(count_params: bool) -> None:
 @click.option("--paper-protocol", is_flag=True,
               help="Select checkpoints on the TEST set as the original work did (optimistic; every report says so).")
 @click.option("--no-class-weights", is_flag=True, help="Do not balance the loss by class frequency.")
+@click.option("--precise-bn/--no-precise-bn", default=True, show_default=True,
+              help="Before every validation and checkpoint, set each BatchNorm layer's statistics to the population "
+                   "mean/variance of its inputs over a sample of training images, dropout off. Without it, inference "
+                   "uses the moving averages of training (the original recipe), which can collapse small datasets to "
+                   "one class.")
+@click.option("--precise-bn-images", type=click.IntRange(1), default=1024, show_default=True,
+              help="Training images (seeded sample) for the precise BatchNorm statistics.")
 @click.option("--augment", is_flag=True, help="Random horizontal flips and small rotations (off in the original).")
 @click.option("--mixed-precision", is_flag=True,
               help="float16 compute (GPUs with tensor cores); the SpectralFilter and the output stay float32.")
@@ -116,7 +124,8 @@ def presets(count_params: bool) -> None:
               help="Continue an interrupted run in this directory with its saved options (--epochs may extend it).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train(data, out_dir, preset, kind, image_size, variant, fusion, epochs, batch_size, learning_rate, patience,
-          lr_patience, val_fraction, seed, paper_protocol, no_class_weights, augment, mixed_precision, strategy, workers,
+          lr_patience, val_fraction, seed, paper_protocol, no_class_weights, precise_bn, precise_bn_images, augment,
+          mixed_precision, strategy, workers,
           cache, cache_dir, resume_dir, quiet):
     """Train on DATA: DATA/train/<class>/* with optional DATA/test/<class>/*, or DATA/<class>/*.
 
@@ -134,18 +143,17 @@ def train(data, out_dir, preset, kind, image_size, variant, fusion, epochs, batc
 
     if resume_dir is not None:
         saved = json.loads((resume_dir / "config.json").read_text())["options"]
-        saved["image_size"] = tuple(saved["image_size"])
-        saved["verbose"] = 0 if quiet else 1
-        if epochs is not None:  # extend (or shorten) a run; everything else stays as it was
-            saved["epochs"] = epochs
-        options = TrainOptions(**saved)
+        # --epochs may extend (or shorten) a run; everything else stays as it was.
+        options = TrainOptions.from_saved(saved, verbose=0 if quiet else 1,
+                                          **({"epochs": epochs} if epochs is not None else {}))
     else:
         out_dir = out_dir or Path("runs") / f"{preset}-{kind}"
         options = TrainOptions(
             data_dir=str(data), out_dir=str(out_dir), preset=preset, model=kind, image_size=_size(image_size),
             variant=variant, fusion=fusion, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
             patience=patience, lr_patience=lr_patience, val_fraction=val_fraction, seed=seed,
-            paper_protocol=paper_protocol, class_weights=not no_class_weights, augment=augment,
+            paper_protocol=paper_protocol, class_weights=not no_class_weights, precise_bn=precise_bn,
+            precise_bn_images=precise_bn_images, augment=augment,
             mixed_precision=mixed_precision, strategy=strategy, workers=workers, cache=cache,
             cache_dir=str(cache_dir) if cache_dir else None, verbose=0 if quiet else 1,
         )
@@ -207,6 +215,36 @@ def evaluate(model_path, data, out_dir, exclude, batch_size):
                       [[m["count"], report["excluded_files"], report["skipped_files"], f"{m['accuracy']:.4f}",
                         f"{m['f1_macro']:.4f}", f"{m['f1_weighted']:.4f}", f"{m['cohen_kappa']:.4f}", f"{m['mcc']:.4f}", auc]]))
     click.echo(f"\nreport: {out_dir / 'metrics.json'}")
+
+
+@main.command("precise-bn")
+@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("images", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to save the recalibrated model (default: MODEL with a .precise-bn.keras suffix).")
+@click.option("--images-used", "sample_size", type=click.IntRange(1), default=1024, show_default=True,
+              help="Images to sample (seeded) for the statistics.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def precise_bn(model_path, images, out_path, sample_size, seed):
+    """Recompute a trained MODEL's BatchNorm statistics on its TRAINING IMAGES (no retraining).
+
+    Each BatchNorm layer's moving mean and variance become the population statistics of its inputs
+    over a sample of the images, with dropout off: the remedy for models whose inference collapses to
+    one class because their moving averages do not match inference (e.g. models trained with the
+    original notebooks, or with --no-precise-bn). Weights are unchanged. IMAGES is a folder of
+    training images; for a dataset root with train/, only train/ is read. Score the result with
+    s3f-edge evaluate.
+    """
+    from s3f_edge.train.precise_bn import precise_bn_file
+
+    out_path = out_path or model_path.with_name(model_path.stem + ".precise-bn.keras")
+    try:
+        report = precise_bn_file(model_path, images, out_path, sample_size=sample_size, seed=seed)
+    except (ValueError, FileNotFoundError) as error:
+        _fail(str(error))
+    click.echo(f"{report['layers_updated']} BatchNorm layers recomputed from {report['images_used']} images of "
+               f"{report['images_folder']} ({len(report['unreadable'])} unreadable); largest relative change of a "
+               f"variance: {report['largest_relative_variance_change']:.1%}\nsaved: {out_path}")
 
 
 def _batch_profile(value: str) -> tuple[int, int, int]:

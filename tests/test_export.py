@@ -1,18 +1,16 @@
 """s3f-edge export: lowering, hard checks, parity, metadata, reduced precision, Triton, TensorRT guards."""
 import json
-import subprocess
 import sys
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from helpers import saved_model
+from helpers import original_layout_files, saved_model
 
 from s3f_edge.export.checks import ExportCheckError, check_onnx
 from s3f_edge.export.onnx_export import ExportOptions, ParityError, export_model
 from s3f_edge.export.parity import FP32_MAX_ABS_DIFF
-from test_serialization import ORIGINAL_LAYOUT
 
 PRESET_SHAPES = {"brisc2025": (48, 64, 1), "chest-xray": (48, 64, 1), "busi": (32, 48, 1), "ham10000": (45, 60, 3)}
 
@@ -62,16 +60,15 @@ def test_metadata_travels_in_onnx_and_json(tmp_path):
 
 
 def test_original_release_layout_exports(tmp_path):
-    script = tmp_path / "original.py"
-    script.write_text(ORIGINAL_LAYOUT)
-    paths = [tmp_path / "orig.keras", tmp_path / "x.npy", tmp_path / "y.npy"]
-    subprocess.run([sys.executable, str(script), *map(str, paths)], check=True, capture_output=True)
+    path, x, expected = original_layout_files(tmp_path)
     with pytest.raises(ValueError, match="--class-names"):
-        export_model(paths[0], ExportOptions(out_dir=tmp_path / "out"))
+        export_model(path, ExportOptions(out_dir=tmp_path / "out"))
     for fft in ("matmul", "dft"):
-        result = export_model(paths[0], ExportOptions(out_dir=tmp_path / fft, fft=fft, class_names=list("abcd")))
+        result = export_model(path, ExportOptions(out_dir=tmp_path / fft, fft=fft, class_names=list("abcd")))
         session = ort.InferenceSession(str(result.onnx_path), providers=["CPUExecutionProvider"])
-        np.testing.assert_allclose(session.run(None, {"image": np.load(paths[1])})[0], np.load(paths[2]), atol=1e-5)
+        outputs = session.run(None, {"image": x})[0]
+        assert np.isfinite(outputs).all()
+        np.testing.assert_allclose(outputs, expected, atol=1e-5)
 
 
 def test_fp16_keeps_the_spectral_block_in_fp32(tmp_path):

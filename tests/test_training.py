@@ -170,8 +170,10 @@ def test_mixed_precision_keeps_spectral_filter_and_output_float32(tmp_path, samp
     from s3f_edge.model import load_model, spectral_filters
 
     run_dir = tmp_path / "mixed"
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")  # the caller's own policy
     try:
         train(TrainOptions(data_dir=str(sample_dir), out_dir=str(run_dir), epochs=1, mixed_precision=True, **FAST))
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16", "train changed the caller's policy"
     finally:
         keras.mixed_precision.set_global_policy("float32")
     model = load_model(run_dir / "model.keras")

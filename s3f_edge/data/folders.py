@@ -51,6 +51,12 @@ class FolderDataset:
         return digest.hexdigest()
 
 
+def image_files(folder: str | Path, limit: int | None = None) -> list[Path]:
+    """Image files under ``folder`` (recursively, by suffix), sorted by path; the first ``limit`` of them."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return files[:limit] if limit else files
+
+
 def _class_folders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 

@@ -24,12 +24,14 @@ class ValidationSelection(keras.callbacks.Callback):
     """Scores the selection split each epoch; keeps the best model on disk; stops after ``patience``.
 
     Adds val_loss, val_accuracy and val_selection_score to the epoch logs (one prediction pass
-    serves all three, so the selection split is not run twice).
+    serves all three, so the selection split is not run twice). ``before_scoring(model)``, when given,
+    runs first (the precise BatchNorm statistics), so that what is scored is what is saved.
     """
 
     def __init__(self, images, labels, best_path: Path, metadata: dict, patience: int, binary_positive: bool,
-                 batch_size: int, best_score: float = -1.0, wait: int = 0):
+                 batch_size: int, best_score: float = -1.0, wait: int = 0, before_scoring=None):
         super().__init__()
+        self.before_scoring = before_scoring
         self.predict = None  # built for the model on first use
         self.images, self.labels = images, labels
         self.best_path, self.metadata = Path(best_path), metadata
@@ -38,6 +40,8 @@ class ValidationSelection(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
+        if self.before_scoring is not None:
+            self.before_scoring(self.model)
         if self.predict is None:
             self.predict = batched_predict(self.model, self.batch_size * 2)
         raw = self.predict(self.images)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 STRATEGIES = ("auto", "mirrored", "multiworker")
 
@@ -21,10 +23,28 @@ class Distribution:
     is_chief: bool = True  # the one process that writes the run directory
     worker_index: int = 0
     num_workers: int = 1
+    _sum: object = field(default=None, repr=False)
 
     @property
     def custom_loop(self) -> bool:
         return self.name == "multiworker"
+
+    def sum_over_replicas(self, values: np.ndarray) -> np.ndarray:
+        """Sum over all replicas of this worker's ``values`` (each local replica contributes once).
+
+        A collective: under multi-worker training every worker must call it, in the same order.
+        """
+        if self._sum is None:
+            import tensorflow as tf
+
+            strategy = self.strategy
+
+            @tf.function(input_signature=[tf.TensorSpec([None], tf.float64)])
+            def total(array):
+                return strategy.reduce("sum", strategy.run(lambda: tf.identity(array)), axis=None)
+
+            self._sum = total
+        return self._sum(np.asarray(values, np.float64)).numpy()
 
 
 def cluster_from_tf_config(environ: dict | None = None) -> tuple[dict, str, int]:

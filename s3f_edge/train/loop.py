@@ -33,10 +33,11 @@ def weights_digest(model) -> str:
 class WorkerSync:
     """The collectives the loop needs besides the gradient all-reduce (built once; every worker must call them)."""
 
-    def __init__(self, strategy, model):
+    def __init__(self, distribution: Distribution, model):
         import tensorflow as tf
 
-        self.strategy = strategy
+        strategy = distribution.strategy
+        self.distribution, self.strategy = distribution, strategy
         # BatchNorm moving statistics are updated from each replica's own batches, so they drift apart;
         # averaging them before each validation keeps every worker's model identical.
         self.statistics = [v for v in model.non_trainable_variables if "float" in str(v.dtype)]
@@ -50,15 +51,11 @@ class WorkerSync:
             for variable, mean in zip(self.statistics, means):
                 variable.assign(tf.reshape(mean, variable.shape))
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.float64)])
-        def total(values):
-            return strategy.reduce("sum", strategy.run(lambda: tf.identity(values)), axis=None)
-
-        self.average_statistics, self._total = average_statistics, total
+        self.average_statistics = average_statistics
 
     def total(self, values: np.ndarray) -> np.ndarray:
         """Sum over all replicas of this worker's ``values`` (each local replica contributes once)."""
-        return self._total(np.asarray(values, np.float64)).numpy()
+        return self.distribution.sum_over_replicas(values)
 
     def check_agreement(self, logs: dict, model) -> None:
         """Raise on every worker at once if any worker's selection score, LR or stop flag differs."""
@@ -132,7 +129,7 @@ def fit_multiworker(model, distribution: Distribution, images: np.ndarray, label
         local = strategy.experimental_local_results(per_replica)
         return strategy.reduce("sum", per_replica, axis=None), tf.add_n(list(local))
 
-    sync = WorkerSync(strategy, model)
+    sync = WorkerSync(distribution, model)
     for callback in callbacks:  # driven one by one so that they and the agreement check share one logs dict
         callback.set_model(model)
     model.stop_training = False

@@ -43,6 +43,8 @@ class TrainOptions:
     seed: int = 0
     paper_protocol: bool = False
     class_weights: bool = True
+    precise_bn: bool = True  # population BatchNorm statistics before every selection and checkpoint
+    precise_bn_images: int = 1024  # training images sampled (seeded) for those statistics
     augment: bool = False
     mixed_precision: bool = False  # float16 compute; every SpectralFilter stays float32
     strategy: str = "auto"  # auto | mirrored | multiworker (TF_CONFIG)
@@ -51,6 +53,14 @@ class TrainOptions:
     cache_dir: str | None = None  # default: s3f_edge.data.cache.default_cache_dir()
     verbose: int = 1
     extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_saved(cls, saved: dict, **overrides) -> "TrainOptions":
+        """The options of a run from its config.json (for --resume); runs from before an option existed
+        keep the behaviour they were trained with."""
+        values = {"precise_bn": False, **saved, **overrides}
+        values["image_size"] = tuple(values["image_size"]) if values.get("image_size") else None
+        return cls(**values)
 
     def resolved(self) -> "TrainOptions":
         """Fill preset defaults (epochs, patiences, size) so config.json states every value used."""
@@ -91,6 +101,22 @@ def _load(split, contract: Preprocessing, options: TrainOptions, progress: bool 
     return load_split(split, contract, options.workers, progress=progress)
 
 
+def _precise_bn(options: TrainOptions, distribution, images):
+    """model -> None: population BatchNorm statistics over a seeded sample of the training images
+    (split over the workers and pooled, under multi-worker training)."""
+    from s3f_edge.train.precise_bn import recompute_batchnorm_statistics
+
+    several = distribution.custom_loop
+
+    def refresh(model) -> None:
+        recompute_batchnorm_statistics(
+            model, images, sample_size=options.precise_bn_images, seed=options.seed,
+            shard=(distribution.num_workers, distribution.worker_index) if several else None,
+            all_reduce=distribution.sum_over_replicas if several else None)
+
+    return refresh
+
+
 def train(options: TrainOptions, resume: bool = False) -> Path | None:
     """Train one model; returns the run directory (model.keras, metrics.json, config.json, ...).
 
@@ -98,15 +124,24 @@ def train(options: TrainOptions, resume: bool = False) -> Path | None:
     """
     from s3f_edge.train.distribute import make_distribution
 
+    import keras
+
     options = options.resolved()
+    if options.precise_bn_images < 1:
+        raise ValueError(f"precise_bn_images must be at least 1, got {options.precise_bn_images}")
     distribution = make_distribution(options.strategy)
     _log(options, f"training on {distribution.description}")
-    if distribution.is_chief:
-        return _train(options, resume, distribution, Path(options.out_dir))
-    # Other workers write their callbacks' files to a scratch directory that disappears with them.
-    with tempfile.TemporaryDirectory(prefix="s3f-edge-worker-") as scratch:
-        _train(options, resume, distribution, Path(scratch))
-    return None
+    # --mixed-precision sets Keras's global policy; the caller gets its own back, whatever happens.
+    caller_policy = keras.mixed_precision.global_policy()
+    try:
+        if distribution.is_chief:
+            return _train(options, resume, distribution, Path(options.out_dir))
+        # Other workers write their callbacks' files to a scratch directory that disappears with them.
+        with tempfile.TemporaryDirectory(prefix="s3f-edge-worker-") as scratch:
+            _train(options, resume, distribution, Path(scratch))
+        return None
+    finally:
+        keras.mixed_precision.set_global_policy(caller_policy)
 
 
 def _train(options: TrainOptions, resume: bool, distribution, write_dir: Path) -> Path:
@@ -150,6 +185,9 @@ def _train(options: TrainOptions, resume: bool, distribution, write_dir: Path) -
         "format": "s3f-edge-model", "class_names": dataset.class_names, "preprocessing": contract.to_dict(),
         "preset": options.preset, "kind": options.model, "variant": options.variant, "fusion": options.fusion,
         "sigmoid_head": sigmoid_head, "protocol": "paper" if options.paper_protocol else "clean",
+        "batchnorm_statistics": (f"population statistics over {min(options.precise_bn_images, len(fit_y))} training "
+                                 "images, dropout off (precise BatchNorm)") if options.precise_bn else
+                                "moving averages from training (original recipe)",
         "data_file_list_sha256": dataset.file_list_hash(),
         "versions": package_versions("tensorflow", "keras", "numpy", "scikit-learn"),
     }
@@ -203,6 +241,7 @@ def _train(options: TrainOptions, resume: bool, distribution, write_dir: Path) -
     selection = ValidationSelection(
         sel_x, sel_y, write_dir / "model.keras", metadata, options.patience, sigmoid_head, options.batch_size,
         best_score=state["best_score"] if state else -1.0, wait=state["wait"] if state else 0,
+        before_scoring=_precise_bn(options, distribution, fit_x) if options.precise_bn else None,
     )
     plateau = keras.callbacks.ReduceLROnPlateau(
         monitor="val_loss", factor=options.lr_factor, patience=options.lr_patience, min_lr=options.min_learning_rate,

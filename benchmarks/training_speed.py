@@ -1,0 +1,118 @@
+"""Training throughput on this machine, every option measured in one run (issue 11).
+
+    python benchmarks/training_speed.py [--data ../shared/data/brain_tumor_mri] [--size 64] [--out benchmarks/results]
+
+Trains S3F-Net (the preset's architecture at --size) on real training images through s3f-edge's
+own input pipeline and times whole epochs after a warm-up epoch, for: the SpectralFilter's FFT and
+DFT-as-matmul forms, each with and without XLA (``jit_compile``). The input pipeline alone (no
+model) is timed too, to show whether it could be the bottleneck. Writes training_speed.json and
+training_speed.md; the Markdown table is what docs/reproduction.md shows.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def load_images(data: Path, size: int, count: int, seed: int):
+    import numpy as np
+
+    from s3f_edge.data.folders import discover, load_split
+    from s3f_edge.data.preprocess import Preprocessing
+
+    train = discover(data).train
+    picked = np.sort(np.random.default_rng(seed).choice(len(train), size=min(count, len(train)), replace=False))
+    images, labels, _ = load_split(train.subset(picked), Preprocessing(size, size, 1))
+    return images, labels
+
+
+def time_pipeline(images, labels, batch_size: int, epochs: int) -> float:
+    from s3f_edge.train.pipeline import input_pipeline
+
+    dataset = input_pipeline(images, labels, batch_size, seed=0)
+    for _ in dataset:  # warm-up
+        pass
+    started = time.perf_counter()
+    for _ in range(epochs):
+        for _ in dataset:
+            pass
+    return epochs * len(labels) / (time.perf_counter() - started)
+
+
+def time_training(images, labels, preset: str, fusion: str, mode: str, jit: bool, batch_size: int, epochs: int) -> float:
+    import keras
+
+    from s3f_edge.model import build_model
+    from s3f_edge.train.pipeline import input_pipeline
+
+    keras.utils.set_random_seed(0)
+    model = build_model(preset, input_shape=images.shape[1:], num_classes=int(labels.max()) + 1, fusion=fusion,
+                        spectral_mode=mode)
+    model.compile(optimizer=keras.optimizers.Adam(3e-4), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"], jit_compile=jit)
+    dataset = input_pipeline(images, labels, batch_size, seed=0)
+    model.fit(dataset, epochs=1, verbose=0)  # warm-up: tracing, XLA compilation
+    started = time.perf_counter()
+    model.fit(dataset, epochs=epochs, verbose=0)
+    return epochs * len(labels) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/brain_tumor_mri"))
+    parser.add_argument("--preset", default="brisc2025")
+    parser.add_argument("--fusion", default="concat")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+
+    import tensorflow as tf
+
+    images, labels = load_images(args.data, args.size, args.images, seed=0)
+    rows = [{"configuration": "input pipeline alone (no model)", "spectral_form": "-", "xla": False,
+             "images_per_second": round(time_pipeline(images, labels, args.batch_size, args.epochs), 1)}]
+    print(rows[-1], flush=True)
+    for mode in ("fft", "matmul"):
+        for jit in (False, True):
+            try:
+                rate = round(time_training(images, labels, args.preset, args.fusion, mode, jit, args.batch_size,
+                                           args.epochs), 2)
+                note = ""
+            except Exception as error:  # e.g. an op XLA cannot compile on this device: report, don't hide
+                rate, note = None, f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"
+            rows.append({"configuration": f"train, SpectralFilter {mode}{', XLA' if jit else ''}",
+                         "spectral_form": mode, "xla": jit, "images_per_second": rate, "error": note})
+            print(rows[-1], flush=True)
+    reference = rows[1]["images_per_second"]
+    for row in rows[1:]:
+        row["vs_default"] = round(row["images_per_second"] / reference, 2) if row["images_per_second"] and reference else None
+    result = {"date": time.strftime("%Y-%m-%d"), "machine": {"processor": platform.processor() or platform.machine(),
+                                                             "cpus": os.cpu_count(), "tensorflow": tf.__version__},
+              "setup": {**{k: str(v) for k, v in vars(args).items()}, "images_timed_per_config": args.epochs * len(labels)},
+              "rows": rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "training_speed.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [f"Training throughput, {args.preset} S3F-Net ({args.fusion}) at {args.size}x{args.size}, batch "
+             f"{args.batch_size}, {len(labels)} real images x {args.epochs} timed epochs after a warm-up epoch; "
+             f"{result['machine']['cpus']} CPUs, TensorFlow {tf.__version__}, {result['date']}.", "",
+             "| configuration | images/s | vs default (fft, no XLA) |", "|---|---|---|"]
+    for row in rows:
+        rate = "failed: " + row.get("error", "") if row["images_per_second"] is None else f"{row['images_per_second']}"
+        lines.append(f"| {row['configuration']} | {rate} | {row.get('vs_default') or '-'} |")
+    (args.out / "training_speed.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
