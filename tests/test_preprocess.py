@@ -113,9 +113,11 @@ def test_contract_round_trips_and_refuses_unknown_versions():
         Preprocessing(height=8, width=8, channels=2)
 
 
-def write_dicom(path, pixels, photometric="MONOCHROME2", slope=1.0, intercept=0.0, window=None):
+def write_dicom(path, pixels, photometric="MONOCHROME2", slope=None, intercept=None, window=None, function=None,
+                voi_lut=None):
     pytest.importorskip("pydicom")
-    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+    from pydicom.sequence import Sequence
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
     meta = FileMetaDataset()
@@ -128,28 +130,68 @@ def write_dicom(path, pixels, photometric="MONOCHROME2", slope=1.0, intercept=0.
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
     ds.BitsAllocated = ds.BitsStored = 16
     ds.HighBit, ds.PixelRepresentation = 15, 0
-    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    if slope is not None:
+        ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = slope, intercept, "US"
     if window:
         ds.WindowCenter, ds.WindowWidth = window
+    if function:
+        ds.VOILUTFunction = function
+    if voi_lut:
+        descriptor, table = voi_lut
+        item = Dataset()
+        item.LUTDescriptor = descriptor
+        item.add_new(0x00283006, "US", table)  # LUT Data
+        ds.VOILUTSequence = Sequence([item])
     ds.PixelData = pixels.astype(np.uint16).tobytes()
     ds.save_as(str(path), enforce_file_format=True)
     return path
 
 
-def test_dicom_rescale_window_and_monochrome1(tmp_path):
+SIZE = Preprocessing(height=8, width=8, channels=1)  # the files' own size: no resampling between values
+
+
+def dicom_value(tmp_path, raw: float, **tags) -> float:
+    """The model pixel that a uniform DICOM image of stored value ``raw`` becomes."""
+    image = load_image(write_dicom(tmp_path / f"{len(list(tmp_path.iterdir()))}.dcm", np.full((8, 8), raw), **tags), SIZE)
+    assert np.isfinite(image).all() and np.ptp(image) == 0
+    return float(image[0, 0, 0])
+
+
+def test_dicom_without_voi_uses_its_own_range_and_monochrome1_inverts(tmp_path):
     ramp = np.tile(np.arange(0, 4000, 4000 / 64), (40, 1))
     plain = load_image(write_dicom(tmp_path / "a.dcm", ramp), GRAY)
     assert plain.shape == (32, 48, 1) and plain.min() >= 0 and plain.max() <= 1
     assert plain[0, 0, 0] < 0.05 and plain[0, -1, 0] > 0.95  # min-max without a window
     inverted = load_image(write_dicom(tmp_path / "b.dcm", ramp, photometric="MONOCHROME1"), GRAY)
     np.testing.assert_allclose(inverted, 1.0 - plain, atol=1e-6)
-    # slope 2, intercept -1000, window 1000 +- 500: raw 1000 -> 1000 (0.5), raw 750 -> 500 (0.0)
-    windowed = load_image(write_dicom(tmp_path / "c.dcm", np.full((40, 64), 1000.0), slope=2.0, intercept=-1000.0,
-                                      window=(1000, 1000)), GRAY)
-    np.testing.assert_allclose(windowed, 0.5, atol=1e-6)
-    low = load_image(write_dicom(tmp_path / "d.dcm", np.full((40, 64), 750.0), slope=2.0, intercept=-1000.0,
-                                 window=(1000, 1000)), GRAY)
-    np.testing.assert_allclose(low, 0.0, atol=1e-6)
+
+
+def test_dicom_rescale_then_linear_window_follows_the_standard(tmp_path):
+    # PS3.3 C.11.2.1.2.1, c = 1000, w = 1000: x <= c - 0.5 - (w - 1) / 2 -> 0; else ((x - (c - 0.5)) / (w - 1) + 0.5).
+    # Slope 2, intercept -1000 turn stored 1000 into x = 1000, stored 750 into x = 500, stored 900 into 800.
+    tags = dict(slope=2.0, intercept=-1000.0, window=(1000, 1000))
+    assert dicom_value(tmp_path, 1000, **tags) == pytest.approx(0.5 / 999 + 0.5, abs=1e-6)
+    assert dicom_value(tmp_path, 750, **tags) == 0.0
+    assert dicom_value(tmp_path, 900, **tags) == pytest.approx(0.5 - 199.5 / 999, abs=1e-6)
+    assert dicom_value(tmp_path, 2000, **tags) == 1.0
+    inverted = dicom_value(tmp_path, 900, photometric="MONOCHROME1", **tags)
+    assert inverted == pytest.approx(0.5 + 199.5 / 999, abs=1e-6)
+
+
+def test_dicom_sigmoid_voi_function(tmp_path):
+    # PS3.3 C.11.2.1.3.1: y = 1 / (1 + exp(-4 (x - c) / w)) of the output range.
+    tags = dict(window=(1000, 400), function="SIGMOID")
+    assert dicom_value(tmp_path, 1000, **tags) == pytest.approx(0.5, abs=1e-6)
+    assert dicom_value(tmp_path, 1100, **tags) == pytest.approx(1 / (1 + np.exp(-1.0)), abs=1e-6)
+    assert dicom_value(tmp_path, 800, **tags) == pytest.approx(1 / (1 + np.exp(2.0)), abs=1e-6)
+
+
+def test_dicom_voi_lut_sequence_wins_over_the_window(tmp_path):
+    # 4 entries starting at stored value 100, 8-bit output: values below clamp to the first entry, above to the last.
+    tags = dict(voi_lut=([4, 100, 8], [0, 85, 170, 255]), window=(40000, 10))
+    for raw, expected in ((50, 0.0), (101, 85 / 255), (102, 170 / 255), (3000, 1.0)):
+        assert dicom_value(tmp_path, raw, **tags) == pytest.approx(expected, abs=1e-6)
+    assert dicom_value(tmp_path, 102, photometric="MONOCHROME1", **tags) == pytest.approx(1 - 170 / 255, abs=1e-6)
 
 
 def test_corrupt_dicom_is_an_image_error(tmp_path):

@@ -21,12 +21,14 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from s3f_edge.errors import InputError, S3FEdgeError  # noqa: E402
+
 CONTRACT_VERSION = 1
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
 _INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(S3FEdgeError, ValueError):
     """A file that cannot be turned into model pixels; the message says why."""
 
 
@@ -44,13 +46,13 @@ class Preprocessing:
 
     def __post_init__(self):
         if self.channels not in (1, 3):
-            raise ValueError(f"models take 1 (grayscale) or 3 (RGB) channels, not {self.channels}")
+            raise InputError(f"models take 1 (grayscale) or 3 (RGB) channels, not {self.channels}")
         if self.interpolation not in _INTERPOLATIONS:
-            raise ValueError(f"interpolation must be one of {sorted(_INTERPOLATIONS)}")
+            raise InputError(f"interpolation must be one of {sorted(_INTERPOLATIONS)}")
         if self.scale != "dtype_max" or self.channel_order != "rgb":
-            raise ValueError(f"unsupported preprocessing contract: scale={self.scale}, order={self.channel_order}")
+            raise InputError(f"unsupported preprocessing contract: scale={self.scale}, order={self.channel_order}")
         if self.version > CONTRACT_VERSION:
-            raise ValueError(
+            raise InputError(
                 f"this model's preprocessing contract is version {self.version}; this s3f-edge knows "
                 f"up to {CONTRACT_VERSION}. Upgrade s3f-edge to run it."
             )
@@ -99,13 +101,17 @@ def decode_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> np
 def decode_dicom(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """A single-frame DICOM image as float32 in [0, 1] (grayscale) or uint8 BGR (colour).
 
-    Applies the modality LUT (rescale slope/intercept), then the VOI window when the file gives
-    one (else the image's own min-max), and inverts MONOCHROME1 so that bright means dense.
+    Grayscale follows the standard's display pipeline through pydicom's own implementation: the
+    modality LUT (Modality LUT Sequence or rescale slope/intercept), then the VOI LUT (VOI LUT
+    Sequence, else the first Window Center/Width with its VOILUTFunction: LINEAR, LINEAR_EXACT or
+    SIGMOID), scaled by that step's output range; without a VOI LUT, the image's own min-max. A
+    MONOCHROME1 image is inverted last, so that bright means dense, as in MONOCHROME2.
     """
     import io
 
     try:
         import pydicom
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut
     except ImportError as error:
         raise ImageDecodeError("DICOM file, but pydicom is not installed: pip install 's3f-edge[dicom]'") from error
     try:
@@ -116,28 +122,43 @@ def decode_dicom(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         if int(getattr(dataset, "NumberOfFrames", 1) or 1) > 1:
             raise ImageDecodeError("multi-frame DICOM is not supported; export the frame to classify")
         pixels = dataset.pixel_array
+        photometric = str(getattr(dataset, "PhotometricInterpretation", "MONOCHROME2"))
+        if pixels.ndim == 3:
+            if photometric != "RGB":
+                raise ImageDecodeError(f"unsupported DICOM colour space {photometric}")
+            return cv2.cvtColor(pixels.astype(np.uint8), cv2.COLOR_RGB2BGR)
+        values = np.asarray(apply_modality_lut(pixels, dataset), dtype=np.float64)
+        low, high = _voi_output_range(dataset)
+        if low is None:
+            displayed, low, high = values, float(values.min()), float(values.max())
+        else:
+            displayed = np.asarray(apply_voi_lut(values, dataset, index=0, prefer_lut=True), dtype=np.float64)
     except ImageDecodeError:
         raise
     except Exception as error:  # pydicom raises many types for broken or compressed-without-codec files
         raise ImageDecodeError(f"unreadable DICOM: {error}") from error
-    photometric = str(getattr(dataset, "PhotometricInterpretation", "MONOCHROME2"))
-    if pixels.ndim == 3:
-        if photometric != "RGB":
-            raise ImageDecodeError(f"unsupported DICOM colour space {photometric}")
-        return cv2.cvtColor(pixels.astype(np.uint8), cv2.COLOR_RGB2BGR)
-    values = pixels.astype(np.float64) * float(getattr(dataset, "RescaleSlope", 1) or 1) + float(
-        getattr(dataset, "RescaleIntercept", 0) or 0)
-    center, width = getattr(dataset, "WindowCenter", None), getattr(dataset, "WindowWidth", None)
-    if center is not None and width is not None:
-        center = float(center[0] if isinstance(center, pydicom.multival.MultiValue) else center)
-        width = float(width[0] if isinstance(width, pydicom.multival.MultiValue) else width)
-        low, high = center - width / 2.0, center + width / 2.0
-    else:
-        low, high = float(values.min()), float(values.max())
-    scaled = np.clip((values - low) / max(high - low, 1e-12), 0.0, 1.0)
+    scaled = np.clip((displayed - low) / max(high - low, 1e-12), 0.0, 1.0)
     if photometric == "MONOCHROME1":
         scaled = 1.0 - scaled
     return scaled.astype(np.float32)
+
+
+def _voi_output_range(dataset) -> tuple[float | None, float | None]:
+    """The output range of the VOI LUT that ``apply_voi_lut`` applies, or (None, None) when there is none.
+
+    A VOI LUT Sequence outputs [0, 2^bits - 1] (bits from its LUT Descriptor); windowing outputs the
+    range pydicom derives from the stored bits and the rescale, read off by windowing two extremes.
+    """
+    from pydicom.pixels import apply_voi_lut
+
+    sequence = dataset.get("VOILUTSequence")
+    if sequence and sequence[0].get("LUTDescriptor") is not None and sequence[0].get("LUTData") is not None:
+        return 0.0, float(2 ** int(sequence[0].LUTDescriptor[2]) - 1)
+    if dataset.get("WindowCenter") is None or dataset.get("WindowWidth") is None:
+        return None, None
+    with np.errstate(over="ignore"):
+        low, high = apply_voi_lut(np.array([-1e12, 1e12]), dataset, index=0, prefer_lut=True)
+    return float(low), float(high)
 
 
 def _check_declared_size(data: np.ndarray, max_pixels: int) -> None:

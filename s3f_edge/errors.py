@@ -1,0 +1,35 @@
+"""The errors a user can cause and fix. The CLI catches ``S3FEdgeError`` once: it prints the message
+and exits 1. Any other exception is a bug and shows its traceback.
+
+Each class also keeps the built-in base it had before the family existed (``ValueError``,
+``RuntimeError``, ...), so code that caught those still catches them.
+"""
+from __future__ import annotations
+
+
+class S3FEdgeError(Exception):
+    """Base of every error the user can fix; the message says what to do next."""
+
+
+class InputError(S3FEdgeError, ValueError):
+    """An option, file or folder that cannot be used as given."""
+
+
+class MissingFileError(S3FEdgeError, FileNotFoundError):
+    """A file or folder the command needs does not exist."""
+
+
+class OutputExistsError(S3FEdgeError, FileExistsError):
+    """The command would overwrite earlier results."""
+
+
+class MissingDependencyError(S3FEdgeError, ImportError):
+    """An optional package is not installed; the message names the extra that brings it."""
+
+
+class NonFiniteOutputError(S3FEdgeError, ValueError):
+    """A model produced NaN or infinite outputs, so its results mean nothing."""
+
+
+class BackendError(S3FEdgeError, RuntimeError):
+    """An inference engine (ONNX Runtime, TensorRT, CUDA) failed to load or run a model."""
