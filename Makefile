@@ -11,7 +11,7 @@ DEMO_DIR := demo-output
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[cpu,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[train,cpu,dicom,dev]"
 	touch $(INSTALLED)
 
 install: $(INSTALLED)

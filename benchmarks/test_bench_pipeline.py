@@ -23,5 +23,10 @@ def test_infer_folder_end_to_end(benchmark, exported, sample_dir, tmp_path, back
 def test_export_time(benchmark, exported, tmp_path, fft):
     counter = iter(range(100))
     benchmark.group = "export brisc2025 256x256"
-    benchmark.pedantic(lambda: export_model(exported["256"]["keras"], ExportOptions(out_dir=tmp_path / str(next(counter)), fft=fft)),
-                       rounds=1, iterations=1)
+    result = benchmark.pedantic(
+        lambda: export_model(exported["256"]["keras"], ExportOptions(out_dir=tmp_path / str(next(counter)), fft=fft)),
+        rounds=1, iterations=1)
+    # What was timed must be a good export: the file exists and passed its fp32 parity checks.
+    assert result.onnx_path.is_file() and result.rows[0]["status"] == "ok"
+    for parity in result.parity["fp32"]:
+        assert parity.nonfinite_candidate == 0 and parity.max_abs_diff <= 1e-4 and parity.top1_agreement == 1.0

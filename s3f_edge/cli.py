@@ -1,4 +1,10 @@
-"""The s3f-edge command line: parses options and calls the library functions the tests call too."""
+"""The s3f-edge command line: parses options and calls the library functions the tests call too.
+
+Only click and the plain option tables are imported here; each command imports what it needs, so
+`infer` and `bench` on ONNX or TensorRT files never load TensorFlow. Errors a user can fix
+(``S3FEdgeError``) are caught once, in ``_Group``: one clean message, exit 1. Anything else is a bug
+and keeps its traceback.
+"""
 from __future__ import annotations
 
 import sys
@@ -6,12 +12,35 @@ from pathlib import Path
 
 import click
 
+from s3f_edge.errors import S3FEdgeError
+from s3f_edge.export.formats import FFT_LOWERINGS, PRECISIONS
+from s3f_edge.model.presets import FUSIONS, KINDS, PRESETS, VARIANTS
+from s3f_edge.runtime.formats import BACKENDS, MODEL_SUFFIXES
+
+EXIT_ERROR = 1  # an S3FEdgeError: bad input, missing file or package, failed check
 EXIT_USAGE = 2  # click's own code for bad options
 EXIT_SOME_FILES_FAILED = 3
 
 
-def _fail(message: str) -> None:
-    raise click.ClickException(message)
+class _Group(click.Group):
+    """Runs every command with TensorFlow's native log noise filtered, and turns S3FEdgeError into exit 1."""
+
+    def invoke(self, ctx: click.Context):
+        from s3f_edge.logs import NativeLogFilter, verbose_requested
+
+        verbose = bool(ctx.params.get("verbose")) or verbose_requested()
+        try:
+            with NativeLogFilter(enabled=not verbose):
+                return super().invoke(ctx)
+        except S3FEdgeError as error:
+            click.secho(f"Error: {error}", err=True, fg="red")
+            ctx.exit(EXIT_ERROR)
+
+
+def _needs(purpose: str, stack: tuple[str, ...]) -> None:
+    from s3f_edge.dependencies import require
+
+    require(purpose, "train", *stack)
 
 
 def _table(headers: list[str], rows: list[list]) -> str:
@@ -36,9 +65,10 @@ def _size(value: str | None) -> tuple[int, int] | None:
     return numbers[0], numbers[1]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="s3f-edge")
-def main() -> None:
+@click.option("--verbose", is_flag=True, help="Show TensorFlow/CUDA native log lines (also: S3F_EDGE_VERBOSE=1).")
+def main(verbose: bool) -> None:
     """s3f-edge: train, check and evaluate S3F-Net, the spatial-spectral medical image classifier.
 
     \b
@@ -60,9 +90,13 @@ def main() -> None:
               help="Build every model to count its parameters (the 138M-parameter BUSI model takes a few seconds).")
 def presets(count_params: bool) -> None:
     """List the presets: the four configurations of the original S3F-Net paper."""
-    from s3f_edge.model import PRESETS, build_model
-
     rows = []
+    if count_params:
+        from s3f_edge.dependencies import TRAINING_STACK
+
+        _needs("counting parameters (or use --no-count-params)", TRAINING_STACK)
+        from s3f_edge.model import build_model
+
     for preset in PRESETS.values():
         counts = ["-"] * 3
         if count_params:
@@ -78,14 +112,14 @@ def presets(count_params: bool) -> None:
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Run directory to create (default: runs/<preset>-<model>).")
 @click.option("--preset", default="brisc2025", show_default=True,
-              type=click.Choice(["brisc2025", "chest-xray", "busi", "ham10000"]),
+              type=click.Choice(list(PRESETS)),
               help="Original configuration: input size, channels, SpectraNet variant, fusion, epochs, patiences.")
-@click.option("--model", "kind", default="s3f", show_default=True, type=click.Choice(["s3f", "baseline", "spectral"]),
+@click.option("--model", "kind", default="s3f", show_default=True, type=click.Choice(KINDS),
               help="S3F-Net, the spatial-only baseline, or the spectral-only SpectraNet.")
 @click.option("--image-size", default=None, help="Train at HxW (or one number for square) instead of the preset's size; "
               "smaller trains much faster on a CPU.")
-@click.option("--variant", type=click.Choice(["sn1", "sn2"]), default=None, help="SpectraNet variant (default: preset's).")
-@click.option("--fusion", type=click.Choice(["concat", "bilinear"]), default=None, help="Fusion (default: preset's).")
+@click.option("--variant", type=click.Choice(VARIANTS), default=None, help="SpectraNet variant (default: preset's).")
+@click.option("--fusion", type=click.Choice(FUSIONS), default=None, help="Fusion (default: preset's).")
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Maximum epochs (default: preset's, 100-200).")
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
 @click.option("--lr", "learning_rate", type=float, default=3e-4, show_default=True, help="Adam learning rate.")
@@ -136,8 +170,9 @@ def train(data, out_dir, preset, kind, image_size, variant, fusion, epochs, batc
     """
     import json
 
-    from s3f_edge.data.folders import DatasetError
-    from s3f_edge.train.loop import WorkersDisagreeError
+    from s3f_edge.dependencies import TRAINING_STACK
+
+    _needs("training", TRAINING_STACK)
     from s3f_edge.train.trainer import TrainOptions
     from s3f_edge.train.trainer import train as run_training
 
@@ -157,10 +192,7 @@ def train(data, out_dir, preset, kind, image_size, variant, fusion, epochs, batc
             mixed_precision=mixed_precision, strategy=strategy, workers=workers, cache=cache,
             cache_dir=str(cache_dir) if cache_dir else None, verbose=0 if quiet else 1,
         )
-    try:
-        run_dir = run_training(options, resume=resume_dir is not None)
-    except (DatasetError, FileExistsError, FileNotFoundError, ValueError, WorkersDisagreeError) as error:
-        _fail(str(error))
+    run_dir = run_training(options, resume=resume_dir is not None)
     if run_dir is None:
         click.echo(f"worker finished; the chief worker writes the run directory {options.out_dir}")
         return
@@ -196,7 +228,7 @@ def evaluate(model_path, data, out_dir, exclude, batch_size):
 
     DATA is DATA/<class>/* (or a dataset root with test/). The classes must match the model's.
     """
-    from s3f_edge.data.folders import DatasetError
+    _needs("scoring (metrics and plots)", ("sklearn", "matplotlib"))
     from s3f_edge.train.evaluate import evaluate_folder
 
     if out_dir is None:
@@ -205,10 +237,7 @@ def evaluate(model_path, data, out_dir, exclude, batch_size):
         # Beside the model, except for the bundled one: never write into the installed package.
         bundled = model_path.resolve().parent == DEFAULT_MODEL_DIR.resolve()
         out_dir = (Path("runs") / "default-model" if bundled else model_path.parent) / f"evaluate-{data.name}"
-    try:
-        report = evaluate_folder(model_path, data, out_dir, exclude=exclude, batch_size=batch_size)
-    except (DatasetError, ValueError) as error:
-        _fail(str(error))
+    report = evaluate_folder(model_path, data, out_dir, exclude=exclude, batch_size=batch_size)
     m = report["metrics"]
     auc = "-" if m["roc_auc_macro"] is None else f"{m['roc_auc_macro']:.4f}"
     click.echo(_table(["images", "excluded", "skipped", "accuracy", "F1 macro", "F1 weighted", "kappa", "MCC", "AUC macro"],
@@ -235,13 +264,11 @@ def precise_bn(model_path, images, out_path, sample_size, seed):
     training images; for a dataset root with train/, only train/ is read. Score the result with
     s3f-edge evaluate.
     """
+    _needs("recomputing BatchNorm statistics", ("tensorflow", "keras"))
     from s3f_edge.train.precise_bn import precise_bn_file
 
     out_path = out_path or model_path.with_name(model_path.stem + ".precise-bn.keras")
-    try:
-        report = precise_bn_file(model_path, images, out_path, sample_size=sample_size, seed=seed)
-    except (ValueError, FileNotFoundError) as error:
-        _fail(str(error))
+    report = precise_bn_file(model_path, images, out_path, sample_size=sample_size, seed=seed)
     click.echo(f"{report['layers_updated']} BatchNorm layers recomputed from {report['images_used']} images of "
                f"{report['images_folder']} ({len(report['unreadable'])} unreadable); largest relative change of a "
                f"variance: {report['largest_relative_variance_change']:.1%}\nsaved: {out_path}")
@@ -259,12 +286,12 @@ def _batch_profile(value: str) -> tuple[int, int, int]:
 @click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output folder (default: <model folder>/export).")
-@click.option("--fft", type=click.Choice(["matmul", "dft"]), default="matmul", show_default=True,
+@click.option("--fft", type=click.Choice(FFT_LOWERINGS), default="matmul", show_default=True,
               help="How the SpectralFilter's FFT is lowered: 'matmul' (DFT as matrix products; every ONNX runtime "
                    "and TensorRT version) or 'dft' (standard ONNX DFT nodes; ONNX Runtime, TensorRT >= 11.2).")
 @click.option("--opset", type=click.IntRange(13, 18), default=17, show_default=True,
               help="ONNX opset (DFT needs 17 or 18).")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="Also write an FP16 model (spectral block kept FP32) or a statically calibrated INT8 model.")
 @click.option("--calib", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Folder of representative images for INT8 calibration.")
@@ -289,19 +316,17 @@ def export(model_path, out_dir, fft, opset, precision, calib, parity_images, trt
     and random inputs (fp32: max |p difference| <= 1e-4; fp16/int8: top-1 agreement >= 99%).
     Writes model.onnx and model.json (classes, preprocessing contract, provenance).
     """
-    from s3f_edge.export.checks import ExportCheckError
-    from s3f_edge.export.onnx_export import ExportOptions, ParityError, export_model
-    from s3f_edge.export.tensorrt import TensorRTUnavailable
+    from s3f_edge.dependencies import EXPORT_STACK
+
+    _needs("export", EXPORT_STACK)
+    from s3f_edge.export.onnx_export import ExportOptions, export_model
 
     options = ExportOptions(
         out_dir=out_dir or model_path.parent / "export", fft=fft, opset=opset, precision=precision, calib=calib,
         parity_images=parity_images, trt=trt, trt_batch=_batch_profile(trt_batch), timing_cache=timing_cache,
         triton_repo=triton_repo, class_names=[c.strip() for c in class_names.split(",")] if class_names else None,
     )
-    try:
-        result = export_model(model_path, options)
-    except (ExportCheckError, ParityError, TensorRTUnavailable, ValueError) as error:
-        _fail(str(error))
+    result = export_model(model_path, options)
     click.echo(_table(["format", "file", "MB", "status", "seconds"],
                       [[r["format"], r["file"], r["size_mb"], r["status"], r["seconds"]] for r in result.rows]))
     click.echo()
@@ -316,19 +341,16 @@ def export(model_path, out_dir, fft, opset, precision, calib, parity_images, trt
 
 
 def _load_predictor(model_path: Path, providers: str | None, classes: str | None):
-    from s3f_edge.runtime.predictor import ModelContractError, Predictor
+    from s3f_edge.runtime.predictor import Predictor
 
     metadata = {"class_names": [c.strip() for c in classes.split(",")]} if classes else None
-    try:
-        return Predictor.load(model_path, providers=providers.split(",") if providers else None, metadata=metadata)
-    except (ModelContractError, ValueError, FileNotFoundError, ImportError) as error:
-        _fail(str(error))
+    return Predictor.load(model_path, providers=providers.split(",") if providers else None, metadata=metadata)
 
 
 @main.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="A .keras, .onnx, .engine or .plan model exported by s3f-edge (default: the bundled model, "
+              help=f"A {', '.join(MODEL_SUFFIXES)} model exported by s3f-edge (default: the bundled model, "
                    "if this installation has one).")
 @click.option("--batch", "batch_size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--out", "output", type=click.Path(dir_okay=False, path_type=Path), default=Path("results.csv"),
@@ -356,20 +378,16 @@ def infer(folder, model_path, batch_size, output, recursive, workers, resume, pr
     from s3f_edge.runtime.predictor import default_model
 
     if model_path is None:
-        try:
-            model_path = default_model()
-        except FileNotFoundError as error:
-            _fail(str(error))
+        model_path = default_model()
     predictor = _load_predictor(model_path, providers, classes)
     if not quiet:
         click.echo(f"model {predictor.name} ({predictor.backend}, {predictor.provider}); classes {predictor.class_names}",
                    err=True)
-    try:
-        summary = infer_folder(folder, predictor, output, batch_size=batch_size, recursive=recursive, workers=workers,
-                               resume=resume, progress=not quiet, explain_dir=explain_dir,
-                               explain_classes={c.strip() for c in explain_classes.split(",")} if explain_classes else None)
-    except (FileExistsError, ValueError) as error:
-        _fail(str(error))
+    summary = infer_folder(folder, predictor, output, batch_size=batch_size, recursive=recursive, workers=workers,
+                           resume=resume, progress=not quiet, explain_dir=explain_dir,
+                           explain_classes={c.strip() for c in explain_classes.split(",")} if explain_classes else None)
+    if summary.total == 0 and not recursive and any(p.is_dir() for p in folder.iterdir()):
+        click.secho(f"no files directly in {folder}; its sub-folders are read with --recursive", err=True, fg="yellow")
     rows = [[name, summary.per_class.get(name, 0)] for name in predictor.class_names] + [["(errors)", summary.failed]]
     click.echo(_table(["class", "files"], rows))
     done = f", {summary.skipped_as_done} already done" if summary.skipped_as_done else ""
@@ -394,10 +412,7 @@ def verify(keras_model, deployed, images, limit, providers):
     """
     from s3f_edge.runtime.verify import verify_backends
 
-    try:
-        report = verify_backends(keras_model, list(deployed), images, limit, providers.split(",") if providers else None)
-    except (ValueError, FileNotFoundError, ImportError) as error:
-        _fail(str(error))
+    report = verify_backends(keras_model, list(deployed), images, limit, providers.split(",") if providers else None)
     click.echo(_table(["model", "backend", "provider", "precision", "images", "max |p diff|", "top-1", "result"],
                       [[Path(r["model"]).name, r["backend"], r["provider"], r["precision"], r["count"],
                         f"{r['max_abs_diff']:.2e}", f"{r['top1_agreement']:.1%}", "; ".join(r["failures"]) or "ok"]
@@ -419,8 +434,9 @@ def _int_list(value: str, name: str) -> list[int]:
 @main.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--backends", default="keras,onnx-cpu,onnx-cuda,trt", show_default=True,
-              help="Backends to run where the model file allows: .keras -> keras; .onnx -> onnx-cpu, onnx-cuda; "
-                   ".engine/.plan -> trt. Unavailable ones are skipped with the reason.")
+              help=f"Backends to run where the model file allows ({', '.join(BACKENDS)}): .keras -> keras; "
+                   ".onnx -> onnx-cpu, onnx-cuda, onnx-trt; .engine/.plan -> trt. Unavailable ones are skipped with "
+                   "the reason; one that fails becomes a row saying why.")
 @click.option("--batch", "batches", default="1,8,32", show_default=True, help="Batch sizes.")
 @click.option("--duration", type=click.FloatRange(0.1), default=5.0, show_default=True,
               help="Seconds of timed runs per backend and batch (after warm-up).")
@@ -437,6 +453,7 @@ def _int_list(value: str, name: str) -> list[int]:
 def bench(models, backends, batches, duration, warmup, images, e2e_dir, gemm, json_out, plot_out):
     """Latency (p50/p90/p99/max, never clipped), throughput and cold start for each MODEL, backend and batch.
 
+    A backend that fails (or gives NaN/inf outputs) becomes a row saying why, and the exit code is 1.
     FLOPs per image come from the first .keras model given (spectral layers counted at their FFT
     cost); achieved FLOP/s is compared with a large float32 GEMM measured in the same run.
     """
@@ -444,7 +461,8 @@ def bench(models, backends, batches, duration, warmup, images, e2e_dir, gemm, js
     import os
     import platform
 
-    from s3f_edge.bench.runner import BACKENDS, bench_models, plot
+    from s3f_edge.bench.runner import bench_models, plot
+    from s3f_edge.dependencies import missing
 
     wanted = [b.strip() for b in backends.split(",") if b.strip()]
     unknown = set(wanted) - set(BACKENDS)
@@ -453,7 +471,7 @@ def bench(models, backends, batches, duration, warmup, images, e2e_dir, gemm, js
     batch_sizes = _int_list(batches, "--batch")
     flops = None
     keras_models = [m for m in models if m.suffix == ".keras"]
-    if keras_models:
+    if keras_models and not missing("tensorflow", "keras"):
         from s3f_edge.bench.flops import model_flops
         from s3f_edge.model import load_model
 
@@ -471,19 +489,25 @@ def bench(models, backends, batches, duration, warmup, images, e2e_dir, gemm, js
     results, skipped = bench_models(list(models), wanted, batch_sizes, duration, warmup,
                                     images if images in (None, "random") else Path(images), e2e_dir,
                                     flops["total_fft"] if flops else None, gemm_rate, log=lambda m: click.echo(m, err=True))
+    dash = lambda value: "-" if value is None else value  # noqa: E731
     click.echo(_table(
-        ["model", "backend", "mode", "batch", "p50 ms", "p90 ms", "p99 ms", "max ms", "img/s", "cold s", "GFLOP/s", "of GEMM"],
-        [[r.model, r.backend, r.mode, r.batch, r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms, r.images_per_second, r.cold_start_s,
-          "-" if r.gflops_per_second is None else r.gflops_per_second,
-          "-" if r.fraction_of_gemm is None else f"{r.fraction_of_gemm:.0%}"] for r in results]))
+        ["model", "backend", "mode", "batch", "p50 ms", "p90 ms", "p99 ms", "max ms", "img/s", "cold s", "GFLOP/s", "of GEMM",
+         "status"],
+        [[r.model, r.backend, r.mode, dash(r.batch), dash(r.p50_ms), dash(r.p90_ms), dash(r.p99_ms), dash(r.max_ms),
+          dash(r.images_per_second), dash(r.cold_start_s), dash(r.gflops_per_second),
+          "-" if r.fraction_of_gemm is None else f"{r.fraction_of_gemm:.0%}", r.status] for r in results]))
     for note in skipped:
         click.echo(f"skipped: {note}")
     machine = {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()}
     if json_out:
         json_out.write_text(json.dumps({"machine": machine, "gemm_flops_per_second": rates, "flops_per_image": flops,
                                         "results": [r.to_dict() for r in results], "skipped": skipped}, indent=2))
-    if plot_out and results:
-        plot(results, plot_out)
+    ok = [r for r in results if r.status == "ok"]
+    if plot_out and ok:
+        plot(ok, plot_out)
+    if len(ok) < len(results):
+        click.secho(f"{len(results) - len(ok)} measurement(s) failed; see the status column", err=True, fg="red")
+        sys.exit(EXIT_ERROR)
 
 
 @main.command("fft-check")
@@ -500,13 +524,16 @@ def fft_check(images, sizes, filters, limit, tolerance):
     """
     import numpy as np
 
+    from s3f_edge.data.files import image_files
     from s3f_edge.data.preprocess import IMAGE_SUFFIXES, Preprocessing, load_image
+    from s3f_edge.errors import InputError
+
+    _needs("the FFT check", ("tensorflow", "keras"))
     from s3f_edge.model.fft_check import compare_forms
 
-    files = [images] if images.is_file() else sorted(p for p in images.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = [images] if images.is_file() else image_files(images, limit)
     if not files:
-        _fail(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {images}")
-    files = files[:limit]
+        raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {images}")
     rows, worst = [], 0.0
     for size in sizes:
         height, width = _size(size)

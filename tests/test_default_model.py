@@ -17,7 +17,7 @@ def card() -> dict:
 
 
 def test_bundle_is_complete_small_and_matches_its_card(card):
-    from s3f_edge.model.metadata import file_sha256
+    from s3f_edge.data.files import file_sha256
 
     names = {"model.keras", "model.onnx", "card.json", "MODEL_CARD.md"}
     assert {p.name for p in DEFAULT_MODEL_DIR.iterdir()} == names

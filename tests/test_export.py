@@ -6,11 +6,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import hardware_missing
 from helpers import original_layout_files, saved_model
 
 from s3f_edge.export.checks import ExportCheckError, check_onnx
 from s3f_edge.export.onnx_export import ExportOptions, ParityError, export_model
-from s3f_edge.export.parity import FP32_MAX_ABS_DIFF
+from s3f_edge.runtime.parity import FP32_MAX_ABS_DIFF
 
 PRESET_SHAPES = {"brisc2025": (48, 64, 1), "chest-xray": (48, 64, 1), "busi": (32, 48, 1), "ham10000": (45, 60, 3)}
 
@@ -119,6 +120,7 @@ def test_parity_failure_stops_the_export(tmp_path, monkeypatch):
     with pytest.raises(ParityError, match="disagrees with Keras"):
         export_model(saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1)), ExportOptions(out_dir=tmp_path / "out"))
     assert not (tmp_path / "out" / "model.onnx").exists()
+    assert (tmp_path / "out" / "model.onnx.failed").exists()  # kept for inspection under a name that says so
 
 
 def _tiny_graph(op_type, domain="", opset=17, elem=onnx.TensorProto.FLOAT, shapes=([1, 4], [1, 4]), **attrs):
@@ -189,30 +191,19 @@ def test_triton_repository_config_is_valid_against_triton_schema(tmp_path):
         validate_config(text.replace("TYPE_FP32", "TYPE_FLOAT32"))
 
 
-def _tensorrt_importable() -> bool:
-    try:
-        from s3f_edge.export.tensorrt import gpu_identity, import_tensorrt
-
-        import_tensorrt()
-        gpu_identity()
-        return True
-    except Exception:
-        return False
-
-
 def test_trt_without_tensorrt_fails_fast_with_install_hint(tmp_path):
-    if _tensorrt_importable():
+    if hardware_missing("tensorrt") is None:
         pytest.skip("TensorRT and a GPU are present here")
-    from s3f_edge.export.tensorrt import TensorRTUnavailable
+    from s3f_edge.runtime.tensorrt_backend import TensorRTUnavailable
 
     with pytest.raises(TensorRTUnavailable, match=r"s3f-edge\[gpu\]|GPU"):
         export_model(tmp_path / "missing-but-never-read.keras", ExportOptions(out_dir=tmp_path, trt=True))
 
 
-@pytest.mark.skipif(not _tensorrt_importable(), reason="TensorRT and an NVIDIA GPU are not available on this machine")
+@pytest.mark.tensorrt
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_tensorrt_engine_builds_and_refuses_other_gpus(tmp_path, precision):
-    from s3f_edge.export.tensorrt import EngineMismatch, check_engine_compatible
+    from s3f_edge.runtime.tensorrt_backend import EngineMismatch, check_engine_compatible
 
     model_path = saved_model(tmp_path / "m.keras", "brisc2025", (64, 64, 1))
     export_model(model_path, ExportOptions(out_dir=tmp_path / "out", precision=precision, trt=True, trt_batch=(1, 2, 4)))
@@ -238,11 +229,91 @@ def test_accuracy_change_is_reported_on_labelled_images(tmp_path, sample_dir):
     model_path = saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1), class_names=classes)
     result = export_model(model_path, ExportOptions(out_dir=tmp_path / "out", precision="fp16",
                                                     parity_images=sample_dir / "test"))
-    for precision in ("fp32", "fp16"):
+    # The reported accuracies, recomputed here independently: Keras and each ONNX file on the 24 labelled images.
+    from s3f_edge.data.folders import discover, load_split
+    from s3f_edge.model import load_model
+    from s3f_edge.runtime import Predictor
+
+    test = discover(sample_dir).test
+    images, labels, _ = load_split(test, Predictor.load(result.onnx_path).contract)
+    keras_accuracy = float((load_model(model_path).predict(images, verbose=0).argmax(1) == labels).mean())
+    for precision, onnx_file in (("fp32", result.onnx_path), ("fp16", tmp_path / "out" / "model.fp16.onnx")):
         real = result.parity[precision][0]
-        assert real.count == 24 and real.reference_accuracy is not None
-        assert abs(real.candidate_accuracy - real.reference_accuracy) <= 1 - real.top1_agreement + 1e-9
+        assert real.count == 24 and real.inputs == "real images"
+        assert real.reference_accuracy == pytest.approx(keras_accuracy, abs=1e-12)
+        onnx_accuracy = float((Predictor.load(onnx_file).predict(images).argmax(1) == labels).mean())
+        assert real.candidate_accuracy == pytest.approx(onnx_accuracy, abs=1e-12)
+    assert 0.0 < keras_accuracy < 1.0  # input-sensitive model: the comparison is not between constants
     packaged = export_model(model_path, ExportOptions(out_dir=tmp_path / "packaged"))  # '<class>_' file names
     assert packaged.parity["fp32"][0].reference_accuracy is not None
     unlabelled = export_model(saved_model(tmp_path / "u.keras", "brisc2025", (32, 32, 1)), ExportOptions(out_dir=tmp_path / "u"))
     assert unlabelled.parity["fp32"][0].reference_accuracy is None
+
+
+def test_parity_comparison_counts_disagreement_and_nonfinite_outputs():
+    from s3f_edge.runtime.parity import compare, parity_failures
+
+    labels = np.array([0, 1, 2, 0])
+    reference = np.eye(3)[[0, 1, 2, 1]]  # right on 3 of 4
+    candidate = np.eye(3)[[0, 1, 1, 0]]  # right on 3 of 4, but not the same images
+    result = compare(reference, candidate, "real images", labels)
+    assert (result.reference_accuracy, result.candidate_accuracy, result.top1_agreement) == (0.75, 0.75, 0.5)
+    assert result.max_abs_diff == 1.0 and parity_failures([result], "fp16") and parity_failures([result], "fp32")
+
+    broken = reference.copy()
+    broken[1:] = np.nan  # argmax of a NaN row is 0 and NaN > tolerance is False: both would pass unchecked
+    nan_result = compare(reference, broken, "random")
+    assert nan_result.nonfinite_candidate == 3 and nan_result.top1_agreement == 0.25
+    assert any("NaN" in failure for failure in parity_failures([nan_result], "fp32"))
+    assert any("reference" in failure for failure in parity_failures([compare(broken, reference, "random")], "fp32"))
+    assert not parity_failures([compare(reference, reference + 1e-6, "random")], "fp32")
+
+
+@pytest.fixture(scope="module")
+def nan_models(tmp_path_factory):
+    """A healthy model and a copy whose outputs are all NaN (a negative BatchNorm variance), both with metadata,
+    and an ONNX file of the NaN copy written without any check (as a careless exporter would)."""
+    import keras
+
+    from s3f_edge.export.onnx_export import _attach_metadata, keras_to_onnx
+    from s3f_edge.model import load_model
+    from s3f_edge.model.metadata import read_metadata, save_model_atomically
+
+    root = tmp_path_factory.mktemp("nan")
+    good = saved_model(root / "good.keras", "brisc2025", (32, 32, 1),
+                       class_names=["glioma", "meningioma", "notumor", "pituitary"])
+    model, metadata = load_model(good), read_metadata(good)
+    for norm in (layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)):
+        norm.moving_variance.assign(-np.ones(norm.moving_variance.shape, np.float32))
+    assert np.isnan(model.predict(np.random.default_rng(0).random((2, 32, 32, 1), np.float32), verbose=0)).all()
+    save_model_atomically(model, root / "nan.keras", metadata)
+    proto = keras_to_onnx(model)
+    _attach_metadata(proto, {**metadata, "fft_lowering": "matmul", "precision": "fp32",
+                             "versions": {"s3f_edge": "test"}})
+    onnx.save(proto, root / "nan.onnx")
+    return {"good": good, "nan": root / "nan.keras", "nan_onnx": root / "nan.onnx"}
+
+
+def test_nan_outputs_fail_export_verify_evaluate_and_bench(nan_models, tmp_path, sample_dir):
+    from click.testing import CliRunner
+
+    from s3f_edge.cli import main
+
+    runner = CliRunner()
+    exported = runner.invoke(main, ["export", str(nan_models["nan"]), "--out", str(tmp_path / "out")])
+    assert exported.exit_code == 1 and "NaN" in exported.output, exported.output
+    assert not (tmp_path / "out" / "model.onnx").exists()
+    for reference in (nan_models["good"], nan_models["nan"]):
+        verified = runner.invoke(main, ["verify", str(reference), str(nan_models["nan_onnx"])])
+        assert verified.exit_code == 1 and "NaN" in verified.output, verified.output
+    evaluated = runner.invoke(main, ["evaluate", str(nan_models["nan_onnx"]), str(sample_dir / "test"),
+                                     "--out", str(tmp_path / "evaluate")])
+    assert evaluated.exit_code == 1 and "NaN" in evaluated.output, evaluated.output
+    benched = runner.invoke(main, ["bench", str(nan_models["nan_onnx"]), "--batch", "1", "--duration", "0.1",
+                                   "--no-gemm", "--backends", "onnx-cpu"])
+    assert benched.exit_code == 1 and "NaN" in benched.output, benched.output
+    inferred = runner.invoke(main, ["infer", str(sample_dir / "test"), "--recursive", "--model", str(nan_models["nan_onnx"]),
+                                    "--out", str(tmp_path / "r.csv"), "--quiet"])
+    assert inferred.exit_code == 3  # every file gets a row, none a class
+    rows = (tmp_path / "r.csv").read_text().splitlines()[1:]
+    assert len(rows) == 24 and all(",error,model output is NaN" in row for row in rows)

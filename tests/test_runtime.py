@@ -54,7 +54,8 @@ def test_keras_and_onnx_give_the_same_classes(models, sample_dir, tmp_path):
 def test_predictor_reports_backend_and_refuses_bad_batches(models):
     keras_path, onnx_path = models
     predictor = Predictor.load(onnx_path)
-    assert predictor.backend == "onnx" and predictor.provider == "CPUExecutionProvider"
+    assert predictor.backend == "onnx" and predictor.provider == predictor.session.get_providers()[0]
+    assert Predictor.load(onnx_path, backend="onnx-cpu").provider == "CPUExecutionProvider"
     assert predictor.class_names == CLASSES and predictor.contract.height == 48
     good = np.random.default_rng(0).random((2, 48, 48, 1), dtype=np.float32)
     probabilities = predictor.predict(good)
@@ -199,6 +200,20 @@ def test_killed_run_resumes_to_a_complete_duplicate_free_output(models, sample_d
     assert len(paths) == len(set(paths)) == 74
     assert paths == sorted(paths) and not journal.exists()
     assert sum(r["status"] == "ok" for r in rows) == 72
+
+
+def test_resume_refuses_rows_from_another_model(models, sample_dir, tmp_path):
+    keras_path, onnx_path = models
+    output = tmp_path / "results.csv"
+    first = Predictor.load(onnx_path)
+    infer_folder(sample_dir / "test" / "glioma", first, output, progress=False)
+    other = Predictor.load(keras_path)  # same classes and contract, another file: another model as far as rows go
+    with pytest.raises(ValueError, match="holds rows from model.onnx") as refused:
+        infer_folder(sample_dir / "test", other, output, recursive=True, resume=True, progress=False)
+    assert "m.keras" in str(refused.value)
+    assert len(rows_of(output)) == 6  # untouched
+    summary = infer_folder(sample_dir / "test", first, output, recursive=True, resume=True, progress=False)
+    assert summary.skipped_as_done == 6 and summary.succeeded == 18
 
 
 def test_gradcam_overlays_for_chosen_classes(models, sample_dir, tmp_path):

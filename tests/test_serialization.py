@@ -25,9 +25,37 @@ def test_loaded_model_switches_to_matmul(tmp_path, rng):
     model.save(path)
     x = rng.random((2, 48, 48, 1), dtype=np.float32)
     matmul = load_model(path, spectral_mode="matmul")
-    np.testing.assert_allclose(matmul.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    expected = model.predict(x, verbose=0)
+    assert np.isfinite(expected).all()
+    np.testing.assert_allclose(matmul.predict(x, verbose=0), expected, atol=1e-5)
     assert {layer.mode for layer in matmul.layers if hasattr(layer, "mode")} == {"matmul"}
-    set_spectral_mode(matmul, "fft")
+
+
+def test_switching_the_form_takes_effect_for_predict(monkeypatch, rng):
+    """Observe which form runs: each form's Python code is traced when Keras builds predict's graph, so a
+    graph kept from before the switch would never trace the new form."""
+    traced = {"fft": 0, "matmul": 0}
+    for form in traced:
+        original = getattr(SpectralFilter, f"_call_{form}")
+
+        def counting(self, inputs, form=form, original=original):
+            traced[form] += 1
+            return original(self, inputs)
+
+        monkeypatch.setattr(SpectralFilter, f"_call_{form}", counting)
+    model = build_model(kind="spectral", input_shape=(32, 32, 1), num_classes=3)
+    x = rng.random((2, 32, 32, 1), dtype=np.float32)
+    by_fft = model.predict(x, verbose=0)
+    assert traced["fft"] > 0 and traced["matmul"] == 0
+    set_spectral_mode(model, "matmul")
+    by_matmul = model.predict(x, verbose=0)
+    assert traced["matmul"] > 0, "predict still runs the graph traced with the FFT form"
+    assert np.isfinite(by_matmul).all()
+    np.testing.assert_allclose(by_matmul, by_fft, atol=1e-5)
+    calls = traced["fft"]
+    set_spectral_mode(model, "fft")
+    model.predict(x, verbose=0)
+    assert traced["fft"] > calls
 
 
 def test_load_model_explains_bad_paths(tmp_path):

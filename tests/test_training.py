@@ -73,7 +73,7 @@ def test_evaluate_scores_the_exported_onnx_like_the_keras_model(trained_run, sam
     onnx_path = export_model(trained_run / "model.keras", ExportOptions(out_dir=tmp_path / "export")).onnx_path
     keras_report = evaluate_folder(trained_run / "model.keras", sample_dir / "test", tmp_path / "keras")
     onnx_report = evaluate_folder(onnx_path, sample_dir / "test", tmp_path / "onnx")
-    assert onnx_report["backend"] == "CPUExecutionProvider" and keras_report["backend"].startswith("tensorflow")
+    assert onnx_report["backend"].endswith("ExecutionProvider") and keras_report["backend"].startswith("tensorflow")
     assert onnx_report["metrics"]["confusion_matrix"] == keras_report["metrics"]["confusion_matrix"]
     assert onnx_report["metrics"]["roc_auc_macro"] == pytest.approx(keras_report["metrics"]["roc_auc_macro"], abs=1e-6)
 

@@ -22,7 +22,8 @@ sys.path.insert(0, str(ROOT))
 
 from s3f_edge.export.onnx_export import ExportOptions, export_model  # noqa: E402
 from s3f_edge.model import load_model  # noqa: E402
-from s3f_edge.model.metadata import file_sha256, read_metadata, save_model_atomically  # noqa: E402
+from s3f_edge.data.files import file_sha256  # noqa: E402
+from s3f_edge.model.metadata import read_metadata, save_model_atomically  # noqa: E402
 from s3f_edge.runtime.predictor import DEFAULT_MODEL_DIR  # noqa: E402
 from s3f_edge.train.evaluate import evaluate_folder  # noqa: E402
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-BACKENDS = ("keras", "onnx-cpu", "onnx-cuda", "trt")
-_PROVIDERS = {"onnx-cpu": ["CPUExecutionProvider"], "onnx-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+from s3f_edge.runtime.formats import backends_for, unavailable_reason
 
 
 @dataclass
@@ -17,16 +16,17 @@ class BenchResult:
     backend: str
     provider: str
     mode: str  # compute | end-to-end
-    batch: int
+    batch: int | None
     runs: int
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    max_ms: float
-    images_per_second: float
-    cold_start_s: float
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    images_per_second: float | None
+    cold_start_s: float | None
     gflops_per_second: float | None = None
     fraction_of_gemm: float | None = None
+    status: str = "ok"  # or "failed: <why>": a backend that fails is a row, never a lost table
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -38,40 +38,14 @@ def display_name(path: Path) -> str:
     return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
 
 
-def backends_for(path: Path) -> tuple[str, ...]:
-    suffix = Path(path).suffix.lower()
-    return {".keras": ("keras",), ".onnx": ("onnx-cpu", "onnx-cuda"), ".engine": ("trt",), ".plan": ("trt",)}.get(suffix, ())
-
-
-def unavailable_reason(backend: str) -> str | None:
-    """Why a backend cannot run here, or None."""
-    if backend.startswith("onnx"):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            return "ONNX Runtime is not installed (pip install 's3f-edge[cpu]')"
-        if backend == "onnx-cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
-            return "ONNX Runtime has no CUDAExecutionProvider here (needs onnxruntime-gpu and an NVIDIA GPU)"
-    if backend == "trt":
-        from s3f_edge.export.tensorrt import TensorRTUnavailable, gpu_identity, import_tensorrt
-
-        try:
-            import_tensorrt()
-            gpu_identity()
-        except TensorRTUnavailable as error:
-            return str(error).split(". On")[0]
-    return None
-
-
-def load_for(path: Path, backend: str):
-    from s3f_edge.runtime.predictor import Predictor
-
-    return Predictor.load(path, providers=_PROVIDERS.get(backend))
+def failed(model: str, backend: str, reason: str, batch: int | None = None) -> BenchResult:
+    return BenchResult(model, backend, "-", "compute", batch, 0, None, None, None, None, None, None,
+                       status=f"failed: {reason}")
 
 
 def input_batch(contract, batch: int, images: Path | None, seed: int) -> np.ndarray:
     """Real images tiled to ``batch`` (default: the packaged parity set) or fresh random tensors; never zeros."""
-    from s3f_edge.export.parity import random_batch, real_batch
+    from s3f_edge.runtime.parity import random_batch, real_batch
 
     if images == "random":
         return random_batch(contract, batch, seed)
@@ -108,6 +82,8 @@ def bench_models(models: list[Path], backends: list[str], batches: list[int], du
                  images: Path | str | None = None, end_to_end_dir: Path | None = None, flops_per_image: float | None = None,
                  gemm_rate: float | None = None, log=print) -> tuple[list[BenchResult], list[str]]:
     """Benchmark every (model, applicable backend, batch). Returns results and 'skipped' notes."""
+    from s3f_edge.runtime.predictor import Predictor, nonfinite_rows
+
     results, skipped = [], []
     for path in models:
         for backend in backends_for(path):
@@ -118,13 +94,24 @@ def bench_models(models: list[Path], backends: list[str], batches: list[int], du
                 skipped.append(f"{display_name(path)} on {backend}: {reason}")
                 continue
             started = time.perf_counter()
-            predictor = load_for(path, backend)
-            first = input_batch(predictor.contract, 1, images, seed=1)
-            predictor.predict(first)
+            try:
+                predictor = Predictor.load(path, backend=backend)
+                first = predictor.predict(input_batch(predictor.contract, 1, images, seed=1))
+            except Exception as error:  # an engine's own error types: report it in its row, keep the others
+                results.append(failed(display_name(path), backend, f"{type(error).__name__}: {error}"))
+                log(f"  {display_name(path):<24} {backend:<9} failed: {error}")
+                continue
             cold_start = time.perf_counter() - started
+            if nonfinite_rows(first).any():
+                results.append(failed(display_name(path), backend, "outputs are NaN or infinite"))
+                continue
             for batch in batches:
                 data = input_batch(predictor.contract, batch, images, seed=batch)
-                latencies = measure(predictor.predict, data, warmup_s, duration_s)
+                try:
+                    latencies = measure(predictor.predict, data, warmup_s, duration_s)
+                except Exception as error:  # e.g. out of GPU memory at a large batch
+                    results.append(failed(display_name(path), backend, f"{type(error).__name__}: {error}", batch))
+                    continue
                 result = summarise(display_name(path), backend, predictor.provider, "compute", batch, latencies,
                                    cold_start, flops_per_image, gemm_rate)
                 results.append(result)

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from s3f_edge.data.preprocess import IMAGE_SUFFIXES, ImageDecodeError, Preprocessing, load_image
+from s3f_edge.errors import S3FEdgeError
 
 
-class DatasetError(ValueError):
+class DatasetError(S3FEdgeError, ValueError):
     """The folder cannot be used as a dataset; the message says what to fix."""
 
 
@@ -49,12 +50,6 @@ class FolderDataset:
             for path, label in zip(split.paths if split else [], split.labels if split else []):
                 digest.update(f"{name}\t{path.relative_to(self.root).as_posix()}\t{label}\n".encode())
         return digest.hexdigest()
-
-
-def image_files(folder: str | Path, limit: int | None = None) -> list[Path]:
-    """Image files under ``folder`` (recursively, by suffix), sorted by path; the first ``limit`` of them."""
-    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    return files[:limit] if limit else files
 
 
 def _class_folders(folder: Path) -> list[Path]:

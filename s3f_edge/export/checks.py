@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import onnx
 
+from s3f_edge.errors import S3FEdgeError
+
 COMPLEX_TYPES = {onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128}
 
 
-class ExportCheckError(RuntimeError):
+class ExportCheckError(S3FEdgeError, RuntimeError):
     """The exported graph is not a valid, standard, deployable ONNX model; the message lists why."""
 
 
@@ -33,6 +35,20 @@ def complex_tensor_problems(model: onnx.ModelProto) -> list[str]:
     return problems
 
 
+def tensorrt_support_problems(model: onnx.ModelProto, trt_version: tuple[int, int] | None = None) -> list[str]:
+    """What TensorRT would refuse: its own ONNX parser's answer where TensorRT and a GPU are installed, else
+    the op table kept in tensorrt_ops.py (for ``trt_version``; None means a version before DFT support)."""
+    from s3f_edge.runtime.formats import unavailable_reason
+
+    if unavailable_reason("trt") is None:
+        from s3f_edge.export.tensorrt import parser_problems
+
+        return parser_problems(model.SerializeToString())
+    from s3f_edge.export.tensorrt_ops import tensorrt_problems
+
+    return tensorrt_problems(model, trt_version)
+
+
 def check_onnx(model: onnx.ModelProto, opset: int, tensorrt: bool = False,
                trt_version: tuple[int, int] | None = None) -> None:
     """Full onnx.checker, standard ops only, no complex tensors, and optionally TensorRT's parser table.
@@ -49,9 +65,7 @@ def check_onnx(model: onnx.ModelProto, opset: int, tensorrt: bool = False,
     inferred = onnx.shape_inference.infer_shapes(model) if not problems else model
     problems += complex_tensor_problems(inferred)
     if tensorrt:
-        from s3f_edge.export.tensorrt_ops import tensorrt_problems
-
-        problems += tensorrt_problems(inferred, trt_version)
+        problems += tensorrt_support_problems(inferred, trt_version)
     if problems:
         listed = "\n  - ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
         raise ExportCheckError(f"the exported ONNX graph fails {len(problems)} check(s):\n  - {listed}")

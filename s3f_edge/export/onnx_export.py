@@ -10,17 +10,16 @@ import numpy as np
 import onnx
 
 from s3f_edge.data.preprocess import Preprocessing
+from s3f_edge.errors import InputError, S3FEdgeError
 from s3f_edge.export.checks import ExportCheckError, check_onnx
-from s3f_edge.export.parity import ParityResult, compare, image_labels, parity_failures, random_batch, real_batch
+from s3f_edge.runtime.parity import ParityResult, compare, image_labels, parity_failures, random_batch, real_batch
 from s3f_edge.model import spectral_filters
 from s3f_edge.model.metadata import package_versions
 
-FFT_LOWERINGS = ("matmul", "dft")
-PRECISIONS = ("fp32", "fp16", "int8")
-MAX_TF2ONNX_OPSET = 18
+from s3f_edge.export.formats import FFT_LOWERINGS, MAX_TF2ONNX_OPSET, PRECISIONS  # noqa: E402
 
 
-class ParityError(RuntimeError):
+class ParityError(S3FEdgeError, RuntimeError):
     """The exported model does not compute the Keras model's function within tolerance."""
 
 
@@ -41,18 +40,18 @@ class ExportOptions:
 
     def validate(self) -> None:
         if self.fft not in FFT_LOWERINGS:
-            raise ValueError(f"--fft must be one of {FFT_LOWERINGS}")
+            raise InputError(f"--fft must be one of {FFT_LOWERINGS}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"--precision must be one of {PRECISIONS}")
+            raise InputError(f"--precision must be one of {PRECISIONS}")
         lowest = 17 if self.fft == "dft" else 13
         if not lowest <= self.opset <= MAX_TF2ONNX_OPSET:
-            raise ValueError(f"--opset {self.opset}: use {lowest}-{MAX_TF2ONNX_OPSET} with --fft {self.fft} "
+            raise InputError(f"--opset {self.opset}: use {lowest}-{MAX_TF2ONNX_OPSET} with --fft {self.fft} "
                              f"({'ONNX DFT exists from opset 17; ' if self.fft == 'dft' else ''}tf2onnx 1.17 writes up to 18)")
         if self.precision == "int8" and self.calib is None:
-            raise ValueError("--precision int8 needs --calib IMAGES (a folder of representative images)")
+            raise InputError("--precision int8 needs --calib IMAGES (a folder of representative images)")
         low, opt, high = self.trt_batch
         if not 1 <= low <= opt <= high:
-            raise ValueError(f"TensorRT batch profile must satisfy 1 <= min <= opt <= max, got {self.trt_batch}")
+            raise InputError(f"TensorRT batch profile must satisfy 1 <= min <= opt <= max, got {self.trt_batch}")
 
 
 @dataclass
@@ -88,12 +87,13 @@ def keras_to_onnx(model, fft: str = "matmul", opset: int = 17) -> onnx.ModelProt
 
 def model_metadata(keras_path: Path, model, class_names: list[str] | None) -> dict:
     """The training metadata stored in the .keras file, or one built from the user's class names."""
-    from s3f_edge.model.metadata import file_sha256, read_metadata
+    from s3f_edge.data.files import file_sha256
+    from s3f_edge.model.metadata import read_metadata
 
     stored = read_metadata(keras_path)
     if stored is None:
         if not class_names:
-            raise ValueError(
+            raise InputError(
                 f"{keras_path} carries no s3f-edge metadata (e.g. a file from the original release); "
                 "give its classes in output order with --class-names a,b,c"
             )
@@ -103,28 +103,52 @@ def model_metadata(keras_path: Path, model, class_names: list[str] | None) -> di
     outputs = model.output_shape[-1]
     expected = 2 if outputs == 1 else outputs
     if len(stored["class_names"]) != expected:
-        raise ValueError(f"the model has {outputs} output(s) but {len(stored['class_names'])} class names")
+        raise InputError(f"the model has {outputs} output(s) but {len(stored['class_names'])} class names")
     return {**stored, "source_model": keras_path.name, "source_sha256": file_sha256(keras_path)}
 
 
 def _onnx_session(path_or_proto):
-    import onnxruntime as ort
+    """A CPU session for parity: the reference for every export, whatever providers the machine has."""
+    from s3f_edge.runtime.onnx_backend import create_session
 
     source = path_or_proto.SerializeToString() if isinstance(path_or_proto, onnx.ModelProto) else str(path_or_proto)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return create_session(source, ["CPUExecutionProvider"])
 
 
-def _run_parity(keras_model, session, contract: Preprocessing, parity_images: Path | None,
+def _session_predict(session):
+    """batch -> outputs of an ONNX Runtime session, 16 images at a time."""
+    return lambda batch: np.concatenate([session.run(["probs"], {"image": batch[i:i + 16]})[0]
+                                         for i in range(0, len(batch), 16)])
+
+
+def _run_parity(keras_model, predict, contract: Preprocessing, parity_images: Path | None,
                 class_names: list[str]) -> list[ParityResult]:
+    """Keras against ``predict`` (any backend) on real images and on fresh random inputs."""
     results = []
     labels = image_labels(parity_images, class_names)
     for name, batch in (("real images", real_batch(contract, parity_images)), ("random", random_batch(contract, 8))):
         reference = keras_model.predict(batch, batch_size=16, verbose=0)
-        candidate = np.concatenate([session.run(["probs"], {"image": batch[i:i + 16]})[0] for i in range(0, len(batch), 16)])
-        results.append(compare(reference, candidate, name, labels if name == "real images" else None))
+        results.append(compare(reference, predict(batch), name, labels if name == "real images" else None))
     return results
+
+
+def _set_aside(path: Path) -> Path:
+    """Rename a file that failed its checks so nothing mistakes it for a good export."""
+    failed = path.with_name(path.name + ".failed")
+    path.replace(failed)
+    return failed
+
+
+def _require_parity(keras_model, predict, artefact: Path, label: str, precision: str, contract: Preprocessing,
+                    options: "ExportOptions", class_names: list[str], parity: dict) -> None:
+    """Hold a written artefact to Keras's outputs; on failure rename it *.failed and raise ParityError."""
+    results = _run_parity(keras_model, predict, contract, options.parity_images, class_names)
+    parity[label] = results
+    failures = parity_failures(results, precision)
+    if failures:
+        failed = _set_aside(artefact)
+        raise ParityError(f"{label} disagrees with Keras: " + "; ".join(failures)
+                          + f"; the file was kept as {failed.name} for inspection")
 
 
 def _attach_metadata(model: onnx.ModelProto, metadata: dict) -> None:
@@ -149,10 +173,11 @@ def export_model(keras_path: str | Path, options: ExportOptions) -> ExportResult
     from s3f_edge.model import load_model
 
     options.validate()
+    trt_version = None
     if options.trt:  # fail before minutes of conversion, not after
-        from s3f_edge.export.tensorrt import gpu_identity, import_tensorrt
+        from s3f_edge.runtime.tensorrt_backend import gpu_identity, import_tensorrt, version_tuple
 
-        import_tensorrt()
+        trt_version = version_tuple(import_tensorrt().__version__)
         gpu_identity()
     keras_path = Path(keras_path)
     out_dir = Path(options.out_dir)
@@ -165,18 +190,16 @@ def export_model(keras_path: str | Path, options: ExportOptions) -> ExportResult
 
     started = time.perf_counter()
     proto = keras_to_onnx(model, options.fft, options.opset)
-    check_onnx(proto, options.opset, tensorrt=options.trt and options.fft == "matmul")
+    check_onnx(proto, options.opset, tensorrt=options.trt, trt_version=trt_version)
     metadata.update({"fft_lowering": options.fft, "opset": options.opset, "precision": "fp32",
                      "input_name": "image", "output_name": "probs",
                      "versions": package_versions("tensorflow", "tf2onnx", "onnx")})
-    session = _onnx_session(proto)
-    parity = {"fp32": _run_parity(model, session, contract, options.parity_images, metadata["class_names"])}
-    failures = parity_failures(parity["fp32"], "fp32")
-    if failures:
-        raise ParityError("ONNX Runtime disagrees with Keras (fp32): " + "; ".join(failures))
     onnx_path = out_dir / "model.onnx"
     _attach_metadata(proto, metadata)
     onnx.save(proto, onnx_path)
+    parity: dict[str, list[ParityResult]] = {}
+    _require_parity(model, _session_predict(_onnx_session(onnx_path)), onnx_path, "fp32", "fp32", contract, options,
+                    metadata["class_names"], parity)
     result = ExportResult(onnx_path, metadata, parity=parity)
     result.rows.append(_row(f"onnx fp32 ({options.fft})", onnx_path, "ok", time.perf_counter() - started))
 
@@ -190,40 +213,26 @@ def export_model(keras_path: str | Path, options: ExportOptions) -> ExportResult
         else:
             to_int8(onnx_path, reduced_path, calib_images, keep)
             reduced = onnx.load(reduced_path)
-        check_onnx(reduced, options.opset, tensorrt=False)
         reduced_meta = {**metadata, "precision": options.precision}
         _attach_metadata(reduced, reduced_meta)
         onnx.save(reduced, reduced_path)
-        results = _run_parity(model, _onnx_session(reduced_path), contract, options.parity_images,
-                              metadata["class_names"])
-        parity[options.precision] = results
-        failures = parity_failures(results, options.precision)
-        status = "ok" if not failures else "FAILED: " + "; ".join(failures)
-        result.rows.append(_row(f"onnx {options.precision}", reduced_path, status, time.perf_counter() - started))
-        if failures:
-            raise ParityError(f"{options.precision} model disagrees with Keras: " + "; ".join(failures))
+        try:
+            # The file that goes to TensorRT is the one checked against its parser.
+            check_onnx(reduced, options.opset, tensorrt=options.trt, trt_version=trt_version)
+        except ExportCheckError:
+            _set_aside(reduced_path)
+            raise
+        _require_parity(model, _session_predict(_onnx_session(reduced_path)), reduced_path, options.precision,
+                        options.precision, contract, options, metadata["class_names"], parity)
+        result.rows.append(_row(f"onnx {options.precision}", reduced_path, "ok", time.perf_counter() - started))
         deployed = reduced_path
-
-    (out_dir / "model.json").write_text(json.dumps({**metadata, "precision": options.precision,
-                                                    "parity": {k: [r.to_dict() for r in v] for k, v in parity.items()}},
-                                                   indent=2))
 
     engine_path = None
     if options.trt:
-        from s3f_edge.export.tensorrt import EngineOptions, build_engine
-
-        started = time.perf_counter()
-        engine_path = out_dir / f"model.{options.precision}.engine"
-        low, opt, high = options.trt_batch
-        build_engine(
-            deployed if options.precision != "fp32" else onnx_path, engine_path, contract.input_shape,
-            EngineOptions(precision=options.precision, min_batch=low, opt_batch=opt, max_batch=high,
-                          timing_cache=options.timing_cache or out_dir / "timing.cache",
-                          calibration_images=calib_images,
-                          spectral_layer_names=tuple(spectral_names)),
-            model_metadata={**metadata, "precision": options.precision},
-        )
-        result.rows.append(_row(f"tensorrt {options.precision}", engine_path, "ok", time.perf_counter() - started))
+        engine_path = _build_and_check_engine(model, deployed, out_dir, contract, metadata, options, parity, result)
+    (out_dir / "model.json").write_text(json.dumps({**metadata, "precision": options.precision,
+                                                    "parity": {k: [r.to_dict() for r in v] for k, v in parity.items()}},
+                                                   indent=2))
 
     if options.triton_repo:
         from s3f_edge.export.triton import write_repository
@@ -235,6 +244,26 @@ def export_model(keras_path: str | Path, options: ExportOptions) -> ExportResult
         for directory in dirs:
             result.rows.append(_row("triton", directory / "config.pbtxt", "ok", time.perf_counter() - started))
     return result
+
+
+def _build_and_check_engine(model, onnx_file: Path, out_dir: Path, contract: Preprocessing, metadata: dict,
+                            options: ExportOptions, parity: dict, result: ExportResult) -> Path:
+    """Build the engine from the file that passed its checks, then hold it to the same parity as that file."""
+    from s3f_edge.export.formats import engine_file_name
+    from s3f_edge.export.tensorrt import EngineOptions, build_engine
+    from s3f_edge.runtime.tensorrt_backend import TensorRTPredictor
+
+    started = time.perf_counter()
+    engine_path = out_dir / engine_file_name(options.precision)
+    low, opt, high = options.trt_batch
+    build_engine(onnx_file, engine_path, contract.input_shape,
+                 EngineOptions(precision=options.precision, min_batch=low, opt_batch=opt, max_batch=high,
+                               timing_cache=options.timing_cache or out_dir / "timing.cache"),
+                 model_metadata={**metadata, "precision": options.precision})
+    _require_parity(model, TensorRTPredictor(engine_path)._run, engine_path, f"tensorrt {options.precision}",
+                     options.precision, contract, options, metadata["class_names"], parity)
+    result.rows.append(_row(f"tensorrt {options.precision}", engine_path, "ok", time.perf_counter() - started))
+    return engine_path
 
 
 __all__ = ["ExportCheckError", "ExportOptions", "ExportResult", "ParityError", "export_model", "keras_to_onnx"]

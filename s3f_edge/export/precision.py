@@ -92,6 +92,6 @@ def restore_float_inputs(model: onnx.ModelProto, float_nodes: set[str]) -> int:
 
 
 def calibration_images(folder: str | Path, contract: Preprocessing, limit: int = 256) -> np.ndarray:
-    from s3f_edge.export.parity import real_batch
+    from s3f_edge.runtime.parity import real_batch
 
     return real_batch(contract, folder, limit)

@@ -1,11 +1,19 @@
-"""S3F-Net in Keras 3: layers, builders, presets and loading."""
-from s3f_edge.model.bilinear_fusion import BilinearFusion
-from s3f_edge.model.builders import FUSIONS, KINDS, build_model
-from s3f_edge.model.presets import PRESETS, Preset, get_preset
-from s3f_edge.model.serialization import load_model, set_spectral_mode, spectral_filters
-from s3f_edge.model.spectral_filter import SPECTRAL_MODES, SpectralFilter
+"""S3F-Net in Keras 3: layers, builders, presets and loading.
 
-__all__ = [
-    "BilinearFusion", "FUSIONS", "KINDS", "PRESETS", "Preset", "SPECTRAL_MODES", "SpectralFilter",
-    "build_model", "get_preset", "load_model", "set_spectral_mode", "spectral_filters",
-]
+Names load on first use, so ``s3f_edge.model.presets`` (plain data) can be read without Keras.
+"""
+from importlib import import_module
+
+_EXPORTS = {
+    "BilinearFusion": "bilinear_fusion", "FUSIONS": "presets", "KINDS": "presets", "PRESETS": "presets",
+    "Preset": "presets", "SPECTRAL_MODES": "presets", "SpectralFilter": "spectral_filter", "VARIANTS": "presets",
+    "build_model": "builders", "get_preset": "presets", "load_model": "serialization",
+    "set_spectral_mode": "serialization", "spectral_filters": "serialization",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f"s3f_edge.model.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 's3f_edge.model' has no attribute {name!r}")

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from keras import layers
 
+from s3f_edge.model.presets import VARIANTS
 from s3f_edge.model.spectral_filter import SpectralFilter
 
 SPATIAL_BLOCKS = ((32, 0.2), (64, 0.3), (128, 0.4), (256, 0.4))
-VARIANTS = ("sn1", "sn2")
 
 
 def spatial_branch(inputs):

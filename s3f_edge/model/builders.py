@@ -4,13 +4,10 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from s3f_edge.errors import InputError
 from s3f_edge.model.bilinear_fusion import BilinearFusion
-from s3f_edge.model.blocks import VARIANTS, spatial_branch, spectral_branch
-from s3f_edge.model.presets import get_preset
-from s3f_edge.model.spectral_filter import SPECTRAL_MODES
-
-KINDS = ("s3f", "baseline", "spectral")
-FUSIONS = ("concat", "bilinear")
+from s3f_edge.model.blocks import spatial_branch, spectral_branch
+from s3f_edge.model.presets import FUSIONS, KINDS, SPECTRAL_MODES, VARIANTS, get_preset
 
 
 def build_model(
@@ -48,24 +45,24 @@ def build_model(
         sigmoid_head = bool(base and base.sigmoid_head and num_classes == 2)
 
     if input_shape is None or num_classes is None:
-        raise ValueError("build_model needs a preset, or both input_shape=(H, W, C) and num_classes")
+        raise InputError("build_model needs a preset, or both input_shape=(H, W, C) and num_classes")
     if len(input_shape) != 3 or min(input_shape) < 1:
-        raise ValueError(f"input_shape must be (H, W, C) with positive sizes, got {input_shape}")
+        raise InputError(f"input_shape must be (H, W, C) with positive sizes, got {input_shape}")
     height, width, _ = input_shape
     if height < 16 or width < 16:
-        raise ValueError(f"input must be at least 16x16 (four 2x2 poolings), got {height}x{width}")
+        raise InputError(f"input must be at least 16x16 (four 2x2 poolings), got {height}x{width}")
     if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        raise InputError(f"kind must be one of {KINDS}, got {kind!r}")
     if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        raise InputError(f"variant must be one of {VARIANTS}, got {variant!r}")
     if fusion not in FUSIONS:
-        raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        raise InputError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
     if spectral_mode not in SPECTRAL_MODES:
-        raise ValueError(f"spectral_mode must be one of {SPECTRAL_MODES}, got {spectral_mode!r}")
+        raise InputError(f"spectral_mode must be one of {SPECTRAL_MODES}, got {spectral_mode!r}")
     if num_classes < 2:
-        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        raise InputError(f"num_classes must be at least 2, got {num_classes}")
     if sigmoid_head and num_classes != 2:
-        raise ValueError("a sigmoid head is only for binary models (num_classes=2)")
+        raise InputError("a sigmoid head is only for binary models (num_classes=2)")
 
     inputs = keras.Input(shape=input_shape, name="image")
     if kind == "baseline":

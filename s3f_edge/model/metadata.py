@@ -5,7 +5,6 @@ The runtime reads it so that a model always comes with its classes and its pixel
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -13,14 +12,6 @@ import zipfile
 from pathlib import Path
 
 METADATA_MEMBER = "s3f_edge.json"
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def package_versions(*packages: str) -> dict:

@@ -3,6 +3,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from s3f_edge.errors import InputError
+
+# The choices of the model family (plain constants: the CLI reads them without importing Keras).
+KINDS = ("s3f", "baseline", "spectral")
+FUSIONS = ("concat", "bilinear")
+VARIANTS = ("sn1", "sn2")
+SPECTRAL_MODES = ("fft", "matmul", "dft")
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -38,4 +46,4 @@ def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+        raise InputError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import keras
 
+from s3f_edge.errors import InputError, MissingFileError
+
 from s3f_edge.model.bilinear_fusion import BilinearFusion
 from s3f_edge.model.spectral_filter import SpectralFilter
 
@@ -36,9 +38,17 @@ def spectral_filters(model: keras.Model) -> list[SpectralFilter]:
 
 
 def set_spectral_mode(model: keras.Model, mode: str) -> keras.Model:
-    """Switch every SpectralFilter to ``"fft"`` or ``"matmul"`` (weights unchanged); returns model."""
+    """Switch every SpectralFilter to ``"fft"``, ``"matmul"`` or ``"dft"`` (weights unchanged); returns model.
+
+    Keras keeps the graphs it traced for ``predict``/``fit``/``evaluate``, and a graph traced before the
+    switch would go on running the old form, so they are dropped here and traced again on next use.
+    (A ``tf.function`` of your own that calls the model must be re-created the same way.)
+    """
     for layer in spectral_filters(model):
         layer.mode = mode
+    for attribute in ("predict_function", "train_function", "test_function"):
+        if getattr(model, attribute, None) is not None:
+            setattr(model, attribute, None)
     return model
 
 
@@ -50,9 +60,9 @@ def load_model(path: str | Path, *, spectral_mode: str | None = None, compile: b
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no model file at {path}")
+        raise MissingFileError(f"no model file at {path}")
     if path.suffix != ".keras":
-        raise ValueError(f"{path} is not a .keras file; load ONNX or TensorRT files with the runtime")
+        raise InputError(f"{path} is not a .keras file; load ONNX or TensorRT files with the runtime")
     model = keras.saving.load_model(
         path, custom_objects=LEGACY_CUSTOM_OBJECTS, compile=compile, safe_mode=True
     )

@@ -7,8 +7,7 @@ from keras import ops
 import numpy as np
 
 from s3f_edge.model.dft import DFTPlan, dft_plan
-
-SPECTRAL_MODES = ("fft", "matmul", "dft")
+from s3f_edge.model.presets import SPECTRAL_MODES
 
 
 @keras.saving.register_keras_serializable(package="s3f_edge")

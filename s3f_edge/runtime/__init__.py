@@ -1,5 +1,18 @@
-"""Deployment runtime: one Predictor over Keras, ONNX Runtime and TensorRT, and folder inference."""
-from s3f_edge.runtime.infer import InferSummary, infer_folder
-from s3f_edge.runtime.predictor import ModelContractError, Predictor
+"""Deployment runtime: one Predictor over Keras, ONNX Runtime and TensorRT, and folder inference.
 
-__all__ = ["InferSummary", "ModelContractError", "Predictor", "infer_folder"]
+It stands on ``s3f_edge.data`` alone and imports no TensorFlow or Keras unless it is handed a .keras
+file; names below load on first use, so ``import s3f_edge.runtime`` stays cheap.
+"""
+from importlib import import_module
+
+_EXPORTS = {
+    "InferSummary": "s3f_edge.runtime.infer", "infer_folder": "s3f_edge.runtime.infer",
+    "ModelContractError": "s3f_edge.runtime.predictor", "Predictor": "s3f_edge.runtime.predictor",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 's3f_edge.runtime' has no attribute {name!r}")

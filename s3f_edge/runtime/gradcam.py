@@ -6,6 +6,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from s3f_edge.errors import InputError
+
 
 def _target_layer(model):
     """The spatial branch's last feature map: our 'spatial_block4_relu', else the last 4-D layer before GAP."""
@@ -23,14 +25,14 @@ def _target_layer(model):
 class GradCam:
     def __init__(self, predictor, out_dir: Path, classes: set[str] | None = None):
         if predictor.backend != "keras":
-            raise ValueError("--explain needs a .keras model (Grad-CAM reads gradients); "
+            raise InputError("--explain needs a .keras model (Grad-CAM reads gradients); "
                              f"{predictor.name} runs on {predictor.backend}")
         import keras
 
         self.predictor, self.out_dir, self.classes = predictor, Path(out_dir), classes
         unknown = (classes or set()) - set(predictor.class_names)
         if unknown:
-            raise ValueError(f"--explain-classes {sorted(unknown)} are not classes of this model: {predictor.class_names}")
+            raise InputError(f"--explain-classes {sorted(unknown)} are not classes of this model: {predictor.class_names}")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         model = predictor.model
         self.features_and_output = keras.Model(model.inputs, [_target_layer(model).output, model.output])

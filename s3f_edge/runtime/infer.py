@@ -20,6 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from s3f_edge.data.preprocess import IMAGE_SUFFIXES, ImageDecodeError, load_image
+from s3f_edge.errors import InputError, MissingFileError, OutputExistsError
+from s3f_edge.runtime.predictor import nonfinite_rows
+
+NONFINITE_REASON = "model output is NaN or infinite: the model or its export is broken"
 
 OUTPUT_FORMATS = (".csv", ".jsonl", ".json")
 
@@ -44,7 +48,7 @@ def discover_files(folder: str | Path, recursive: bool = False) -> list[Path]:
     """Every file (and broken link) under ``folder``, sorted by path; hidden files excluded."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise NotADirectoryError(f"{folder} is not a folder")
+        raise MissingFileError(f"{folder} is not a folder")
     candidates = folder.rglob("*") if recursive else folder.iterdir()
     files = [p for p in candidates
              if not any(part.startswith(".") for part in p.relative_to(folder).parts)
@@ -127,9 +131,9 @@ def infer_folder(folder: str | Path, predictor, output: str | Path, batch_size: 
     """Classify every file under ``folder`` with ``predictor``; write one row per file to ``output``."""
     output = Path(output)
     if output.suffix not in OUTPUT_FORMATS:
-        raise ValueError(f"output must end in one of {OUTPUT_FORMATS}, got {output.name!r}")
+        raise InputError(f"output must end in one of {OUTPUT_FORMATS}, got {output.name!r}")
     if batch_size < 1 or workers < 1:
-        raise ValueError("batch size and workers must be at least 1")
+        raise InputError("batch size and workers must be at least 1")
     output.parent.mkdir(parents=True, exist_ok=True)
     journal = journal_path(output)
     files = discover_files(folder, recursive)
@@ -138,12 +142,18 @@ def infer_folder(folder: str | Path, predictor, output: str | Path, batch_size: 
     previous: list[dict] = []
     if resume:
         by_path = {r["path"]: r for r in read_rows(output) + read_rows(journal)}
+        others = {(r.get("model", "?"), r.get("model_sha256", "")) for r in by_path.values()
+                  if r.get("model_sha256") != predictor.sha256}
+        if others:
+            names = ", ".join(f"{name} (sha256 {sha[:12] or 'unknown'})" for name, sha in sorted(others))
+            raise InputError(f"{output} holds rows from {names}, not from {predictor.name} (sha256 "
+                             f"{predictor.sha256[:12]}); resume with that model, or write to another --out")
         previous = list(by_path.values())
         done = set(by_path)
         summary.skipped_as_done = sum(1 for f in files if str(f) in done)
         files = [f for f in files if str(f) not in done]
     elif output.exists() or journal.exists():
-        raise FileExistsError(f"{output} (or its journal) exists; pass --resume to continue it, or choose another --out")
+        raise OutputExistsError(f"{output} (or its journal) exists; pass --resume to continue it, or choose another --out")
 
     explainer = None
     if explain_dir is not None:
@@ -167,10 +177,15 @@ def infer_folder(folder: str | Path, predictor, output: str | Path, batch_size: 
         def flush():
             if batch_images:
                 probabilities = predictor.predict(np.stack(batch_images))
-                for path, probs in zip(batch_paths, probabilities):
+                broken = nonfinite_rows(probabilities)
+                for path, probs, bad in zip(batch_paths, probabilities, broken):
+                    if bad:  # never report a class for NaN probabilities (argmax of NaN is 0)
+                        rows.append(_row(path, predictor, reason=NONFINITE_REASON))
+                        summary.failed += 1
+                        continue
                     rows.append(_row(path, predictor, probs))
                     summary.per_class[rows[-1]["predicted_class"]] += 1
-                summary.succeeded += len(batch_images)
+                    summary.succeeded += 1
                 if explainer is not None:
                     explainer.explain(batch_paths, np.stack(batch_images), probabilities)
             log.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)

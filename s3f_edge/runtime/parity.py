@@ -1,4 +1,8 @@
-"""Numerical parity between two backends of the same model, on real images and fresh random inputs."""
+"""Numerical parity between two backends of the same model, on real images and fresh random inputs.
+
+Non-finite outputs fail every check: NaN compares false with everything (so ``diff > tolerance``
+would pass) and argmax of a NaN row is 0 on both sides (so top-1 agreement would too).
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -6,7 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from s3f_edge.data.preprocess import IMAGE_SUFFIXES, Preprocessing, load_image
+from s3f_edge.data.files import image_files
+from s3f_edge.data.preprocess import Preprocessing, load_image
+from s3f_edge.errors import InputError
+from s3f_edge.runtime.predictor import class_probabilities, nonfinite_rows
 
 PARITY_ASSETS = Path(__file__).resolve().parent.parent / "assets" / "parity"
 FP32_MAX_ABS_DIFF = 1e-4
@@ -17,31 +24,27 @@ REDUCED_MIN_TOP1 = 0.99
 class ParityResult:
     inputs: str  # "real images" or "random"
     count: int
-    max_abs_diff: float
+    max_abs_diff: float  # over the rows where both outputs are finite
     top1_agreement: float
     reference_accuracy: float | None = None  # on labelled real images only
     candidate_accuracy: float | None = None
+    nonfinite_reference: int = 0  # rows with a NaN or infinite output
+    nonfinite_candidate: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def image_files(folder: str | Path | None, limit: int | None = None) -> list[Path]:
-    folder = Path(folder) if folder else PARITY_ASSETS
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    return files[:limit] if limit else files
-
-
 def real_batch(contract: Preprocessing, folder: str | Path | None = None, limit: int = 64) -> np.ndarray:
     """Preprocessed real images (the packaged parity set by default), skipping unreadable files."""
     images = []
-    for path in image_files(folder, limit):
+    for path in image_files(folder or PARITY_ASSETS, limit):
         try:
             images.append(load_image(path, contract))
         except ValueError:
             continue
     if not images:
-        raise ValueError(f"no readable images for the parity check in {folder or PARITY_ASSETS}")
+        raise InputError(f"no readable images for the parity check in {folder or PARITY_ASSETS}")
     return np.stack(images)
 
 
@@ -51,7 +54,7 @@ def image_labels(folder: str | Path | None, class_names: list[str], limit: int =
     None unless every image can be labelled (then accuracy, not only agreement, can be reported).
     """
     labels = []
-    for path in image_files(folder, limit):
+    for path in image_files(folder or PARITY_ASSETS, limit):
         if path.parent.name in class_names:
             labels.append(class_names.index(path.parent.name))
             continue
@@ -68,25 +71,35 @@ def random_batch(contract: Preprocessing, count: int = 8, seed: int | None = Non
 
 
 def compare(reference: np.ndarray, candidate: np.ndarray, inputs: str, labels: np.ndarray | None = None) -> ParityResult:
-    from s3f_edge.train.metrics import class_probabilities
-
     reference, candidate = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
     if reference.shape != candidate.shape:
-        raise ValueError(f"outputs differ in shape: {reference.shape} vs {candidate.shape}")
+        raise InputError(f"outputs differ in shape: {reference.shape} vs {candidate.shape}")
+    bad_reference, bad_candidate = nonfinite_rows(reference), nonfinite_rows(candidate)
+    both = ~(bad_reference | bad_candidate)
     ref_top1, cand_top1 = class_probabilities(reference).argmax(1), class_probabilities(candidate).argmax(1)
-    result = ParityResult(inputs, len(reference), float(np.abs(reference - candidate).max()), float((ref_top1 == cand_top1).mean()))
+    # A row with a non-finite output on either side counts as a disagreement, never as a match.
+    agree = (ref_top1 == cand_top1) & both
+    max_diff = float(np.abs(reference[both] - candidate[both]).max()) if both.any() else 0.0
+    result = ParityResult(inputs, len(reference), max_diff, float(agree.mean()) if len(agree) else 1.0,
+                          nonfinite_reference=int(bad_reference.sum()), nonfinite_candidate=int(bad_candidate.sum()))
     if labels is not None and len(labels) == len(reference):
-        result.reference_accuracy = float((ref_top1 == labels).mean())
-        result.candidate_accuracy = float((cand_top1 == labels).mean())
+        result.reference_accuracy = float(((ref_top1 == labels) & ~bad_reference).mean())
+        result.candidate_accuracy = float(((cand_top1 == labels) & ~bad_candidate).mean())
     return result
 
 
 def parity_failures(results: list[ParityResult], precision: str) -> list[str]:
-    """fp32: max |p - p_ref| <= 1e-4 on every input set; fp16/int8: top-1 agreement >= 99% on real images."""
+    """Every input set: all outputs finite. fp32: max |p - p_ref| <= 1e-4; fp16/int8: top-1 agreement
+    >= 99% on real images."""
     failures = []
     for result in results:
-        if precision == "fp32" and result.max_abs_diff > FP32_MAX_ABS_DIFF:
+        if result.nonfinite_reference:
+            failures.append(f"{result.inputs}: the reference (Keras) model gives NaN/inf for "
+                            f"{result.nonfinite_reference} of {result.count} inputs")
+        if result.nonfinite_candidate:
+            failures.append(f"{result.inputs}: {result.nonfinite_candidate} of {result.count} outputs are NaN/inf")
+        if precision == "fp32" and not result.max_abs_diff <= FP32_MAX_ABS_DIFF:
             failures.append(f"{result.inputs}: max |difference| {result.max_abs_diff:.2e} > {FP32_MAX_ABS_DIFF:.0e}")
-        if precision != "fp32" and result.inputs == "real images" and result.top1_agreement < REDUCED_MIN_TOP1:
+        if precision != "fp32" and result.inputs == "real images" and not result.top1_agreement >= REDUCED_MIN_TOP1:
             failures.append(f"{result.inputs}: top-1 agreement {result.top1_agreement:.1%} < {REDUCED_MIN_TOP1:.0%}")
     return failures

@@ -3,13 +3,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from s3f_edge.export.parity import ParityResult, compare, parity_failures, real_batch
+from s3f_edge.errors import InputError
+from s3f_edge.runtime.parity import compare, parity_failures, real_batch
 from s3f_edge.runtime.predictor import Predictor
 
 
 def verify_backends(keras_path: str | Path, deployed: list[str | Path], images: str | Path | None,
                     limit: int = 256, providers: list[str] | None = None) -> list[dict]:
-    """One entry per deployed model: backend, provider, precision, parity numbers and failures."""
+    """One entry per deployed model: backend, provider, precision, parity numbers and failures.
+
+    The reference is a .keras file, so this needs the training stack (TensorFlow).
+    """
+    if Path(keras_path).suffix.lower() != ".keras":
+        raise InputError(f"the reference must be the .keras model the files were exported from, got {keras_path}")
     reference = Predictor.load(keras_path)
     batch = real_batch(reference.contract, images, limit)
     expected = reference.predict_all(batch)
@@ -17,10 +23,9 @@ def verify_backends(keras_path: str | Path, deployed: list[str | Path], images: 
     for path in deployed:
         candidate = Predictor.load(path, providers=providers)
         if candidate.contract != reference.contract or candidate.class_names != reference.class_names:
-            raise ValueError(f"{path} was not exported from {keras_path}: classes or preprocessing differ")
+            raise InputError(f"{path} was not exported from {keras_path}: classes or preprocessing differ")
         precision = candidate.metadata.get("precision", "fp32")
-        result: ParityResult = compare(expected, candidate.predict_all(batch), "real images")
+        result = compare(expected, candidate.predict_all(batch), "real images")
         report.append({"model": str(path), "backend": candidate.backend, "provider": candidate.provider,
                        "precision": precision, **result.to_dict(), "failures": parity_failures([result], precision)})
     return report
-

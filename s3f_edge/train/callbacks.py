@@ -11,7 +11,8 @@ import numpy as np
 
 from s3f_edge.model.metadata import save_model_atomically
 from s3f_edge.train.evaluate import batched_predict
-from s3f_edge.train.metrics import class_probabilities, selection_score
+from s3f_edge.runtime.predictor import class_probabilities, nonfinite_rows
+from s3f_edge.train.metrics import selection_score
 
 
 def probability_loss(labels: np.ndarray, raw: np.ndarray) -> float:
@@ -45,7 +46,12 @@ class ValidationSelection(keras.callbacks.Callback):
         if self.predict is None:
             self.predict = batched_predict(self.model, self.batch_size * 2)
         raw = self.predict(self.images)
-        score = selection_score(self.labels, class_probabilities(raw), self.binary_positive)
+        diverged = bool(nonfinite_rows(raw).any())
+        if diverged:  # never selected: argmax of NaN rows would silently score them as class 0
+            print(f"epoch {epoch + 1}: the model's outputs are NaN/inf on the selection split; not selectable",
+                  flush=True)
+            raw = np.nan_to_num(raw, nan=0.0, posinf=1.0, neginf=0.0)
+        score = -1.0 if diverged else selection_score(self.labels, class_probabilities(raw), self.binary_positive)
         logs["val_loss"] = probability_loss(self.labels, raw)
         logs["val_accuracy"] = float((class_probabilities(raw).argmax(1) == self.labels).mean())
         logs["val_selection_score"] = score

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from s3f_edge.errors import InputError
+
 STRATEGIES = ("auto", "mirrored", "multiworker")
 
 
@@ -53,7 +55,7 @@ def cluster_from_tf_config(environ: dict | None = None) -> tuple[dict, str, int]
     example = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
                '"task": {"type": "worker", "index": 0}}\'')
     if not raw:
-        raise ValueError(f"--strategy multiworker needs TF_CONFIG on every worker, e.g. {example}")
+        raise InputError(f"--strategy multiworker needs TF_CONFIG on every worker, e.g. {example}")
     try:
         config = json.loads(raw)
         cluster, task = config["cluster"], config["task"]
@@ -62,7 +64,7 @@ def cluster_from_tf_config(environ: dict | None = None) -> tuple[dict, str, int]
         if not 0 <= task_index < len(hosts):
             raise ValueError(f"task index {task_index} is outside cluster[{task_type!r}] ({len(hosts)} hosts)")
     except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"TF_CONFIG is not a valid cluster description ({error}); expected e.g. {example}") from None
+        raise InputError(f"TF_CONFIG is not a valid cluster description ({error}); expected e.g. {example}") from None
     return cluster, task_type, task_index
 
 
@@ -78,7 +80,7 @@ def make_distribution(name: str = "auto") -> Distribution:
     import tensorflow as tf
 
     if name not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {name!r}")
+        raise InputError(f"strategy must be one of {STRATEGIES}, got {name!r}")
     if name == "auto":
         gpus = tf.config.list_physical_devices("GPU")
         return Distribution(tf.distribute.get_strategy(), name, f"one device ({'GPU' if gpus else 'CPU'})")

@@ -34,6 +34,10 @@ def evaluate_arrays(model, images: np.ndarray, labels: np.ndarray, class_names: 
 
 
 def score_outputs(raw: np.ndarray, labels: np.ndarray, class_names: list[str], out_dir: Path, prefix: str) -> dict:
+    """Metrics and plots; NonFiniteOutputError if any output is NaN/inf (argmax would silently say class 0)."""
+    from s3f_edge.runtime.predictor import require_finite
+
+    require_finite(raw, f"scoring {prefix}")
     result = classification_metrics(labels, raw, class_names)
     plot_confusion_and_roc(labels, raw, class_names, out_dir, prefix, prefix)
     return result

@@ -14,11 +14,12 @@ import math
 
 import numpy as np
 
+from s3f_edge.errors import InputError, S3FEdgeError
 from s3f_edge.train.distribute import Distribution
 from s3f_edge.train.pipeline import input_pipeline
 
 
-class WorkersDisagreeError(RuntimeError):
+class WorkersDisagreeError(S3FEdgeError, RuntimeError):
     """The workers reached different decisions; their weights or their data are not in sync."""
 
 
@@ -85,7 +86,7 @@ def fit_multiworker(model, distribution: Distribution, images: np.ndarray, label
     strategy = distribution.strategy
     replicas = strategy.num_replicas_in_sync
     if batch_size % replicas:
-        raise ValueError(f"--batch-size {batch_size} must be a multiple of the {replicas} replicas in sync")
+        raise InputError(f"--batch-size {batch_size} must be a multiple of the {replicas} replicas in sync")
     steps_per_epoch = math.ceil(len(labels) / batch_size)
     num_classes = int(model.output_shape[-1]) if not sigmoid_head else 2
     weight_per_class = np.ones(num_classes, np.float32)

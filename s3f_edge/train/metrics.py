@@ -6,13 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def class_probabilities(raw: np.ndarray) -> np.ndarray:
-    """Model output -> (N, K) probabilities; a single sigmoid unit becomes [1 - p, p]."""
-    raw = np.asarray(raw, dtype=np.float64)
-    if raw.ndim == 2 and raw.shape[1] == 1:
-        return np.concatenate([1.0 - raw, raw], axis=1)
-    return raw
+from s3f_edge.runtime.predictor import class_probabilities
 
 
 def selection_score(labels: np.ndarray, probabilities: np.ndarray, binary_positive: bool) -> float:

@@ -38,9 +38,29 @@ def input_pipeline(images: np.ndarray, labels: np.ndarray, batch_size: int, seed
 
         dataset = dataset.map(read_batch, num_parallel_calls=tf.data.AUTOTUNE)
     if augment:
-        augmenter = keras.Sequential(
-            [keras.layers.RandomFlip("horizontal", seed=seed),
-             keras.layers.RandomRotation(0.05, fill_mode="constant", seed=seed)]
-        )
+        augmenter = make_augmenter(seed)
         dataset = dataset.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def make_augmenter(seed: int):
+    """--augment: random horizontal flips and rotations of up to +-18 degrees (black corners)."""
+    import keras
+
+    return keras.Sequential([keras.layers.RandomFlip("horizontal", seed=seed),
+                             keras.layers.RandomRotation(0.05, fill_mode="constant", seed=seed)])
+
+
+class AugmentedRows:
+    """``images[rows]`` passed through the training augmentation (seeded, fresh draws per read): what the
+    network sees in training, e.g. for BatchNorm statistics that must match the training distribution."""
+
+    def __init__(self, images, seed: int):
+        self.images, self.augmenter = images, make_augmenter(seed)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, rows) -> np.ndarray:
+        batch = np.asarray(self.images[rows], np.float32)
+        return np.asarray(self.augmenter(batch, training=True), np.float32)

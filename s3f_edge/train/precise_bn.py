@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from s3f_edge.errors import InputError
+
 DEFAULT_SAMPLE_SIZE = 1024
 DEFAULT_BATCH_SIZE = 32
 
@@ -176,14 +178,14 @@ def precise_bn_file(model_path: str | Path, images_dir: str | Path, out_path: st
     images must never shape the model). The pixels follow the model's preprocessing contract (for a file
     without s3f-edge metadata: the original's, at the model's input size). Weights are unchanged.
     """
-    from s3f_edge.data.folders import image_files
+    from s3f_edge.data.files import file_sha256, image_files
     from s3f_edge.data.preprocess import ImageDecodeError, Preprocessing, load_image
     from s3f_edge.model import load_model
-    from s3f_edge.model.metadata import file_sha256, read_metadata, save_model_atomically
+    from s3f_edge.model.metadata import read_metadata, save_model_atomically
 
     model_path, images_dir, out_path = Path(model_path), Path(images_dir), Path(out_path)
     if out_path.resolve() == model_path.resolve():
-        raise ValueError(f"--out must differ from the model file {model_path}: the original is kept")
+        raise InputError(f"--out must differ from the model file {model_path}: the original is kept")
     model = load_model(model_path)
     metadata = read_metadata(model_path)
     if metadata is not None and "preprocessing" in metadata:
@@ -194,7 +196,7 @@ def precise_bn_file(model_path: str | Path, images_dir: str | Path, out_path: st
     folder = images_dir / "train" if (images_dir / "train").is_dir() else images_dir
     files = image_files(folder)
     if not files:
-        raise ValueError(f"no images under {folder}")
+        raise InputError(f"no images under {folder}")
     picked = [files[i] for i in sample_indices(len(files), sample_size, seed)]
     images, skipped = [], []
     from concurrent.futures import ThreadPoolExecutor
@@ -209,7 +211,7 @@ def precise_bn_file(model_path: str | Path, images_dir: str | Path, out_path: st
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         images = [image for image in pool.map(decode, picked) if image is not None]
     if not images:
-        raise ValueError(f"none of the {len(picked)} sampled images under {folder} could be read")
+        raise InputError(f"none of the {len(picked)} sampled images under {folder} could be read")
     norms = batchnorm_layers(model)
     before = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in norms]
     updated = recompute_batchnorm_statistics(model, np.stack(images), sample_size=len(images), batch_size=batch_size)

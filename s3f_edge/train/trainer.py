@@ -11,6 +11,7 @@ import numpy as np
 
 from s3f_edge.data.folders import FolderDataset, discover, load_split, stratified_split, write_skipped
 from s3f_edge.data.preprocess import Preprocessing
+from s3f_edge.errors import InputError, MissingFileError, NonFiniteOutputError, OutputExistsError
 from s3f_edge.model.metadata import package_versions
 from s3f_edge.model.presets import get_preset
 
@@ -84,7 +85,7 @@ def _selection_split(dataset: FolderDataset, options: TrainOptions):
     """(fit split, selection split, name) under the clean or the paper protocol."""
     if options.paper_protocol:
         if dataset.test is None:
-            raise ValueError("--paper-protocol selects on the test set, but the dataset has no test/ folder")
+            raise InputError("--paper-protocol selects on the test set, but the dataset has no test/ folder")
         return dataset.train, dataset.test, "test (paper protocol)"
     fit, held_out = stratified_split(dataset.train, options.val_fraction, options.seed)
     return fit, held_out, "validation"
@@ -97,16 +98,20 @@ def _load(split, contract: Preprocessing, options: TrainOptions, progress: bool 
 
         return load_split_cached(split, contract, options.cache_dir or default_cache_dir(), options.workers, progress)
     if options.cache != "memory":
-        raise ValueError(f"cache must be 'memory' or 'disk', got {options.cache!r}")
+        raise InputError(f"cache must be 'memory' or 'disk', got {options.cache!r}")
     return load_split(split, contract, options.workers, progress=progress)
 
 
 def _precise_bn(options: TrainOptions, distribution, images):
-    """model -> None: population BatchNorm statistics over a seeded sample of the training images
-    (split over the workers and pooled, under multi-worker training)."""
+    """model -> None: population BatchNorm statistics over a seeded sample of the training images, as
+    training sees them (augmented under --augment: the layers after each BatchNorm learned to expect
+    that distribution), split over the workers and pooled under multi-worker training."""
+    from s3f_edge.train.pipeline import AugmentedRows
     from s3f_edge.train.precise_bn import recompute_batchnorm_statistics
 
     several = distribution.custom_loop
+    if options.augment:
+        images = AugmentedRows(images, options.seed)
 
     def refresh(model) -> None:
         recompute_batchnorm_statistics(
@@ -128,7 +133,7 @@ def train(options: TrainOptions, resume: bool = False) -> Path | None:
 
     options = options.resolved()
     if options.precise_bn_images < 1:
-        raise ValueError(f"precise_bn_images must be at least 1, got {options.precise_bn_images}")
+        raise InputError(f"precise_bn_images must be at least 1, got {options.precise_bn_images}")
     distribution = make_distribution(options.strategy)
     _log(options, f"training on {distribution.description}")
     # --mixed-precision sets Keras's global policy; the caller gets its own back, whatever happens.
@@ -158,10 +163,10 @@ def _train(options: TrainOptions, resume: bool, distribution, write_dir: Path) -
     if resume:
         state_path = run_dir / "state.json"
         if not (state_path.exists() and (run_dir / "last.keras").exists()):
-            raise FileNotFoundError(f"{run_dir} holds no resumable run (state.json and last.keras are missing)")
+            raise MissingFileError(f"{run_dir} holds no resumable run (state.json and last.keras are missing)")
         state = json.loads(state_path.read_text())
     elif distribution.is_chief and (run_dir / "config.json").exists():
-        raise FileExistsError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
+        raise OutputExistsError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
     write_dir.mkdir(parents=True, exist_ok=True)
 
     dataset = discover(options.data_dir)
@@ -178,7 +183,7 @@ def _train(options: TrainOptions, resume: bool, distribution, write_dir: Path) -
     skipped = dataset.skipped + failures + sel_failures
     decode_seconds = time.perf_counter() - started
     if len(np.unique(fit_y)) < len(dataset.class_names):
-        raise ValueError("after skipping unreadable files, some class has no training image left")
+        raise InputError("after skipping unreadable files, some class has no training image left")
 
     sigmoid_head = preset.sigmoid_head and len(dataset.class_names) == 2
     metadata = {
@@ -186,7 +191,8 @@ def _train(options: TrainOptions, resume: bool, distribution, write_dir: Path) -
         "preset": options.preset, "kind": options.model, "variant": options.variant, "fusion": options.fusion,
         "sigmoid_head": sigmoid_head, "protocol": "paper" if options.paper_protocol else "clean",
         "batchnorm_statistics": (f"population statistics over {min(options.precise_bn_images, len(fit_y))} training "
-                                 "images, dropout off (precise BatchNorm)") if options.precise_bn else
+                                 f"images{' (augmented)' if options.augment else ''}, dropout off (precise BatchNorm)")
+                                if options.precise_bn else
                                 "moving averages from training (original recipe)",
         "data_file_list_sha256": dataset.file_list_hash(),
         "versions": package_versions("tensorflow", "keras", "numpy", "scikit-learn"),
@@ -204,7 +210,7 @@ def _train(options: TrainOptions, resume: bool, distribution, write_dir: Path) -
     if resume:
         previous = json.loads((run_dir / "config.json").read_text())
         if previous["file_list_sha256"] != config["file_list_sha256"]:
-            raise ValueError("the dataset's files changed since this run started; refusing to resume on other data")
+            raise InputError("the dataset's files changed since this run started; refusing to resume on other data")
     (write_dir / "config.json").write_text(json.dumps(config, indent=2))
     write_skipped(write_dir / "skipped.csv", skipped)
     if skipped:
@@ -276,6 +282,9 @@ def _train(options: TrainOptions, resume: bool, distribution, write_dir: Path) -
         return write_dir
 
     # The test set is touched once, here, with the selected checkpoint.
+    if not (run_dir / "model.keras").exists():
+        raise NonFiniteOutputError(f"no epoch gave a model with finite outputs on the {selection_name} split, so none "
+                                   f"was selected; lower the learning rate (--lr) and train again")
     best = load_model(run_dir / "model.keras")
     report = {
         "protocol": config["protocol"],

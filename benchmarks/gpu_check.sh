@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# One command for the first machine with an NVIDIA GPU: confirms the GPU and TensorRT paths and writes
+# one report. Nothing here has run on a GPU yet: the project was developed on CPU-only machines.
+#
+#   bash benchmarks/gpu_check.sh [OUT]        (default OUT: gpu-check/)
+#
+# It creates .venv-gpu with s3f-edge[train,gpu,dicom,dev] (onnxruntime-gpu, TensorRT, cuda-python; never the
+# CPU onnxruntime), then:
+#   1. records the machine: nvidia-smi, TensorRT / ONNX Runtime versions and providers;
+#   2. runs the GPU and TensorRT tests (pytest -m "gpu or tensorrt"), then the whole suite, which must
+#      also pass with the gpu extra (no test may assume CPU-only providers);
+#   3. exports the bundled model with --trt at fp32, fp16 and int8 (each engine parity-checked inside
+#      export) and benchmarks Keras, ONNX Runtime (CPU, CUDA, TensorRT provider) and the engines;
+#   4. writes OUT/report.md with every step's exit code and the tables, plus the raw logs and JSON.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-gpu-check}
+PYTHON=${PYTHON:-python3}
+VENV=.venv-gpu
+mkdir -p "$OUT"
+REPORT="$OUT/report.md"
+: > "$REPORT"
+status() { echo "| $1 | $2 | $3 |" >> "$OUT/steps.md"; }
+: > "$OUT/steps.md"
+
+if [[ ! -x $VENV/bin/python ]]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -m pip install --quiet -e ".[train,gpu,dicom,dev]" > "$OUT/install.log" 2>&1
+status install $? "$OUT/install.log"
+S3F="$VENV/bin/s3f-edge"
+export TF_FORCE_GPU_ALLOW_GROWTH=true  # TensorFlow must not take the whole GPU from TensorRT
+
+{
+  nvidia-smi
+  "$VENV/bin/python" - <<'PY'
+import importlib.metadata as m
+import onnxruntime as ort
+import tensorrt as trt
+print("tensorrt", trt.__version__, "| onnxruntime-gpu", m.version("onnxruntime-gpu"),
+      "| cuda-python", m.version("cuda-python"))
+print("ONNX Runtime providers:", ort.get_available_providers())
+from s3f_edge.runtime.formats import BACKENDS, unavailable_reason
+for name in BACKENDS:
+    print(f"backend {name}: {unavailable_reason(name) or 'available'}")
+PY
+} > "$OUT/machine.txt" 2>&1
+status machine $? "$OUT/machine.txt"
+
+"$VENV/bin/python" -m pytest -m "gpu or tensorrt" -rA --junitxml="$OUT/gpu-tests.xml" > "$OUT/gpu-tests.log" 2>&1
+status "GPU and TensorRT tests" $? "$OUT/gpu-tests.log"
+"$VENV/bin/python" -m pytest -q -rs --junitxml="$OUT/all-tests.xml" > "$OUT/all-tests.log" 2>&1
+status "whole test suite (gpu extra)" $? "$OUT/all-tests.log"
+
+MODEL=s3f_edge/assets/default_model/model.keras
+DATA=${DATA:-../shared/data/brain_tumor_mri}
+CALIB=samples/brain_mri/train
+[[ -d $DATA/train ]] && CALIB=$DATA/train
+ENGINES=()
+for precision in fp32 fp16 int8; do
+  "$S3F" export "$MODEL" --out "$OUT/export-$precision" --precision "$precision" --calib "$CALIB" --trt \
+    --trt-batch 1,8,32 > "$OUT/export-$precision.log" 2>&1
+  code=$?
+  status "export --trt --precision $precision" $code "$OUT/export-$precision.log"
+  [[ $code == 0 ]] && ENGINES+=("$OUT/export-$precision/model.$precision.engine")
+done
+ONNX=("$OUT/export-fp32/model.onnx")
+[[ -f $OUT/export-fp16/model.fp16.onnx ]] && ONNX+=("$OUT/export-fp16/model.fp16.onnx")
+[[ -f $OUT/export-int8/model.int8.onnx ]] && ONNX+=("$OUT/export-int8/model.int8.onnx")
+"$S3F" bench "$MODEL" "${ONNX[@]}" "${ENGINES[@]}" --backends keras,onnx-cpu,onnx-cuda,onnx-trt,trt \
+  --batch 1,8,32 --duration 5 --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1
+status "bench (every backend)" $? "$OUT/bench.log"
+if [[ -d $DATA/test ]]; then
+  for engine in "${ENGINES[@]}"; do
+    "$S3F" evaluate "$engine" "$DATA/test" --out "$OUT/evaluate-$(basename "$engine")" \
+      > "$OUT/evaluate-$(basename "$engine").log" 2>&1
+    status "evaluate $(basename "$engine") on $DATA/test" $? "$OUT/evaluate-$(basename "$engine").log"
+  done
+fi
+
+{
+  echo "# s3f-edge GPU check, $(date -u +%Y-%m-%d)"
+  echo
+  echo '```'
+  cat "$OUT/machine.txt"
+  echo '```'
+  echo
+  echo "| step | exit code | log |"
+  echo "|---|---|---|"
+  cat "$OUT/steps.md"
+  echo
+  echo "## bench"
+  echo '```'
+  cat "$OUT/bench.log"
+  echo '```'
+  echo
+  echo "## GPU tests"
+  echo '```'
+  tail -40 "$OUT/gpu-tests.log"
+  echo '```'
+} > "$REPORT"
+echo "report: $REPORT"

@@ -1,0 +1,15 @@
+"""What `s3f-edge export` can produce (plain constants: the CLI reads them without importing ONNX)."""
+from __future__ import annotations
+
+FFT_LOWERINGS = ("matmul", "dft")  # DFT as matrix products (every runtime) or ONNX DFT nodes (TensorRT >= 11.2)
+PRECISIONS = ("fp32", "fp16", "int8")
+MAX_TF2ONNX_OPSET = 18  # tf2onnx 1.17 writes up to opset 18
+
+
+def onnx_file_name(precision: str) -> str:
+    """model.onnx for FP32, model.<precision>.onnx otherwise."""
+    return "model.onnx" if precision == "fp32" else f"model.{precision}.onnx"
+
+
+def engine_file_name(precision: str) -> str:
+    return f"model.{precision}.engine"

@@ -1,0 +1,120 @@
+"""The model formats and inference backends s3f-edge runs: one table that the CLI's choices, the
+loader (``Predictor.load``) and the benchmark all read.
+
+A backend's code is imported only when a file of its format is loaded, so a deployment machine with
+ONNX Runtime alone never imports TensorFlow, Keras or TensorRT.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from s3f_edge.errors import InputError, MissingFileError
+
+
+@dataclass(frozen=True)
+class ModelFormat:
+    name: str
+    suffixes: tuple[str, ...]
+    predictor: str  # "module:Class", imported on first use
+    install: str  # what a machine needs to run this format
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    format: str
+    description: str
+    providers: tuple[str, ...] = ()  # ONNX Runtime execution providers, in order of preference
+
+
+FORMATS: dict[str, ModelFormat] = {f.name: f for f in (
+    ModelFormat("keras", (".keras",), "s3f_edge.runtime.keras_backend:KerasPredictor",
+                "the training stack: pip install 's3f-edge[train,cpu]'"),
+    ModelFormat("onnx", (".onnx",), "s3f_edge.runtime.onnx_backend:OnnxPredictor",
+                "ONNX Runtime: pip install 's3f-edge[cpu]' (or [gpu])"),
+    ModelFormat("tensorrt", (".engine", ".plan"), "s3f_edge.runtime.tensorrt_backend:TensorRTPredictor",
+                "TensorRT and an NVIDIA GPU: pip install 's3f-edge[gpu]'"),
+)}
+
+BACKENDS: dict[str, Backend] = {b.name: b for b in (
+    Backend("keras", "keras", "TensorFlow/Keras (the training framework)"),
+    Backend("onnx-cpu", "onnx", "ONNX Runtime on the CPU", ("CPUExecutionProvider",)),
+    Backend("onnx-cuda", "onnx", "ONNX Runtime with CUDA", ("CUDAExecutionProvider", "CPUExecutionProvider")),
+    Backend("onnx-trt", "onnx", "ONNX Runtime with its TensorRT execution provider (engine cached on disk)",
+            ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")),
+    Backend("trt", "tensorrt", "a TensorRT engine built by s3f-edge export --trt"),
+)}
+
+MODEL_SUFFIXES = tuple(suffix for f in FORMATS.values() for suffix in f.suffixes)
+
+
+def model_format(path: str | Path) -> ModelFormat:
+    suffix = Path(path).suffix.lower()
+    for candidate in FORMATS.values():
+        if suffix in candidate.suffixes:
+            return candidate
+    raise InputError(f"{path}: unknown model type {suffix or '(no suffix)'!r}; use one of {', '.join(MODEL_SUFFIXES)}")
+
+
+def backends_for(path: str | Path) -> tuple[str, ...]:
+    """Every backend that can run this file, in table order."""
+    name = model_format(path).name
+    return tuple(b.name for b in BACKENDS.values() if b.format == name)
+
+
+def unavailable_reason(backend: str) -> str | None:
+    """Why ``backend`` cannot run on this machine, or None (nothing heavy is imported to find out,
+    except the engine itself when its package is installed)."""
+    from s3f_edge.dependencies import missing, onnxruntime_conflict
+
+    spec = BACKENDS[backend]
+    if spec.format == "keras":
+        absent = missing("tensorflow", "keras")
+        return f"{', '.join(absent)} not installed ({FORMATS['keras'].install})" if absent else None
+    if spec.format == "onnx":
+        if missing("onnxruntime"):
+            return f"ONNX Runtime is not installed ({FORMATS['onnx'].install})"
+        conflict = onnxruntime_conflict()
+        if conflict:
+            return conflict
+        import onnxruntime as ort
+
+        absent = [p for p in spec.providers if p != "CPUExecutionProvider" and p not in ort.get_available_providers()]
+        if absent:
+            return f"ONNX Runtime here has no {', '.join(absent)} (needs onnxruntime-gpu and an NVIDIA GPU)"
+        return None
+    from s3f_edge.runtime.tensorrt_backend import TensorRTUnavailable, gpu_identity, import_tensorrt
+
+    try:
+        import_tensorrt()
+        gpu_identity()
+    except TensorRTUnavailable as error:
+        return str(error)
+    return None
+
+
+def predictor_class(model_format_name: str):
+    module, _, name = FORMATS[model_format_name].predictor.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def load_predictor(path: str | Path, backend: str | None = None, providers: list[str] | None = None,
+                   metadata: dict | None = None):
+    """Load ``path`` with ``backend`` (default: the first of its format; for ONNX, the best providers here)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"no model file at {path}")
+    found = model_format(path)
+    if backend is not None:
+        if backend not in BACKENDS:
+            raise InputError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        if BACKENDS[backend].format != found.name:
+            raise InputError(f"{path.name} is a {found.name} file; backend {backend} runs {BACKENDS[backend].format} files")
+        if found.name == "onnx" and providers is None:
+            providers = list(BACKENDS[backend].providers)
+    cls = predictor_class(found.name)
+    if found.name == "onnx":
+        return cls(path, metadata, providers)
+    return cls(path, metadata)

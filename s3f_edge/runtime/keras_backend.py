@@ -1,0 +1,32 @@
+"""Keras backend: runs a .keras file with TensorFlow. The only runtime module that needs the training
+stack, imported only when a .keras file is loaded."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from s3f_edge.data.preprocess import Preprocessing
+from s3f_edge.dependencies import require
+from s3f_edge.runtime.predictor import Predictor, require_metadata
+
+
+class KerasPredictor(Predictor):
+    backend = "keras"
+
+    def __init__(self, path: Path, metadata: dict | None = None):
+        require(f"running {Path(path).name} (a .keras model)", "train", "tensorflow", "keras")
+        from s3f_edge.model import load_model
+        from s3f_edge.model.metadata import read_metadata
+
+        found = read_metadata(path)
+        if found is None and metadata is not None and "preprocessing" not in metadata:
+            self.model = load_model(path)
+            h, w, c = self.model.input_shape[1:]
+            metadata = {**metadata, "preprocessing": Preprocessing(height=h, width=w, channels=c).to_dict()}
+        super().__init__(path, require_metadata(path, found, metadata))
+        self.model = getattr(self, "model", None) or load_model(path)
+        import tensorflow as tf
+
+        self.provider = "tensorflow-" + ("gpu" if tf.config.list_physical_devices("GPU") else "cpu")
+
+    def _run(self, batch):
+        return self.model.predict_on_batch(batch)

@@ -1,0 +1,102 @@
+"""ONNX Runtime backend: CPU, CUDA, or its TensorRT execution provider (engine cached on disk)."""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+from s3f_edge.errors import InputError, MissingDependencyError
+from s3f_edge.runtime.predictor import Predictor, require_metadata
+
+PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def import_onnxruntime():
+    from s3f_edge.dependencies import EXTRA_HINTS, onnxruntime_conflict
+
+    conflict = onnxruntime_conflict()
+    if conflict:
+        raise MissingDependencyError(conflict)
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise MissingDependencyError(f"ONNX Runtime is not installed: {EXTRA_HINTS['cpu']} "
+                                     f"(or {EXTRA_HINTS['gpu']})") from error
+    return onnxruntime
+
+
+def tensorrt_cache_dir() -> Path:
+    """Where ONNX Runtime's TensorRT provider keeps its engines: $S3F_EDGE_CACHE/ort-tensorrt, else ~/.cache."""
+    root = os.environ.get("S3F_EDGE_CACHE") or Path.home() / ".cache" / "s3f-edge"
+    return Path(root) / "ort-tensorrt"
+
+
+def choose_providers(requested: list[str] | None = None) -> list[str]:
+    ort = import_onnxruntime()
+    available = ort.get_available_providers()
+    if requested:
+        missing = [p for p in requested if p not in available]
+        if missing:
+            raise InputError(f"ONNX Runtime providers {missing} are not available here; available: {available}")
+        return list(requested)
+    return [p for p in PROVIDER_ORDER if p in available]
+
+
+def provider_options(providers: list[str]) -> list[dict]:
+    """Per-provider options. Without an engine cache, the TensorRT provider rebuilds its engine (minutes)
+    at every start; with it, only the first start of a model on a GPU pays that."""
+    options = []
+    for provider in providers:
+        if provider == "TensorrtExecutionProvider":
+            cache = tensorrt_cache_dir()
+            cache.mkdir(parents=True, exist_ok=True)
+            options.append({"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache),
+                            "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(cache)})
+        elif provider == "CUDAExecutionProvider":
+            # TF32 matmuls (on by default on Ampere and later) would break the FP32 parity tolerance of 1e-4.
+            options.append({"use_tf32": "0"})
+        else:
+            options.append({})
+    return options
+
+
+def session_options(ort=None):
+    """SessionOptions used for every s3f-edge session (runtime, export parity, benchmarks)."""
+    ort = ort or import_onnxruntime()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return options
+
+
+def create_session(source, providers: list[str]):
+    """An InferenceSession over a path or serialized bytes; a file ONNX Runtime cannot load is an InputError."""
+    ort = import_onnxruntime()
+    try:
+        return ort.InferenceSession(source, session_options(ort), providers=providers,
+                                    provider_options=provider_options(providers))
+    except Exception as error:  # onnxruntime raises its own types for corrupt or foreign files
+        name = source if isinstance(source, (str, Path)) else "the model"
+        raise InputError(f"{name}: ONNX Runtime cannot load this file ({str(error).strip()[:300]})") from error
+
+
+class OnnxPredictor(Predictor):
+    backend = "onnx"
+
+    def __init__(self, path: Path, metadata: dict | None = None, providers: list[str] | None = None):
+        chosen = choose_providers(providers)
+        self.session = create_session(str(path), chosen)
+        # The session already parsed the file: read s3f-edge's metadata from it rather than load it twice.
+        stored = self.session.get_modelmeta().custom_metadata_map.get("s3f_edge")
+        super().__init__(path, require_metadata(path, json.loads(stored) if stored else None, metadata))
+        self.provider = self.session.get_providers()[0]
+        if chosen[0] != "CPUExecutionProvider" and self.provider == "CPUExecutionProvider":
+            warnings.warn(f"ONNX Runtime fell back to the CPU (asked for {chosen[0]}): CUDA libraries are probably "
+                          "missing. Inference will be slow.", RuntimeWarning, stacklevel=2)
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise InputError(f"{path}: expected one input and one output, found {len(inputs)} and {len(outputs)}")
+        self.input_name, self.output_name = inputs[0].name, outputs[0].name
+
+    def _run(self, batch):
+        return self.session.run([self.output_name], {self.input_name: batch})[0]

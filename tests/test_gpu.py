@@ -1,0 +1,64 @@
+"""What only an NVIDIA machine can check (ONNX Runtime with CUDA or TensorRT, TensorRT engines).
+
+Skipped with the reason elsewhere (markers in conftest.py); `bash benchmarks/gpu_check.sh` runs them
+with the rest of the suite and the GPU benchmarks, and writes one report.
+"""
+import numpy as np
+import pytest
+from helpers import saved_model
+
+from s3f_edge.export.onnx_export import ExportOptions, export_model
+from s3f_edge.runtime import Predictor
+from s3f_edge.runtime.parity import compare, parity_failures, real_batch
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gpu")
+    keras_path = saved_model(root / "m.keras", "brisc2025", (64, 64, 1))
+    export_model(keras_path, ExportOptions(out_dir=root / "out", precision="fp16"))
+    return keras_path, root / "out" / "model.onnx", root / "out" / "model.fp16.onnx"
+
+
+def _parity(keras_path, deployed, backend, precision):
+    reference = Predictor.load(keras_path)
+    batch = real_batch(reference.contract)
+    candidate = Predictor.load(deployed, backend=backend)
+    result = compare(reference.predict_all(batch), candidate.predict_all(batch), "real images")
+    return candidate, result, parity_failures([result], precision)
+
+
+@pytest.mark.gpu
+def test_onnx_runtime_cuda_matches_keras(exported):
+    keras_path, fp32, fp16 = exported
+    candidate, result, failures = _parity(keras_path, fp32, "onnx-cuda", "fp32")
+    assert candidate.provider == "CUDAExecutionProvider"
+    assert not failures, result
+    candidate, result, failures = _parity(keras_path, fp16, "onnx-cuda", "fp16")
+    assert not failures, result
+
+
+@pytest.mark.tensorrt
+def test_onnx_runtime_tensorrt_provider_caches_its_engine(exported, tmp_path, monkeypatch):
+    monkeypatch.setenv("S3F_EDGE_CACHE", str(tmp_path))
+    keras_path, fp32, _ = exported
+    candidate, result, _ = _parity(keras_path, fp32, "onnx-trt", "fp32")
+    assert candidate.provider == "TensorrtExecutionProvider"
+    assert result.nonfinite_candidate == 0 and result.top1_agreement == 1.0, result
+    # TensorRT may use TF32 inside this provider; the bound is looser than s3f-edge's own engines' 1e-4.
+    assert result.max_abs_diff < 1e-3, result
+    assert list((tmp_path / "ort-tensorrt").glob("*.engine")), "no cached engine: every start would rebuild it"
+
+
+@pytest.mark.tensorrt
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_tensorrt_engine_from_each_onnx_precision(tmp_path, sample_dir, precision):
+    keras_path = saved_model(tmp_path / "m.keras", "brisc2025", (64, 64, 1))
+    result = export_model(keras_path, ExportOptions(out_dir=tmp_path / "out", precision=precision, trt=True,
+                                                    trt_batch=(1, 4, 8), calib=sample_dir / "train"))
+    engine = tmp_path / "out" / f"model.{precision}.engine"
+    assert engine.is_file() and result.parity[f"tensorrt {precision}"]
+    predictor = Predictor.load(engine)
+    outputs = predictor.predict(np.random.default_rng(0).random((8, 64, 64, 1), dtype=np.float32))
+    assert np.isfinite(outputs).all() and outputs.shape == (8, 4)
+    np.testing.assert_allclose(outputs.sum(1), 1.0, atol=1e-3)

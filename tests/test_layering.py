@@ -1,0 +1,118 @@
+"""The layering rule (DEVELOPERS.md): layers import only downwards, and the runtime and preprocessing
+never import the training stack. Read from the source (every import statement) and checked in a
+fresh process (what `infer` and `bench` on an ONNX file actually load)."""
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "s3f_edge"
+SHARED = {"s3f_edge", "s3f_edge.errors", "s3f_edge.dependencies"}  # importable from every layer
+# Which s3f_edge packages each layer may import (besides SHARED). cli.py sits on top and may use any.
+ALLOWED = {
+    "data": {"data"},
+    "model": {"model"},
+    "runtime": {"data", "runtime"},
+    "train": {"data", "model", "runtime", "train"},
+    "export": {"data", "model", "runtime", "export"},
+    "bench": {"data", "model", "runtime", "bench"},
+}
+TRAINING_STACK = {"tensorflow", "keras", "tf2onnx", "onnx", "onnxconverter_common", "sklearn", "matplotlib", "scipy"}
+ENGINES = {"onnxruntime", "tensorrt", "cuda", "pydicom"}
+FRAMEWORKS = {"tensorflow", "keras", "tf2onnx", "onnx"}  # never imported by data/ or runtime/, even lazily
+# Modules that load whenever the CLI starts or a deployment runs: no heavy import at module level.
+LIGHT = ["s3f_edge/__init__.py", "s3f_edge/cli.py", "s3f_edge/errors.py", "s3f_edge/dependencies.py", "s3f_edge/logs.py",
+         "s3f_edge/model/__init__.py", "s3f_edge/model/presets.py", "s3f_edge/export/formats.py",
+         *[str(p.relative_to(PACKAGE.parent)) for p in (PACKAGE / "runtime").glob("*.py")],
+         *[str(p.relative_to(PACKAGE.parent)) for p in (PACKAGE / "data").glob("*.py")]]
+# The runtime's only ways into the training stack, taken only when a .keras model is handed to it.
+LAZY_KERAS = {"s3f_edge/runtime/keras_backend.py", "s3f_edge/runtime/gradcam.py"}
+
+
+def imports(path: Path) -> list[tuple[str, bool]]:
+    """(module, at module level?) for every import statement in ``path``."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    top_level = {id(node) for node in tree.body}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, id(node) in top_level) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.module, id(node) in top_level))
+    return found
+
+
+def layer_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "s3f_edge" and parts[1] in ALLOWED else None
+
+
+def sources():
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", sources(), ids=lambda p: str(p.relative_to(PACKAGE.parent)))
+def test_layers_import_only_downwards(path):
+    relative = str(path.relative_to(PACKAGE.parent))
+    own = layer_of("s3f_edge." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts))
+    if own is None:  # cli.py, logs.py and the shared modules
+        return
+    wrong = []
+    for module, at_top in imports(path):
+        if module in SHARED or not module.startswith("s3f_edge"):
+            continue
+        target = layer_of(module)
+        if target in ALLOWED[own]:
+            continue
+        if relative == "s3f_edge/runtime/keras_backend.py" and target == "model" and not at_top:
+            continue  # loading a .keras file needs the model's layers: lazily, on that path only
+        wrong.append(module)
+    assert not wrong, f"{relative} ({own}) imports {wrong}; allowed: {sorted(ALLOWED[own])}"
+
+
+@pytest.mark.parametrize("relative", LIGHT)
+def test_deployment_modules_import_nothing_heavy_at_load(relative):
+    path = PACKAGE.parent / relative
+    heavy = [m for m, at_top in imports(path) if at_top and m.split(".")[0] in TRAINING_STACK | ENGINES]
+    assert not heavy, f"{relative} imports {heavy} when it loads"
+    if relative.startswith(("s3f_edge/runtime/", "s3f_edge/data/")) and relative not in LAZY_KERAS:
+        anywhere = [m for m, _ in imports(path) if m.split(".")[0] in FRAMEWORKS]
+        assert not anywhere, f"{relative} imports the training framework ({anywhere})"
+
+
+PROBE = """
+import json, sys
+from s3f_edge.cli import main
+try:
+    main(sys.argv[1:], prog_name="s3f-edge")
+except SystemExit as stop:
+    code = stop.code
+print(json.dumps({"exit": code, "loaded": sorted(m for m in sys.modules if m.split('.')[0] in %r)}))
+"""
+
+
+def run_cli_and_report_imports(*arguments: str, cwd: Path) -> dict:
+    probe = PROBE % sorted(TRAINING_STACK | {"tensorrt"})
+    done = subprocess.run([sys.executable, "-c", probe, *arguments], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_infer_and_bench_on_onnx_load_no_training_stack(tmp_path, sample_dir):
+    bundled = PACKAGE / "assets" / "default_model" / "model.onnx"
+    infer = run_cli_and_report_imports("infer", str(sample_dir / "test"), "--recursive", "--out",
+                                       str(tmp_path / "r.csv"), "--quiet", cwd=tmp_path)
+    assert infer == {"exit": None, "loaded": []} or infer == {"exit": 0, "loaded": []}, infer
+    bench = run_cli_and_report_imports("bench", str(bundled), "--batch", "1", "--duration", "0.1", "--warmup", "0",
+                                       "--no-gemm", cwd=tmp_path)
+    assert bench["loaded"] == [] and bench["exit"] in (None, 0), bench
+
+
+def test_import_s3f_edge_is_cheap():
+    code = ("import sys, s3f_edge, s3f_edge.runtime, s3f_edge.data, s3f_edge.model, s3f_edge.cli; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'onnx')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

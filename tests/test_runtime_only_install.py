@@ -1,0 +1,104 @@
+"""A deployment machine installs the runtime only: `pip install s3f-edge[cpu]`, no TensorFlow.
+
+The test builds that environment for real (a separate venv, packages from the pip cache; kept in
+.venv-runtime/ and rebuilt when pyproject.toml changes, the package itself reinstalled when its files
+change), then runs `infer` with the bundled model and `bench` on an ONNX file there. TensorFlow and
+Keras are not installed in it, and the commands also report that they never tried to import them.
+"""
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+RUNTIME_VENV = REPO / ".venv-runtime"
+FORBIDDEN = ("tensorflow", "keras", "tf2onnx", "onnx", "sklearn", "matplotlib")
+
+pytestmark = pytest.mark.slow
+
+
+def _digest(paths) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(str(path.relative_to(REPO)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _pip(python: Path, *arguments: str) -> None:
+    done = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *arguments],
+                          capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def runtime_python() -> Path:
+    """The venv's python, with `s3f-edge[cpu]` installed from this checkout (not editable)."""
+    python = RUNTIME_VENV / "bin" / "python"
+    dependencies = _digest([REPO / "pyproject.toml"])
+    package = _digest([p for p in (REPO / "s3f_edge").rglob("*") if p.is_file() and "__pycache__" not in p.parts])
+    stamp = RUNTIME_VENV / "stamp.json"
+    state = json.loads(stamp.read_text()) if stamp.exists() else {}
+    if state.get("dependencies") != dependencies or not python.exists():
+        shutil.rmtree(RUNTIME_VENV, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(RUNTIME_VENV)], check=True)
+        _pip(python, ".[cpu]")
+    elif state.get("package") != package:
+        _pip(python, "--no-deps", "--force-reinstall", ".")
+    stamp.write_text(json.dumps({"dependencies": dependencies, "package": package}))
+    return python
+
+
+PROBE = """
+import json, sys
+from s3f_edge.cli import main
+code = 0
+try:
+    main(sys.argv[1:], prog_name="s3f-edge")
+except SystemExit as stop:
+    code = stop.code or 0
+print(json.dumps({"exit": code, "loaded": sorted(m for m in sys.modules if m.split('.')[0] in %r)}))
+""" % (FORBIDDEN,)
+
+
+def run(python: Path, *arguments: str, cwd: Path) -> tuple[dict, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([str(python), "-c", PROBE, *arguments], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=300)
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stdout + done.stderr
+
+
+def test_the_runtime_installs_without_the_training_stack(runtime_python):
+    code = "import importlib.util as u; print([m for m in %r if u.find_spec(m)])" % (FORBIDDEN,)
+    installed = subprocess.run([str(runtime_python), "-c", code], capture_output=True, text=True, check=True).stdout
+    assert installed.strip() == "[]"
+
+
+def test_infer_and_bench_run_on_the_runtime_alone(runtime_python, tmp_path, sample_dir):
+    report, output = run(runtime_python, "infer", str(sample_dir / "test"), "--recursive", "--out",
+                         str(tmp_path / "results.csv"), "--quiet", cwd=tmp_path)
+    assert report == {"exit": 0, "loaded": []}, output
+    rows = (tmp_path / "results.csv").read_text().splitlines()
+    assert len(rows) == 25 and sum(",ok," in row for row in rows) == 24
+    assert "cuda" not in output.lower() and "absl" not in output  # quiet by default
+    bundled = REPO / "s3f_edge" / "assets" / "default_model" / "model.onnx"
+    report, output = run(runtime_python, "bench", str(bundled), "--batch", "1,4", "--duration", "0.2", "--warmup", "0.05",
+                         "--json", str(tmp_path / "bench.json"), cwd=tmp_path)
+    assert report == {"exit": 0, "loaded": []}, output
+    results = json.loads((tmp_path / "bench.json").read_text())["results"]
+    assert {(r["backend"], r["batch"], r["status"]) for r in results} >= {("onnx-cpu", 1, "ok"), ("onnx-cpu", 4, "ok")}
+
+
+def test_training_commands_name_the_extra_to_install(runtime_python, tmp_path, sample_dir):
+    for arguments in (["train", str(sample_dir)], ["export", str(tmp_path / "m.keras")],
+                      ["infer", str(sample_dir / "test"), "--model", str(tmp_path / "m.keras")]):
+        (tmp_path / "m.keras").write_bytes(b"not needed: the check comes first")
+        report, output = run(runtime_python, *arguments, cwd=tmp_path)
+        assert report["exit"] == 1, output
+        assert "s3f-edge[train" in output and "Traceback" not in output, output
