@@ -22,7 +22,9 @@ def built_layer(shape, filters, rng):
 @pytest.mark.parametrize("mode", ["fft", "matmul", "dft"])
 @pytest.mark.parametrize(
     "shape,filters",
-    [((256, 256, 1), 32), ((384, 512, 1), 4), ((225, 300, 3), 4), ((64, 63, 1), 4), ((33, 47, 5), 6), ((17, 16, 2), 3)],
+    [((256, 256, 1), 32), ((384, 512, 1), 4), ((225, 300, 3), 4), ((64, 63, 1), 4), ((33, 47, 5), 6), ((17, 16, 2), 3),
+     # W/2 prime (a dense half-length DFT), W = 2 and 4 (trivial stages), and W = 46 (W/2 = 23 prime, H prime)
+     ((18, 34, 2), 3), ((16, 4, 1), 2), ((16, 2, 1), 2), ((23, 46, 1), 3)],
 )
 def test_matches_numpy_on_random_input(shape, filters, mode, rng):
     x = rng.random((2, *shape), dtype=np.float32)
@@ -96,3 +98,48 @@ def test_compare_forms_reports_both_modes(rng):
     errors = compare_forms(rng.random((1, 40, 30, 1), dtype=np.float32), filters=4)
     assert set(errors) == {"fft", "matmul"}
     assert max(errors.values()) < TOLERANCE
+
+
+@pytest.mark.parametrize("shape", [(256, 256, 1), (225, 300, 3), (24, 20, 32), (17, 34, 1), (33, 47, 2)])
+def test_every_form_of_the_matmul_lowering_matches_numpy(shape, rng):
+    """The dense, the H-factored and the H-and-W-factored constants (benchmarks compare them) compute the same."""
+    from s3f_edge.model.dft import dft_plan
+
+    x = rng.random((2, *shape), dtype=np.float32)
+    layer = built_layer(shape, 4, rng)
+    reference = numpy_reference(x, layer)
+    layer.mode = "matmul"
+    for factor_height, factor_width in ((False, False), (True, False), (True, True)):
+        layer._dft = dft_plan(shape[0], shape[1], "float32", factor_height, factor_width)
+        out = np.asarray(layer(x))
+        assert np.isfinite(out).all()
+        assert relative_error(out, reference) < TOLERANCE, (factor_height, factor_width)
+
+
+def test_flop_count_matches_the_exported_matmuls():
+    """bench/flops.py's count of the matmul form equals the MatMul work in the exported ONNX graph (plus the
+    element-wise terms it adds), so the README's executed-FLOP figures describe the real graph."""
+    import keras
+    import onnx
+
+    from s3f_edge.bench.flops import spectral_filter_flops
+    from s3f_edge.export.onnx_export import keras_to_onnx
+
+    height, width, channels, filters = 64, 64, 1, 8
+    inputs = keras.Input((height, width, channels))
+    proto = keras_to_onnx(keras.Model(inputs, SpectralFilter(filters)(inputs)))
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1  # one image: every shape becomes known
+    proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(proto.graph.value_info) + list(proto.graph.output) + list(proto.graph.input)}
+    shapes.update({t.name: list(t.dims) for t in proto.graph.initializer})
+    matmul_flops = 0.0
+    for node in proto.graph.node:
+        if node.op_type == "MatMul":
+            left, right, out = (shapes[name] for name in (node.input[0], node.input[1], node.output[0]))
+            inner = left[-1] or right[-2]
+            assert all(out) and inner, (node.name, left, right, out)
+            matmul_flops += 2.0 * np.prod(out) * inner
+    counted = spectral_filter_flops(height, width, channels, filters)["matmul"]
+    assert matmul_flops > 0
+    assert matmul_flops <= counted <= 1.5 * matmul_flops, (matmul_flops, counted)

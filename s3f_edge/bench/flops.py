@@ -18,9 +18,9 @@ def spectral_filter_flops(height: int, width: int, channels: int, filters: int) 
 
     ``fft``: rfft2d of C planes and irfft2d of F planes at 2.5 N log2 N each (half a complex FFT's
     5 N log2 N), plus the complex per-frequency mix (8 flops per complex multiply-add).
-    ``matmul``: what the DFT-as-matmul form executes (s3f_edge.model.dft): real DFTs along W as
-    dense matmuls, the complex DFT along H factored as H = a * b (4 real matmuls per stage plus a
-    twiddle multiply), and the mix.
+    ``matmul``: what the DFT-as-matmul form executes (s3f_edge.model.dft): along W, for even W = 2M,
+    an M = p * q point complex DFT (4 real matmuls per stage, a twiddle) plus the real-signal
+    combination, else dense matmuls; along H a complex DFT factored as H = a * b; and the mix.
     """
     n = height * width
     bins = width // 2 + 1
@@ -29,9 +29,16 @@ def spectral_filter_flops(height: int, width: int, channels: int, filters: int) 
     a, b = split_factor(height)
     # per plane: one complex H transform over Wr columns
     along_h = 8.0 * (a + b) * height * bins + 6.0 * height * bins if a > 1 else 8.0 * height * height * bins
-    forward = channels * (4.0 * height * width * bins + along_h)
+    if width % 2 == 0:
+        m = width // 2
+        p, q = split_factor(m)
+        stages = 8.0 * m * (p + q) + (6.0 * m if p > 1 else 0.0)
+        along_w = height * (stages + 14.0 * (m + 1))  # + gathers' combination of Z[k] and Z[M - k]
+    else:
+        along_w = 4.0 * height * width * bins
+    forward = channels * (along_w + along_h)
     mixing = 6.0 * filters * height * bins if channels == 1 else mix
-    inverse = filters * (along_h + 4.0 * height * bins * width)
+    inverse = filters * (along_h + along_w)
     return {"fft": fft, "matmul": forward + mixing + inverse}
 
 

@@ -110,8 +110,7 @@ class SpectralFilter(keras.layers.Layer):
         plan = self._plan()
         h, bins, a, b, c, f = self.height, self.bins, plan.a, plan.b, self.channels, self.filters
         # Real DFT along W: (B, C, H, W) -> real and imaginary (B, C, H, Wr).
-        pixels = ops.transpose(inputs, (0, 3, 1, 2))
-        real, imag = ops.matmul(pixels, plan.forward_w[0]), ops.matmul(pixels, plan.forward_w[1])
+        real, imag = _real_dft_along_w(plan, ops.transpose(inputs, (0, 3, 1, 2)), c, h)
         # Complex DFT along H = (m1, m2), factored; every stage is a left-multiplication.
         if a > 1:
             real, imag = _left_complex(plan.forward_a, real, imag, (-1, c, a, b * bins))
@@ -126,8 +125,8 @@ class SpectralFilter(keras.layers.Layer):
             real, imag = _complex_multiply(real, imag, plan.inverse_twiddle, (-1, f, a, b, bins))
             real, imag = _left_complex(plan.inverse_a, real, imag, (-1, f, a, b * bins))  # (.., m1, m2 Wr)
         # Hermitian inverse along W: (B, F, H, Wr) x 2 -> (B, F, H, W).
-        spatial = ops.matmul(ops.reshape(real, (-1, f, h, bins)), plan.inverse_w[0]) + ops.matmul(
-            ops.reshape(imag, (-1, f, h, bins)), plan.inverse_w[1])
+        spatial = _inverse_real_dft_along_w(plan, ops.reshape(real, (-1, f, h, bins)), ops.reshape(imag, (-1, f, h, bins)),
+                                            f, h)
         return ops.transpose(spatial, (0, 2, 3, 1))
 
     def _factored_kernel(self, a: int, b: int):
@@ -198,3 +197,60 @@ def _complex_multiply(real, imag, phases: tuple[np.ndarray, np.ndarray], shape: 
     """Element-wise complex product with broadcast ``phases``, after a free reshape to ``shape``."""
     real, imag = ops.reshape(real, shape), ops.reshape(imag, shape)
     return real * phases[0] - imag * phases[1], real * phases[1] + imag * phases[0]
+
+
+def _right_complex(real, imag, matrix: tuple[np.ndarray, np.ndarray]):
+    """(real + i imag) @ (Mr + i Mi) over the last axis."""
+    m_real, m_imag = matrix
+    return (ops.matmul(real, m_real) - ops.matmul(imag, m_imag),
+            ops.matmul(real, m_imag) + ops.matmul(imag, m_real))
+
+
+def _real_dft_along_w(plan: DFTPlan, pixels, channels: int, height: int):
+    """Real DFT of (B, C, H, W) along W, scaled by 1/sqrt(W): real and imaginary (B, C, H, W//2+1)."""
+    half = plan.half
+    if half is None:  # odd W: dense matrices
+        return ops.matmul(pixels, plan.forward_w[0]), ops.matmul(pixels, plan.forward_w[1])
+    m, p, q = half.m, half.p, half.q
+    pairs = ops.reshape(pixels, (-1, channels, height, m, 2))
+    real, imag = ops.take(pairs, 0, axis=-1), ops.take(pairs, 1, axis=-1)  # z = even + i odd pixels
+    grid = (-1, channels, height, p, q)
+    if p > 1:
+        real, imag = _left_complex(half.forward_p, real, imag, grid)
+        real, imag = _complex_multiply(real, imag, half.forward_twiddle, grid)
+    else:  # a prime M: one dense DFT of length q = M; the 1 x 1 first stage is just the scale
+        real, imag = ops.reshape(real, grid) * half.forward_p[0][0, 0], ops.reshape(imag, grid) * half.forward_p[0][0, 0]
+    real, imag = _right_complex(real, imag, half.forward_q)
+    real, imag = ops.reshape(real, (-1, channels, height, m)), ops.reshape(imag, (-1, channels, height, m))
+    # Z[k] and conj(Z[M - k]) give the DFTs of the even (E) and odd (O) pixels; X[k] = E[k] + e^{-2 pi i k / W} O[k].
+    a_real, a_imag = ops.take(real, half.forward_take, axis=-1), ops.take(imag, half.forward_take, axis=-1)
+    b_real, b_imag = ops.take(real, half.forward_take_mirror, axis=-1), ops.take(imag, half.forward_take_mirror, axis=-1)
+    even_real, even_imag = (a_real + b_real) * 0.5, (a_imag - b_imag) * 0.5
+    odd_real, odd_imag = (a_imag + b_imag) * 0.5, (b_real - a_real) * 0.5
+    cos, sin = half.forward_phase
+    return (even_real + cos * odd_real - sin * odd_imag, even_imag + cos * odd_imag + sin * odd_real)
+
+
+def _inverse_real_dft_along_w(plan: DFTPlan, real, imag, filters: int, height: int):
+    """c2r of (B, F, H, W//2+1) along W, scaled by 1/sqrt(W): (B, F, H, W); DC's and Nyquist's imaginary parts drop."""
+    half = plan.half
+    if half is None:  # odd W: dense matrices
+        return ops.matmul(real, plan.inverse_w[0]) + ops.matmul(imag, plan.inverse_w[1])
+    m, p, q = half.m, half.p, half.q
+    imag = imag * half.imag_mask
+    # Z = E + i O in the permuted order, where E[k] = Y[k] + conj(Y[M-k]), O[k] = (Y[k] - conj(Y[M-k])) e^{2 pi i k / W}.
+    a_real, a_imag = ops.take(real, half.inverse_take, axis=-1), ops.take(imag, half.inverse_take, axis=-1)
+    b_real, b_imag = ops.take(real, half.inverse_take_mirror, axis=-1), ops.take(imag, half.inverse_take_mirror, axis=-1)
+    difference_real, difference_imag = a_real - b_real, a_imag + b_imag
+    cos, sin = half.inverse_phase
+    odd_real, odd_imag = difference_real * cos - difference_imag * sin, difference_real * sin + difference_imag * cos
+    grid = (-1, filters, height, p, q)
+    real = ops.reshape(a_real + b_real - odd_imag, grid)
+    imag = ops.reshape(a_imag - b_imag + odd_real, grid)
+    real, imag = _right_complex(real, imag, half.inverse_q)
+    if p > 1:
+        real, imag = _complex_multiply(real, imag, half.inverse_twiddle, grid)
+        real, imag = _left_complex(half.inverse_p, real, imag, grid)
+    # z[m] = y[2m] + i y[2m+1]: interleave the two parts back into pixels.
+    pixels = ops.stack([ops.reshape(real, (-1, filters, height, m)), ops.reshape(imag, (-1, filters, height, m))], axis=-1)
+    return ops.reshape(pixels, (-1, filters, height, 2 * m))
