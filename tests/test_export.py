@@ -98,9 +98,57 @@ def test_int8_static_quantization_on_real_images(tmp_path, sample_dir):
     assert spectral
     for node in spectral:  # the spectral block reads float tensors, never dequantized ones
         assert all(producers[i].op_type != "DequantizeLinear" for i in node.input if i in producers), node.name
-    assert result.parity["int8"][0].top1_agreement >= 0.99
+    assert result.parity["int8"][0].top1_agreement >= 0.99 and result.parity["int8"][0].nonfinite_candidate == 0
+    # The form TensorRT's explicit quantization takes: int8 zero points that are all 0, per-tensor activations,
+    # float biases (no int32 DequantizeLinear), and every Relu still there (symmetric ranges never clip at 0).
+    from s3f_edge.export.precision import quantization_problems
+
+    assert quantization_problems(quantized) == []
+    initializers = {t.name: t for t in quantized.graph.initializer}
+    dequantized = [initializers[n.input[0]] for n in quantized.graph.node
+                   if n.op_type == "DequantizeLinear" and n.input[0] in initializers]
+    assert dequantized and all(t.data_type == onnx.TensorProto.INT8 for t in dequantized)
+    relus = lambda model: sum(n.op_type == "Relu" for n in model.graph.node)  # noqa: E731
+    assert relus(quantized) == relus(onnx.load(tmp_path / "out" / "model.onnx"))
+    # ONNX Runtime's fused int8 kernels compute what the Q/DQ graph says (no AVX2 16-bit saturation).
+    from s3f_edge.data.preprocess import Preprocessing
+    from s3f_edge.runtime.parity import real_batch
+
+    images = real_batch(Preprocessing(64, 64, 1), sample_dir / "test")
+    outputs = []
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        session = ort.InferenceSession(str(tmp_path / "out" / "model.int8.onnx"), options, providers=["CPUExecutionProvider"])
+        outputs.append(session.run(None, {"image": images})[0])
+    assert np.isfinite(outputs[1]).all()
+    assert (outputs[0].argmax(1) == outputs[1].argmax(1)).all() and np.abs(outputs[0] - outputs[1]).max() < 0.02
     with pytest.raises(ValueError, match="--calib"):
         ExportOptions(out_dir=tmp_path, precision="int8").validate()
+
+
+def test_quantization_check_refuses_what_tensorrt_would():
+    from s3f_edge.export.precision import quantization_problems
+
+    def qdq(zero_point, scale=(0.1,), activation=True):
+        tensors = [onnx.numpy_helper.from_array(np.array(scale, np.float32).reshape(-1 if len(scale) > 1 else ()), "s"),
+                   onnx.numpy_helper.from_array(np.asarray(zero_point).reshape(np.shape(scale) if len(scale) > 1 else ()), "z")]
+        if not activation:
+            tensors.append(onnx.numpy_helper.from_array(np.ones((len(scale), 2), np.float32), "x"))
+        node = onnx.helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"], name="q",
+                                     **({"axis": 0} if len(scale) > 1 else {}))
+        graph = onnx.helper.make_graph([node], "g", [] if not activation else
+                                       [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4, 2])],
+                                       [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.INT8, None)],
+                                       initializer=tensors)
+        return onnx.helper.make_model(graph)
+
+    assert quantization_problems(qdq(np.int8(0))) == []
+    assert "zero point" in quantization_problems(qdq(np.int8(3)))[0]
+    assert "zero point" in quantization_problems(qdq(np.uint8(0)))[0]  # uint8 is asymmetric's type
+    assert "per tensor" in quantization_problems(qdq(np.zeros(4, np.int8), scale=(0.1,) * 4))[0]
+    assert quantization_problems(qdq(np.zeros(4, np.int8), scale=(0.1,) * 4, activation=False)) == []  # weights
+    assert "positive" in quantization_problems(qdq(np.int8(0), scale=(0.0,)))[0]
 
 
 def test_parity_failure_stops_the_export(tmp_path, monkeypatch):

@@ -50,8 +50,9 @@ def tensorrt_support_problems(model: onnx.ModelProto, trt_version: tuple[int, in
 
 
 def check_onnx(model: onnx.ModelProto, opset: int, tensorrt: bool = False,
-               trt_version: tuple[int, int] | None = None) -> None:
-    """Full onnx.checker, standard ops only, no complex tensors, and optionally TensorRT's parser table.
+               trt_version: tuple[int, int] | None = None, quantized: bool = False) -> None:
+    """Full onnx.checker, standard ops only, no complex tensors; optionally what TensorRT's parser
+    refuses, and (``quantized``) the Q/DQ rules both ONNX Runtime and TensorRT need (zero points 0).
 
     Raises ExportCheckError listing every problem. tf2onnx's Python API can write an invalid graph
     without raising, so nothing is trusted before this passes.
@@ -64,6 +65,10 @@ def check_onnx(model: onnx.ModelProto, opset: int, tensorrt: bool = False,
     problems += standard_op_problems(model, opset)
     inferred = onnx.shape_inference.infer_shapes(model) if not problems else model
     problems += complex_tensor_problems(inferred)
+    if quantized:
+        from s3f_edge.export.precision import quantization_problems
+
+        problems += quantization_problems(model)
     if tensorrt:
         problems += tensorrt_support_problems(inferred, trt_version)
     if problems:

@@ -16,7 +16,7 @@ from s3f_edge.runtime.parity import ParityResult, compare, image_labels, parity_
 from s3f_edge.model import spectral_filters
 from s3f_edge.model.metadata import package_versions
 
-from s3f_edge.export.formats import FFT_LOWERINGS, MAX_TF2ONNX_OPSET, PRECISIONS  # noqa: E402
+from s3f_edge.export.formats import CALIBRATION_METHODS, FFT_LOWERINGS, MAX_TF2ONNX_OPSET, PRECISIONS
 
 
 class ParityError(S3FEdgeError, RuntimeError):
@@ -29,7 +29,9 @@ class ExportOptions:
     fft: str = "matmul"
     opset: int = 17
     precision: str = "fp32"
-    calib: Path | None = None  # images for INT8 calibration
+    calib: Path | None = None  # images for INT8 calibration (a seeded sample of calib_images of them)
+    calib_images: int = 256
+    calib_method: str = "percentile"  # minmax | percentile | entropy
     parity_images: Path | None = None  # real images for parity (default: the packaged set)
     trt: bool = False
     trt_batch: tuple[int, int, int] = (1, 8, 32)
@@ -49,6 +51,8 @@ class ExportOptions:
                              f"({'ONNX DFT exists from opset 17; ' if self.fft == 'dft' else ''}tf2onnx 1.17 writes up to 18)")
         if self.precision == "int8" and self.calib is None:
             raise InputError("--precision int8 needs --calib IMAGES (a folder of representative images)")
+        if self.calib_method not in CALIBRATION_METHODS or self.calib_images < 1:
+            raise InputError(f"--calib-method must be one of {CALIBRATION_METHODS} and --calib-images at least 1")
         low, opt, high = self.trt_batch
         if not 1 <= low <= opt <= high:
             raise InputError(f"TensorRT batch profile must satisfy 1 <= min <= opt <= max, got {self.trt_batch}")
@@ -186,7 +190,7 @@ def export_model(keras_path: str | Path, options: ExportOptions) -> ExportResult
     spectral_names = [layer.name for layer in spectral_filters(model)]
     metadata = model_metadata(keras_path, model, options.class_names)
     contract = Preprocessing.from_dict(metadata["preprocessing"])
-    calib_images = calibration_images(options.calib, contract) if options.calib else None
+    calib_images = calibration_images(options.calib, contract, options.calib_images) if options.calib else None
 
     started = time.perf_counter()
     proto = keras_to_onnx(model, options.fft, options.opset)
@@ -211,14 +215,15 @@ def export_model(keras_path: str | Path, options: ExportOptions) -> ExportResult
         if options.precision == "fp16":
             reduced = to_float16(proto, keep)
         else:
-            to_int8(onnx_path, reduced_path, calib_images, keep)
+            to_int8(onnx_path, reduced_path, calib_images, keep, options.calib_method)
             reduced = onnx.load(reduced_path)
         reduced_meta = {**metadata, "precision": options.precision}
         _attach_metadata(reduced, reduced_meta)
         onnx.save(reduced, reduced_path)
         try:
             # The file that goes to TensorRT is the one checked against its parser.
-            check_onnx(reduced, options.opset, tensorrt=options.trt, trt_version=trt_version)
+            check_onnx(reduced, options.opset, tensorrt=options.trt, trt_version=trt_version,
+                       quantized=options.precision == "int8")
         except ExportCheckError:
             _set_aside(reduced_path)
             raise
