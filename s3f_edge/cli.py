@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from s3f_edge.errors import S3FEdgeError
-from s3f_edge.export.formats import FFT_LOWERINGS, PRECISIONS
+from s3f_edge.export.formats import CALIBRATION_METHODS, FFT_LOWERINGS, PRECISIONS
 from s3f_edge.model.presets import FUSIONS, KINDS, PRESETS, VARIANTS
 from s3f_edge.runtime.formats import BACKENDS, MODEL_SUFFIXES
 
@@ -81,6 +81,7 @@ def main(verbose: bool) -> None:
       s3f-edge infer FOLDER/ --model M      one result row per file (CSV, JSONL or JSON)
       s3f-edge verify M.keras M.onnx        deployed backends against Keras on real images
       s3f-edge bench M.keras M.onnx         latency percentiles, throughput, FLOP/s vs this machine's GEMM
+      s3f-edge matrix M.keras DATA/test     accuracy x speed of every export (ONNX FP32/FP16/INT8, TensorRT)
       s3f-edge fft-check IMAGES/            the FFT and DFT-as-matmul forms against numpy
     """
 
@@ -294,7 +295,11 @@ def _batch_profile(value: str) -> tuple[int, int, int]:
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="Also write an FP16 model (spectral block kept FP32) or a statically calibrated INT8 model.")
 @click.option("--calib", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Folder of representative images for INT8 calibration.")
+              help="Folder of representative images for INT8 calibration (searched recursively; e.g. DATA/train).")
+@click.option("--calib-images", type=click.IntRange(1), default=256, show_default=True,
+              help="INT8: how many of those images to calibrate on (a seeded random sample).")
+@click.option("--calib-method", type=click.Choice(CALIBRATION_METHODS), default="percentile", show_default=True,
+              help="INT8: how activation ranges are chosen from the calibration images.")
 @click.option("--images", "parity_images", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Real images for the parity check (default: 8 brain MRI images shipped with s3f-edge).")
 @click.option("--trt", is_flag=True, help="Also build a TensorRT engine (needs an NVIDIA GPU and the gpu extra).")
@@ -306,8 +311,8 @@ def _batch_profile(value: str) -> tuple[int, int, int]:
 @click.option("--class-names", default=None,
               help="Comma-separated class names in output order, for models without s3f-edge metadata "
                    "(e.g. the original release's files).")
-def export(model_path, out_dir, fft, opset, precision, calib, parity_images, trt, trt_batch, timing_cache, triton_repo,
-           class_names):
+def export(model_path, out_dir, fft, opset, precision, calib, calib_images, calib_method, parity_images, trt, trt_batch,
+           timing_cache, triton_repo, class_names):
     """Export a trained MODEL (.keras) to ONNX, checked and proven equal to Keras.
 
     Every SpectralFilter is lowered first (same weights, same outputs). The command fails if the
@@ -323,7 +328,7 @@ def export(model_path, out_dir, fft, opset, precision, calib, parity_images, trt
 
     options = ExportOptions(
         out_dir=out_dir or model_path.parent / "export", fft=fft, opset=opset, precision=precision, calib=calib,
-        parity_images=parity_images, trt=trt, trt_batch=_batch_profile(trt_batch), timing_cache=timing_cache,
+        calib_images=calib_images, calib_method=calib_method, parity_images=parity_images, trt=trt, trt_batch=_batch_profile(trt_batch), timing_cache=timing_cache,
         triton_repo=triton_repo, class_names=[c.strip() for c in class_names.split(",")] if class_names else None,
     )
     result = export_model(model_path, options)
@@ -508,6 +513,38 @@ def bench(models, backends, batches, duration, warmup, images, e2e_dir, gemm, js
     if len(ok) < len(results):
         click.secho(f"{len(results) - len(ok)} measurement(s) failed; see the status column", err=True, fg="red")
         sys.exit(EXIT_ERROR)
+
+
+@main.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("data", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("matrix"),
+              show_default=True, help="Where the artefacts, matrix.json and matrix.md go.")
+@click.option("--calib", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Training images for INT8 calibration (without it, no INT8 row).")
+@click.option("--batch", "batches", default="1,32", show_default=True, help="Batch sizes to time.")
+@click.option("--duration", type=click.FloatRange(0.1), default=3.0, show_default=True,
+              help="Seconds of timed runs per artefact and batch.")
+@click.option("--fft", type=click.Choice(FFT_LOWERINGS), default="matmul", show_default=True,
+              help="How the ONNX artefacts lower the FFT.")
+@click.option("--trt/--no-trt", default=None, help="Build and time TensorRT engines (default: when TensorRT and a GPU are here).")
+def matrix(model_path, data, out_dir, calib, batches, duration, fft, trt):
+    """Accuracy x speed of every deployable form of MODEL (.keras): one row per artefact.
+
+    Exports ONNX FP32, FP16 and INT8 (and TensorRT engines where available), scores each on the
+    labelled folder DATA (accuracy, macro-F1, top-1 agreement with Keras on every image) and times
+    each at the --batch sizes in the same run, beside Keras. Without DATA, speed only. Writes
+    OUT/matrix.json and OUT/matrix.md; prints the table.
+    """
+    from s3f_edge.dependencies import EXPORT_STACK
+
+    _needs("the accuracy x speed matrix", EXPORT_STACK)
+    from s3f_edge.bench.matrix import accuracy_speed_matrix, markdown
+
+    result = accuracy_speed_matrix(model_path, out_dir, data, calib, tuple(_int_list(batches, "--batch")), duration,
+                                   fft=fft, trt=trt, log=lambda message: click.echo(message, err=True))
+    click.echo(markdown(result))
+    click.echo(f"written: {out_dir / 'matrix.json'}, {out_dir / 'matrix.md'}")
 
 
 @main.command("fft-check")

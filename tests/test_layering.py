@@ -18,7 +18,7 @@ ALLOWED = {
     "runtime": {"data", "runtime"},
     "train": {"data", "model", "runtime", "train"},
     "export": {"data", "model", "runtime", "export"},
-    "bench": {"data", "model", "runtime", "bench"},
+    "bench": {"data", "model", "runtime", "train", "export", "bench"},  # the matrix exports and scores
 }
 TRAINING_STACK = {"tensorflow", "keras", "tf2onnx", "onnx", "onnxconverter_common", "sklearn", "matplotlib", "scipy"}
 ENGINES = {"onnxruntime", "tensorrt", "cuda", "pydicom"}

@@ -1,4 +1,5 @@
-"""This machine's sustained float32 matrix-multiply rate: the yardstick for achieved FLOP/s."""
+"""This machine's sustained matrix-multiply rates (float32, and 8-bit integer): the yardsticks for achieved
+FLOP/s (and integer OP/s)."""
 from __future__ import annotations
 
 import time
@@ -38,3 +39,25 @@ def gemm_rates(size: int = 2048, seconds: float = 2.0) -> dict[str, float]:
     except ImportError:
         pass
     return rates
+
+
+def int8_gemm_rate(size: int = 2048, seconds: float = 2.0) -> float | None:
+    """OP/s of a size x size uint8 x int8 -> int32 GEMM in ONNX Runtime (MatMulInteger, what its CPU INT8
+    kernels run on x86), or None without ONNX Runtime and onnx."""
+    try:
+        import onnx
+        import onnxruntime as ort
+        from onnx import helper
+    except ImportError:
+        return None
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (size, size), dtype=np.uint8)
+    b = rng.integers(-127, 128, (size, size), dtype=np.int8)
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b"], ["c"])], "gemm_int8",
+        [helper.make_tensor_value_info("a", onnx.TensorProto.UINT8, [size, size]),
+         helper.make_tensor_value_info("b", onnx.TensorProto.INT8, [size, size])],
+        [helper.make_tensor_value_info("c", onnx.TensorProto.INT32, [size, size])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return _rate(lambda: session.run(None, {"a": a, "b": b}), 2.0 * size ** 3, seconds)

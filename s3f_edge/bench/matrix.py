@@ -1,0 +1,195 @@
+"""`s3f-edge matrix`: accuracy and speed of every deployable form of one model, side by side.
+
+From a .keras model it produces every artefact (ONNX FP32, FP16 and INT8, and TensorRT FP32/FP16/INT8
+engines where TensorRT and a GPU are present), scores each on a whole labelled folder against the
+labels and against Keras's own predictions, and times each in the same run at the given batch sizes.
+One row per (artefact, backend); JSON and Markdown out. A step that fails becomes a row saying why.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from s3f_edge.bench.runner import measure
+from s3f_edge.runtime.formats import unavailable_reason
+from s3f_edge.runtime.predictor import nonfinite_rows
+
+
+@dataclass
+class MatrixRow:
+    artefact: str
+    backend: str
+    file: str
+    size_mb: float | None = None
+    status: str = "ok"
+    accuracy: float | None = None
+    f1_macro: float | None = None
+    top1_agreement: float | None = None  # with Keras, on the same images
+    p50_ms: dict[str, float] = field(default_factory=dict)  # keyed by batch size, as text (JSON keys)
+    images_per_second: dict[str, float] = field(default_factory=dict)
+    speedup_vs_keras: dict[str, float] = field(default_factory=dict)
+
+
+def _artefacts(keras_path: Path, out_dir: Path, calib: Path | None, trt: bool, fft: str, log) -> list[tuple]:
+    """(name, path, backend, precision) of every artefact, exporting them; failures come back with path None."""
+    from s3f_edge.errors import S3FEdgeError
+    from s3f_edge.export.formats import engine_file_name, onnx_file_name
+    from s3f_edge.export.onnx_export import ExportOptions, export_model
+
+    found = [("Keras (TensorFlow)", keras_path, "keras", "fp32", None)]
+    onnx_backends = ["onnx-cpu"] + (["onnx-cuda"] if unavailable_reason("onnx-cuda") is None else [])
+    for precision in ("fp32", "fp16", "int8"):
+        name = f"ONNX {precision.upper()}"
+        if precision == "int8" and calib is None:
+            found.append((name, None, "onnx-cpu", precision, "skipped: INT8 needs --calib IMAGES"))
+            continue
+        folder = out_dir / precision
+        started = time.perf_counter()
+        try:
+            export_model(keras_path, ExportOptions(out_dir=folder, fft=fft, precision=precision, calib=calib, trt=trt,
+                                                   parity_images=None))
+        except S3FEdgeError as error:
+            found.append((name, None, "onnx-cpu", precision, f"failed: {error}"))
+            continue
+        log(f"exported {precision} in {time.perf_counter() - started:.0f} s")
+        found += [(name, folder / onnx_file_name(precision), backend, precision, None) for backend in onnx_backends]
+        if trt:
+            found.append((f"TensorRT {precision.upper()}", folder / engine_file_name(precision), "trt", precision, None))
+    return found
+
+
+def accuracy_speed_matrix(keras_path: str | Path, out_dir: str | Path, data: str | Path | None = None,
+                          calib: str | Path | None = None, batches: tuple[int, ...] = (1, 32), duration: float = 3.0,
+                          warmup: float = 0.5, fft: str = "matmul", trt: bool | None = None, log=print) -> dict:
+    """Export, score and time every artefact of ``keras_path``; write matrix.json and matrix.md in ``out_dir``.
+
+    ``data``: a labelled folder (DATA/<class>/... or a dataset root with test/) for accuracy; without it the
+    matrix is speed only (timed on the packaged images). ``trt``: build engines (default: when available).
+    """
+    from s3f_edge.bench.gemm import gemm_rates, int8_gemm_rate
+    from s3f_edge.data.folders import load_split
+    from s3f_edge.runtime.parity import real_batch
+    from s3f_edge.runtime.predictor import Predictor
+
+    keras_path, out_dir = Path(keras_path), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trt = (unavailable_reason("trt") is None) if trt is None else trt
+    reference = Predictor.load(keras_path)
+    images = labels = None
+    if data is not None:
+        from s3f_edge.train.evaluate import labelled_split
+
+        dataset, split, _ = labelled_split(data)
+        if dataset.class_names != reference.class_names:
+            from s3f_edge.errors import InputError
+
+            raise InputError(f"the folder's classes {dataset.class_names} differ from the model's {reference.class_names}")
+        images, labels, _ = load_split(split, reference.contract)
+    timing_pool = images if images is not None else real_batch(reference.contract, None)
+
+    rows: list[MatrixRow] = []
+    expected = None
+    for name, path, backend, precision, problem in _artefacts(keras_path, out_dir, Path(calib) if calib else None,
+                                                                 trt, fft, log):
+        row = MatrixRow(name, backend, str(path) if path else "-", status=problem or "ok")
+        rows.append(row)
+        if problem:
+            continue
+        row.size_mb = round(Path(path).stat().st_size / 1e6, 2)
+        try:
+            predictor = reference if backend == "keras" else Predictor.load(path, backend=backend)
+            if images is not None:
+                probabilities = predictor.predict_all(images)
+                if nonfinite_rows(probabilities).any():
+                    row.status = "failed: NaN/inf outputs"
+                    continue
+                predicted = probabilities.argmax(1)
+                expected = predicted if backend == "keras" else expected
+                row.accuracy = round(float((predicted == labels).mean()), 4)
+                row.f1_macro = round(_macro_f1(labels, predicted, len(reference.class_names)), 4)
+                row.top1_agreement = round(float((predicted == expected).mean()), 4)
+            for batch in batches:
+                tiled = np.ascontiguousarray(np.resize(timing_pool, (batch, *timing_pool.shape[1:])), np.float32)
+                latencies = measure(predictor.predict, tiled, warmup, duration)
+                row.p50_ms[str(batch)] = round(float(np.median(latencies)) * 1e3, 3)
+                row.images_per_second[str(batch)] = round(batch / float(np.mean(latencies)), 2)
+        except Exception as error:  # an engine's own error types: the row says why, the others go on
+            row.status = f"failed: {type(error).__name__}: {error}"
+        log(f"  {name:<20} {backend:<9} {row.status} acc {row.accuracy} p50 {row.p50_ms}")
+    keras_row = rows[0]
+    for row in rows:
+        for batch, milliseconds in row.p50_ms.items():
+            if keras_row.p50_ms.get(batch):
+                row.speedup_vs_keras[batch] = round(keras_row.p50_ms[batch] / milliseconds, 2)
+    result = {
+        "model": str(keras_path), "date": time.strftime("%Y-%m-%d"), "data": str(data) if data else None,
+        "images_scored": int(len(labels)) if labels is not None else 0, "batches": list(batches),
+        "machine": {"processor": _processor(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "gemm_ops_per_second": {**{f"fp32 {k}": v for k, v in gemm_rates().items()}, "int8 onnxruntime": int8_gemm_rate()},
+        "flops_per_image": _flops(reference),
+        "rows": [asdict(row) for row in rows],
+    }
+    (out_dir / "matrix.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out_dir / "matrix.md").write_text(markdown(result))
+    return result
+
+
+def _macro_f1(labels: np.ndarray, predicted: np.ndarray, classes: int) -> float:
+    scores = []
+    for index in range(classes):
+        true_positive = float(((predicted == index) & (labels == index)).sum())
+        denominator = float((predicted == index).sum() + (labels == index).sum())
+        scores.append(2 * true_positive / denominator if denominator else 0.0)
+    return float(np.mean(scores))
+
+
+def _processor() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _flops(reference) -> dict | None:
+    from s3f_edge.bench.flops import model_flops
+
+    return model_flops(reference.model) if hasattr(reference, "model") else None
+
+
+def markdown(result: dict) -> str:
+    """The matrix as a Markdown table (what the README shows), with the yardsticks under it."""
+    batches = result["batches"]
+    scored = result["images_scored"] > 0
+    header = ["artefact", "backend", "MB"] + (["accuracy", "macro-F1", "top-1 = Keras"] if scored else [])
+    header += [f"p50 ms (batch {b})" for b in batches] + [f"images/s (batch {b})" for b in batches]
+    header += [f"× Keras (batch {b})" for b in batches] + ["status"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    dash = lambda value, fmt="{}": "-" if value is None else fmt.format(value)  # noqa: E731
+    for row in result["rows"]:
+        cells = [row["artefact"], row["backend"], dash(row["size_mb"])]
+        if scored:
+            cells += [dash(row["accuracy"], "{:.2%}"), dash(row["f1_macro"], "{:.3f}"), dash(row["top1_agreement"], "{:.2%}")]
+        cells += [dash(_get(row["p50_ms"], b)) for b in batches] + [dash(_get(row["images_per_second"], b)) for b in batches]
+        cells += [dash(_get(row["speedup_vs_keras"], b), "{}×") for b in batches] + [row["status"]]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    gemm = ", ".join(f"{name} {rate / 1e9:.0f} G/s" for name, rate in result["gemm_ops_per_second"].items() if rate)
+    flops = result.get("flops_per_image")
+    note = (f"\n{result['machine']['processor']}, {result['machine']['cpus']} CPUs, {result['date']}. "
+            f"GEMM 2048² in the same run: {gemm}.")
+    if flops:
+        note += (f" Model: {flops['total_fft'] / 1e9:.2f} GFLOP per image with the spectral layers at FFT cost "
+                 f"({flops['total_matmul'] / 1e9:.2f} G as the ONNX DFT-as-matmul form executes them).")
+    return "\n".join(lines) + "\n" + note + "\n"
+
+
+def _get(mapping: dict, batch: int):
+    return mapping.get(str(batch))
