@@ -37,10 +37,18 @@ demo: $(INSTALLED)
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
 
-# Speed figures (not part of `make test`): the pytest-benchmark suite, then the README's ratios.
+# Speed figures (not part of `make test`): the pytest-benchmark suite, then every script whose tables the
+# README and docs/reproduction.md show, then those tables copied into the documents. About 1.5 hours.
 bench: $(INSTALLED)
 	$(BIN)/python -m pytest benchmarks --benchmark-only --benchmark-columns=min,median,max,rounds -q
 	$(BIN)/python benchmarks/ratios.py --out benchmarks/results
+	$(BIN)/python benchmarks/matrices.py --out benchmarks/results
+	$(BIN)/python benchmarks/int8_variants.py --out benchmarks/results
+	$(BIN)/python benchmarks/ort_session_options.py --out benchmarks/results
+	$(BIN)/python benchmarks/runtime_footprint.py --out benchmarks/results
+	$(BIN)/python benchmarks/training_speed.py --out benchmarks/results
+	$(BIN)/python benchmarks/training_speed.py --data ../shared/data/busi --preset busi --size 128 --images 128 --no-xla --out benchmarks/results
+	$(BIN)/python benchmarks/update_docs.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -5,17 +5,17 @@ The test builds that environment for real (a separate venv, packages from the pi
 change), then runs `infer` with the bundled model and `bench` on an ONNX file there. TensorFlow and
 Keras are not installed in it, and the commands also report that they never tried to import them.
 """
-import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from runtime_footprint import ensure_runtime_venv  # noqa: E402
 
 RUNTIME_VENV = REPO / ".venv-runtime"
 FORBIDDEN = ("tensorflow", "keras", "tf2onnx", "onnx", "sklearn", "matplotlib")
@@ -23,36 +23,10 @@ FORBIDDEN = ("tensorflow", "keras", "tf2onnx", "onnx", "sklearn", "matplotlib")
 pytestmark = pytest.mark.slow
 
 
-def _digest(paths) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(paths):
-        digest.update(str(path.relative_to(REPO)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def _pip(python: Path, *arguments: str) -> None:
-    done = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *arguments],
-                          capture_output=True, text=True, cwd=REPO, timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-
-
 @pytest.fixture(scope="module")
 def runtime_python() -> Path:
     """The venv's python, with `s3f-edge[cpu]` installed from this checkout (not editable)."""
-    python = RUNTIME_VENV / "bin" / "python"
-    dependencies = _digest([REPO / "pyproject.toml"])
-    package = _digest([p for p in (REPO / "s3f_edge").rglob("*") if p.is_file() and "__pycache__" not in p.parts])
-    stamp = RUNTIME_VENV / "stamp.json"
-    state = json.loads(stamp.read_text()) if stamp.exists() else {}
-    if state.get("dependencies") != dependencies or not python.exists():
-        shutil.rmtree(RUNTIME_VENV, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(RUNTIME_VENV)], check=True)
-        _pip(python, ".[cpu]")
-    elif state.get("package") != package:
-        _pip(python, "--no-deps", "--force-reinstall", ".")
-    stamp.write_text(json.dumps({"dependencies": dependencies, "package": package}))
-    return python
+    return ensure_runtime_venv(RUNTIME_VENV)
 
 
 PROBE = """

@@ -1,0 +1,158 @@
+"""How to quantize S3F-Net to INT8: every variant scored on a whole labelled test set, in one run (issue 14).
+
+    python benchmarks/int8_variants.py [--model s3f_edge/assets/default_model/model.keras]
+        [--data ../shared/data/brain_tumor_mri] [--out benchmarks/results]
+
+Variants: the previous export (asymmetric activations, quantized biases, MinMax ranges, the first 256
+training files in path order); then symmetric activations with float biases (the form TensorRT takes)
+calibrated on a seeded random sample with MinMax, percentile and entropy ranges; then the best of
+those with the classifier head left in float. For each: accuracy and macro-F1 on the test set, top-1
+agreement with the FP32 ONNX file, how many zero points are not 0, and ONNX Runtime p50 latency at
+batch 1 and 32 beside FP32 on the same images. Writes int8_variants.json and .md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def first_files_sample(folder: Path, contract, limit: int) -> np.ndarray:
+    """The previous calibration set: the first ``limit`` files in path order (one class folder, mostly)."""
+    from s3f_edge.data.files import image_files
+    from s3f_edge.data.preprocess import load_image
+
+    return np.stack([load_image(path, contract) for path in image_files(folder, limit)])
+
+
+def previous_int8(fp32: Path, out: Path, images: np.ndarray, exclude: list[str]) -> None:
+    """The export's INT8 before this change: ONNX Runtime's defaults (asymmetric activations, int32 biases)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from s3f_edge.export.precision import _ImageCalibrationReader, restore_float_inputs
+
+    quantize_static(str(fp32), str(out), _ImageCalibrationReader(images, "image"), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+                    calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude,
+                    op_types_to_quantize=["Conv", "MatMul", "Gemm"])
+    model = onnx.load(out)
+    restore_float_inputs(model, set(exclude))
+    onnx.save(model, out)
+
+
+def nonzero_zero_points(path: Path) -> tuple[int, int]:
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(path)
+    constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    nodes = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    bad = sum(1 for n in nodes if len(n.input) > 2 and np.any(constants.get(n.input[2], np.zeros(1)) != 0))
+    return bad, len(nodes)
+
+
+def p50_ms(predictor, images: np.ndarray, batch: int, seconds: float) -> float:
+    from s3f_edge.bench.runner import measure
+
+    data = np.ascontiguousarray(np.resize(images, (batch, *images.shape[1:])))
+    return round(float(np.median(measure(predictor.predict, data, 0.5, seconds))) * 1e3, 3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=Path("s3f_edge/assets/default_model/model.keras"))
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/brain_tumor_mri"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--seconds", type=float, default=3.0)
+    args = parser.parse_args()
+
+    import onnx
+    from sklearn.metrics import f1_score
+
+    from s3f_edge.data.folders import discover, load_split
+    from s3f_edge.export.onnx_export import ExportOptions, export_model
+    from s3f_edge.export.precision import calibration_images, spectral_node_names, to_int8
+    from s3f_edge.model import load_model, spectral_filters
+    from s3f_edge.runtime import Predictor
+
+    scratch = Path(tempfile.mkdtemp(prefix="int8-variants-"))
+    fp32 = export_model(args.model, ExportOptions(out_dir=scratch)).onnx_path
+    reference = Predictor.load(fp32, backend="onnx-cpu")
+    dataset = discover(args.data)
+    test_x, test_y, _ = load_split(dataset.test, reference.contract)
+    expected = reference.predict_all(test_x).argmax(1)
+    proto = onnx.load(fp32)
+    spectral = spectral_node_names(proto, [layer.name for layer in spectral_filters(load_model(args.model))])
+    head = [n.name for n in proto.graph.node if n.op_type in ("MatMul", "Gemm") and "/probs/" in n.name]
+    train = args.data / "train"
+    sample = calibration_images(train, reference.contract, 256, seed=0)
+
+    variants = [("previous: asymmetric, int32 biases, MinMax, first 256 files", None, None)]
+    variants += [(f"symmetric, float biases, {method}, seeded sample", method, spectral)
+                 for method in ("minmax", "percentile", "entropy")]
+    rows = [{"variant": "FP32 (reference)", "file": fp32, "nonzero_zero_points": "-"}]
+    for name, method, exclude in variants:
+        path = scratch / f"int8-{len(rows)}.onnx"
+        started = time.perf_counter()
+        if method is None:
+            previous_int8(fp32, path, first_files_sample(train, reference.contract, 256), spectral)
+        else:
+            to_int8(fp32, path, sample, exclude, method)
+        rows.append({"variant": name, "file": path, "method": method, "seconds_to_quantize": round(time.perf_counter() - started, 1)})
+    # The best symmetric variant once more, with the classifier head kept in float.
+    symmetric = rows[2:]
+    for row in rows:
+        predictor = Predictor.load(row["file"], backend="onnx-cpu", metadata=reference.metadata)
+        probabilities = predictor.predict_all(test_x)
+        predicted = probabilities.argmax(1)
+        row.update({"finite": bool(np.isfinite(probabilities).all()), "accuracy": round(float((predicted == test_y).mean()), 4),
+                    "f1_macro": round(float(f1_score(test_y, predicted, average="macro")), 4),
+                    "top1_agreement_with_fp32": round(float((predicted == expected).mean()), 4),
+                    "size_mb": round(row["file"].stat().st_size / 1e6, 2),
+                    "p50_ms_batch1": p50_ms(predictor, test_x, 1, args.seconds),
+                    "p50_ms_batch32": p50_ms(predictor, test_x, 32, args.seconds)})
+        if row["variant"] != "FP32 (reference)":
+            row["nonzero_zero_points"] = "%d of %d" % nonzero_zero_points(row["file"])
+        print({k: v for k, v in row.items() if k != "file"}, flush=True)
+    best = max(symmetric, key=lambda r: r["accuracy"])
+    path = scratch / "int8-head-float.onnx"
+    to_int8(fp32, path, sample, spectral + head, best["method"])
+    predictor = Predictor.load(path, backend="onnx-cpu", metadata=reference.metadata)
+    predicted = predictor.predict_all(test_x).argmax(1)
+    rows.append({"variant": f"symmetric, {best['method']}, classifier head in float", "file": path,
+                 "accuracy": round(float((predicted == test_y).mean()), 4),
+                 "f1_macro": round(float(f1_score(test_y, predicted, average="macro")), 4),
+                 "top1_agreement_with_fp32": round(float((predicted == expected).mean()), 4),
+                 "size_mb": round(path.stat().st_size / 1e6, 2), "nonzero_zero_points": "%d of %d" % nonzero_zero_points(path),
+                 "p50_ms_batch1": p50_ms(predictor, test_x, 1, args.seconds),
+                 "p50_ms_batch32": p50_ms(predictor, test_x, 32, args.seconds)})
+    for row in rows:
+        row["file"] = row["file"].name
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = {"date": time.strftime("%Y-%m-%d"), "model": str(args.model), "test_images": int(len(test_y)),
+              "cpus": os.cpu_count(), "rows": rows}
+    (args.out / "int8_variants.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [f"INT8 variants of {args.model.name} on {len(test_y)} test images of {args.data.name} "
+             f"({result['date']}, {os.cpu_count()} CPUs, ONNX Runtime CPU, p50 of {args.seconds:g} s).", "",
+             "| variant | accuracy | macro-F1 | top-1 agreement with FP32 | non-zero zero points | MB | p50 ms, batch 1 | p50 ms, batch 32 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['variant']} | {row['accuracy']:.2%} | {row['f1_macro']:.3f} | {row['top1_agreement_with_fp32']:.2%} | "
+                     f"{row['nonzero_zero_points']} | {row['size_mb']} | {row['p50_ms_batch1']} | {row['p50_ms_batch32']} |")
+    (args.out / "int8_variants.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

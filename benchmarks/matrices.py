@@ -1,0 +1,95 @@
+"""The README's accuracy x speed tables: `s3f-edge matrix` on the bundled model and on brisc2025 at 256x256.
+
+    python benchmarks/matrices.py [--out benchmarks/results] [--duration 5]
+
+1. The bundled brain MRI model, scored on the whole brain MRI test set (../shared/data/brain_tumor_mri,
+   else the 24 sample test images), INT8 calibrated on its training images.
+2. brisc2025 at 256x256 with random (input-sensitive) weights: speed only.
+Then the issue-14 goals, judged from those two tables and results.json (the spectral block's share):
+writes matrix_bundled.md, matrix_brisc256.md (and .json) and goals.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+BRAIN = ROOT.parent / "shared" / "data" / "brain_tumor_mri"
+SAMPLES = ROOT / "samples" / "brain_mri"
+
+
+def best_cpu(rows: list[dict], batch: str) -> dict:
+    candidates = [r for r in rows if r["backend"] != "keras" and r["status"] == "ok" and batch in r["speedup_vs_keras"]]
+    return max(candidates, key=lambda r: r["speedup_vs_keras"][batch])
+
+
+def goals(bundled: dict, brisc: dict, share: dict | None) -> str:
+    lines = ["| goal | measured | met? |", "|---|---|---|"]
+    keras_accuracy = bundled["rows"][0]["accuracy"]
+    for label, result in (("bundled model (64×64)", bundled), ("brisc2025 256×256", brisc)):
+        for batch, target in (("1", 2.0), ("32", 1.5)):
+            best = best_cpu(result["rows"], batch)
+            lines.append(f"| {label}: best CPU artefact ≥ {target}× Keras at batch {batch} | {best['artefact']}: "
+                         f"{best['speedup_vs_keras'][batch]}× | {'yes' if best['speedup_vs_keras'][batch] >= target else 'no'} |")
+            if result is bundled and keras_accuracy is not None:
+                loss = (keras_accuracy - best["accuracy"]) * 100
+                lines.append(f"| bundled model: that artefact loses ≤ 0.5 point of accuracy (batch {batch}'s best) | "
+                             f"{best['accuracy']:.2%} vs Keras {keras_accuracy:.2%} ({-loss:+.2f} points) | "
+                             f"{'yes' if loss <= 0.5 else 'no'} |")
+    if share:
+        entries = {k: v for k, v in share.items() if k.startswith("H and W factored (now)")}
+        worst = max(entries.values(), key=lambda e: e["share"])
+        lines.append(f"| spectral block ≤ 15 % of ONNX Runtime FP32 latency at 256×256 | {worst['share']:.0%} "
+                     f"(worst of batch 1 and 32) | {'yes' if worst['share'] <= 0.15 else 'no'} |")
+    fp32_rate = max(v for k, v in brisc["gemm_ops_per_second"].items() if k.startswith("fp32") and v)
+    int8_rate = brisc["gemm_ops_per_second"].get("int8 onnxruntime")
+    flops = brisc["flops_per_image"]["total_fft"]
+    for row in brisc["rows"]:
+        rate = row["images_per_second"].get("32") if row["status"] == "ok" else None
+        if not rate:
+            continue
+            yardstick = int8_rate if "INT8" in row["artefact"] and int8_rate else fp32_rate
+            lines.append(f"| brisc2025 256×256, {row['artefact']} ({row['backend']}), batch 32: achieved vs "
+                         f"{'INT8' if yardstick is int8_rate else 'FP32'} GEMM | {rate * flops / 1e9:.0f} G/s of "
+                         f"{yardstick / 1e9:.0f} G/s ({rate * flops / yardstick:.0%}) | (reported) |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--duration", type=float, default=5.0)
+    args = parser.parse_args()
+
+    from helpers import saved_model
+
+    from s3f_edge.bench.matrix import accuracy_speed_matrix
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        data, calib = (BRAIN / "test", BRAIN / "train") if BRAIN.is_dir() else (SAMPLES / "test", SAMPLES / "train")
+        bundled = accuracy_speed_matrix(ROOT / "s3f_edge/assets/default_model/model.keras", scratch / "bundled", data,
+                                        calib, (1, 32), args.duration)
+        brisc_model = saved_model(scratch / "brisc2025-256.keras", "brisc2025", (256, 256, 1))
+        brisc = accuracy_speed_matrix(brisc_model, scratch / "brisc", None, SAMPLES / "train", (1, 32), args.duration)
+        for name, result in (("matrix_bundled", bundled), ("matrix_brisc256", brisc)):
+            shutil.copy(scratch / name.removeprefix("matrix_").replace("brisc256", "brisc") / "matrix.md",
+                        args.out / f"{name}.md")
+            (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    share_path = args.out / "results.json"
+    share = json.loads(share_path.read_text()).get("spectral_share") if share_path.exists() else None
+    (args.out / "goals.md").write_text(goals(bundled, brisc, share))
+    print((args.out / "goals.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
