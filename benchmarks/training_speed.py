@@ -4,7 +4,8 @@
 
 Trains S3F-Net (the preset's architecture at --size) on real training images through s3f-edge's
 own input pipeline and times whole epochs after a warm-up epoch, for: the SpectralFilter's FFT and
-DFT-as-matmul forms, each with and without XLA (``jit_compile``). The input pipeline alone (no
+DFT-as-matmul forms, each with and without XLA (``jit_compile``); the configurations take turns epoch by
+epoch and the median is reported. The input pipeline alone (no
 model) is timed too, to show whether it could be the bottleneck. Writes
 training_speed_<preset>_<size>.json and .md; the Markdown table is what docs/reproduction.md shows.
 """
@@ -14,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -47,7 +49,8 @@ def time_pipeline(images, labels, batch_size: int, epochs: int) -> float:
     return epochs * len(labels) / (time.perf_counter() - started)
 
 
-def time_training(images, labels, preset: str, fusion: str, mode: str, jit: bool, batch_size: int, epochs: int) -> float:
+def trainer(images, labels, preset: str, fusion: str, mode: str, jit: bool, batch_size: int):
+    """A compiled model and its dataset, warmed up (tracing, XLA compilation): returns epoch() -> images/s."""
     import keras
 
     from s3f_edge.model import build_model
@@ -59,10 +62,14 @@ def time_training(images, labels, preset: str, fusion: str, mode: str, jit: bool
     model.compile(optimizer=keras.optimizers.Adam(3e-4), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"], jit_compile=jit)
     dataset = input_pipeline(images, labels, batch_size, seed=0)
-    model.fit(dataset, epochs=1, verbose=0)  # warm-up: tracing, XLA compilation
-    started = time.perf_counter()
-    model.fit(dataset, epochs=epochs, verbose=0)
-    return epochs * len(labels) / (time.perf_counter() - started)
+    model.fit(dataset, epochs=1, verbose=0)
+
+    def epoch() -> float:
+        started = time.perf_counter()
+        model.fit(dataset, epochs=1, verbose=0)
+        return len(labels) / (time.perf_counter() - started)
+
+    return epoch
 
 
 def main() -> None:
@@ -72,7 +79,7 @@ def main() -> None:
     parser.add_argument("--fusion", default="concat")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--images", type=int, default=512)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs (rounds) per configuration")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--no-xla", action="store_true", help="skip the XLA configurations (slow to compile and run here)")
@@ -84,17 +91,25 @@ def main() -> None:
     rows = [{"configuration": "input pipeline alone (no model)", "spectral_form": "-", "xla": False,
              "images_per_second": round(time_pipeline(images, labels, args.batch_size, args.epochs), 1)}]
     print(rows[-1], flush=True)
-    for mode in ("fft", "matmul"):
-        for jit in (False,) if args.no_xla else (False, True):
-            try:
-                rate = round(time_training(images, labels, args.preset, args.fusion, mode, jit, args.batch_size,
-                                           args.epochs), 2)
-                note = ""
-            except Exception as error:  # e.g. an op XLA cannot compile on this device: report, don't hide
-                rate, note = None, f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"
-            rows.append({"configuration": f"train, SpectralFilter {mode}{', XLA' if jit else ''}",
-                         "spectral_form": mode, "xla": jit, "images_per_second": rate, "error": note})
-            print(rows[-1], flush=True)
+    # Every configuration is built and warmed up first, then their epochs alternate round by round, so that
+    # a busy moment of this shared machine hits all of them alike; the median round is reported.
+    configurations = [(mode, jit) for mode in ("fft", "matmul") for jit in ((False,) if args.no_xla else (False, True))]
+    epochs, notes = {}, {}
+    for mode, jit in configurations:
+        try:
+            epochs[(mode, jit)] = trainer(images, labels, args.preset, args.fusion, mode, jit, args.batch_size)
+        except Exception as error:  # e.g. an op XLA cannot compile on this device: report, don't hide
+            notes[(mode, jit)] = f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"
+    rates = {key: [] for key in epochs}
+    for _ in range(args.epochs):
+        for key, epoch in epochs.items():
+            rates[key].append(epoch())
+    for mode, jit in configurations:
+        measured = rates.get((mode, jit), [])
+        rows.append({"configuration": f"train, SpectralFilter {mode}{', XLA' if jit else ''}", "spectral_form": mode,
+                     "xla": jit, "images_per_second": round(statistics.median(measured), 2) if measured else None,
+                     "rounds": [round(r, 2) for r in measured], "error": notes.get((mode, jit), "")})
+        print(rows[-1], flush=True)
     reference = rows[1]["images_per_second"]
     for row in rows[1:]:
         row["vs_default"] = round(row["images_per_second"] / reference, 2) if row["images_per_second"] and reference else None
@@ -106,7 +121,7 @@ def main() -> None:
     stem = f"training_speed_{args.preset}_{args.size}"
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"Training throughput, {args.preset} S3F-Net ({args.fusion}) at {args.size}x{args.size}, batch "
-             f"{args.batch_size}, {len(labels)} real images x {args.epochs} timed epochs after a warm-up epoch; "
+             f"{args.batch_size}, {len(labels)} real images, median of {args.epochs} timed epochs taken in turns after a warm-up epoch; "
              f"{result['machine']['cpus']} CPUs, TensorFlow {tf.__version__}, {result['date']}.", "",
              "| configuration | images/s | vs default (fft, no XLA) |", "|---|---|---|"]
     for row in rows:

@@ -1,25 +1,19 @@
 #!/usr/bin/env bash
-# The issue-7 study: every model under one budget, one after another, logs and run directories in
+# The study behind docs/reproduction.md: every training one after another, logs and run directories in
 # $RUNS. Re-running skips runs whose metrics.json exists and resumes interrupted ones.
-#   bash docs/study/run_study.sh [RUNS]        (defaults to ./runs/study)
-#   SEED=1 bash docs/study/run_study.sh RUNS   another seed: run directories get a -seed1 suffix
+#   bash docs/study/run_study.sh [RUNS] [PART...]    (RUNS defaults to ./runs/study; PART: recipe busi brain)
+#   python docs/study/table.py RUNS                   the tables of docs/reproduction.md
 set -uo pipefail
 RUNS=${1:-runs/study}
+shift || true
+PARTS=${*:-recipe busi brain}
 DATA=${DATA:-../shared/data}
 S3F=${S3F:-.venv/bin/s3f-edge}
 DUPLICATES=docs/brain_mri_test_duplicates.txt
-SEED=${SEED:-0}
-SUFFIX=$([[ $SEED == 0 ]] || echo "-seed$SEED")
 mkdir -p "$RUNS"
 
-# Brain MRI: 64x64, 20 epochs (about 25 minutes each on a 2-core CPU). The LR plateau patience is
-# shortened to 3 epochs (the preset's 20 would never fire) and early stopping is off, for all four.
-BRAIN=(--preset brisc2025 --image-size 64 --epochs 20 --lr-patience 3 --patience 100 --seed "$SEED")
-# BUSI: 128x128, SN2 (the preset), 30 epochs.
-BUSI=(--preset busi --image-size 128 --epochs 30 --lr-patience 5 --patience 100 --seed "$SEED")
-
 run() {  # name, dataset dir, then train options
-  local name=$1$SUFFIX data=$2; shift 2
+  local name=$1 data=$2; shift 2
   local dir="$RUNS/$name"
   if [[ -f "$dir/metrics.json" ]]; then echo "skip $name (done)"; return; fi
   local start=$SECONDS
@@ -28,16 +22,51 @@ run() {  # name, dataset dir, then train options
   else
     "$S3F" train "$data" "$@" --out "$dir" --quiet > "$RUNS/$name.log" 2>&1
   fi
-  echo "$name $((SECONDS - start)) s" >> "$RUNS/wall_times.txt"
+  echo "$name $((SECONDS - start))" >> "$RUNS/wall_times.txt"
   if [[ $data == *brain_tumor_mri ]]; then
     "$S3F" evaluate "$dir/model.keras" "$data/test" --exclude "$DUPLICATES" \
       --out "$dir/evaluate-dedup" >> "$RUNS/$name.log" 2>&1
   fi
 }
 
-run brain-s3f-bilinear "$DATA/brain_tumor_mri" "${BRAIN[@]}" --model s3f --fusion bilinear
-run brain-baseline     "$DATA/brain_tumor_mri" "${BRAIN[@]}" --model baseline
-run brain-s3f-concat   "$DATA/brain_tumor_mri" "${BRAIN[@]}" --model s3f --fusion concat
-run brain-spectral     "$DATA/brain_tumor_mri" "${BRAIN[@]}" --model spectral
-run busi-s3f-concat    "$DATA/busi" "${BUSI[@]}" --model s3f --fusion concat
-run busi-baseline      "$DATA/busi" "${BUSI[@]}" --model baseline
+# 1. What makes training on a small dataset work (issue 11): BUSI, 64x64, 12 epochs, one change at a
+#    time against the original recipe ("moving": BatchNorm moving averages at inference).
+if [[ " $PARTS " == *" recipe "* ]]; then
+  RECIPE=(--preset busi --image-size 64 --epochs 12)
+  run recipe-baseline-moving    "$DATA/busi" "${RECIPE[@]}" --model baseline --no-precise-bn
+  run recipe-baseline-precise   "$DATA/busi" "${RECIPE[@]}" --model baseline
+  run recipe-baseline-noweights "$DATA/busi" "${RECIPE[@]}" --model baseline --no-class-weights
+  run recipe-baseline-augment   "$DATA/busi" "${RECIPE[@]}" --model baseline --augment
+  run recipe-baseline-lr1e-3    "$DATA/busi" "${RECIPE[@]}" --model baseline --lr 1e-3
+  run recipe-baseline-lrpat3    "$DATA/busi" "${RECIPE[@]}" --model baseline --lr-patience 3
+  run recipe-s3f-moving         "$DATA/busi" "${RECIPE[@]}" --model s3f --no-precise-bn
+  run recipe-s3f-precise        "$DATA/busi" "${RECIPE[@]}" --model s3f
+  for seed in 1 2; do
+    run "recipe-baseline-moving-seed$seed"  "$DATA/busi" "${RECIPE[@]}" --model baseline --no-precise-bn --seed "$seed"
+    run "recipe-baseline-precise-seed$seed" "$DATA/busi" "${RECIPE[@]}" --model baseline --seed "$seed"
+  done
+fi
+
+# 3. Brain MRI at the bundled model's budget (64x64, 20 epochs, LR patience 3, no early stop):
+#    S3F-Net concat and the baseline with three seeds each, bilinear fusion once. (Runs between the two
+#    BUSI models, so that the long S3F-Net SN2 run comes last.)
+brain_part() {
+  BRAIN=(--preset brisc2025 --image-size 64 --epochs 20 --lr-patience 3 --patience 100)
+  for seed in 0 1 2; do
+    run "brain-s3f-concat-seed$seed" "$DATA/brain_tumor_mri" "${BRAIN[@]}" --model s3f --fusion concat --seed "$seed"
+    run "brain-baseline-seed$seed"   "$DATA/brain_tumor_mri" "${BRAIN[@]}" --model baseline --seed "$seed"
+  done
+  run brain-s3f-bilinear-seed0 "$DATA/brain_tumor_mri" "${BRAIN[@]}" --model s3f --fusion bilinear --seed 0
+}
+if [[ " $PARTS " == *" brain "* && " $PARTS " != *" busi "* ]]; then
+  brain_part
+fi
+
+# 2. BUSI, the paper's configuration (SN2, concatenation) against the spatial baseline, same budget:
+#    128x128, 25 epochs (S3F-Net SN2 trains at about 2 images/s here, benchmarks/training_speed.py).
+if [[ " $PARTS " == *" busi "* ]]; then
+  BUSI=(--preset busi --image-size 128 --epochs 25 --lr-patience 4 --patience 100)
+  run busi-baseline   "$DATA/busi" "${BUSI[@]}" --model baseline
+  [[ " $PARTS " == *" brain "* ]] && brain_part
+  run busi-s3f-concat "$DATA/busi" "${BUSI[@]}" --model s3f --fusion concat
+fi

@@ -1,21 +1,34 @@
-"""The study's results table (markdown) from its run directories, so no number is copied by hand.
+"""The study's tables (Markdown) from its run directories, so no number is copied by hand.
 
-    python docs/study/table.py RUNS            (RUNS as given to run_study.sh)
+    python docs/study/table.py RUNS [--out docs/study/results]
+
+RUNS is the folder given to run_study.sh. Writes one Markdown file per table into --out (the files
+that docs/reproduction.md and the README embed, through benchmarks/update_docs.py) and prints them.
+Paired comparisons score both models on the same test images (docs/study/compare.py).
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import json
+import re
+import statistics
 import sys
 from pathlib import Path
 
-NAMES = {
-    "brain-s3f-bilinear": "S³F-Net, bilinear (SN1)",
-    "brain-s3f-concat": "S³F-Net, concat (SN1)",
-    "brain-baseline": "Spatial baseline",
-    "brain-spectral": "Spectral-only (SN1)",
-    "busi-s3f-concat": "S³F-Net, concat (SN2)",
-    "busi-baseline": "Spatial baseline",
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DUPLICATES = Path(__file__).resolve().parents[1] / "brain_mri_test_duplicates.txt"
+RECIPE_CHANGES = {
+    "baseline-moving": "original recipe (BatchNorm moving averages)",
+    "baseline-precise": "precise BatchNorm statistics (the new default)",
+    "baseline-noweights": "precise BN, no class weights",
+    "baseline-augment": "precise BN, --augment (flips, rotations)",
+    "baseline-lr1e-3": "precise BN, learning rate 1e-3",
+    "baseline-lrpat3": "precise BN, LR-plateau patience 3",
+    "s3f-moving": "original recipe (BatchNorm moving averages)",
+    "s3f-precise": "precise BatchNorm statistics (the new default)",
 }
 
 
@@ -23,10 +36,10 @@ def wall_times(runs: Path) -> dict[str, int]:
     path = runs / "wall_times.txt"
     if not path.exists():
         return {}
-    return {name: int(seconds) for name, seconds, _ in (line.split() for line in path.read_text().splitlines())}
+    return {name: int(seconds) for name, seconds, *_ in (line.split() for line in path.read_text().splitlines() if line)}
 
 
-def row(run: Path, wall: dict[str, int]) -> list[str] | None:
+def run_summary(run: Path) -> dict | None:
     if not (run / "metrics.json").exists():
         return None
     metrics = json.loads((run / "metrics.json").read_text())
@@ -34,29 +47,123 @@ def row(run: Path, wall: dict[str, int]) -> list[str] | None:
     with open(run / "history.csv") as handle:
         history = list(csv.DictReader(handle))
     best = max(history, key=lambda r: float(r["val_selection_score"]))
-    test = metrics["test"]
     dedup_path = run / "evaluate-dedup" / "metrics.json"
-    dedup = json.loads(dedup_path.read_text())["metrics"]["accuracy"] if dedup_path.exists() else None
-    size = "×".join(str(s) for s in config["options"]["image_size"])
-    minutes = f"{wall[run.name] / 60:.0f}" if run.name in wall else "-"
-    return [NAMES.get(run.name, run.name), size, f"{len(history)} ({int(best['epoch']) + 1})", minutes,
-            str(config["options"]["seed"]), f"{metrics['validation']['accuracy']:.3f}",
-            f"{test['accuracy']:.3f}", "-" if dedup is None else f"{dedup:.3f}", f"{test['f1_macro']:.3f}",
-            f"{test['cohen_kappa']:.3f}", f"{test['roc_auc_macro']:.3f}"]
+    test = metrics["test"]
+    predicted_classes = sum(1 for column in zip(*test["confusion_matrix"]) if sum(column) > 0)
+    return {
+        "name": run.name, "seed": config["options"]["seed"], "epochs": len(history), "best_epoch": int(best["epoch"]) + 1,
+        "size": "×".join(str(s) for s in config["options"]["image_size"]),
+        "val": metrics["validation"]["accuracy"], "test": test["accuracy"], "f1": test["f1_macro"],
+        "kappa": test["cohen_kappa"], "auc": test["roc_auc_macro"], "classes_predicted": predicted_classes,
+        "train_accuracy_last": float(history[-1]["accuracy"]),
+        "dedup": json.loads(dedup_path.read_text())["metrics"]["accuracy"] if dedup_path.exists() else None,
+        "images_per_second": metrics["timing"].get("train_images_per_second"),
+    }
 
 
-def table(runs: Path, prefix: str) -> str:
-    header = ["Model", "Size", "Epochs (best)", "Wall min", "Seed", "Val acc", "Test acc", "Test acc de-dup",
-              "Macro-F1", "κ", "AUC"]
-    wall = wall_times(runs)
-    rows = [r for r in (row(run, wall) for run in sorted(runs.glob(f"{prefix}-*")) if run.is_dir()) if r]
+def percent(value) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]) + "\n"
+
+
+def recipe_table(runs: Path) -> str:
+    wall = wall_times(runs)
+    rows = []
+    for run in sorted(runs.glob("recipe-*")):
+        summary = run_summary(run) if run.is_dir() else None
+        if summary is None:
+            continue
+        key = re.sub(r"^recipe-|-seed\d+$", "", run.name)
+        model, change = ("S³F-Net (SN2, concat)" if key.startswith("s3f") else "Spatial baseline"), RECIPE_CHANGES[key]
+        rows.append([model, change, summary["seed"], percent(summary["val"]), percent(summary["test"]),
+                     f"{summary['kappa']:.3f}", f"{summary['f1']:.3f}", f"{summary['auc']:.3f}",
+                     f"{summary['classes_predicted']} of 3", f"{summary['train_accuracy_last']:.3f}",
+                     f"{wall[run.name] / 60:.0f}" if run.name in wall else "-"])
+    return table(["Model", "Recipe", "Seed", "Val acc", "Test acc", "κ", "Macro-F1", "AUC", "Classes predicted (test)",
+                  "Train acc (last epoch, dropout on)", "Wall min"], rows)
+
+
+def results_table(runs: Path, prefix: str) -> str:
+    wall = wall_times(runs)
+    rows = []
+    for run in sorted(runs.glob(f"{prefix}-*")):
+        summary = run_summary(run) if run.is_dir() else None
+        if summary is None:
+            continue
+        rows.append([re.sub(r"-seed\d+$", "", run.name.removeprefix(prefix + "-")), summary["seed"], summary["size"],
+                     f"{summary['epochs']} ({summary['best_epoch']})", percent(summary["val"]), percent(summary["test"]),
+                     percent(summary["dedup"]), f"{summary['f1']:.3f}", f"{summary['kappa']:.3f}", f"{summary['auc']:.3f}",
+                     f"{wall[run.name] / 60:.0f}" if run.name in wall else "-"])
+    return table(["Model", "Seed", "Size", "Epochs (best)", "Val acc", "Test acc", "Test acc de-dup", "Macro-F1", "κ",
+                  "AUC", "Wall min"], rows)
+
+
+def seed_summary(runs: Path) -> str:
+    """Mean ± sd over seeds for each brain model (official and de-duplicated test accuracy)."""
+    groups: dict[str, list[dict]] = {}
+    for run in sorted(runs.glob("brain-*-seed*")):
+        summary = run_summary(run) if run.is_dir() else None
+        if summary:
+            groups.setdefault(re.sub(r"-seed\d+$", "", run.name.removeprefix("brain-")), []).append(summary)
+    rows = []
+    for model, summaries in groups.items():
+        tests = [s["test"] for s in summaries]
+        dedups = [s["dedup"] for s in summaries if s["dedup"] is not None]
+        spread = lambda values: f"{statistics.mean(values):.2%} ± {statistics.stdev(values):.2%}" \
+            if len(values) > 1 else percent(values[0]) if values else "-"  # noqa: E731
+        rows.append([model, len(summaries), spread(tests), spread(dedups), ", ".join(percent(t) for t in tests)])
+    return table(["Model", "Seeds", "Test acc (mean ± sd)", "De-dup (mean ± sd)", "Per seed"], rows)
+
+
+def paired(runs: Path, pairs: list[tuple[str, str, str]]) -> str:
+    """Paired bootstrap + McNemar, same test images: (label, run A, run B) with A - B reported."""
+    from compare import compare, correct_per_image
+
+    rows = []
+    for label, run_a, run_b in pairs:
+        a, b = runs / run_a / "model.keras", runs / run_b / "model.keras"
+        if not (a.exists() and b.exists() and (runs / run_a / "metrics.json").exists()
+                and (runs / run_b / "metrics.json").exists()):
+            continue
+        data = DATA / ("brain_tumor_mri" if run_a.startswith("brain") else "busi")
+        sets = [("official", None)] + ([("de-duplicated", DUPLICATES)] if run_a.startswith("brain") else [])
+        for name, exclude in sets:
+            result = compare(correct_per_image(a, data / "test", exclude), correct_per_image(b, data / "test", exclude))
+            low, high = result["difference_95ci"]
+            rows.append([label, f"{name} ({result['images']})", percent(result["accuracy_a"]), percent(result["accuracy_b"]),
+                         f"{result['difference'] * 100:+.2f} [{low * 100:+.2f}, {high * 100:+.2f}]",
+                         f"{result['only_a_right']} / {result['only_b_right']}", f"{result['mcnemar_exact_p']:.2g}"])
+    return table(["A vs B", "Test set", "Acc A", "Acc B", "A − B, points [95 % CI]", "only A right / only B right",
+                  "McNemar p"], rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", type=Path, nargs="?", default=Path("runs/study"))
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    seeds = sorted({int(m.group(1)) for m in (re.search(r"-seed(\d+)$", p.name) for p in args.runs.glob("brain-*")) if m})
+    outputs = {
+        "recipe.md": recipe_table(args.runs),
+        "busi.md": results_table(args.runs, "busi"),
+        "busi_paired.md": paired(args.runs, [("S³F-Net concat vs baseline", "busi-s3f-concat", "busi-baseline"),
+                                             ("baseline: precise vs moving (64×64)", "recipe-baseline-precise",
+                                              "recipe-baseline-moving")]),
+        "brain.md": results_table(args.runs, "brain"),
+        "brain_seeds.md": seed_summary(args.runs),
+        "brain_paired.md": paired(args.runs, [(f"S³F concat vs baseline, seed {s}", f"brain-s3f-concat-seed{s}",
+                                               f"brain-baseline-seed{s}") for s in seeds]
+                                  + [("S³F bilinear vs baseline, seed 0", "brain-s3f-bilinear-seed0", "brain-baseline-seed0")]),
+    }
+    for name, text in outputs.items():
+        (args.out / name).write_text(text)
+        print(f"\n{name}\n\n{text}")
 
 
 if __name__ == "__main__":
-    runs = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/study")
-    for prefix in ("brain", "busi"):
-        print(f"\n{prefix}\n")
-        print(table(runs, prefix))
+    main()
