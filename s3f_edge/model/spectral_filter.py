@@ -107,6 +107,56 @@ class SpectralFilter(keras.layers.Layer):
         return self._dft
 
     def _call_matmul(self, inputs):
+        if self._plan().half is not None:
+            return self._call_matmul_w_major(inputs)
+        return self._call_matmul_h_major(inputs)
+
+    def _call_matmul_w_major(self, inputs):
+        """Even W: planes laid out (W, H), so that every W-axis step (even/odd split, the half-length DFT's
+        stages, the gathers that pair Z[k] with Z[M-k]) works on whole rows of H values, and the H-axis DFT
+        is a left- then a right-multiplication on the last axes."""
+        plan, half = self._plan(), self._plan().half
+        h, bins, a, b, c, f = self.height, self.bins, plan.a, plan.b, self.channels, self.filters
+        m, p, q = half.m, half.p, half.q
+        pixels = ops.reshape(ops.transpose(inputs, (0, 3, 2, 1)), (-1, c, m, 2, h))  # (B, C, W, H), W = (M, 2)
+        real, imag = ops.take(pixels, 0, axis=-2), ops.take(pixels, 1, axis=-2)  # z = even + i odd rows
+        if p > 1:
+            real, imag = _left_complex(half.forward_p, real, imag, (-1, c, p, q * h))
+            real, imag = _complex_multiply(real, imag, _column(half.forward_twiddle), (-1, c, p, q, h))
+        else:
+            real, imag = real * half.forward_p[0][0, 0], imag * half.forward_p[0][0, 0]
+        real, imag = _left_complex(half.forward_q, real, imag, (-1, c, p, q, h))
+        real, imag = _real_spectrum(half, ops.reshape(real, (-1, c, m, h)), ops.reshape(imag, (-1, c, m, h)), axis=-2)
+        # Complex DFT along H (last axis) = (m1, m2): a left-multiplication over m1, a twiddle, a right one over m2.
+        if a > 1:
+            real, imag = _left_complex(plan.forward_a, real, imag, (-1, c, bins, a, b))
+            real, imag = _complex_multiply(real, imag, (plan.forward_twiddle[0][..., 0], plan.forward_twiddle[1][..., 0]),
+                                           (-1, c, bins, a, b))
+        real, imag = _right_complex(ops.reshape(real, (-1, c, bins, a, b)), ops.reshape(imag, (-1, c, bins, a, b)),
+                                    plan.forward_b)
+        kernel = self._factored_kernel(a, b, w_major=True)
+        real, imag = self._apply_kernel(ops.reshape(real, (-1, c, bins, h)), ops.reshape(imag, (-1, c, bins, h)), kernel)
+        real, imag = _right_complex(ops.reshape(real, (-1, f, bins, a, b)), ops.reshape(imag, (-1, f, bins, a, b)),
+                                    plan.inverse_b)
+        if a > 1:
+            real, imag = _complex_multiply(real, imag, (plan.inverse_twiddle[0][..., 0], plan.inverse_twiddle[1][..., 0]),
+                                           (-1, f, bins, a, b))
+            real, imag = _left_complex(plan.inverse_a, real, imag, (-1, f, bins, a, b))
+        # c2r along W: pair the bins, then the half-length inverse DFT, then interleave even and odd rows.
+        real, imag = _paired_for_inverse(half, ops.reshape(real, (-1, f, bins, h)), ops.reshape(imag, (-1, f, bins, h)),
+                                         axis=-2)
+        real, imag = _left_complex(half.inverse_q, real, imag, (-1, f, p, q, h))
+        if p > 1:
+            real, imag = _complex_multiply(real, imag, _column(half.inverse_twiddle), (-1, f, p, q, h))
+            real, imag = _left_complex(half.inverse_p, real, imag, (-1, f, p, q * h))
+        rows = ops.stack([ops.reshape(real, (-1, f, m, h)), ops.reshape(imag, (-1, f, m, h))], axis=-2)
+        # (B, F, W, H) -> (B, H, W, F) as two single-axis moves, each a fast transpose in ONNX Runtime
+        # (one (0, 3, 2, 1) transpose takes its slow element-wise path).
+        planes = ops.transpose(ops.reshape(rows, (-1, f, 2 * m, h)), (0, 1, 3, 2))
+        planes = ops.reshape(ops.reshape(planes, (-1, f * h * 2 * m)), (-1, f, h, 2 * m))  # keeps the two apart
+        return ops.transpose(planes, (0, 2, 3, 1))
+
+    def _call_matmul_h_major(self, inputs):
         plan = self._plan()
         h, bins, a, b, c, f = self.height, self.bins, plan.a, plan.b, self.channels, self.filters
         # Real DFT along W: (B, C, H, W) -> real and imaginary (B, C, H, Wr).
@@ -129,14 +179,17 @@ class SpectralFilter(keras.layers.Layer):
                                             f, h)
         return ops.transpose(spatial, (0, 2, 3, 1))
 
-    def _factored_kernel(self, a: int, b: int):
-        """Kernel weights (C, F, H, Wr) with H permuted to the factored spectrum order (k1, k2)."""
+    def _factored_kernel(self, a: int, b: int, w_major: bool = False):
+        """Kernel weights (C, F, H, Wr) with H permuted to the factored spectrum order (k1, k2); with
+        ``w_major``, laid out (C, F, Wr, H) instead (constant-folded in an exported graph)."""
 
         def permute(weights):
-            if a == 1:
-                return weights
             by_digit = ops.reshape(weights, (self.channels, self.filters, b, a, self.bins))  # k = k2 * a + k1
-            return ops.reshape(ops.transpose(by_digit, (0, 1, 3, 2, 4)), (self.channels, self.filters, self.height, self.bins))
+            order = (0, 1, 4, 3, 2) if w_major else (0, 1, 3, 2, 4)
+            shape = (self.bins, self.height) if w_major else (self.height, self.bins)
+            if a == 1 and not w_major:
+                return weights
+            return ops.reshape(ops.transpose(by_digit, order), (self.channels, self.filters, *shape))
 
         return permute(self.real_weights), permute(self.imag_weights)
 
@@ -254,3 +307,35 @@ def _inverse_real_dft_along_w(plan: DFTPlan, real, imag, filters: int, height: i
     # z[m] = y[2m] + i y[2m+1]: interleave the two parts back into pixels.
     pixels = ops.stack([ops.reshape(real, (-1, filters, height, m)), ops.reshape(imag, (-1, filters, height, m))], axis=-1)
     return ops.reshape(pixels, (-1, filters, height, 2 * m))
+
+
+def _column(pair: tuple[np.ndarray, np.ndarray]):
+    """A (p, q) constant as (p, q, 1), to broadcast over a trailing axis."""
+    return pair[0][..., None], pair[1][..., None]
+
+
+def _real_spectrum(half, real, imag, axis: int):
+    """From the half-length DFT Z (permuted order along ``axis``) to the W//2+1 bins of the real DFT:
+    X[k] = E[k] + e^{-2 pi i k / W} O[k], E and O from Z[k] and conj(Z[M - k])."""
+    shape = (-1, 1) if axis == -2 else (-1,)
+    a_real, a_imag = ops.take(real, half.forward_take, axis=axis), ops.take(imag, half.forward_take, axis=axis)
+    b_real, b_imag = (ops.take(real, half.forward_take_mirror, axis=axis),
+                      ops.take(imag, half.forward_take_mirror, axis=axis))
+    even_real, even_imag = (a_real + b_real) * 0.5, (a_imag - b_imag) * 0.5
+    odd_real, odd_imag = (a_imag + b_imag) * 0.5, (b_real - a_real) * 0.5
+    cos, sin = (np.reshape(v, shape) for v in half.forward_phase)
+    return even_real + cos * odd_real - sin * odd_imag, even_imag + cos * odd_imag + sin * odd_real
+
+
+def _paired_for_inverse(half, real, imag, axis: int):
+    """Bins 0..W//2 along ``axis`` -> Z = E + i O in the permuted order the half-length inverse DFT takes;
+    the imaginary parts of DC and Nyquist drop out, as in a c2r transform."""
+    shape = (-1, 1) if axis == -2 else (-1,)
+    imag = imag * np.reshape(half.imag_mask, shape)
+    a_real, a_imag = ops.take(real, half.inverse_take, axis=axis), ops.take(imag, half.inverse_take, axis=axis)
+    b_real, b_imag = (ops.take(real, half.inverse_take_mirror, axis=axis),
+                      ops.take(imag, half.inverse_take_mirror, axis=axis))
+    difference_real, difference_imag = a_real - b_real, a_imag + b_imag
+    cos, sin = (np.reshape(v, shape) for v in half.inverse_phase)
+    odd_real, odd_imag = difference_real * cos - difference_imag * sin, difference_real * sin + difference_imag * cos
+    return a_real + b_real - odd_imag, a_imag - b_imag + odd_real
