@@ -81,7 +81,7 @@ def main() -> None:
 
     from s3f_edge.data.folders import discover, load_split
     from s3f_edge.export.onnx_export import ExportOptions, export_model
-    from s3f_edge.export.precision import calibration_images, int8_float_layers, spectral_node_names, to_int8
+    from s3f_edge.export.precision import calibration_images, int8_float_nodes, spectral_node_names, to_int8
     from s3f_edge.model import load_model, spectral_filters
     from s3f_edge.runtime import Predictor
 
@@ -108,11 +108,11 @@ def main() -> None:
         else:
             to_int8(fp32, path, sample, exclude, method)
         rows.append({"variant": name, "file": path, "method": method, "seconds_to_quantize": round(time.perf_counter() - started, 1)})
-    # The best symmetric variant once more with the layers the export keeps in float (int8_float_layers:
+    # The best symmetric variant once more with the layers the export keeps in float (int8_float_nodes:
     # the spectral block, the first spatial block that reads the image, the classifier head): what
     # `s3f-edge export --precision int8` writes. A layer-by-layer sensitivity scan chose them.
     best = max(rows[2:], key=lambda r: r["accuracy"])
-    keep = spectral_node_names(proto, int8_float_layers(load_model(args.model)))
+    keep = int8_float_nodes(proto, load_model(args.model))
     for name, exclude in ((f"symmetric, {best['method']}, first spatial block + head also in float (export default)", keep),):
         path = scratch / "int8-export-default.onnx"
         to_int8(fp32, path, sample, exclude, best["method"])

@@ -173,7 +173,7 @@ def _row(fmt: str, path: Path | None, status: str, seconds: float) -> dict:
 
 def export_model(keras_path: str | Path, options: ExportOptions) -> ExportResult:
     """Export ``keras_path`` per ``options``; raises on any failed check or parity test."""
-    from s3f_edge.export.precision import (calibration_images, int8_float_layers, spectral_node_names, to_float16,
+    from s3f_edge.export.precision import (calibration_images, int8_float_nodes, spectral_node_names, to_float16,
                                            to_int8)
     from s3f_edge.model import load_model
 
@@ -211,8 +211,9 @@ def export_model(keras_path: str | Path, options: ExportOptions) -> ExportResult
     deployed = onnx_path
     if options.precision != "fp32":
         started = time.perf_counter()
-        # FP16: the spectral block stays FP32; INT8: also the layers measured to matter (int8_float_layers).
-        keep = spectral_node_names(proto, spectral_names if options.precision == "fp16" else int8_float_layers(model))
+        # FP16: the spectral block stays FP32; INT8: also the layers measured to matter (int8_float_nodes).
+        keep = (spectral_node_names(proto, spectral_names) if options.precision == "fp16"
+                else int8_float_nodes(proto, model))
         reduced_path = out_dir / f"model.{options.precision}.onnx"
         if options.precision == "fp16":
             reduced = to_float16(proto, keep)

@@ -13,21 +13,34 @@ from s3f_edge.errors import InputError
 from s3f_edge.export.formats import CALIBRATION_METHODS
 
 
-def int8_float_layers(keras_model) -> list[str]:
-    """Keras layers an INT8 export keeps in float, chosen by measurement (benchmarks/int8_variants.py): every
-    SpectralFilter (full-size FFT sums need float's range), the first spatial block (it reads the raw image;
-    alone it took top-1 agreement with FP32 from 97.0 % to 99.2 % on brain MRI) and the classifier head."""
+def int8_float_nodes(model: onnx.ModelProto, keras_model) -> list[str]:
+    """ONNX nodes an INT8 export keeps in float, chosen by measurement (benchmarks/int8_variants.py): every
+    SpectralFilter's (full-size FFT sums need float's range), the first spatial block's (it reads the raw
+    image; alone it took top-1 agreement with FP32 from 97.0 % to 99.2 % on brain MRI) and the classifier
+    head's. The block is found by following the graph from its first convolution to the first pooling,
+    because tf2onnx renames a convolution it fuses with a BatchNorm."""
     import keras
 
     from s3f_edge.model import spectral_filters
 
-    layers = [layer.name for layer in spectral_filters(keras_model)]
-    first_block = [layer.name for layer in keras_model.layers if layer.name.startswith("spatial_block1_")
-                   and isinstance(layer, keras.layers.Conv2D)]
-    if not first_block:  # a model outside s3f-edge's naming: the first convolution that reads the input
-        first_block = [next((layer.name for layer in keras_model.layers if isinstance(layer, keras.layers.Conv2D)), "")]
-    head = keras_model.layers[-1].name
-    return [name for name in layers + first_block + [head] if name]
+    named = [layer.name for layer in spectral_filters(keras_model)] + [keras_model.layers[-1].name]
+    first_conv = next((layer.name for layer in keras_model.layers if isinstance(layer, keras.layers.Conv2D)
+                       and layer.name.startswith("spatial_block1_")), None)
+    first_conv = first_conv or next((layer.name for layer in keras_model.layers
+                                     if isinstance(layer, keras.layers.Conv2D)), None)
+    kept = set(spectral_node_names(model, named))
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    frontier = [n for n in model.graph.node if first_conv and n.name in spectral_node_names(model, [first_conv])]
+    while frontier:
+        node = frontier.pop()
+        if node.name in kept or node.op_type in ("MaxPool", "AveragePool", "GlobalAveragePool"):
+            continue
+        kept.add(node.name)
+        frontier += [c for output in node.output for c in consumers.get(output, [])]
+    return [node.name for node in model.graph.node if node.name in kept]
 
 
 def spectral_node_names(model: onnx.ModelProto, layer_names: list[str]) -> list[str]:
