@@ -62,7 +62,13 @@ def provider_options(providers: list[str]) -> list[dict]:
 
 
 def session_options(ort=None):
-    """SessionOptions used for every s3f-edge session (runtime, export parity, benchmarks)."""
+    """SessionOptions used for every s3f-edge session (runtime, export parity, benchmarks).
+
+    ONNX Runtime's own defaults (intra-op threads = physical cores, all graph optimisations, sequential
+    execution, memory arena on) were the fastest of the settings measured on S3F-Net here
+    (benchmarks/ort_session_options.py: one thread, basic or extended optimisation, parallel execution
+    and no arena were all slower or equal), so only the log level is set.
+    """
     ort = ort or import_onnxruntime()
     options = ort.SessionOptions()
     options.log_severity_level = 3
