@@ -10,7 +10,8 @@
 #   2. runs the GPU and TensorRT tests (pytest -m "gpu or tensorrt"), then the whole suite, which must
 #      also pass with the gpu extra (no test may assume CPU-only providers);
 #   3. exports the bundled model with --trt at fp32, fp16 and int8 (each engine parity-checked inside
-#      export) and benchmarks Keras, ONNX Runtime (CPU, CUDA, TensorRT provider) and the engines;
+#      export), benchmarks Keras, ONNX Runtime (CPU, CUDA, TensorRT provider) and the engines, and runs
+#      the accuracy x speed matrix with TensorRT rows on the brain MRI test set;
 #   4. writes OUT/report.md with every step's exit code and the tables, plus the raw logs and JSON.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -71,6 +72,10 @@ ONNX=("$OUT/export-fp32/model.onnx")
 "$S3F" bench "$MODEL" "${ONNX[@]}" "${ENGINES[@]}" --backends keras,onnx-cpu,onnx-cuda,onnx-trt,trt \
   --batch 1,8,32 --duration 5 --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1
 status "bench (every backend)" $? "$OUT/bench.log"
+TEST=samples/brain_mri/test
+[[ -d $DATA/test ]] && TEST=$DATA/test
+"$S3F" matrix "$MODEL" "$TEST" --calib "$CALIB" --trt --out "$OUT/matrix" > "$OUT/matrix.log" 2>&1
+status "matrix (accuracy x speed, TensorRT engines included)" $? "$OUT/matrix.log"
 if [[ -d $DATA/test ]]; then
   for engine in "${ENGINES[@]}"; do
     "$S3F" evaluate "$engine" "$DATA/test" --out "$OUT/evaluate-$(basename "$engine")" \
@@ -89,6 +94,9 @@ fi
   echo "| step | exit code | log |"
   echo "|---|---|---|"
   cat "$OUT/steps.md"
+  echo
+  echo "## matrix"
+  cat "$OUT/matrix/matrix.md" 2>/dev/null || echo "(no matrix: see $OUT/matrix.log)"
   echo
   echo "## bench"
   echo '```'
