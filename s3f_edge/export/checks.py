@@ -43,7 +43,7 @@ def tensorrt_support_problems(model: onnx.ModelProto, trt_version: tuple[int, in
     if unavailable_reason("trt") is None:
         from s3f_edge.export.tensorrt import parser_problems
 
-        return parser_problems(model.SerializeToString())
+        return parser_problems(model.SerializeToString(), node_names=[f"{n.name} ({n.op_type})" for n in model.graph.node])
     from s3f_edge.export.tensorrt_ops import tensorrt_problems
 
     return tensorrt_problems(model, trt_version)

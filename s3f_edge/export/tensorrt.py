@@ -49,8 +49,8 @@ def _strongly_typed_network(trt, builder):
 
 def _parser(trt, network, logger):
     # The ONNX DFT op is parsed through the cuFFT FFT plugin (TensorRT >= 11.2): register the plugins first.
-    if hasattr(trt, "init_libnvinfer_plugins"):
-        trt.init_libnvinfer_plugins(logger, "")
+    if hasattr(trt, "init_libnvinfer_plugins") and not trt.init_libnvinfer_plugins(logger, ""):
+        raise BackendError("TensorRT could not register its plugin library (libnvinfer_plugin)")
     return trt.OnnxParser(network, logger)
 
 
@@ -58,7 +58,7 @@ def _parser_errors(parser) -> list[str]:
     return [str(parser.get_error(i)) for i in range(parser.num_errors)]
 
 
-def parser_problems(model_bytes: bytes, path: str | None = None) -> list[str]:
+def parser_problems(model_bytes: bytes, path: str | None = None, node_names: list[str] | None = None) -> list[str]:
     """What the installed TensorRT's own ONNX parser refuses in this model (empty: all supported).
 
     Uses ``supports_model_v2`` (TensorRT >= 10.1) to name the unsupported nodes, else a full parse.
@@ -75,7 +75,8 @@ def parser_problems(model_bytes: bytes, path: str | None = None) -> list[str]:
         problems = []
         for index in range(parser.num_subgraphs):
             if not parser.is_subgraph_supported(index):
-                nodes = list(parser.get_subgraph_nodes(index))
+                nodes = [node_names[i] if node_names and i < len(node_names) else f"#{i}"
+                         for i in parser.get_subgraph_nodes(index)]  # the parser gives node indices
                 problems.append(f"TensorRT {trt.__version__} parser: unsupported subgraph of ONNX nodes {nodes[:12]}"
                                 f"{' ...' if len(nodes) > 12 else ''}")
         return (problems + _parser_errors(parser)) or [f"TensorRT {trt.__version__} parser: model not supported"]
@@ -115,8 +116,11 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, input_shape: tu
         config.clear_flag(trt.BuilderFlag.TF32)  # TF32 matmuls would break the FP32 parity tolerance (1e-4)
     profile = builder.create_optimization_profile()
     input_name = network.get_input(0).name
-    profile.set_shape(input_name, (options.min_batch, *input_shape), (options.opt_batch, *input_shape),
-                      (options.max_batch, *input_shape))
+    try:  # the binding raises (rather than returns a status) for a name or shape the network does not have
+        profile.set_shape(input_name, (options.min_batch, *input_shape), (options.opt_batch, *input_shape),
+                          (options.max_batch, *input_shape))
+    except RuntimeError as error:
+        raise BackendError(f"TensorRT refused the batch profile for input {input_name!r}: {error}") from error
     if config.add_optimization_profile(profile) < 0:
         raise BackendError(f"TensorRT refused the batch profile {options.min_batch},{options.opt_batch},"
                            f"{options.max_batch} for input {input_name!r} of shape {input_shape}")

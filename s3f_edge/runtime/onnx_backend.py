@@ -51,6 +51,8 @@ def provider_options(providers: list[str]) -> list[dict]:
         if provider == "TensorrtExecutionProvider":
             cache = tensorrt_cache_dir()
             cache.mkdir(parents=True, exist_ok=True)
+            # (This provider has no TF32 switch; its FP32 engines may use TF32 on Ampere and later, so its
+            # outputs get a looser bound than s3f-edge's own engines, built with TF32 off.)
             options.append({"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache),
                             "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(cache)})
         elif provider == "CUDAExecutionProvider":

@@ -45,7 +45,7 @@ def import_cudart():
     try:
         from cuda.bindings import runtime as cudart
     except ImportError as error:
-        raise TensorRTUnavailable("cuda-python >= 12.6.1 (< 13, matching TensorRT's CUDA 12) is needed to run "
+        raise TensorRTUnavailable("cuda-python >= 12.6.1 (< 13, the CUDA 12 build, like tensorrt-cu12) is needed to run "
                                   "TensorRT engines: pip install 's3f-edge[gpu]'") from error
     return cudart
 
@@ -137,8 +137,11 @@ class TensorRTPredictor(Predictor):
             raise BackendError(f"{path}: expected one input and one output tensor, found {inputs} and {outputs}")
         (self.input_name,), (self.output_name,) = inputs, outputs
         # Take the I/O types from the engine: an engine may take or give FP16 even when the ONNX file was FP32.
-        self.input_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))
-        self.output_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.output_name)))
+        try:
+            self.input_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))
+            self.output_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.output_name)))
+        except TypeError as error:  # BF16, FP8, INT4 I/O: no numpy type
+            raise BackendError(f"{path}: the engine's input/output type has no numpy equivalent ({error})") from error
         self.context = self.engine.create_execution_context()
         if self.context is None:
             raise BackendError(f"TensorRT could not create an execution context for {path} (GPU memory?)")
