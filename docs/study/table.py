@@ -73,11 +73,12 @@ def table(header: list[str], rows: list[list]) -> str:
 def recipe_table(runs: Path) -> str:
     wall = wall_times(runs)
     rows = []
-    for run in sorted(runs.glob("recipe-*")):
-        summary = run_summary(run) if run.is_dir() else None
+    order = list(RECIPE_CHANGES)
+    found = [(run, re.sub(r"^recipe-|-seed\d+$", "", run.name)) for run in runs.glob("recipe-*") if run.is_dir()]
+    for run, key in sorted(found, key=lambda item: (order.index(item[1]), item[0].name)):
+        summary = run_summary(run)
         if summary is None:
             continue
-        key = re.sub(r"^recipe-|-seed\d+$", "", run.name)
         model, change = ("S³F-Net (SN2, concat)" if key.startswith("s3f") else "Spatial baseline"), RECIPE_CHANGES[key]
         rows.append([model, change, summary["seed"], percent(summary["val"]), percent(summary["test"]),
                      f"{summary['kappa']:.3f}", f"{summary['f1']:.3f}", f"{summary['auc']:.3f}",

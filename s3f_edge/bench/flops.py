@@ -13,14 +13,16 @@ from s3f_edge.model.dft import split_factor
 from s3f_edge.model.spectral_filter import SpectralFilter
 
 
-def spectral_filter_flops(height: int, width: int, channels: int, filters: int) -> dict[str, float]:
+def spectral_filter_flops(height: int, width: int, channels: int, filters: int,
+                          factor_width: bool = False) -> dict[str, float]:
     """FLOPs of one SpectralFilter call on one image.
 
     ``fft``: rfft2d of C planes and irfft2d of F planes at 2.5 N log2 N each (half a complex FFT's
     5 N log2 N), plus the complex per-frequency mix (8 flops per complex multiply-add).
     ``matmul``: what the DFT-as-matmul form executes (s3f_edge.model.dft): along W, for even W = 2M,
     an M = p * q point complex DFT (4 real matmuls per stage, a twiddle) plus the real-signal
-    combination, else dense matmuls; along H a complex DFT factored as H = a * b; and the mix.
+    combination (with ``factor_width``, as dft_plan), else dense matmuls (the default); along H a complex DFT
+    factored as H = a * b; and the mix.
     """
     n = height * width
     bins = width // 2 + 1
@@ -29,7 +31,7 @@ def spectral_filter_flops(height: int, width: int, channels: int, filters: int) 
     a, b = split_factor(height)
     # per plane: one complex H transform over Wr columns
     along_h = 8.0 * (a + b) * height * bins + 6.0 * height * bins if a > 1 else 8.0 * height * height * bins
-    if width % 2 == 0:
+    if factor_width and width % 2 == 0:
         m = width // 2
         p, q = split_factor(m)
         stages = 8.0 * m * (p + q) + (6.0 * m if p > 1 else 0.0)

@@ -11,13 +11,13 @@ so no transpose is needed. That costs O(H (a + b)) per column instead of the den
 spectrum comes out in the factored order (k1, k2) for k = k1 + a * k2, the kernel weights are
 permuted to match, and the inverse returns to natural order. A prime H uses one dense DFT.
 
-Along W, an even width W = 2M goes through one complex DFT of half the length (the classic trick for
-real signals): the even and odd pixels become the real and imaginary parts of an M-point complex
-signal, whose DFT is factored M = p * q in the same way (a left-multiplication, a twiddle, a
-right-multiplication, all on free reshapes); a few element-wise operations and two gathers then give
-the W//2+1 bins of the real DFT. The inverse runs the same steps backwards (imaginary parts of DC and
-Nyquist dropped, as a c2r transform does). That replaces the dense W x (W//2+1) matrices, which cost
-about 80 % of the block at 256 x 256, by O(W (p + q)) work per row. An odd W keeps the dense matrices.
+Along W the default is one dense real-DFT matrix (W x (W//2+1)). The optional factored path
+(``factor_width=True``) sends an even width W = 2M through one complex DFT of half the length (the
+classic trick for real signals): the even and odd pixels become the real and imaginary parts of an
+M-point complex signal, whose DFT is factored M = p * q in the same way; a few element-wise operations
+and two gathers then give the W//2+1 bins of the real DFT, and the inverse runs the same steps
+backwards (imaginary parts of DC and Nyquist dropped, as a c2r transform does). That is O(W (p + q))
+work per row instead of O(W^2), but measured slower in ONNX Runtime on the CPU (see dft_plan).
 
 Forward and inverse are each scaled by 1/sqrt(H * W), which gives TensorFlow's 1/(H * W) on the
 round trip while keeping intermediate values at the input's magnitude (no FP16 overflow).
@@ -95,11 +95,14 @@ class DFTPlan:
 
 
 def dft_plan(height: int, width: int, dtype: str | np.dtype = "float32", factor_height: bool = True,
-             factor_width: bool = True) -> DFTPlan:
-    """Build the factored DFT-as-matmul constants for an image of ``height`` x ``width`` pixels.
+             factor_width: bool = False) -> DFTPlan:
+    """Build the DFT-as-matmul constants for an image of ``height`` x ``width`` pixels.
 
-    ``factor_height=False`` / ``factor_width=False`` give the dense matrices instead (the earlier forms,
-    kept so that benchmarks can compare them in one run); the outputs are the same.
+    The default factors H and keeps W dense: measured in ONNX Runtime on the CPU (benchmarks/ratios.py),
+    the factored W path does 2.7x fewer FLOPs at 256 x 256 but runs slower, its small matrix products and
+    extra element-wise passes costing more than the dense product saves. ``factor_width=True`` selects it
+    (for runtimes where it may pay, and for the benchmarks); ``factor_height=False`` gives the first,
+    fully dense form. Every form computes the same outputs.
     """
     if height < 1 or width < 1:
         raise ValueError(f"image size must be positive, got {height}x{width}")
