@@ -3,12 +3,14 @@
     python benchmarks/int8_variants.py [--model s3f_edge/assets/default_model/model.keras]
         [--data ../shared/data/brain_tumor_mri] [--out benchmarks/results]
 
-Variants: the previous export (asymmetric activations, quantized biases, MinMax ranges, the first 256
-training files in path order); then symmetric activations with float biases (the form TensorRT takes)
-calibrated on a seeded random sample with MinMax, percentile and entropy ranges; then the best of
-those with the first spatial block and the classifier head also left in float (what the export writes). For each: accuracy and macro-F1 on the test set, top-1
-agreement with the FP32 ONNX file, how many zero points are not 0, and ONNX Runtime p50 latency at
-batch 1 and 32 beside FP32 on the same images. Writes int8_variants.json and .md.
+Variants: the first export (asymmetric activations, quantized biases, MinMax ranges, the first 256
+training files in path order); then the form TensorRT takes (symmetric activations, zero points 0, float
+biases, per-channel weights; the spectral block, the first spatial block and the classifier head in
+float), without and with BatchNorm folded into the convolutions first, with 7- or 8-bit weights, on 256
+or 1024 seeded calibration images, with percentile, MinMax and entropy ranges. For each: accuracy and
+macro-F1 on the test set, top-1 agreement with the FP32 ONNX file, how many zero points are not 0, and
+ONNX Runtime p50 latency at batch 1 and 32 beside FP32 on the same images. Writes int8_variants.json
+and .md.
 """
 from __future__ import annotations
 
@@ -94,38 +96,44 @@ def main() -> None:
     proto = onnx.load(fp32)
     spectral = spectral_node_names(proto, [layer.name for layer in spectral_filters(load_model(args.model))])
     train = args.data / "train"
-    sample = calibration_images(train, reference.contract, 256, seed=0)
 
-    variants = [("previous: asymmetric, int32 biases, MinMax, first 256 files", None, None)]
-    variants += [(f"symmetric, float biases, {method}, seeded sample", method, spectral)
-                 for method in ("minmax", "percentile", "entropy")]
+    keep = int8_float_nodes(proto, load_model(args.model))  # spectral block, first spatial block, classifier head
+    samples = {count: calibration_images(train, reference.contract, count, seed=0) for count in (256, 1024)}
+    # (label, method, calibration images, weight bits, fold BatchNorm first, float nodes); None: the first export
+    variants = [("first export: asymmetric activations, int32 biases, MinMax, first 256 files", None, 256, 8, False, spectral),
+                ("symmetric, BatchNorm not folded, 7-bit weights, percentile, 256 images (previous export)",
+                 "percentile", 256, 7, False, keep),
+                ("BatchNorm folded, 7-bit weights, percentile, 256 images", "percentile", 256, 7, True, keep),
+                ("BatchNorm folded, 7-bit weights, percentile, 1024 images (--int8-weight-bits 7)", "percentile", 1024, 7,
+                 True, keep),
+                ("BatchNorm folded, 8-bit weights, percentile, 256 images", "percentile", 256, 8, True, keep),
+                ("BatchNorm folded, 8-bit weights, minmax, 1024 images", "minmax", 1024, 8, True, keep),
+                ("BatchNorm folded, 8-bit weights, entropy, 1024 images", "entropy", 1024, 8, True, keep),
+                ("BatchNorm folded, 8-bit weights, percentile, 1024 images (export default)", "percentile", 1024, 8, True,
+                 keep)]
     rows = [{"variant": "FP32 (reference)", "file": fp32, "nonzero_zero_points": "-"}]
-    for name, method, exclude in variants:
+    for name, method, count, bits, fold, exclude in variants:
         path = scratch / f"int8-{len(rows)}.onnx"
         started = time.perf_counter()
         if method is None:
-            previous_int8(fp32, path, first_files_sample(train, reference.contract, 256), spectral)
+            previous_int8(fp32, path, first_files_sample(train, reference.contract, count), exclude)
         else:
-            to_int8(fp32, path, sample, exclude, method)
-        rows.append({"variant": name, "file": path, "method": method, "seconds_to_quantize": round(time.perf_counter() - started, 1)})
-    # The best symmetric variant once more with the layers the export keeps in float (int8_float_nodes:
-    # the spectral block, the first spatial block that reads the image, the classifier head): what
-    # `s3f-edge export --precision int8` writes. A layer-by-layer sensitivity scan chose them.
-    best = max(rows[2:], key=lambda r: r["accuracy"])
-    keep = int8_float_nodes(proto, load_model(args.model))
-    for name, exclude in ((f"symmetric, {best['method']}, first spatial block + head also in float (export default)", keep),):
-        path = scratch / "int8-export-default.onnx"
-        to_int8(fp32, path, sample, exclude, best["method"])
-        predictor = Predictor.load(path, backend="onnx-cpu", metadata=reference.metadata)
+            to_int8(fp32, path, samples[count], exclude, method, weight_bits=bits, fold_batchnorm=fold)
+        rows.append({"variant": name, "file": path, "method": method, "calibration_images": count, "weight_bits": bits,
+                     "seconds_to_quantize": round(time.perf_counter() - started, 1)})
+    for row in rows:
+        predictor = reference if row["file"] == fp32 else Predictor.load(row["file"], backend="onnx-cpu",
+                                                                        metadata=reference.metadata)
         predicted = predictor.predict_all(test_x).argmax(1)
-        rows.append({"variant": name, "file": path, "accuracy": round(float((predicted == test_y).mean()), 4),
-                     "f1_macro": round(float(f1_score(test_y, predicted, average="macro")), 4),
-                     "top1_agreement_with_fp32": round(float((predicted == expected).mean()), 4),
-                     "size_mb": round(path.stat().st_size / 1e6, 2),
-                     "nonzero_zero_points": "%d of %d" % nonzero_zero_points(path),
-                     "p50_ms_batch1": p50_ms(predictor, test_x, 1, args.seconds),
-                     "p50_ms_batch32": p50_ms(predictor, test_x, 32, args.seconds)})
-        print({k: v for k, v in rows[-1].items() if k != "file"}, flush=True)
+        row.update({"accuracy": round(float((predicted == test_y).mean()), 4),
+                    "f1_macro": round(float(f1_score(test_y, predicted, average="macro")), 4),
+                    "top1_agreement_with_fp32": round(float((predicted == expected).mean()), 4),
+                    "size_mb": round(row["file"].stat().st_size / 1e6, 2),
+                    "p50_ms_batch1": p50_ms(predictor, test_x, 1, args.seconds),
+                    "p50_ms_batch32": p50_ms(predictor, test_x, 32, args.seconds)})
+        if row["file"] != fp32:
+            row["nonzero_zero_points"] = "%d of %d" % nonzero_zero_points(row["file"])
+        print({k: v for k, v in row.items() if k != "file"}, flush=True)
     for row in rows:
         row["file"] = row["file"].name
 

@@ -56,10 +56,10 @@ def goals(bundled: dict, brisc: dict, share: dict | None) -> str:
         rate = row["images_per_second"].get("32") if row["status"] == "ok" else None
         if not rate:
             continue
-            yardstick = int8_rate if "INT8" in row["artefact"] and int8_rate else fp32_rate
-            lines.append(f"| brisc2025 256×256, {row['artefact']} ({row['backend']}), batch 32: achieved vs "
-                         f"{'INT8' if yardstick is int8_rate else 'FP32'} GEMM | {rate * flops / 1e9:.0f} G/s of "
-                         f"{yardstick / 1e9:.0f} G/s ({rate * flops / yardstick:.0%}) | (reported) |")
+        yardstick = int8_rate if "INT8" in row["artefact"] and int8_rate else fp32_rate
+        lines.append(f"| brisc2025 256×256, {row['artefact']} ({row['backend']}), batch 32: achieved vs "
+                     f"{'INT8' if yardstick is int8_rate else 'FP32'} GEMM | {rate * flops / 1e9:.0f} G/s of "
+                     f"{yardstick / 1e9:.0f} G/s ({rate * flops / yardstick:.0%}) | (reported) |")
     return "\n".join(lines) + "\n"
 
 

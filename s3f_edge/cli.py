@@ -296,10 +296,13 @@ def _batch_profile(value: str) -> tuple[int, int, int]:
               help="Also write an FP16 model (spectral block kept FP32) or a statically calibrated INT8 model.")
 @click.option("--calib", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Folder of representative images for INT8 calibration (searched recursively; e.g. DATA/train).")
-@click.option("--calib-images", type=click.IntRange(1), default=256, show_default=True,
+@click.option("--calib-images", type=click.IntRange(1), default=1024, show_default=True,
               help="INT8: how many of those images to calibrate on (a seeded random sample).")
 @click.option("--calib-method", type=click.Choice(CALIBRATION_METHODS), default="percentile", show_default=True,
               help="INT8: how activation ranges are chosen from the calibration images.")
+@click.option("--int8-weight-bits", type=click.Choice(["8", "7"]), default="8", show_default=True,
+              help="INT8: 8-bit weights (more accurate; for TensorRT, ARM and x86 CPUs with VNNI) or 7-bit weights, "
+                   "which ONNX Runtime also runs exactly on x86 CPUs without VNNI (there, 8-bit files are refused).")
 @click.option("--images", "parity_images", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Real images for the parity check (default: 8 brain MRI images shipped with s3f-edge).")
 @click.option("--trt", is_flag=True, help="Also build a TensorRT engine (needs an NVIDIA GPU and the gpu extra).")
@@ -311,8 +314,8 @@ def _batch_profile(value: str) -> tuple[int, int, int]:
 @click.option("--class-names", default=None,
               help="Comma-separated class names in output order, for models without s3f-edge metadata "
                    "(e.g. the original release's files).")
-def export(model_path, out_dir, fft, opset, precision, calib, calib_images, calib_method, parity_images, trt, trt_batch,
-           timing_cache, triton_repo, class_names):
+def export(model_path, out_dir, fft, opset, precision, calib, calib_images, calib_method, int8_weight_bits, parity_images,
+           trt, trt_batch, timing_cache, triton_repo, class_names):
     """Export a trained MODEL (.keras) to ONNX, checked and proven equal to Keras.
 
     Every SpectralFilter is lowered first (same weights, same outputs). The command fails if the
@@ -328,7 +331,8 @@ def export(model_path, out_dir, fft, opset, precision, calib, calib_images, cali
 
     options = ExportOptions(
         out_dir=out_dir or model_path.parent / "export", fft=fft, opset=opset, precision=precision, calib=calib,
-        calib_images=calib_images, calib_method=calib_method, parity_images=parity_images, trt=trt, trt_batch=_batch_profile(trt_batch), timing_cache=timing_cache,
+        calib_images=calib_images, calib_method=calib_method, int8_weight_bits=int(int8_weight_bits),
+        parity_images=parity_images, trt=trt, trt_batch=_batch_profile(trt_batch), timing_cache=timing_cache,
         triton_repo=triton_repo, class_names=[c.strip() for c in class_names.split(",")] if class_names else None,
     )
     result = export_model(model_path, options)
@@ -340,8 +344,12 @@ def export(model_path, out_dir, fft, opset, precision, calib, calib_images, cali
             return "-"
         return f"{p.reference_accuracy:.1%} -> {p.candidate_accuracy:.1%}"
 
+    def agreement(p):
+        ties = f" ({p.near_ties} near-tie{'s' if p.near_ties != 1 else ''} flipped)" if p.near_ties else ""
+        return f"{p.top1_agreement:.1%}{ties}"
+
     click.echo(_table(["model", "inputs", "images", "max |p diff|", "top-1 agreement", "accuracy Keras -> ONNX"],
-                      [[precision_name, p.inputs, p.count, f"{p.max_abs_diff:.2e}", f"{p.top1_agreement:.1%}", accuracy(p)]
+                      [[precision_name, p.inputs, p.count, f"{p.max_abs_diff:.2e}", agreement(p), accuracy(p)]
                        for precision_name, results in result.parity.items() for p in results]))
 
 

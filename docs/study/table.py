@@ -36,7 +36,11 @@ def wall_times(runs: Path) -> dict[str, int]:
     path = runs / "wall_times.txt"
     if not path.exists():
         return {}
-    return {name: int(seconds) for name, seconds, *_ in (line.split() for line in path.read_text().splitlines() if line)}
+    # A run paused and resumed has one line per sitting: its wall time is their sum.
+    total: dict[str, int] = {}
+    for name, seconds, *_ in (line.split() for line in path.read_text().splitlines() if line.strip()):
+        total[name] = total.get(name, 0) + int(seconds)
+    return total
 
 
 def run_summary(run: Path) -> dict | None:

@@ -16,7 +16,7 @@ from s3f_edge.runtime.parity import ParityResult, compare, image_labels, parity_
 from s3f_edge.model import spectral_filters
 from s3f_edge.model.metadata import package_versions
 
-from s3f_edge.export.formats import CALIBRATION_METHODS, FFT_LOWERINGS, MAX_TF2ONNX_OPSET, PRECISIONS
+from s3f_edge.export.formats import CALIBRATION_METHODS, FFT_LOWERINGS, INT8_WEIGHT_BITS, MAX_TF2ONNX_OPSET, PRECISIONS
 
 
 class ParityError(S3FEdgeError, RuntimeError):
@@ -30,8 +30,9 @@ class ExportOptions:
     opset: int = 17
     precision: str = "fp32"
     calib: Path | None = None  # images for INT8 calibration (a seeded sample of calib_images of them)
-    calib_images: int = 256
+    calib_images: int = 1024
     calib_method: str = "percentile"  # minmax | percentile | entropy
+    int8_weight_bits: int = 8  # 7: exact on x86 CPUs without VNNI, less accurate (export/precision.py:to_int8)
     parity_images: Path | None = None  # real images for parity (default: the packaged set)
     trt: bool = False
     trt_batch: tuple[int, int, int] = (1, 8, 32)
@@ -53,6 +54,8 @@ class ExportOptions:
             raise InputError("--precision int8 needs --calib IMAGES (a folder of representative images)")
         if self.calib_method not in CALIBRATION_METHODS or self.calib_images < 1:
             raise InputError(f"--calib-method must be one of {CALIBRATION_METHODS} and --calib-images at least 1")
+        if self.int8_weight_bits not in INT8_WEIGHT_BITS:
+            raise InputError(f"--int8-weight-bits must be one of {INT8_WEIGHT_BITS}")
         low, opt, high = self.trt_batch
         if not 1 <= low <= opt <= high:
             raise InputError(f"TensorRT batch profile must satisfy 1 <= min <= opt <= max, got {self.trt_batch}")
@@ -218,9 +221,12 @@ def export_model(keras_path: str | Path, options: ExportOptions) -> ExportResult
         if options.precision == "fp16":
             reduced = to_float16(proto, keep)
         else:
-            to_int8(onnx_path, reduced_path, calib_images, keep, options.calib_method)
+            to_int8(onnx_path, reduced_path, calib_images, keep, options.calib_method, options.int8_weight_bits)
             reduced = onnx.load(reduced_path)
         reduced_meta = {**metadata, "precision": options.precision}
+        if options.precision == "int8":
+            reduced_meta.update({"int8_weight_bits": options.int8_weight_bits, "calibration": {
+                "images": len(calib_images), "method": options.calib_method, "folder": str(options.calib)}})
         _attach_metadata(reduced, reduced_meta)
         onnx.save(reduced, reduced_path)
         try:

@@ -10,7 +10,7 @@ import onnx
 
 from s3f_edge.data.preprocess import Preprocessing
 from s3f_edge.errors import InputError
-from s3f_edge.export.formats import CALIBRATION_METHODS
+from s3f_edge.export.formats import CALIBRATION_METHODS, INT8_WEIGHT_BITS
 
 
 def int8_float_nodes(model: onnx.ModelProto, keras_model) -> list[str]:
@@ -76,36 +76,47 @@ class _ImageCalibrationReader:
 
 
 def to_int8(model_path: Path, out_path: Path, calibration_images: np.ndarray, exclude_nodes: list[str],
-            method: str = "percentile") -> None:
+            method: str = "percentile", weight_bits: int = 8, fold_batchnorm: bool = True) -> None:
     """Static INT8 in the one form both ONNX Runtime and TensorRT's explicit quantization take: QDQ with
     symmetric int8 activations (zero point 0, one scale per tensor), symmetric per-channel int8 weights,
-    float biases (TensorRT dequantizes only activation types; ONNX Runtime >= 1.21 quantizes them itself
-    when it fuses), calibrated on real images. ``exclude_nodes`` (the spectral block) stay in float.
+    float biases (TensorRT dequantizes only activation types), calibrated on real images.
+    ``exclude_nodes`` (the spectral block and the layers measured to matter) stay in float.
 
-    Weights use 7 of their 8 bits (``reduce_range``): on x86 without VNNI, ONNX Runtime runs int8 x int8 as
-    uint8 x int8 (activations shifted by 128), and VPMADDUBSW then saturates its 16-bit pair sums when full-
-    range weights meet activations centred at 128 - measured here: 37.5 % top-1 agreement fused against
-    87.5 % unfused on the same file, equal once the weights lose a bit. With symmetric activations ONNX
-    Runtime keeps every Relu (onnxruntime#11660); the export's parity check verifies the outputs regardless.
+    ``weight_bits=7`` keeps every weight within +-64 (``reduce_range``): on x86 CPUs without VNNI, ONNX
+    Runtime multiplies uint8 activations (int8 + 128) by int8 weights with VPMADDUBSW, whose 16-bit pair
+    sums saturate unless 2 * 255 * |w| < 2^15. 7-bit files run correctly on every CPU but lost 0.7-1.7
+    points on brain MRI (benchmarks/int8_variants.py); 8-bit files are refused by the runtime on such CPUs
+    (runtime/onnx_backend.py). With symmetric activations ONNX Runtime keeps every Relu (onnxruntime#11660);
+    the export's parity check verifies the outputs regardless. ``fold_batchnorm=False`` skips the graph
+    optimisation below (for the benchmark that measured it).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if method not in CALIBRATION_METHODS:
         raise InputError(f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}")
+    if weight_bits not in INT8_WEIGHT_BITS:
+        raise InputError(f"INT8 weights use {' or '.join(map(str, INT8_WEIGHT_BITS))} bits, got {weight_bits}")
     calibrate = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                  "entropy": CalibrationMethod.Entropy}[method]
+    # Pre-processing runs ONNX Runtime's basic graph optimisations first, which fold each BatchNorm (tf2onnx
+    # leaves it as Mul + Add) into the convolution before it: otherwise every quantized convolution's output
+    # is dequantized for the BatchNorm and quantized again. The batch axis is symbolic, so ONNX's own shape
+    # inference suffices (ONNX Runtime's symbolic one needs sympy).
     prepared = out_path.with_name(out_path.stem + ".prep.onnx")
-    try:
-        quant_pre_process(str(model_path), str(prepared), skip_optimization=False)
-        source = prepared
-    except Exception:  # pre-processing is an optimisation; quantise the original graph without it
-        source = model_path
+    source = model_path
+    if fold_batchnorm:
+        try:
+            quant_pre_process(str(model_path), str(prepared), skip_optimization=False, skip_symbolic_shape=True)
+            source = prepared
+        except Exception as error:  # an optimisation only: the unoptimised graph quantizes to the same function
+            warnings.warn(f"INT8: ONNX Runtime's pre-processing failed ({type(error).__name__}: {error}); quantizing "
+                          "the graph as exported, which runs slower", RuntimeWarning, stacklevel=2)
     try:
         quantize_static(
             str(source), str(out_path), _ImageCalibrationReader(calibration_images, "image"),
             quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            per_channel=True, reduce_range=True, calibrate_method=calibrate, nodes_to_exclude=exclude_nodes,
+            per_channel=True, reduce_range=weight_bits == 7, calibrate_method=calibrate, nodes_to_exclude=exclude_nodes,
             op_types_to_quantize=["Conv", "MatMul", "Gemm"],
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
                            "CalibPercentile": 99.999},

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import warnings
 from pathlib import Path
 
 from s3f_edge.errors import InputError, MissingDependencyError
-from s3f_edge.runtime.predictor import Predictor, require_metadata
+from s3f_edge.runtime.predictor import ModelContractError, Predictor, require_metadata
 
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -88,6 +89,18 @@ def create_session(source, providers: list[str]):
         raise InputError(f"{name}: ONNX Runtime cannot load this file ({str(error).strip()[:300]})") from error
 
 
+def x86_without_vnni() -> bool | None:
+    """True on an x86 CPU without VNNI, where ONNX Runtime's int8 kernels (VPMADDUBSW) saturate 16-bit sums of
+    full-range weights; False where they cannot (VNNI, ARM and other CPUs); None when the flags are unknown."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "x86", "i386", "i686"):
+        return False
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return None
+    return not {"avx512_vnni", "avx_vnni"} & set(flags.split(":", 1)[-1].split())
+
+
 class OnnxPredictor(Predictor):
     backend = "onnx"
 
@@ -101,10 +114,27 @@ class OnnxPredictor(Predictor):
         if chosen[0] != "CPUExecutionProvider" and self.provider == "CPUExecutionProvider":
             warnings.warn(f"ONNX Runtime fell back to the CPU (asked for {chosen[0]}): CUDA libraries are probably "
                           "missing. Inference will be slow.", RuntimeWarning, stacklevel=2)
+        self._check_int8_weights()
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise InputError(f"{path}: expected one input and one output, found {len(inputs)} and {len(outputs)}")
         self.input_name, self.output_name = inputs[0].name, outputs[0].name
+
+    def _check_int8_weights(self) -> None:
+        """Refuse an INT8 file with 8-bit weights where the CPU's int8 kernels would saturate (files without the
+        key predate the choice and hold 7-bit weights)."""
+        if (self.metadata.get("precision") != "int8" or int(self.metadata.get("int8_weight_bits", 7)) < 8
+                or self.provider != "CPUExecutionProvider"):
+            return
+        lacking = x86_without_vnni()
+        problem = (f"{self.path.name} holds 8-bit INT8 weights, which ONNX Runtime's int8 kernels on an x86 CPU "
+                   "without VNNI can saturate (wrong outputs)")
+        if lacking:
+            raise ModelContractError(f"{problem}, and this CPU has no VNNI. Re-export with "
+                                     "`s3f-edge export ... --precision int8 --int8-weight-bits 7`, or run the FP32 file.")
+        if lacking is None:
+            warnings.warn(f"{problem}; this CPU's flags could not be read. If it predates VNNI (Intel before Cascade "
+                          "Lake, AMD before Zen 4), re-export with --int8-weight-bits 7.", RuntimeWarning, stacklevel=3)
 
     def _run(self, batch):
         return self.session.run([self.output_name], {self.input_name: batch})[0]
