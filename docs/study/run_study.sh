@@ -41,9 +41,15 @@ if [[ " $PARTS " == *" recipe "* ]]; then
   run recipe-baseline-lrpat3    "$DATA/busi" "${RECIPE[@]}" --model baseline --lr-patience 3
   run recipe-s3f-moving         "$DATA/busi" "${RECIPE[@]}" --model s3f --no-precise-bn
   run recipe-s3f-precise        "$DATA/busi" "${RECIPE[@]}" --model s3f
+  run recipe-baseline-noweights-augment "$DATA/busi" "${RECIPE[@]}" --model baseline --no-class-weights --augment
   for seed in 1 2; do
     run "recipe-baseline-moving-seed$seed"  "$DATA/busi" "${RECIPE[@]}" --model baseline --no-precise-bn --seed "$seed"
     run "recipe-baseline-precise-seed$seed" "$DATA/busi" "${RECIPE[@]}" --model baseline --seed "$seed"
+    # The changes that beat the default on seed 0, on two more seeds before any default changes.
+    run "recipe-baseline-noweights-seed$seed" "$DATA/busi" "${RECIPE[@]}" --model baseline --no-class-weights --seed "$seed"
+    run "recipe-baseline-augment-seed$seed"   "$DATA/busi" "${RECIPE[@]}" --model baseline --augment --seed "$seed"
+    run "recipe-baseline-noweights-augment-seed$seed" "$DATA/busi" "${RECIPE[@]}" --model baseline --no-class-weights \
+      --augment --seed "$seed"
   done
 fi
 

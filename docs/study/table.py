@@ -27,6 +27,7 @@ RECIPE_CHANGES = {
     "baseline-augment": "precise BN, --augment (flips, rotations)",
     "baseline-lr1e-3": "precise BN, learning rate 1e-3",
     "baseline-lrpat3": "precise BN, LR-plateau patience 3",
+    "baseline-noweights-augment": "precise BN, no class weights, --augment",
     "s3f-moving": "original recipe (BatchNorm moving averages)",
     "s3f-precise": "precise BatchNorm statistics (the new default)",
 }
