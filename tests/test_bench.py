@@ -100,3 +100,22 @@ def test_matrix_without_calibration_or_data_is_speed_only(tmp_path):
     statuses = {r["artefact"]: r["status"] for r in report["rows"]}
     assert statuses["ONNX INT8"].startswith("skipped") and statuses["ONNX FP32"] == "ok"
     assert report["images_scored"] == 0 and all(r["accuracy"] is None for r in report["rows"])
+
+
+def test_a_speed_only_matrix_times_files_that_failed_parity_and_says_so(tmp_path, sample_dir, monkeypatch):
+    from s3f_edge.bench.matrix import TIMED_ONLY, accuracy_speed_matrix
+    from s3f_edge.runtime import parity
+
+    monkeypatch.setattr(parity, "REDUCED_MIN_TOP1", 1.01)  # every FP16/INT8 file now fails its top-1 gate
+    classes = ["glioma", "meningioma", "notumor", "pituitary"]
+    keras_path = saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1), class_names=classes)
+    quiet = dict(batches=(1,), duration=0.1, trt=False, log=lambda message: None)
+    speed = accuracy_speed_matrix(keras_path, tmp_path / "speed", calib=sample_dir / "train", **quiet)
+    rows = {r["artefact"]: r for r in speed["rows"] if r["backend"] == "onnx-cpu"}
+    assert rows["ONNX FP32"]["status"] == "ok"
+    for name in ("ONNX FP16", "ONNX INT8"):
+        assert rows[name]["status"] == TIMED_ONLY and rows[name]["file"].endswith(".parity-failed.onnx")
+        assert rows[name]["p50_ms"]["1"] > 0
+    scored = accuracy_speed_matrix(keras_path, tmp_path / "scored", sample_dir / "test", **quiet)
+    fp16 = next(r for r in scored["rows"] if r["artefact"] == "ONNX FP16")
+    assert fp16["status"].startswith("failed") and not fp16["p50_ms"]  # scored matrices never time a failed file

@@ -21,6 +21,9 @@ from s3f_edge.runtime.formats import unavailable_reason
 from s3f_edge.runtime.predictor import nonfinite_rows
 
 
+TIMED_ONLY = "timed only: failed its parity gate (speed-only matrix)"
+
+
 @dataclass
 class MatrixRow:
     artefact: str
@@ -36,11 +39,14 @@ class MatrixRow:
     speedup_vs_keras: dict[str, float] = field(default_factory=dict)
 
 
-def _artefacts(keras_path: Path, out_dir: Path, calib: Path | None, trt: bool, fft: str, log) -> list[tuple]:
-    """(name, path, backend, precision) of every artefact, exporting them; failures come back with path None."""
+def _artefacts(keras_path: Path, out_dir: Path, calib: Path | None, trt: bool, fft: str, log,
+               speed_only: bool = False) -> list[tuple]:
+    """(name, path, backend, precision, problem) of every artefact, exporting them; failures come back with path
+    None. ``speed_only`` (no labelled data, e.g. random weights, whose near-uniform outputs make top-1 parity a
+    coin toss): a file that failed only its parity gate is still timed, under a name and status that say so."""
     from s3f_edge.errors import S3FEdgeError
     from s3f_edge.export.formats import engine_file_name, onnx_file_name
-    from s3f_edge.export.onnx_export import ExportOptions, export_model
+    from s3f_edge.export.onnx_export import ExportOptions, ParityError, export_model
 
     found = [("Keras (TensorFlow)", keras_path, "keras", "fp32", None)]
     onnx_backends = ["onnx-cpu"] + (["onnx-cuda"] if unavailable_reason("onnx-cuda") is None else [])
@@ -54,6 +60,15 @@ def _artefacts(keras_path: Path, out_dir: Path, calib: Path | None, trt: bool, f
         try:
             export_model(keras_path, ExportOptions(out_dir=folder, fft=fft, precision=precision, calib=calib, trt=trt,
                                                    parity_images=None))
+        except ParityError as error:
+            kept = folder / (onnx_file_name(precision) + ".failed")
+            if not (speed_only and kept.exists()):
+                found.append((name, None, "onnx-cpu", precision, f"failed: {error}"))
+                continue
+            timed = kept.replace(folder / onnx_file_name(precision).replace(".onnx", ".parity-failed.onnx"))
+            log(f"{precision}: timing {timed.name} only ({error})")
+            found.append((name, timed, "onnx-cpu", precision, TIMED_ONLY))
+            continue
         except S3FEdgeError as error:
             found.append((name, None, "onnx-cpu", precision, f"failed: {error}"))
             continue
@@ -96,10 +111,10 @@ def accuracy_speed_matrix(keras_path: str | Path, out_dir: str | Path, data: str
     rows: list[MatrixRow] = []
     expected = None
     for name, path, backend, precision, problem in _artefacts(keras_path, out_dir, Path(calib) if calib else None,
-                                                                 trt, fft, log):
+                                                                 trt, fft, log, speed_only=images is None):
         row = MatrixRow(name, backend, str(path) if path else "-", status=problem or "ok")
         rows.append(row)
-        if problem:
+        if problem and problem != TIMED_ONLY:
             continue
         row.size_mb = round(Path(path).stat().st_size / 1e6, 2)
         try:
