@@ -1,5 +1,6 @@
 """One run, the README's speed figures other than the accuracy x speed matrix, as ratios side by side:
-the spectral block's share of the model in each of its forms, `infer`'s pipeline and memory, training input.
+the spectral block's share of the model in each of its forms, `infer`'s pipeline and memory (training speed:
+benchmarks/training_speed.py).
 
     python benchmarks/ratios.py --out benchmarks/results      (part of `make bench`)
 
@@ -147,38 +148,6 @@ def pipeline(work: Path, duration: float) -> dict:
             "end_to_end_fraction": round(end_to_end / compute, 3), "peak_memory": memory}
 
 
-def training(work: Path, images: int = 480) -> dict:
-    """Training images/s at 128x128 (brisc2025 S3F-Net): s3f-edge's tf.data pipeline vs fit on numpy arrays."""
-    import keras
-
-    from s3f_edge import build_model
-    from s3f_edge.data.folders import discover, load_split
-    from s3f_edge.data.preprocess import Preprocessing
-    from s3f_edge.train.pipeline import input_pipeline
-
-    data_root = ROOT.parent / "shared" / "data" / "brain_tumor_mri"
-    source = data_root if data_root.is_dir() else SAMPLES
-    split = discover(source).train
-    pick = np.random.default_rng(0).permutation(len(split))[:images]
-    x, y, _ = load_split(split.subset(np.sort(pick)), Preprocessing(height=128, width=128, channels=1))
-    weights = {i: 1.0 for i in range(4)}
-
-    def rate(fit) -> float:
-        keras.utils.set_random_seed(0)
-        model = build_model("brisc2025", input_shape=(128, 128, 1))
-        model.compile(optimizer=keras.optimizers.Adam(3e-4), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        fit(model, 1)  # trace and warm up
-        started = time.perf_counter()
-        fit(model, 2)
-        return len(y) * 2 / (time.perf_counter() - started)
-
-    ours = rate(lambda m, e: m.fit(input_pipeline(x, y, batch_size=16, seed=0), epochs=e,
-                                   class_weight=weights, verbose=0, shuffle=False))
-    plain = rate(lambda m, e: m.fit(x, y, batch_size=16, epochs=e, class_weight=weights, verbose=0, shuffle=True))
-    return {"images": len(y), "source": str(source.name), "s3f_edge_images_per_second": round(ours, 1),
-            "numpy_fit_images_per_second": round(plain, 1), "ratio": round(ours / plain, 3)}
-
-
 def markdown(results: dict) -> str:
     lines = [f"{results['machine']['processor']}, {results['machine']['cores']} cores, {results['date']}.", ""]
     if "spectral_share" in results:
@@ -204,11 +173,6 @@ def markdown(results: dict) -> str:
                   f"| peak memory of `infer`, 1,000 → 10,000 images (128×128 model) | "
                   f"{memory['1000']['peak_rss_mb'] if '1000' in memory else memory[1000]['peak_rss_mb']} MB → "
                   f"{memory['10000']['peak_rss_mb'] if '10000' in memory else memory[10000]['peak_rss_mb']} MB |"]
-    if "training" in results:
-        train = results["training"]
-        lines.append(f"| training at 128×128, s3f-edge tf.data vs `fit` on numpy arrays ({train['images']} images) | "
-                     f"{train['s3f_edge_images_per_second']} vs {train['numpy_fit_images_per_second']} images/s "
-                     f"({train['ratio']:.2f}×) |")
     return "\n".join(lines) + "\n"
 
 
@@ -216,7 +180,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--duration", type=float, default=5.0, help="timed seconds per measurement")
-    parser.add_argument("--skip", default="", help="comma-separated sections to skip: spectral,pipeline,training")
+    parser.add_argument("--skip", default="", help="comma-separated sections to skip: spectral,pipeline")
     args = parser.parse_args()
     skip = set(args.skip.split(","))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -227,8 +191,6 @@ def main() -> None:
             results["spectral_share"] = spectral_share(work, args.duration)
         if "pipeline" not in skip:
             results["pipeline"] = pipeline(work, args.duration)
-        if "training" not in skip:
-            results["training"] = training(work)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     (args.out / "results.md").write_text(markdown(results))
     print(json.dumps(results, indent=2))

@@ -4,9 +4,10 @@
 
 Trains S3F-Net (the preset's architecture at --size) on real training images through s3f-edge's
 own input pipeline and times whole epochs after a warm-up epoch, for: the SpectralFilter's FFT and
-DFT-as-matmul forms, each with and without XLA (``jit_compile``); the configurations take turns epoch by
-epoch and the median is reported. The input pipeline alone (no
-model) is timed too, to show whether it could be the bottleneck. Writes
+DFT-as-matmul forms, each with and without XLA (``jit_compile``), and the FFT form fed by Keras's own
+input path (``fit`` on numpy arrays) instead of s3f-edge's tf.data pipeline; the configurations take
+turns epoch by epoch and the median is reported. The input pipeline alone (no model) is timed too, to
+show whether it could be the bottleneck. Writes
 training_speed_<preset>_<size>.json and .md; the Markdown table is what docs/reproduction.md shows.
 """
 from __future__ import annotations
@@ -49,8 +50,9 @@ def time_pipeline(images, labels, batch_size: int, epochs: int) -> float:
     return epochs * len(labels) / (time.perf_counter() - started)
 
 
-def trainer(images, labels, preset: str, fusion: str, mode: str, jit: bool, batch_size: int):
-    """A compiled model and its dataset, warmed up (tracing, XLA compilation): returns epoch() -> images/s."""
+def trainer(images, labels, preset: str, fusion: str, mode: str, jit: bool, batch_size: int, numpy_input: bool = False):
+    """A compiled model and its dataset, warmed up (tracing, XLA compilation): returns epoch() -> images/s.
+    ``numpy_input``: ``fit`` on the arrays (Keras's own input path) instead of s3f-edge's pipeline."""
     import keras
 
     from s3f_edge.model import build_model
@@ -62,11 +64,13 @@ def trainer(images, labels, preset: str, fusion: str, mode: str, jit: bool, batc
     model.compile(optimizer=keras.optimizers.Adam(3e-4), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"], jit_compile=jit)
     dataset = input_pipeline(images, labels, batch_size, seed=0)
-    model.fit(dataset, epochs=1, verbose=0)
+    fit = (lambda: model.fit(images, labels, batch_size=batch_size, epochs=1, shuffle=True, verbose=0)) if numpy_input \
+        else (lambda: model.fit(dataset, epochs=1, verbose=0))
+    fit()
 
     def epoch() -> float:
         started = time.perf_counter()
-        model.fit(dataset, epochs=1, verbose=0)
+        fit()
         return len(labels) / (time.perf_counter() - started)
 
     return epoch
@@ -93,22 +97,25 @@ def main() -> None:
     print(rows[-1], flush=True)
     # Every configuration is built and warmed up first, then their epochs alternate round by round, so that
     # a busy moment of this shared machine hits all of them alike; the median round is reported.
-    configurations = [(mode, jit) for mode in ("fft", "matmul") for jit in ((False,) if args.no_xla else (False, True))]
+    configurations = [(mode, jit, False) for mode in ("fft", "matmul") for jit in ((False,) if args.no_xla else (False, True))]
+    configurations.append(("fft", False, True))
     epochs, notes = {}, {}
-    for mode, jit in configurations:
+    for key in configurations:
         try:
-            epochs[(mode, jit)] = trainer(images, labels, args.preset, args.fusion, mode, jit, args.batch_size)
+            epochs[key] = trainer(images, labels, args.preset, args.fusion, *key[:2], args.batch_size, numpy_input=key[2])
         except Exception as error:  # e.g. an op XLA cannot compile on this device: report, don't hide
-            notes[(mode, jit)] = f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"
+            notes[key] = f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"
     rates = {key: [] for key in epochs}
     for _ in range(args.epochs):
         for key, epoch in epochs.items():
             rates[key].append(epoch())
-    for mode, jit in configurations:
-        measured = rates.get((mode, jit), [])
-        rows.append({"configuration": f"train, SpectralFilter {mode}{', XLA' if jit else ''}", "spectral_form": mode,
-                     "xla": jit, "images_per_second": round(statistics.median(measured), 2) if measured else None,
-                     "rounds": [round(r, 2) for r in measured], "error": notes.get((mode, jit), "")})
+    for key in configurations:
+        mode, jit, numpy_input = key
+        measured = rates.get(key, [])
+        label = f"train, SpectralFilter {mode}{', XLA' if jit else ''}" + (", fit on numpy arrays" if numpy_input else "")
+        rows.append({"configuration": label, "spectral_form": mode, "xla": jit, "numpy_input": numpy_input,
+                     "images_per_second": round(statistics.median(measured), 2) if measured else None,
+                     "rounds": [round(r, 2) for r in measured], "error": notes.get(key, "")})
         print(rows[-1], flush=True)
     reference = rows[1]["images_per_second"]
     for row in rows[1:]:
