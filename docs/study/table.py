@@ -93,6 +93,33 @@ def recipe_table(runs: Path) -> str:
                   "Train acc (last epoch, dropout on)", "Wall min"], rows)
 
 
+def recipe_seed_table(runs: Path) -> str:
+    """Each recipe tried on several seeds: mean ± sd over seeds, and the mean recall of every class (what a
+    higher accuracy bought: on imbalanced data it can come from favouring the largest class)."""
+    groups: dict[str, list[Path]] = {}
+    for run in runs.glob("recipe-baseline-*"):
+        if (run / "metrics.json").exists():
+            groups.setdefault(re.sub(r"^recipe-|-seed\d+$", "", run.name), []).append(run)
+    order = list(RECIPE_CHANGES)
+    rows, names = [], []
+    for key in sorted((k for k, v in groups.items() if len(v) > 1), key=order.index):
+        tests, kappas, f1s, recalls = [], [], [], []
+        for run in groups[key]:
+            test = json.loads((run / "metrics.json").read_text())["test"]
+            names = json.loads((run / "config.json").read_text())["class_names"]
+            matrix = test["confusion_matrix"]
+            tests.append(test["accuracy"])
+            kappas.append(test["cohen_kappa"])
+            f1s.append(test["f1_macro"])
+            recalls.append([row[i] / sum(row) for i, row in enumerate(matrix)])
+        spread = lambda values, fmt: f"{fmt(statistics.mean(values))} ± {fmt(statistics.stdev(values))}"  # noqa: E731
+        rows.append([RECIPE_CHANGES[key], len(tests), spread(tests, lambda v: f"{v:.1%}"),
+                     spread(kappas, lambda v: f"{v:.3f}"), spread(f1s, lambda v: f"{v:.3f}")]
+                    + [f"{statistics.mean(r[i] for r in recalls):.2f}" for i in range(len(names))])
+    return table(["Spatial baseline, recipe", "Seeds", "Test acc", "κ", "Macro-F1"]
+                 + [f"Recall {name}" for name in names], rows)
+
+
 def results_table(runs: Path, prefix: str) -> str:
     wall = wall_times(runs)
     rows = []
@@ -156,6 +183,7 @@ def main() -> None:
     seeds = sorted({int(m.group(1)) for m in (re.search(r"-seed(\d+)$", p.name) for p in args.runs.glob("brain-*")) if m})
     outputs = {
         "recipe.md": recipe_table(args.runs),
+        "recipe_seeds.md": recipe_seed_table(args.runs),
         "busi.md": results_table(args.runs, "busi"),
         "busi_paired.md": paired(args.runs, [("S³F-Net concat vs baseline", "busi-s3f-concat", "busi-baseline"),
                                              ("baseline: precise vs moving (64×64)", "recipe-baseline-precise",

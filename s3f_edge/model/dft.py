@@ -17,7 +17,7 @@ classic trick for real signals): the even and odd pixels become the real and ima
 M-point complex signal, whose DFT is factored M = p * q in the same way; a few element-wise operations
 and two gathers then give the W//2+1 bins of the real DFT, and the inverse runs the same steps
 backwards (imaginary parts of DC and Nyquist dropped, as a c2r transform does). That is O(W (p + q))
-work per row instead of O(W^2), but measured slower in ONNX Runtime on the CPU (see dft_plan).
+work per row instead of O(W^2); in ONNX Runtime on the CPU it was faster at batch 1 and slower at batch 32 (see dft_plan).
 
 Forward and inverse are each scaled by 1/sqrt(H * W), which gives TensorFlow's 1/(H * W) on the
 round trip while keeping intermediate values at the input's magnitude (no FP16 overflow).
@@ -99,8 +99,9 @@ def dft_plan(height: int, width: int, dtype: str | np.dtype = "float32", factor_
     """Build the DFT-as-matmul constants for an image of ``height`` x ``width`` pixels.
 
     The default factors H and keeps W dense: measured in ONNX Runtime on the CPU (benchmarks/ratios.py),
-    the factored W path does 2.7x fewer FLOPs at 256 x 256 but runs slower, its small matrix products and
-    extra element-wise passes costing more than the dense product saves. ``factor_width=True`` selects it
+    the factored W path does 2.7x fewer FLOPs at 256 x 256 and ran the block faster at batch 1, but slower at
+    batch 32 (the batch `infer` uses), where its gathers, small matrix products and extra element-wise passes
+    over large tensors cost more than the dense product saves. ``factor_width=True`` selects it
     (for runtimes where it may pay, and for the benchmarks); ``factor_height=False`` gives the first,
     fully dense form. Every form computes the same outputs.
     """
