@@ -5,9 +5,10 @@
 
 Variants: the first export (asymmetric activations, quantized biases, MinMax ranges, the first 256
 training files in path order); then the form TensorRT takes (symmetric activations, zero points 0, float
-biases, per-channel weights; the spectral block, the first spatial block and the classifier head in
-float), without and with BatchNorm folded into the convolutions first, with 7- or 8-bit weights, on 256
-or 1024 seeded calibration images, with percentile, MinMax and entropy ranges. For each: accuracy and
+biases, per-channel weights; the spectral block, the start of the spatial branch and the classifier
+head in float), without and with BatchNorm folded into the convolutions first, with 7- or 8-bit weights, on 256
+or 1024 seeded calibration images, with percentile, MinMax and entropy ranges, with the whole first
+spatial block or only its first convolution (which reads the raw image) in float. For each: accuracy and
 macro-F1 on the test set, top-1 agreement with the FP32 ONNX file, how many zero points are not 0, and
 ONNX Runtime p50 latency at batch 1 and 32 beside FP32 on the same images. Writes int8_variants.json
 and .md.
@@ -63,6 +64,23 @@ def nonzero_zero_points(path: Path) -> tuple[int, int]:
     return bad, len(nodes)
 
 
+def first_block_nodes(model) -> list[str]:
+    """Every node from the first convolution to the first pooling: the previous export's float set."""
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    frontier = [n for n in model.graph.node if n.op_type == "Conv" and "/spatial_block1_conv1" in n.name]
+    found = []
+    while frontier:
+        node = frontier.pop()
+        if node.name in found or node.op_type == "MaxPool":
+            continue
+        found.append(node.name)
+        frontier += [c for output in node.output for c in consumers.get(output, [])]
+    return found
+
+
 def p50_ms(predictor, images: np.ndarray, batch: int, seconds: float) -> float:
     from s3f_edge.bench.runner import measure
 
@@ -97,20 +115,29 @@ def main() -> None:
     spectral = spectral_node_names(proto, [layer.name for layer in spectral_filters(load_model(args.model))])
     train = args.data / "train"
 
-    keep = int8_float_nodes(proto, load_model(args.model))  # spectral block, first spatial block, classifier head
+    keep = int8_float_nodes(proto, load_model(args.model))  # spectral block, first convolution, classifier head
+    first_block = keep + first_block_nodes(proto)
     samples = {count: calibration_images(train, reference.contract, count, seed=0) for count in (256, 1024)}
     # (label, method, calibration images, weight bits, fold BatchNorm first, float nodes); None: the first export
     variants = [("first export: asymmetric activations, int32 biases, MinMax, first 256 files", None, 256, 8, False, spectral),
-                ("symmetric, BatchNorm not folded, 7-bit weights, percentile, 256 images (previous export)",
-                 "percentile", 256, 7, False, keep),
-                ("BatchNorm folded, 7-bit weights, percentile, 256 images", "percentile", 256, 7, True, keep),
-                ("BatchNorm folded, 7-bit weights, percentile, 1024 images (--int8-weight-bits 7)", "percentile", 1024, 7,
+                ("symmetric, BatchNorm not folded, 7-bit weights, percentile, 256 images, first block in float "
+                 "(previous export)", "percentile", 256, 7, False, first_block),
+                ("BatchNorm folded, 7-bit weights, percentile, 256 images, first block in float", "percentile", 256, 7,
+                 True, first_block),
+                ("BatchNorm folded, 7-bit weights, percentile, 1024 images, first block in float", "percentile", 1024, 7,
+                 True, first_block),
+                ("BatchNorm folded, 8-bit weights, percentile, 256 images, first block in float", "percentile", 256, 8,
+                 True, first_block),
+                ("BatchNorm folded, 8-bit weights, percentile, 1024 images, first block in float", "percentile", 1024, 8,
+                 True, first_block),
+                ("BatchNorm folded, 8-bit weights, minmax, 1024 images, first convolution in float", "minmax", 1024, 8,
                  True, keep),
-                ("BatchNorm folded, 8-bit weights, percentile, 256 images", "percentile", 256, 8, True, keep),
-                ("BatchNorm folded, 8-bit weights, minmax, 1024 images", "minmax", 1024, 8, True, keep),
-                ("BatchNorm folded, 8-bit weights, entropy, 1024 images", "entropy", 1024, 8, True, keep),
-                ("BatchNorm folded, 8-bit weights, percentile, 1024 images (export default)", "percentile", 1024, 8, True,
-                 keep)]
+                ("BatchNorm folded, 8-bit weights, entropy, 1024 images, first convolution in float", "entropy", 1024, 8,
+                 True, keep),
+                ("BatchNorm folded, 7-bit weights, percentile, 1024 images, first convolution in float "
+                 "(--int8-weight-bits 7)", "percentile", 1024, 7, True, keep),
+                ("BatchNorm folded, 8-bit weights, percentile, 1024 images, first convolution in float (export default)",
+                 "percentile", 1024, 8, True, keep)]
     rows = [{"variant": "FP32 (reference)", "file": fp32, "nonzero_zero_points": "-"}]
     for name, method, count, bits, fold, exclude in variants:
         path = scratch / f"int8-{len(rows)}.onnx"

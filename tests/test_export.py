@@ -96,11 +96,14 @@ def test_int8_static_quantization_on_real_images(tmp_path, sample_dir, monkeypat
     spectral = [n for n in quantized.graph.node if "/spectral_filter1_1/" in n.name]
     consumers = {i: n for n in quantized.graph.node for i in n.input}
     conv1 = next(n for n in quantized.graph.node if n.op_type == "Conv" and "spatial_block1_conv1" in n.name)
-    conv2 = consumers[consumers[conv1.output[0]].output[0]]  # conv1 -> Relu -> conv2 (renamed once fused with BN)
-    first_block = [conv1, conv2]
-    assert spectral and conv2.op_type == "Conv"
-    for node in spectral + first_block:  # these read float tensors (kept in float by measurement), never dequantized ones
+    relu = consumers[conv1.output[0]]
+    assert spectral and relu.op_type == "Relu"
+    for node in spectral + [conv1, relu]:  # these read float tensors (kept in float by measurement), never dequantized ones
         assert all(producers[i].op_type != "DequantizeLinear" for i in node.input if i in producers), node.name
+    quantize = consumers[relu.output[0]]  # the second convolution is quantized: Relu -> Q -> DQ -> Conv
+    dequantize = consumers[quantize.output[0]]
+    assert (quantize.op_type, dequantize.op_type, consumers[dequantize.output[0]].op_type) == (
+        "QuantizeLinear", "DequantizeLinear", "Conv")
     assert result.parity["int8"][0].top1_agreement >= 0.99 and result.parity["int8"][0].nonfinite_candidate == 0
     # The form TensorRT's explicit quantization takes: int8 zero points that are all 0, per-tensor activations,
     # float biases (no int32 DequantizeLinear), and every Relu still there (symmetric ranges never clip at 0).

@@ -15,10 +15,9 @@ from s3f_edge.export.formats import CALIBRATION_METHODS, INT8_WEIGHT_BITS
 
 def int8_float_nodes(model: onnx.ModelProto, keras_model) -> list[str]:
     """ONNX nodes an INT8 export keeps in float, chosen by measurement (benchmarks/int8_variants.py): every
-    SpectralFilter's (full-size FFT sums need float's range), the first spatial block's (it reads the raw
-    image; alone it took top-1 agreement with FP32 from 97.0 % to 99.2 % on brain MRI) and the classifier
-    head's. The block is found by following the graph from its first convolution to the first pooling,
-    because tf2onnx renames a convolution it fuses with a BatchNorm."""
+    SpectralFilter's (full-size FFT sums need float's range), the first convolution's (it reads the raw image)
+    and the classifier head's. The first convolution's nodes are found by following the graph from it to the
+    next convolution or pooling, because tf2onnx renames a convolution it fuses with a BatchNorm."""
     import keras
 
     from s3f_edge.model import spectral_filters
@@ -33,10 +32,12 @@ def int8_float_nodes(model: onnx.ModelProto, keras_model) -> list[str]:
     for node in model.graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
-    frontier = [n for n in model.graph.node if first_conv and n.name in spectral_node_names(model, [first_conv])]
+    start = [n for n in model.graph.node if first_conv and n.name in spectral_node_names(model, [first_conv])]
+    frontier = list(start)
     while frontier:
         node = frontier.pop()
-        if node.name in kept or node.op_type in ("MaxPool", "AveragePool", "GlobalAveragePool"):
+        stop = node.op_type in ("Conv", "MaxPool", "AveragePool", "GlobalAveragePool") and node not in start
+        if node.name in kept or stop:
             continue
         kept.add(node.name)
         frontier += [c for output in node.output for c in consumers.get(output, [])]
