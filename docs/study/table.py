@@ -152,11 +152,12 @@ def seed_summary(runs: Path) -> str:
     return table(["Model", "Seeds", "Test acc (mean ± sd)", "De-dup (mean ± sd)", "Per seed"], rows)
 
 
-def paired(runs: Path, pairs: list[tuple[str, str, str]]) -> str:
-    """Paired bootstrap + McNemar, same test images: (label, run A, run B) with A - B reported."""
+def paired_results(runs: Path, pairs: list[tuple[str, str, str]]) -> list[dict]:
+    """Paired bootstrap + McNemar on the same test images for each (label, run A, run B) whose runs are done:
+    A - B, on the official test set and (brain MRI) the de-duplicated one."""
     from compare import compare, correct_per_image
 
-    rows = []
+    results = []
     for label, run_a, run_b in pairs:
         a, b = runs / run_a / "model.keras", runs / run_b / "model.keras"
         if not (a.exists() and b.exists() and (runs / run_a / "metrics.json").exists()
@@ -165,13 +166,88 @@ def paired(runs: Path, pairs: list[tuple[str, str, str]]) -> str:
         data = DATA / ("brain_tumor_mri" if run_a.startswith("brain") else "busi")
         sets = [("official", None)] + ([("de-duplicated", DUPLICATES)] if run_a.startswith("brain") else [])
         for name, exclude in sets:
-            result = compare(correct_per_image(a, data / "test", exclude), correct_per_image(b, data / "test", exclude))
-            low, high = result["difference_95ci"]
-            rows.append([label, f"{name} ({result['images']})", percent(result["accuracy_a"]), percent(result["accuracy_b"]),
-                         f"{result['difference'] * 100:+.2f} [{low * 100:+.2f}, {high * 100:+.2f}]",
-                         f"{result['only_a_right']} / {result['only_b_right']}", f"{result['mcnemar_exact_p']:.2g}"])
+            results.append({"label": label, "set": name, **compare(correct_per_image(a, data / "test", exclude),
+                                                                   correct_per_image(b, data / "test", exclude))})
+    return results
+
+
+def paired_table(results: list[dict]) -> str:
+    rows = []
+    for result in results:
+        low, high = result["difference_95ci"]
+        rows.append([result["label"], f"{result['set']} ({result['images']})", percent(result["accuracy_a"]),
+                     percent(result["accuracy_b"]),
+                     f"{result['difference'] * 100:+.2f} [{low * 100:+.2f}, {high * 100:+.2f}]",
+                     f"{result['only_a_right']} / {result['only_b_right']}", f"{result['mcnemar_exact_p']:.2g}"])
     return table(["A vs B", "Test set", "Acc A", "Acc B", "A − B, points [95 % CI]", "only A right / only B right",
                   "McNemar p"], rows)
+
+
+def conclusion(runs: Path, brain: list[dict], busi: list[dict]) -> str:
+    """The study's answer in numbers, and a verdict by a fixed rule: the spectral branch helps (or hurts) beyond
+    seed noise only if every seed's paired 95 % interval on the official test set lies above (below) zero and
+    the mean difference exceeds both models' seed-to-seed standard deviation."""
+    lines = []
+    concat = [r for r in brain if r["label"].startswith("S³F concat") and r["set"] == "official"]
+    groups = {}
+    for run in sorted(runs.glob("brain-*-seed*")):
+        summary = run_summary(run) if run.is_dir() else None
+        if summary:
+            groups.setdefault(re.sub(r"-seed\d+$", "", run.name.removeprefix("brain-")), []).append(summary["test"])
+    if concat:
+        differences = [r["difference"] * 100 for r in concat]
+        mean = statistics.mean(differences)
+        spreads = [statistics.stdev(v) * 100 for k, v in groups.items() if k in ("s3f-concat", "baseline") and len(v) > 1]
+        above = sum(r["difference_95ci"][0] > 0 for r in concat)
+        below = sum(r["difference_95ci"][1] < 0 for r in concat)
+        noise = max(spreads) if spreads else float("nan")
+        if above == len(concat) and len(spreads) == 2 and mean > noise:
+            verdict = "the spectral branch helps beyond seed noise"
+        elif below == len(concat) and len(spreads) == 2 and -mean > noise:
+            verdict = "the spectral branch hurts beyond seed noise"
+        else:
+            verdict = "a gain (or loss) beyond seed noise is not established"
+        lines.append(f"**Brain MRI, verdict: {verdict}.** S³F-Net (concatenation) minus the baseline on the official "
+                     f"test set: {mean:+.2f} points on average over {len(concat)} seed(s) (per seed: "
+                     + ", ".join(f"{d:+.2f}" for d in differences) + "); the paired 95 % interval lies above zero on "
+                     f"{above} and below zero on {below} of them; seed-to-seed standard deviation of test accuracy: "
+                     + ", ".join(f"{k} {statistics.stdev(v) * 100:.2f}" for k, v in groups.items() if len(v) > 1)
+                     + " points. (Rule: every seed's interval on one side of zero, and the mean difference larger than "
+                     "both models' seed-to-seed standard deviation.)")
+    bilinear = [r for r in brain if r["label"].startswith("S³F bilinear") and r["set"] == "official"]
+    if bilinear:
+        lines.append(f"Bilinear fusion minus the baseline (seed 0, official test set): {bilinear[0]['difference'] * 100:+.2f} "
+                     f"points (95 % interval {bilinear[0]['difference_95ci'][0] * 100:+.2f} to "
+                     f"{bilinear[0]['difference_95ci'][1] * 100:+.2f}).")
+    pair = [r for r in busi if r["label"].startswith("S³F-Net concat")]
+    if pair:
+        result = pair[0]
+        reached = [name for name, value in (("S³F-Net", result["accuracy_a"]), ("baseline", result["accuracy_b"]))
+                   if value >= 0.75]
+        lines.append(f"BUSI (one seed): S³F-Net {result['accuracy_a']:.1%}, baseline {result['accuracy_b']:.1%} on the "
+                     f"official test set ({result['difference'] * 100:+.2f} points, 95 % interval "
+                     f"{result['difference_95ci'][0] * 100:+.2f} to {result['difference_95ci'][1] * 100:+.2f}); "
+                     f"the issue's bar of 75 % for both: {'met' if len(reached) == 2 else 'not met'}"
+                     + (f" (reached by {', '.join(reached)})" if reached and len(reached) < 2 else "") + ".")
+    return "\n\n".join(lines) + "\n" if lines else "(no finished runs yet)\n"
+
+
+def bundled_model_table(card_path: Path) -> str:
+    """The bundled default model's card (docs/study/bundle_default_model.py) as the README's summary table."""
+    card = json.loads(card_path.read_text())
+    training, evaluation = card["training"], card["evaluation"]
+    rows = []
+    for name in ("model.keras", "model.onnx"):
+        official, dedup = evaluation[name]["official_test"], evaluation[name]["deduplicated_test"]
+        rows.append([name, f"{training['validation']['accuracy']:.2%}", f"{official['accuracy']:.2%} ({official['count']:,})",
+                     f"{dedup['accuracy']:.2%} ({dedup['count']:,})",
+                     f"{official['f1_macro']:.3f}", f"{official['cohen_kappa']:.3f}"])
+    options = training["options"]
+    note = (f"\n{card['name']}, {options['epochs']} epochs (best: {training['best_epoch']}), seed {options['seed']}, "
+            f"trained in {training['train_seconds'] / 60:.0f} min on a 2-core CPU; both files {card['total_bytes'] / 1e6:.1f} MB "
+            f"together; bundled {card['created']}.\n")
+    return table(["File", "Validation acc", "Official test acc (images)", "De-duplicated test acc (images)", "Macro-F1",
+                  "κ"], rows) + note
 
 
 def main() -> None:
@@ -181,18 +257,23 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     seeds = sorted({int(m.group(1)) for m in (re.search(r"-seed(\d+)$", p.name) for p in args.runs.glob("brain-*")) if m})
+    brain_pairs = paired_results(args.runs, [(f"S³F concat vs baseline, seed {s}", f"brain-s3f-concat-seed{s}",
+                                              f"brain-baseline-seed{s}") for s in seeds]
+                                 + [("S³F bilinear vs baseline, seed 0", "brain-s3f-bilinear-seed0", "brain-baseline-seed0")])
+    busi_pairs = paired_results(args.runs, [("S³F-Net concat vs baseline", "busi-s3f-concat", "busi-baseline"),
+                                            ("baseline: precise vs moving (64×64)", "recipe-baseline-precise",
+                                             "recipe-baseline-moving")])
     outputs = {
         "recipe.md": recipe_table(args.runs),
         "recipe_seeds.md": recipe_seed_table(args.runs),
         "busi.md": results_table(args.runs, "busi"),
-        "busi_paired.md": paired(args.runs, [("S³F-Net concat vs baseline", "busi-s3f-concat", "busi-baseline"),
-                                             ("baseline: precise vs moving (64×64)", "recipe-baseline-precise",
-                                              "recipe-baseline-moving")]),
+        "busi_paired.md": paired_table(busi_pairs),
         "brain.md": results_table(args.runs, "brain"),
         "brain_seeds.md": seed_summary(args.runs),
-        "brain_paired.md": paired(args.runs, [(f"S³F concat vs baseline, seed {s}", f"brain-s3f-concat-seed{s}",
-                                               f"brain-baseline-seed{s}") for s in seeds]
-                                  + [("S³F bilinear vs baseline, seed 0", "brain-s3f-bilinear-seed0", "brain-baseline-seed0")]),
+        "bundled_model.md": bundled_model_table(Path(__file__).resolve().parents[2] / "s3f_edge" / "assets"
+                                                / "default_model" / "card.json"),
+        "brain_paired.md": paired_table(brain_pairs),
+        "conclusion.md": conclusion(args.runs, brain_pairs, busi_pairs),
     }
     for name, text in outputs.items():
         (args.out / name).write_text(text)
