@@ -9,7 +9,7 @@ import math
 
 import keras
 
-from s3f_edge.model.dft import split_factor
+from s3f_edge.model.dft import height_factors, split_factor
 from s3f_edge.model.spectral_filter import SpectralFilter
 
 
@@ -22,13 +22,13 @@ def spectral_filter_flops(height: int, width: int, channels: int, filters: int,
     ``matmul``: what the DFT-as-matmul form executes (s3f_edge.model.dft): along W, for even W = 2M,
     an M = p * q point complex DFT (4 real matmuls per stage, a twiddle) plus the real-signal
     combination (with ``factor_width``, as dft_plan), else dense matmuls (the default); along H a complex DFT
-    factored as H = a * b; and the mix.
+    factored as H = a * b from dft.FACTOR_MIN_HEIGHT up, else dense; and the mix.
     """
     n = height * width
     bins = width // 2 + 1
     mix = 8.0 * channels * filters * height * bins
     fft = 2.5 * n * math.log2(n) * (channels + filters) + mix
-    a, b = split_factor(height)
+    a, b = height_factors(height)
     # per plane: one complex H transform over Wr columns
     along_h = 8.0 * (a + b) * height * bins + 6.0 * height * bins if a > 1 else 8.0 * height * height * bins
     if factor_width and width % 2 == 0:

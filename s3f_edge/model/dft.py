@@ -9,7 +9,8 @@ The complex DFT along H is factored once, Cooley-Tukey style, as H = a * b: a si
 twiddle multiply, a size-b DFT, each a left-multiplication on a contiguous reshape of the tensor,
 so no transpose is needed. That costs O(H (a + b)) per column instead of the dense O(H^2). The
 spectrum comes out in the factored order (k1, k2) for k = k1 + a * k2, the kernel weights are
-permuted to match, and the inverse returns to natural order. A prime H uses one dense DFT.
+permuted to match, and the inverse returns to natural order. A prime H, or one below
+FACTOR_MIN_HEIGHT (where the small stages ran slower than the dense product), uses one dense DFT.
 
 Along W the default is one dense real-DFT matrix (W x (W//2+1)). The optional factored path
 (``factor_width=True``) sends an even width W = 2M through one complex DFT of half the length (the
@@ -33,6 +34,19 @@ def _phases(rows: int, cols: int, size: int, sign: float) -> np.ndarray:
     """exp(sign * 2 pi i * (r * c mod size) / size), complex128 (the modulo keeps angles exact)."""
     products = np.outer(np.arange(rows, dtype=np.int64), np.arange(cols, dtype=np.int64)) % size
     return np.exp(sign * 2j * np.pi * products / size)
+
+
+# Measured in ONNX Runtime on the CPU (bundled 64x64 model and brisc2025 at 128 and 256): the factored H
+# transform ran 7-10 % slower than the dense one at H = 64 (its 8 x 8 stages are too small to run near the
+# GEMM rate), 2-6 % faster at 128 and 20-30 % faster at 256.
+FACTOR_MIN_HEIGHT = 128
+
+
+def height_factors(height: int, factor: bool | None = None) -> tuple[int, int]:
+    """(a, b) with H = a * b for the H transform; (1, H) is the dense DFT. ``factor=None``: factored from
+    FACTOR_MIN_HEIGHT up."""
+    factor = height >= FACTOR_MIN_HEIGHT if factor is None else factor
+    return split_factor(height) if factor else (1, height)
 
 
 def split_factor(n: int) -> tuple[int, int]:
@@ -94,21 +108,22 @@ class DFTPlan:
         return self.width // 2 + 1
 
 
-def dft_plan(height: int, width: int, dtype: str | np.dtype = "float32", factor_height: bool = True,
+def dft_plan(height: int, width: int, dtype: str | np.dtype = "float32", factor_height: bool | None = None,
              factor_width: bool = False) -> DFTPlan:
     """Build the DFT-as-matmul constants for an image of ``height`` x ``width`` pixels.
 
-    The default factors H and keeps W dense: measured in ONNX Runtime on the CPU (benchmarks/ratios.py),
-    the factored W path does 2.7x fewer FLOPs at 256 x 256 and ran the block faster at batch 1, but slower at
+    The default factors H from FACTOR_MIN_HEIGHT up and keeps W dense. Measured in ONNX Runtime on the CPU
+    (benchmarks/ratios.py), the factored W path does 2.7x fewer FLOPs at 256 x 256 and ran the block faster at
+    batch 1, but slower at
     batch 32 (the batch `infer` uses), where its gathers, small matrix products and extra element-wise passes
     over large tensors cost more than the dense product saves. ``factor_width=True`` selects it
-    (for runtimes where it may pay, and for the benchmarks); ``factor_height=False`` gives the first,
-    fully dense form. Every form computes the same outputs.
+    (for runtimes where it may pay, and for the benchmarks); ``factor_height`` True/False forces the H
+    transform's form (False with a dense W: the first, fully dense form). Every form computes the same outputs.
     """
     if height < 1 or width < 1:
         raise ValueError(f"image size must be positive, got {height}x{width}")
     bins = width // 2 + 1
-    a, b = split_factor(height) if factor_height else (1, height)
+    a, b = height_factors(height, factor_height)
     scale_w, scale_h = 1.0 / np.sqrt(width), 1.0 / np.sqrt(height)
 
     def pair(matrix):
