@@ -132,7 +132,10 @@ def decode_dicom(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         if low is None:
             displayed, low, high = values, float(values.min()), float(values.max())
         else:
-            displayed = np.asarray(apply_voi_lut(values, dataset, index=0, prefer_lut=True), dtype=np.float64)
+            # A VOI LUT Sequence is a table indexed by the modality output: hand integral values over as
+            # integers (pydicom warns on float input, which only a fractional rescale makes necessary).
+            lut_input = values.astype(np.int64) if np.array_equal(values, np.round(values)) else values
+            displayed = np.asarray(apply_voi_lut(lut_input, dataset, index=0, prefer_lut=True), dtype=np.float64)
     except ImageDecodeError:
         raise
     except Exception as error:  # pydicom raises many types for broken or compressed-without-codec files
