@@ -3,9 +3,10 @@
 # one report. Nothing here has run on a GPU yet: the project was developed on CPU-only machines.
 #
 #   bash benchmarks/gpu_check.sh [OUT]        (default OUT: gpu-check/)
+#   GPU_EXTRA=gpu-cu13 bash benchmarks/gpu_check.sh   (CUDA 13 and TensorRT 11: ONNX DFT engines too)
 #
-# It creates .venv-gpu with s3f-edge[train,gpu,dicom,dev] (onnxruntime-gpu, TensorRT, cuda-python; never the
-# CPU onnxruntime), then:
+# It creates .venv-gpu with s3f-edge[train,$GPU_EXTRA,dicom,dev] (onnxruntime-gpu, TensorRT, cuda-python; never
+# the CPU onnxruntime; GPU_EXTRA defaults to gpu: CUDA 12, TensorRT 10), then:
 #   1. records the machine: nvidia-smi, TensorRT / ONNX Runtime versions and providers;
 #   2. runs the GPU and TensorRT tests (pytest -m "gpu or tensorrt"), then the whole suite, which must
 #      also pass with the gpu extra (no test may assume CPU-only providers);
@@ -28,7 +29,8 @@ if [[ ! -x $VENV/bin/python ]]; then
   "$PYTHON" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet -e ".[train,gpu,dicom,dev]" > "$OUT/install.log" 2>&1
+GPU_EXTRA=${GPU_EXTRA:-gpu}
+"$VENV/bin/python" -m pip install --quiet -e ".[train,$GPU_EXTRA,dicom,dev]" > "$OUT/install.log" 2>&1
 status install $? "$OUT/install.log"
 S3F="$VENV/bin/s3f-edge"
 export TF_FORCE_GPU_ALLOW_GROWTH=true  # TensorFlow must not take the whole GPU from TensorRT
@@ -42,6 +44,7 @@ import tensorrt as trt
 print("tensorrt", trt.__version__, "| onnxruntime-gpu", m.version("onnxruntime-gpu"),
       "| cuda-python", m.version("cuda-python"))
 print("ONNX Runtime providers:", ort.get_available_providers())
+print("ONNX Runtime build:", getattr(ort, "get_build_info", lambda: "(not reported)")())
 from s3f_edge.runtime.formats import BACKENDS, unavailable_reason
 for name in BACKENDS:
     print(f"backend {name}: {unavailable_reason(name) or 'available'}")

@@ -17,7 +17,8 @@ EXPORT_STACK = TRAINING_STACK + ("tf2onnx", "onnx", "onnxconverter_common")
 EXTRA_HINTS = {
     "train": "pip install 's3f-edge[train,cpu]' (or [train,gpu] on an NVIDIA machine)",
     "cpu": "pip install 's3f-edge[cpu]'",
-    "gpu": "pip install 's3f-edge[gpu]' (in an environment without the CPU onnxruntime)",
+    "gpu": "pip install 's3f-edge[gpu]' (CUDA 12; or [gpu-cu13] for CUDA 13) in an environment without the CPU "
+           "onnxruntime",
     "dicom": "pip install 's3f-edge[dicom]'",
 }
 

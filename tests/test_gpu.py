@@ -3,6 +3,10 @@
 Skipped with the reason elsewhere (markers in conftest.py); `bash benchmarks/gpu_check.sh` runs them
 with the rest of the suite and the GPU benchmarks, and writes one report.
 """
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from helpers import saved_model
@@ -62,3 +66,41 @@ def test_tensorrt_engine_from_each_onnx_precision(tmp_path, sample_dir, precisio
     outputs = predictor.predict(np.random.default_rng(0).random((8, 64, 64, 1), dtype=np.float32))
     assert np.isfinite(outputs).all() and outputs.shape == (8, 4)
     np.testing.assert_allclose(outputs.sum(1), 1.0, atol=1e-3)
+    _runs_in_a_fresh_process(engine, outputs)
+
+
+def _runs_in_a_fresh_process(engine, expected: np.ndarray) -> None:
+    """Load and run the engine where nothing was built before (plugins registered by the runner itself), on a
+    batch above the profile's maximum (chunked) and then a smaller one (device buffers reused)."""
+    script = (
+        "import json, sys, numpy as np\n"
+        "from s3f_edge.runtime import Predictor\n"
+        "p = Predictor.load(sys.argv[1])\n"
+        "x = np.random.default_rng(0).random((8, 64, 64, 1), dtype=np.float32)\n"
+        "big = p.predict(np.concatenate([x, x, x[:4]]))\n"
+        "small = p.predict(x[:3])\n"
+        "print(json.dumps({'big': big.tolist(), 'small': small.tolist()}))\n")
+    done = subprocess.run([sys.executable, "-c", script, str(engine)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    big, small = np.array(result["big"]), np.array(result["small"])
+    assert big.shape == (20, 4) and np.isfinite(big).all()
+    np.testing.assert_allclose(big[:8], expected, atol=1e-5)
+    np.testing.assert_allclose(big[8:16], expected, atol=1e-5)
+    np.testing.assert_allclose(small, expected[:3], atol=1e-5)
+
+
+@pytest.mark.tensorrt
+def test_tensorrt_engine_with_onnx_dft_nodes(tmp_path):
+    """--fft dft: TensorRT >= 11.2 parses ONNX DFT into its cuFFT plugin; the engine must load elsewhere too."""
+    from s3f_edge.runtime.tensorrt_backend import installed_version
+
+    if installed_version() < (11, 2):
+        pytest.skip(f"TensorRT {installed_version()} has no ONNX DFT support (11.2 and later)")
+    keras_path = saved_model(tmp_path / "m.keras", "brisc2025", (64, 64, 1))
+    result = export_model(keras_path, ExportOptions(out_dir=tmp_path / "out", fft="dft", opset=18, trt=True,
+                                                    trt_batch=(1, 4, 8)))
+    engine = tmp_path / "out" / "model.fp32.engine"
+    assert not parity_failures(result.parity["tensorrt fp32"], "fp32")
+    outputs = Predictor.load(engine).predict(np.random.default_rng(0).random((8, 64, 64, 1), dtype=np.float32))
+    _runs_in_a_fresh_process(engine, outputs)

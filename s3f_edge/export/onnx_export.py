@@ -15,6 +15,7 @@ from s3f_edge.export.checks import ExportCheckError, check_onnx
 from s3f_edge.runtime.parity import ParityResult, compare, image_labels, parity_failures, random_batch, real_batch
 from s3f_edge.model import spectral_filters
 from s3f_edge.model.metadata import package_versions
+from s3f_edge.model.reference import float32_reference
 
 from s3f_edge.export.formats import CALIBRATION_METHODS, FFT_LOWERINGS, INT8_WEIGHT_BITS, MAX_TF2ONNX_OPSET, PRECISIONS
 
@@ -134,7 +135,8 @@ def _run_parity(keras_model, predict, contract: Preprocessing, parity_images: Pa
     results = []
     labels = image_labels(parity_images, class_names)
     for name, batch in (("real images", real_batch(contract, parity_images)), ("random", random_batch(contract, 8))):
-        reference = keras_model.predict(batch, batch_size=16, verbose=0)
+        with float32_reference():
+            reference = keras_model.predict(batch, batch_size=16, verbose=0)
         results.append(compare(reference, predict(batch), name, labels if name == "real images" else None))
     return results
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from s3f_edge.errors import BackendError, InputError
-from s3f_edge.runtime.tensorrt_backend import gpu_identity, import_tensorrt, sidecar_path, version_tuple
+from s3f_edge.runtime.tensorrt_backend import (gpu_identity, import_tensorrt, register_plugins, sidecar_path, trt_logger,
+                                               version_tuple)
 
 
 @dataclass
@@ -30,10 +31,6 @@ class EngineOptions:
     max_batch: int = 32
     workspace_gib: float = 4.0
     timing_cache: Path | None = None
-
-
-def _logger(trt):
-    return trt.Logger(trt.Logger.WARNING)
 
 
 def _strongly_typed_network(trt, builder):
@@ -48,9 +45,7 @@ def _strongly_typed_network(trt, builder):
 
 
 def _parser(trt, network, logger):
-    # The ONNX DFT op is parsed through the cuFFT FFT plugin (TensorRT >= 11.2): register the plugins first.
-    if hasattr(trt, "init_libnvinfer_plugins") and not trt.init_libnvinfer_plugins(logger, ""):
-        raise BackendError("TensorRT could not register its plugin library (libnvinfer_plugin)")
+    register_plugins(trt)  # the ONNX DFT op is parsed into the cuFFT FFT plugin (TensorRT >= 11.2)
     return trt.OnnxParser(network, logger)
 
 
@@ -65,7 +60,7 @@ def parser_problems(model_bytes: bytes, path: str | None = None, node_names: lis
     Needs TensorRT and a GPU; the op table in tensorrt_ops.py is the fallback where they are absent.
     """
     trt = import_tensorrt()
-    logger = _logger(trt)
+    logger = trt_logger(trt)
     builder = trt.Builder(logger)
     network = _strongly_typed_network(trt, builder)
     parser = _parser(trt, network, logger)
@@ -103,7 +98,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, input_shape: tu
         raise InputError(f"{onnx_path.name} holds no QuantizeLinear nodes; TensorRT INT8 needs the explicitly "
                          "quantized ONNX that s3f-edge export --precision int8 writes")
     identity = gpu_identity()
-    logger = _logger(trt)
+    logger = trt_logger(trt)
     builder = trt.Builder(logger)
     network = _strongly_typed_network(trt, builder)
     parser = _parser(trt, network, logger)

@@ -85,10 +85,11 @@ def unavailable_reason(backend: str) -> str | None:
         if absent:
             return f"ONNX Runtime here has no {', '.join(absent)} (needs onnxruntime-gpu and an NVIDIA GPU)"
         return None
-    from s3f_edge.runtime.tensorrt_backend import TensorRTUnavailable, gpu_identity, import_tensorrt
+    from s3f_edge.runtime.tensorrt_backend import TensorRTUnavailable, gpu_identity, import_cudart, import_tensorrt
 
     try:
         import_tensorrt()
+        import_cudart()  # engines run through cuda-python; without it gpu_identity would still find the GPU
         gpu_identity()
     except TensorRTUnavailable as error:
         return str(error)

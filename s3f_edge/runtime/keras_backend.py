@@ -29,4 +29,7 @@ class KerasPredictor(Predictor):
         self.provider = "tensorflow-" + ("gpu" if tf.config.list_physical_devices("GPU") else "cpu")
 
     def _run(self, batch):
-        return self.model.predict_on_batch(batch)
+        from s3f_edge.model.reference import float32_reference
+
+        with float32_reference():  # the reference other backends are compared with: no TF32 on GPUs
+            return self.model.predict_on_batch(batch)

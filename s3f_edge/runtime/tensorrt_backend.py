@@ -18,7 +18,8 @@ from s3f_edge.runtime.predictor import ModelContractError, Predictor
 
 INSTALL_HINT = (
     "TensorRT is not installed. On a machine with an NVIDIA GPU and driver, install the gpu extra "
-    "in an environment without the CPU onnxruntime: pip install 's3f-edge[gpu]'"
+    "in an environment without the CPU onnxruntime: pip install 's3f-edge[gpu]' (CUDA 12, TensorRT 10) or "
+    "'s3f-edge[gpu-cu13]' (CUDA 13, TensorRT 11: ONNX DFT nodes)"
 )
 
 
@@ -40,13 +41,33 @@ def import_tensorrt():
     return trt
 
 
+_LOGGER = None
+
+
+def trt_logger(trt):
+    """The one TensorRT logger of this process. TensorRT's plugin library keeps a raw pointer to the logger
+    it was registered with, so that logger must outlive every engine (polygraphy keeps one for the same reason)."""
+    global _LOGGER
+    if _LOGGER is None:
+        _LOGGER = trt.Logger(trt.Logger.WARNING)
+    return _LOGGER
+
+
+def register_plugins(trt) -> None:
+    """Register TensorRT's plugins (the ONNX DFT op becomes a cuFFT plugin layer from TensorRT 11.2): needed
+    before parsing, and before deserializing an engine that holds plugin layers in a fresh process."""
+    if hasattr(trt, "init_libnvinfer_plugins") and not trt.init_libnvinfer_plugins(trt_logger(trt), ""):
+        raise BackendError("TensorRT could not register its plugin library (libnvinfer_plugin)")
+
+
 def import_cudart():
     """cuda-python's runtime bindings (``cuda.bindings``, cuda-python >= 12.6.1)."""
     try:
         from cuda.bindings import runtime as cudart
     except ImportError as error:
-        raise TensorRTUnavailable("cuda-python >= 12.6.1 (< 13, the CUDA 12 build, like tensorrt-cu12) is needed to run "
-                                  "TensorRT engines: pip install 's3f-edge[gpu]'") from error
+        raise TensorRTUnavailable("cuda-python (>= 12.6.1, of the CUDA major TensorRT was built for) is needed to run "
+                                  "TensorRT engines: pip install 's3f-edge[gpu]' (CUDA 12) or "
+                                  "'s3f-edge[gpu-cu13]' (CUDA 13)") from error
     return cudart
 
 
@@ -126,7 +147,8 @@ class TensorRTPredictor(Predictor):
                                      "s3f-edge export --trt")
         super().__init__(path, {**(found or {}), **(metadata or {})})
         self._buffers: dict[str, tuple[int, int]] = {}  # tensor name -> (device pointer, bytes)
-        self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        register_plugins(trt)
+        self.runtime = trt.Runtime(trt_logger(trt))
         self.engine = self.runtime.deserialize_cuda_engine(Path(path).read_bytes())
         if self.engine is None:
             raise BackendError(f"TensorRT could not deserialize {path}")
@@ -177,7 +199,7 @@ class TensorRTPredictor(Predictor):
         kind = cudart.cudaMemcpyKind
         cuda_check(cudart.cudaMemcpyAsync(input_ptr, batch.ctypes.data, batch.nbytes, kind.cudaMemcpyHostToDevice,
                                           self.stream), "cudaMemcpyAsync (to GPU)")
-        if not self.context.execute_async_v3(self.stream):
+        if not self.context.execute_async_v3(int(self.stream)):
             raise BackendError("TensorRT execution failed (see TensorRT's messages above)")
         cuda_check(cudart.cudaMemcpyAsync(output.ctypes.data, output_ptr, output.nbytes, kind.cudaMemcpyDeviceToHost,
                                           self.stream), "cudaMemcpyAsync (from GPU)")
