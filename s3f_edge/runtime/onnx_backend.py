@@ -50,6 +50,10 @@ def provider_options(providers: list[str]) -> list[dict]:
     options = []
     for provider in providers:
         if provider == "TensorrtExecutionProvider":
+            try:  # pip's TensorRT libraries are not on the loader path; importing tensorrt loads them for ORT
+                import tensorrt  # noqa: F401
+            except ImportError:
+                pass
             cache = tensorrt_cache_dir()
             cache.mkdir(parents=True, exist_ok=True)
             # (This provider has no TF32 switch; its FP32 engines may use TF32 on Ampere and later, so its
