@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--fusion", default="concat")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--images", type=int, default=512)
-    parser.add_argument("--epochs", type=int, default=3, help="timed epochs (rounds) per configuration")
+    parser.add_argument("--epochs", type=int, default=5, help="timed epochs (rounds) per configuration")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--no-xla", action="store_true", help="skip the XLA configurations (slow to compile and run here)")

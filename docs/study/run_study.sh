@@ -53,6 +53,8 @@ if [[ " $PARTS " == *" recipe "* ]]; then
     run "recipe-baseline-augment-seed$seed"   "$DATA/busi" "${RECIPE[@]}" --model baseline --augment --seed "$seed"
     run "recipe-baseline-noweights-augment-seed$seed" "$DATA/busi" "${RECIPE[@]}" --model baseline --no-class-weights \
       --augment --seed "$seed"
+    run "recipe-baseline-lr1e-3-seed$seed" "$DATA/busi" "${RECIPE[@]}" --model baseline --lr 1e-3 --seed "$seed"
+    run "recipe-baseline-lrpat3-seed$seed" "$DATA/busi" "${RECIPE[@]}" --model baseline --lr-patience 3 --seed "$seed"
   done
 fi
 
