@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from s3f_edge.bench.runner import measure
+from s3f_edge.bench.runner import measure_in_turns
 from s3f_edge.runtime.formats import unavailable_reason
 from s3f_edge.runtime.predictor import nonfinite_rows
 
@@ -110,6 +110,7 @@ def accuracy_speed_matrix(keras_path: str | Path, out_dir: str | Path, data: str
 
     rows: list[MatrixRow] = []
     expected = None
+    timed: dict[int, tuple[MatrixRow, object]] = {}  # every artefact that scored, timed together afterwards
     for name, path, backend, precision, problem in _artefacts(keras_path, out_dir, Path(calib) if calib else None,
                                                                  trt, fft, log, speed_only=images is None):
         row = MatrixRow(name, backend, str(path) if path else "-", status=problem or "ok")
@@ -129,14 +130,22 @@ def accuracy_speed_matrix(keras_path: str | Path, out_dir: str | Path, data: str
                 row.accuracy = round(float((predicted == labels).mean()), 4)
                 row.f1_macro = round(_macro_f1(labels, predicted, len(reference.class_names)), 4)
                 row.top1_agreement = round(float((predicted == expected).mean()), 4)
-            for batch in batches:
-                tiled = np.ascontiguousarray(np.resize(timing_pool, (batch, *timing_pool.shape[1:])), np.float32)
-                latencies = measure(predictor.predict, tiled, warmup, duration)
-                row.p50_ms[str(batch)] = round(float(np.median(latencies)) * 1e3, 3)
-                row.images_per_second[str(batch)] = round(batch / float(np.mean(latencies)), 2)
+            timed[len(rows) - 1] = (row, predictor)
         except Exception as error:  # an engine's own error types: the row says why, the others go on
             row.status = f"failed: {type(error).__name__}: {error}"
-        log(f"  {name:<20} {backend:<9} {row.status} acc {row.accuracy} p50 {row.p50_ms}")
+        log(f"  {name:<20} {backend:<9} {row.status} acc {row.accuracy}")
+    for batch in batches:  # all artefacts in turns, so that each meets the same machine (measure_in_turns)
+        tiled = np.ascontiguousarray(np.resize(timing_pool, (batch, *timing_pool.shape[1:])), np.float32)
+        latencies, errors = measure_in_turns({index: predictor.predict for index, (_, predictor) in timed.items()},
+                                             tiled, warmup, duration)
+        for index, values in latencies.items():
+            row = timed[index][0]
+            row.p50_ms[str(batch)] = round(float(np.median(values)) * 1e3, 3)
+            row.images_per_second[str(batch)] = round(batch / float(np.mean(values)), 2)
+        for index, error in errors.items():
+            timed[index][0].status = f"failed while timed: {error}"
+        log(f"  batch {batch}: " + ", ".join(f"{timed[i][0].artefact} ({timed[i][0].backend}) "
+                                            f"{timed[i][0].p50_ms[str(batch)]} ms" for i in latencies))
     keras_row = rows[0]
     for row in rows:
         for batch, milliseconds in row.p50_ms.items():

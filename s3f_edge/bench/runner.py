@@ -67,6 +67,29 @@ def measure(predict, batch: np.ndarray, warmup_s: float, duration_s: float, min_
     return np.asarray(latencies)
 
 
+def measure_in_turns(contenders: dict, batch: np.ndarray, warmup_s: float, duration_s: float,
+                     rounds: int = 3) -> tuple[dict, dict]:
+    """Latencies of several ``predict`` functions on the same batch, taken in turns: ``rounds`` rounds of
+    ``duration_s / rounds`` seconds each, keeping for each contender its round with the lowest median. A
+    shared machine that switches between a fast and a throttled state then compares like with like instead
+    of whichever state each contender happened to meet. Returns (latencies by name, errors by name): a
+    contender that raises is dropped with its error, the others go on."""
+    best: dict = {}
+    errors: dict = {}
+    for _ in range(rounds):
+        for name, predict in contenders.items():
+            if name in errors:
+                continue
+            try:
+                latencies = measure(predict, batch, warmup_s if name not in best else 0.0, duration_s / rounds)
+            except Exception as error:  # an engine's own error types
+                errors[name] = f"{type(error).__name__}: {error}"
+                continue
+            if name not in best or np.median(latencies) < np.median(best[name]):
+                best[name] = latencies
+    return best, errors
+
+
 def summarise(model: str, backend: str, provider: str, mode: str, batch: int, latencies: np.ndarray,
               cold_start: float, flops_per_image: float | None, gemm_rate: float | None) -> BenchResult:
     p50, p90, p99 = np.percentile(latencies, [50, 90, 99]) * 1e3
