@@ -68,11 +68,12 @@ def measure(predict, batch: np.ndarray, warmup_s: float, duration_s: float, min_
 
 
 def measure_in_turns(contenders: dict, batch: np.ndarray, warmup_s: float, duration_s: float,
-                     rounds: int = 3) -> tuple[dict, dict]:
+                     rounds: int = 3, min_runs_per_round: int = 2) -> tuple[dict, dict]:
     """Latencies of several ``predict`` functions on the same batch, taken in turns: ``rounds`` rounds of
     ``duration_s / rounds`` seconds each, keeping for each contender its round with the lowest median. A
     shared machine that switches between a fast and a throttled state then compares like with like instead
-    of whichever state each contender happened to meet. Returns (latencies by name, errors by name): a
+    of whichever state each contender happened to meet; ``min_runs_per_round`` keeps a slow contender (a
+    batch of 32 at 256x256 takes seconds) from tripling the run. Returns (latencies by name, errors by name): a
     contender that raises is dropped with its error, the others go on."""
     best: dict = {}
     errors: dict = {}
@@ -81,7 +82,8 @@ def measure_in_turns(contenders: dict, batch: np.ndarray, warmup_s: float, durat
             if name in errors:
                 continue
             try:
-                latencies = measure(predict, batch, warmup_s if name not in best else 0.0, duration_s / rounds)
+                latencies = measure(predict, batch, warmup_s if name not in best else 0.0, duration_s / rounds,
+                                    min_runs=min_runs_per_round)
             except Exception as error:  # an engine's own error types
                 errors[name] = f"{type(error).__name__}: {error}"
                 continue
