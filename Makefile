@@ -44,6 +44,7 @@ bench: $(INSTALLED)
 	$(BIN)/python benchmarks/ratios.py --out benchmarks/results
 	$(BIN)/python benchmarks/matrices.py --out benchmarks/results
 	$(BIN)/python benchmarks/int8_variants.py --out benchmarks/results
+	$(BIN)/python benchmarks/int8_spread.py --out benchmarks/results
 	$(BIN)/python benchmarks/ort_session_options.py --out benchmarks/results
 	$(BIN)/python benchmarks/runtime_footprint.py --out benchmarks/results
 	$(BIN)/python benchmarks/training_speed.py --out benchmarks/results

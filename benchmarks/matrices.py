@@ -1,6 +1,6 @@
 """The README's accuracy x speed tables: `s3f-edge matrix` on the bundled model and on brisc2025 at 256x256.
 
-    python benchmarks/matrices.py [--out benchmarks/results] [--duration 5]
+    python benchmarks/matrices.py [--out benchmarks/results] [--duration 5] [--render]
 
 1. The bundled brain MRI model, scored on the whole brain MRI test set (../shared/data/brain_tumor_mri,
    else the 24 sample test images), INT8 calibrated on its training images.
@@ -41,8 +41,10 @@ def goals(bundled: dict, brisc: dict, share: dict | None) -> str:
     for label, result in (("bundled model (64×64)", bundled), ("brisc2025 256×256", brisc)):
         for batch, target in (("1", 2.0), ("32", 1.5)):
             best = best_cpu(result["rows"], batch)
-            lines.append(f"| {label}: best CPU artefact ≥ {target}× Keras at batch {batch} | {best['artefact']}: "
-                         f"{best['speedup_vs_keras'][batch]}× | {'yes' if best['speedup_vs_keras'][batch] >= target else 'no'} |")
+            caveat = " (timed only: its parity gate failed on random weights)" if best["status"] == TIMED_ONLY else ""
+            speedup = best["speedup_vs_keras"][batch]
+            lines.append(f"| {label}: best CPU artefact ≥ {target}× Keras at batch {batch} | "
+                         f"{best['artefact']}{caveat}: {speedup}× | {'yes' if speedup >= target else 'no'} |")
             if result is bundled and keras_accuracy is not None:
                 loss = (keras_accuracy - best["accuracy"]) * 100
                 lines.append(f"| bundled model: that artefact loses ≤ 0.5 point of accuracy (batch {batch}'s best) | "
@@ -71,7 +73,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--render", action="store_true", help="only rewrite goals.md from the JSON files in --out")
     args = parser.parse_args()
+    if args.render:
+        bundled, brisc = (json.loads((args.out / f"matrix_{name}.json").read_text())
+                          for name in ("bundled", "brisc256"))
+        write_goals(args.out, bundled, brisc)
+        return
 
     from helpers import saved_model
 
@@ -89,10 +97,14 @@ def main() -> None:
             shutil.copy(scratch / name.removeprefix("matrix_").replace("brisc256", "brisc") / "matrix.md",
                         args.out / f"{name}.md")
             (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    share_path = args.out / "results.json"
+    write_goals(args.out, bundled, brisc)
+
+
+def write_goals(out: Path, bundled: dict, brisc: dict) -> None:
+    share_path = out / "results.json"
     share = json.loads(share_path.read_text()).get("spectral_share") if share_path.exists() else None
-    (args.out / "goals.md").write_text(goals(bundled, brisc, share))
-    print((args.out / "goals.md").read_text())
+    (out / "goals.md").write_text(goals(bundled, brisc, share))
+    print((out / "goals.md").read_text())
 
 
 if __name__ == "__main__":
