@@ -20,6 +20,7 @@ run() {  # name, dataset dir, then train options
     "$dir/config.json" 2>/dev/null)
   if [[ -f "$dir/metrics.json" && ( -z $epochs || $trained == "$epochs" ) ]]; then echo "skip $name (done)"; return; fi
   local start=$SECONDS
+  echo "$name started" >> "$RUNS/wall_times.txt"  # a sitting with no time after this was cut short (table.py)
   if [[ -f "$dir/state.json" ]]; then  # interrupted, or done with fewer epochs: --resume continues exactly
     "$S3F" train "$data" --resume "$dir" ${epochs:+--epochs "$epochs"} --quiet >> "$RUNS/$name.log" 2>&1
   else
