@@ -229,7 +229,7 @@ def conclusion(runs: Path, brain: list[dict], busi: list[dict]) -> str:
                      + " points. (Rule: every seed's interval on one side of zero, and the mean difference larger than "
                      "both models' seed-to-seed standard deviation.)")
         if len(concat) < PLANNED_SEEDS:
-            lines[-1] += (f" Only {len(concat)} of the {PLANNED_SEEDS} planned seeds per model have finished; "
+            lines[-1] += (f" Both models have finished {len(concat)} of the {PLANNED_SEEDS} planned seeds; "
                           "`bash docs/study/run_study.sh RUNS brain` resumes the rest.")
     bilinear = [r for r in brain if r["label"].startswith("S³F bilinear") and r["set"] == "official"]
     if not bilinear:
@@ -266,8 +266,8 @@ def bundled_model_table(card_path: Path) -> str:
                      f"{official['f1_macro']:.3f}", f"{official['cohen_kappa']:.3f}"])
     options = training["options"]
     note = (f"\n{card['name']}, {options['epochs']} epochs (best: {training['best_epoch']}), seed {options['seed']}, "
-            f"trained in {training['train_seconds'] / 60:.0f} min on a 2-core CPU; both files {card['total_bytes'] / 1e6:.1f} MB "
-            f"together; bundled {card['created']}.\n")
+            f"trained over {training['train_seconds'] / 60:.0f} min of wall-clock time on a 2-core CPU (pauses included); "
+            f"both files {card['total_bytes'] / 1e6:.1f} MB together; bundled {card['created']}.\n")
     return table(["File", "Validation acc", "Official test acc (images)", "De-duplicated test acc (images)", "Macro-F1",
                   "κ"], rows) + note
 
