@@ -72,9 +72,10 @@ def session_options(ort=None):
     """SessionOptions used for every s3f-edge session (runtime, export parity, benchmarks).
 
     ONNX Runtime's own defaults (intra-op threads = physical cores, all graph optimisations, sequential
-    execution, memory arena on) were the fastest of the settings measured on S3F-Net here
-    (benchmarks/ort_session_options.py: one thread, basic or extended optimisation, parallel execution
-    and no arena were all slower or equal), so only the log level is set.
+    execution, memory arena on) are kept (benchmarks/ort_session_options.py): one thread, basic or
+    extended optimisation and parallel execution were slower in every case; no arena was slower in
+    three of four and faster once, by no more than this machine's own run-to-run spread
+    (benchmarks/int8_spread.py). So only the log level is set.
     """
     ort = ort or import_onnxruntime()
     options = ort.SessionOptions()
