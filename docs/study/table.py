@@ -52,6 +52,7 @@ def wall_times(runs: Path) -> dict[str, int]:
         if not entry.startswith("-"):
             open_sitting.discard(name)
         total[name] = total.get(name, 0) + int(entry)
+    unknown |= open_sitting  # still running, or cut short by the machine: not known yet
     return {name: seconds for name, seconds in total.items() if name not in unknown}
 
 
@@ -60,6 +61,9 @@ def run_summary(run: Path) -> dict | None:
         return None
     metrics = json.loads((run / "metrics.json").read_text())
     config = json.loads((run / "config.json").read_text())
+    state = json.loads((run / "state.json").read_text()) if (run / "state.json").exists() else None
+    if state and not state.get("stopped") and state["epochs_done"] < config["options"]["epochs"]:
+        return None  # being extended to more epochs: its metrics.json is the shorter budget's
     with open(run / "history.csv") as handle:
         history = list(csv.DictReader(handle))
     best = max(history, key=lambda r: float(r["val_selection_score"]))
