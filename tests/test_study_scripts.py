@@ -1,0 +1,53 @@
+"""The study's table script (docs/study/table.py) must not report a run that is still training, nor a wall
+time for a sitting that has not ended: its tables go into the README unedited."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+TABLE_PY = Path(__file__).resolve().parents[1] / "docs" / "study" / "table.py"
+
+
+@pytest.fixture(scope="module")
+def table():
+    spec = importlib.util.spec_from_file_location("study_table", TABLE_PY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_wall_times_sum_sittings_drop_pauses_and_leave_open_or_lost_sittings_unknown(table, tmp_path):
+    (tmp_path / "wall_times.txt").write_text("\n".join([
+        "done started", "done -30 (paused)", "done 100",            # one sitting, 30 s of it paused
+        "resumed started", "resumed 50", "resumed started", "resumed 70",
+        "cut started", "cut started", "cut 40",                     # first sitting never ended
+        "lost 10", "lost lost",
+        "running 60", "running started", "running -5 (paused)",     # its second sitting is still going
+    ]) + "\n")
+    assert table.wall_times(tmp_path) == {"done": 70, "resumed": 120}
+
+
+def _fake_run(run: Path, *, epochs_planned: int, epochs_done: int, history_rows: int) -> Path:
+    run.mkdir()
+    test = {"accuracy": 0.7, "f1_macro": 0.6, "cohen_kappa": 0.5, "roc_auc_macro": 0.8,
+            "confusion_matrix": [[3, 1], [1, 3]]}
+    (run / "metrics.json").write_text(json.dumps({"validation": {"accuracy": 0.75}, "test": test, "timing": {}}))
+    (run / "config.json").write_text(json.dumps({"options": {"seed": 0, "image_size": [64, 64],
+                                                             "epochs": epochs_planned}}))
+    (run / "state.json").write_text(json.dumps({"epochs_done": epochs_done, "stopped": False}))
+    with open(run / "history.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["epoch", "accuracy", "val_selection_score"])
+        writer.writerows([i, 0.5, 0.1 * i] for i in range(history_rows))
+    return run
+
+
+def test_a_run_being_extended_is_not_a_row(table, tmp_path):
+    finished = table.run_summary(_fake_run(tmp_path / "a", epochs_planned=25, epochs_done=25, history_rows=25))
+    assert finished is not None and finished["epochs"] == 25 and finished["best_epoch"] == 25
+    # asked for 60 epochs and resumed: metrics.json is still the 25-epoch one, history has grown
+    assert table.run_summary(_fake_run(tmp_path / "b", epochs_planned=60, epochs_done=35, history_rows=35)) is None
