@@ -37,17 +37,19 @@ def _fake_run(run: Path, *, epochs_planned: int, epochs_done: int, history_rows:
             "confusion_matrix": [[3, 1], [1, 3]]}
     (run / "metrics.json").write_text(json.dumps({"validation": {"accuracy": 0.75}, "test": test, "timing": {}}))
     (run / "config.json").write_text(json.dumps({"options": {"seed": 0, "image_size": [64, 64],
-                                                             "epochs": epochs_planned}}))
+                                                             "epochs": epochs_planned, "min_learning_rate": 1e-6}}))
     (run / "state.json").write_text(json.dumps({"epochs_done": epochs_done, "stopped": False}))
     with open(run / "history.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["epoch", "accuracy", "val_selection_score"])
-        writer.writerows([i, 0.5, 0.1 * i] for i in range(history_rows))
+        writer.writerow(["epoch", "accuracy", "val_selection_score", "learning_rate"])
+        # float32 rounding as Keras logs it: 1e-6 reads back as 9.999999974752427e-07
+        writer.writerows([i, 0.5, 0.1 * i, 3e-4 if i < 20 else 9.999999974752427e-07] for i in range(history_rows))
     return run
 
 
 def test_a_run_being_extended_is_not_a_row(table, tmp_path):
     finished = table.run_summary(_fake_run(tmp_path / "a", epochs_planned=25, epochs_done=25, history_rows=25))
     assert finished is not None and finished["epochs"] == 25 and finished["best_epoch"] == 25
+    assert finished["lr_floor_epoch"] == 21  # the first epoch (1-based) trained at the minimum learning rate
     # asked for 60 epochs and resumed: metrics.json is still the 25-epoch one, history has grown
     assert table.run_summary(_fake_run(tmp_path / "b", epochs_planned=60, epochs_done=35, history_rows=35)) is None

@@ -67,6 +67,8 @@ def run_summary(run: Path) -> dict | None:
     with open(run / "history.csv") as handle:
         history = list(csv.DictReader(handle))
     best = max(history, key=lambda r: float(r["val_selection_score"]))
+    floor = config["options"]["min_learning_rate"] * 1.001  # stored as float32 in history.csv
+    at_floor = [int(r["epoch"]) + 1 for r in history if float(r["learning_rate"]) <= floor]
     dedup_path = run / "evaluate-dedup" / "metrics.json"
     test = metrics["test"]
     predicted_classes = sum(1 for column in zip(*test["confusion_matrix"]) if sum(column) > 0)
@@ -78,6 +80,7 @@ def run_summary(run: Path) -> dict | None:
         "train_accuracy_last": float(history[-1]["accuracy"]),
         "dedup": json.loads(dedup_path.read_text())["metrics"]["accuracy"] if dedup_path.exists() else None,
         "images_per_second": metrics["timing"].get("train_images_per_second"),
+        "lr_floor_epoch": at_floor[0] if at_floor else None,  # from here on the plateau schedule has nothing left
     }
 
 
@@ -145,9 +148,9 @@ def results_table(runs: Path, prefix: str) -> str:
         rows.append([re.sub(r"-seed\d+$", "", run.name.removeprefix(prefix + "-")), summary["seed"], summary["size"],
                      f"{summary['epochs']} ({summary['best_epoch']})", percent(summary["val"]), percent(summary["test"]),
                      percent(summary["dedup"]), f"{summary['f1']:.3f}", f"{summary['kappa']:.3f}", f"{summary['auc']:.3f}",
-                     f"{wall[run.name] / 60:.0f}" if run.name in wall else "-"])
+                     summary["lr_floor_epoch"] or "-", f"{wall[run.name] / 60:.0f}" if run.name in wall else "-"])
     return table(["Model", "Seed", "Size", "Epochs (best)", "Val acc", "Test acc", "Test acc de-dup", "Macro-F1", "κ",
-                  "AUC", "Wall min"], rows)
+                  "AUC", "LR at its floor from epoch", "Wall min"], rows)
 
 
 def seed_summary(runs: Path) -> str:
