@@ -12,7 +12,6 @@ the spread of the INT8 speed-up (lowest, median, highest). Writes int8_spread.js
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -23,6 +22,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from results_files import write_results  # noqa: E402  (benchmarks/ is the script's folder)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
@@ -66,8 +66,6 @@ def main() -> None:
         summary[str(batch)] = {"lowest": min(ratios), "median": float(np.median(ratios)), "highest": max(ratios)}
     result = {"date": time.strftime("%Y-%m-%d"), "model": args.model.name, "cpus": os.cpu_count(),
               "repeats": args.repeats, "rows": rows, "int8_speedup": summary}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "int8_spread.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"INT8 (export default) against FP32, {args.model.name}, ONNX Runtime CPU ({result['date']}, "
              f"{os.cpu_count()} CPUs): {args.repeats} repeats, each the two files timed in turns "
              f"(fastest of 3 rounds, {args.seconds:g} s per file).", "",
@@ -80,8 +78,7 @@ def main() -> None:
         int8_range = f"{min(r['int8_p50_ms'] for r in mine):.1f}–{max(r['int8_p50_ms'] for r in mine):.1f}"
         lines.append(f"| {batch} | {spread['lowest']:.2f}× | {spread['median']:.2f}× | {spread['highest']:.2f}× | "
                      f"{fp32_range} | {int8_range} |")
-    (args.out / "int8_spread.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, "int8_spread", result, lines)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from results_files import write_results  # noqa: E402  (benchmarks/ is the script's folder)
 
 
 def first_files_sample(folder: Path, contract, limit: int) -> np.ndarray:
@@ -172,10 +172,8 @@ def main() -> None:
     for row in rows:
         row["file"] = row["file"].name
 
-    args.out.mkdir(parents=True, exist_ok=True)
     result = {"date": time.strftime("%Y-%m-%d"), "model": str(args.model), "test_images": int(len(test_y)),
               "cpus": os.cpu_count(), "rows": rows}
-    (args.out / "int8_variants.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"INT8 variants of {args.model.name} on {len(test_y)} test images of {args.data.name} "
              f"({result['date']}, {os.cpu_count()} CPUs, ONNX Runtime CPU, p50 of the fastest of 3 rounds taken in turns, {args.seconds:g} s each variant).", "",
              "| variant | accuracy | macro-F1 | top-1 agreement with FP32 | non-zero zero points | MB | p50 ms, batch 1 | p50 ms, batch 32 |",
@@ -183,8 +181,7 @@ def main() -> None:
     for row in rows:
         lines.append(f"| {row['variant']} | {row['accuracy']:.2%} | {row['f1_macro']:.3f} | {row['top1_agreement_with_fp32']:.2%} | "
                      f"{row['nonzero_zero_points']} | {row['size_mb']} | {row['p50_ms_batch1']} | {row['p50_ms_batch32']} |")
-    (args.out / "int8_variants.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, "int8_variants", result, lines)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Writes ort_session_options.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+from results_files import write_results  # noqa: E402  (benchmarks/ is the script's folder)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
@@ -93,14 +93,11 @@ def main() -> None:
                        and r["settings"] == "ONNX Runtime defaults")
         row["vs_defaults"] = round(default["p50_ms"] / row["p50_ms"], 3)
     result = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "onnxruntime": ort.__version__, "rows": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "ort_session_options.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"ONNX Runtime {ort.__version__} session settings, FP32 ONNX on the CPU ({result['date']}, "
              f"{os.cpu_count()} CPUs; p50 of the fastest of 3 rounds taken in turns, {args.seconds:g} s each; speed-up > 1 is faster than the defaults).", "",
              "| model | batch | settings | p50 ms | speed-up vs defaults |", "|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['batch']} | {r['settings']} | {r['p50_ms']} | {r['vs_defaults']} |" for r in rows]
-    (args.out / "ort_session_options.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, "ort_session_options", result, lines)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_files import write_results  # benchmarks/ is the script's folder
+
 REPO = Path(__file__).resolve().parents[1]
 RUNTIME_VENV = REPO / ".venv-runtime"
 MODEL = REPO / "s3f_edge" / "assets" / "default_model" / "model.onnx"
@@ -166,8 +168,6 @@ def main() -> None:
     }
     result = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "model": str(MODEL.relative_to(REPO)),
               "rows": rows, "install_mb": install, "goals_met": goals}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "runtime_footprint.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"`s3f-edge infer` with the bundled ONNX model, process start to exit, median of {args.repeat} runs "
              f"({result['date']}, {os.cpu_count()} CPUs).", "",
              "| installation | images | wall s | peak RSS MB | × minimal (time) | × minimal (RSS) |", "|---|---|---|---|---|---|"]
@@ -176,8 +176,7 @@ def main() -> None:
                      f"{row.get('time_vs_minimal', '-')} | {row.get('rss_vs_minimal', '-')} |")
     lines += ["", "Installed size: " + "; ".join(f"{k} {v} MB" for k, v in install.items()) + ".", "",
               "Goals: " + "; ".join(f"{goal}: {'met' if ok else 'NOT met'}" for goal, ok in goals.items()) + "."]
-    (args.out / "runtime_footprint.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, "runtime_footprint", result, lines)
 
 
 if __name__ == "__main__":

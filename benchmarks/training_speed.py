@@ -22,6 +22,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from results_files import write_results  # noqa: E402  (benchmarks/ is the script's folder)
 
 
 def load_images(data: Path, size: int, count: int, seed: int):
@@ -147,12 +148,7 @@ def main() -> None:
               "setup": {**{k: str(v) for k, v in vars(args).items()}, "images_timed_per_config": args.epochs * len(labels),
                         "images": len(labels)},
               "rows": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"training_speed_{args.preset}_{args.size}"
-    lines = render(result)
-    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, f"training_speed_{args.preset}_{args.size}", result, render(result))
 
 
 if __name__ == "__main__":
