@@ -22,10 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "docs" / "study"))
 
-from compare import compare  # noqa: E402
+from compare import compare, correct_on  # noqa: E402
 from s3f_edge.data.files import file_sha256  # noqa: E402
-from s3f_edge.data.folders import Split, discover, load_split, stratified_split  # noqa: E402
-from s3f_edge.runtime.predictor import Predictor  # noqa: E402
+from s3f_edge.data.folders import Split, discover, stratified_split  # noqa: E402
 
 
 def run_splits(run_dir: Path) -> tuple[Path, Split, Split]:
@@ -51,23 +50,13 @@ def common_held_out(run_dirs: list[Path]) -> tuple[Split, int]:
     return split, len(shared) - len(kept)
 
 
-def correct_on(model: Path, split: Split) -> np.ndarray:
-    predictor = Predictor.load(model)
-    images, labels, failures = load_split(split, predictor.contract)
-    if failures:
-        raise SystemExit(f"{len(failures)} held-out images could not be read")
-    probabilities = predictor.predict_all(images)
-    if not np.isfinite(probabilities).all():
-        raise SystemExit(f"{model} gave non-finite outputs")
-    return probabilities.argmax(1) == labels
-
-
-def render(run_dirs: list[Path], results: list[dict], images: int, dropped: int) -> str:
+def render(run_dirs: list[Path], accuracies: list[float], results: list[dict | None], images: int,
+           dropped: int) -> str:
     lines = [f"Images held out by every run: {images + dropped}; {dropped} dropped as byte-duplicates of an image "
              f"some run trained on; {images} scored.", "",
              "| Run | Own validation acc | Common held-out acc | − first run, points [95 % CI] | "
              "only this right / only first right | McNemar p |", "|---|---|---|---|---|---|"]
-    for run, result in zip(run_dirs, results):
+    for run, accuracy, result in zip(run_dirs, accuracies, results):
         own = json.loads((run / "metrics.json").read_text())["validation"]["accuracy"]
         if result is None:
             paired = "(reference) | - | -"
@@ -75,7 +64,6 @@ def render(run_dirs: list[Path], results: list[dict], images: int, dropped: int)
             low, high = result["difference_95ci"]
             paired = (f"{100 * result['difference']:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}] | "
                       f"{result['only_a_right']} / {result['only_b_right']} | {result['mcnemar_exact_p']:.2g}")
-        accuracy = result["accuracy_a"] if result else results[1]["accuracy_b"] if len(results) > 1 else float("nan")
         lines.append(f"| {run.name} | {100 * own:.1f}% | {100 * accuracy:.1f}% | {paired} |")
     return "\n".join(lines) + "\n"
 
@@ -92,7 +80,7 @@ def main() -> None:
         raise SystemExit("the runs share no held-out image; there is nothing to compare them on")
     correct = [correct_on(run / "model.keras", split) for run in args.runs]
     results = [None] + [compare(c, correct[0]) for c in correct[1:]]
-    table = render(args.runs, results, len(split), dropped)
+    table = render(args.runs, [float(c.mean()) for c in correct], results, len(split), dropped)
     print(table)
     if args.out:
         args.out.write_text(table)

@@ -19,18 +19,26 @@ from scipy.stats import binomtest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from s3f_edge.data.folders import load_split  # noqa: E402
+from s3f_edge.data.folders import Split, load_split  # noqa: E402
 from s3f_edge.runtime.predictor import Predictor  # noqa: E402
 from s3f_edge.train.evaluate import labelled_split  # noqa: E402
 
 
 def correct_per_image(model: Path, test_dir: Path, exclude: Path | None) -> np.ndarray:
-    predictor = Predictor.load(model)
     _, split, _ = labelled_split(test_dir, exclude)
+    return correct_on(model, split)
+
+
+def correct_on(model: Path, split: Split) -> np.ndarray:
+    """Whether ``model`` classifies each image of ``split`` right (finite outputs checked first)."""
+    predictor = Predictor.load(model)
     images, labels, failures = load_split(split, predictor.contract)
     if failures:
-        raise SystemExit(f"{len(failures)} test images could not be read; compare on readable sets only")
-    return predictor.predict_all(images).argmax(1) == labels
+        raise SystemExit(f"{len(failures)} images could not be read; compare on readable sets only")
+    probabilities = predictor.predict_all(images)
+    if not np.isfinite(probabilities).all():
+        raise SystemExit(f"{model} gave non-finite outputs")
+    return probabilities.argmax(1) == labels
 
 
 def compare(a: np.ndarray, b: np.ndarray, rounds: int = 10000, seed: int = 0) -> dict:
