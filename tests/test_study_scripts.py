@@ -37,7 +37,8 @@ def _fake_run(run: Path, *, epochs_planned: int, epochs_done: int, history_rows:
             "confusion_matrix": [[3, 1], [1, 3]]}
     (run / "metrics.json").write_text(json.dumps({"validation": {"accuracy": 0.75}, "test": test, "timing": {}}))
     (run / "config.json").write_text(json.dumps({"options": {"seed": 0, "image_size": [64, 64],
-                                                             "epochs": epochs_planned, "min_learning_rate": 1e-6}}))
+                                                             "epochs": epochs_planned, "min_learning_rate": 1e-6,
+                                                             "lr_patience": 4}}))
     (run / "state.json").write_text(json.dumps({"epochs_done": epochs_done, "stopped": False}))
     with open(run / "history.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -53,3 +54,18 @@ def test_a_run_being_extended_is_not_a_row(table, tmp_path):
     assert finished["lr_floor_epoch"] == 21  # the first epoch (1-based) trained at the minimum learning rate
     # asked for 60 epochs and resumed: metrics.json is still the 25-epoch one, history has grown
     assert table.run_summary(_fake_run(tmp_path / "b", epochs_planned=60, epochs_done=35, history_rows=35)) is None
+
+
+def _busi_pair(label: str, accuracy_s3f: float, accuracy_baseline: float) -> dict:
+    return {"label": label, "set": "official", "accuracy_a": accuracy_s3f, "accuracy_b": accuracy_baseline,
+            "difference": accuracy_s3f - accuracy_baseline, "difference_95ci": (-0.05, 0.05)}
+
+
+def test_busi_bar_is_met_only_when_both_models_of_one_same_budget_pair_reach_75_percent(table, tmp_path):
+    patience_4, patience_40 = table.BUSI_PAIRS
+    verdict = lambda busi: table.conclusion(tmp_path, [], busi).strip().splitlines()[-1]  # noqa: E731
+    # one model above the bar in each pair is not "both at the same budget"
+    assert verdict([_busi_pair(patience_4, 0.76, 0.72), _busi_pair(patience_40, 0.70, 0.78)]).endswith(": not met.")
+    assert verdict([_busi_pair(patience_4, 0.76, 0.72), _busi_pair(patience_40, 0.75, 0.78)]).endswith(": met.")
+    waiting = table.conclusion(tmp_path, [], [_busi_pair(patience_4, 0.70, 0.72)])
+    assert "LR-plateau patience 40 (the preset's): still training" in waiting and waiting.strip().endswith(": not met so far.")

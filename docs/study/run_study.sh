@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The study behind docs/reproduction.md: every training one after another, logs and run directories in
 # $RUNS. Re-running skips runs whose metrics.json exists and resumes interrupted ones.
-#   bash docs/study/run_study.sh [RUNS] [PART...]    (RUNS defaults to ./runs/study; PART: recipe busi brain)
+#   bash docs/study/run_study.sh [RUNS] [PART...]    (RUNS defaults to ./runs/study; PART: recipe busi brain busi-lr)
 #   python docs/study/table.py RUNS                   the tables of docs/reproduction.md
 set -uo pipefail
 RUNS=${1:-runs/study}
 shift || true
-PARTS=${*:-recipe busi brain}
+PARTS=${*:-recipe busi brain busi-lr}
 DATA=${DATA:-../shared/data}
 S3F=${S3F:-.venv/bin/s3f-edge}
 DUPLICATES=docs/brain_mri_test_duplicates.txt
@@ -82,4 +82,13 @@ if [[ " $PARTS " == *" busi "* ]]; then
   run busi-baseline   "$DATA/busi" "${BUSI[@]}" --model baseline
   [[ " $PARTS " == *" brain "* ]] && brain_part
   run busi-s3f-concat "$DATA/busi" "${BUSI[@]}" --model s3f --fusion concat
+fi
+
+# 2b. The same pair with the preset's LR-plateau patience (40, as in the original recipe) instead of 4: with
+#     patience 4 the rate sat at its 1e-6 floor from epoch 37 (baseline), so most of the 60 epochs barely
+#     moved the weights. Same budget and everything else as in 2.
+if [[ " $PARTS " == *" busi-lr "* ]]; then
+  BUSI_PRESET_LR=(--preset busi --image-size 128 --epochs 60 --patience 100)
+  run busi-baseline-lrpat40   "$DATA/busi" "${BUSI_PRESET_LR[@]}" --model baseline
+  run busi-s3f-concat-lrpat40 "$DATA/busi" "${BUSI_PRESET_LR[@]}" --model s3f --fusion concat
 fi

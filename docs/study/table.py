@@ -81,6 +81,7 @@ def run_summary(run: Path) -> dict | None:
         "dedup": json.loads(dedup_path.read_text())["metrics"]["accuracy"] if dedup_path.exists() else None,
         "images_per_second": metrics["timing"].get("train_images_per_second"),
         "lr_floor_epoch": at_floor[0] if at_floor else None,  # from here on the plateau schedule has nothing left
+        "lr_patience": config["options"]["lr_patience"],
     }
 
 
@@ -145,12 +146,13 @@ def results_table(runs: Path, prefix: str) -> str:
         summary = run_summary(run) if run.is_dir() else None
         if summary is None:
             continue
-        rows.append([re.sub(r"-seed\d+$", "", run.name.removeprefix(prefix + "-")), summary["seed"], summary["size"],
-                     f"{summary['epochs']} ({summary['best_epoch']})", percent(summary["val"]), percent(summary["test"]),
-                     percent(summary["dedup"]), f"{summary['f1']:.3f}", f"{summary['kappa']:.3f}", f"{summary['auc']:.3f}",
+        model = re.sub(r"(-lrpat\d+)?(-seed\d+)?$", "", run.name.removeprefix(prefix + "-"))
+        rows.append([model, summary["seed"], summary["size"], f"{summary['epochs']} ({summary['best_epoch']})",
+                     summary["lr_patience"], percent(summary["val"]), percent(summary["test"]), percent(summary["dedup"]),
+                     f"{summary['f1']:.3f}", f"{summary['kappa']:.3f}", f"{summary['auc']:.3f}",
                      summary["lr_floor_epoch"] or "-", f"{wall[run.name] / 60:.0f}" if run.name in wall else "-"])
-    return table(["Model", "Seed", "Size", "Epochs (best)", "Val acc", "Test acc", "Test acc de-dup", "Macro-F1", "κ",
-                  "AUC", "LR at its floor from epoch", "Wall min"], rows)
+    return table(["Model", "Seed", "Size", "Epochs (best)", "LR-plateau patience", "Val acc", "Test acc", "Test acc de-dup",
+                  "Macro-F1", "κ", "AUC", "LR at its floor from epoch", "Wall min"], rows)
 
 
 def seed_summary(runs: Path) -> str:
@@ -201,6 +203,12 @@ def paired_table(results: list[dict]) -> str:
                   "McNemar p"], rows)
 
 
+# BUSI 128x128, S3F-Net SN2 concat against the baseline at the same budget, one pair per LR schedule.
+BUSI_PAIRS = {
+    "S³F-Net concat vs baseline, LR-plateau patience 4": ("busi-s3f-concat", "busi-baseline"),
+    "S³F-Net concat vs baseline, LR-plateau patience 40 (the preset's)": ("busi-s3f-concat-lrpat40",
+                                                                          "busi-baseline-lrpat40"),
+}
 PLANNED_SEEDS = 3  # per brain MRI model, as run_study.sh plans them
 
 
@@ -245,19 +253,23 @@ def conclusion(runs: Path, brain: list[dict], busi: list[dict]) -> str:
         lines.append(f"Bilinear fusion minus the baseline (seed 0, official test set): {bilinear[0]['difference'] * 100:+.2f} "
                      f"points (95 % interval {bilinear[0]['difference_95ci'][0] * 100:+.2f} to "
                      f"{bilinear[0]['difference_95ci'][1] * 100:+.2f}).")
-    pair = [r for r in busi if r["label"].startswith("S³F-Net concat")]
-    if not pair:
-        lines.append("BUSI at 128×128: the paired comparison waits for both runs at the same budget "
-                     "(`bash docs/study/run_study.sh RUNS busi`); the issue's bar of 75 % for both is not established.")
-    else:
-        result = pair[0]
+    pairs = [r for r in busi if r["label"].startswith("S³F-Net concat")]
+    met = False
+    for result in pairs:
         reached = [name for name, value in (("S³F-Net", result["accuracy_a"]), ("baseline", result["accuracy_b"]))
                    if value >= 0.75]
-        lines.append(f"BUSI (one seed): S³F-Net {result['accuracy_a']:.1%}, baseline {result['accuracy_b']:.1%} on the "
-                     f"official test set ({result['difference'] * 100:+.2f} points, 95 % interval "
-                     f"{result['difference_95ci'][0] * 100:+.2f} to {result['difference_95ci'][1] * 100:+.2f}); "
-                     f"the issue's bar of 75 % for both: {'met' if len(reached) == 2 else 'not met'}"
+        met = met or len(reached) == 2
+        lines.append(f"BUSI at 128×128, {result['label'].split(', ', 1)[1]} (one seed): S³F-Net {result['accuracy_a']:.1%}, "
+                     f"baseline {result['accuracy_b']:.1%} on the official test set ({result['difference'] * 100:+.2f} "
+                     f"points, 95 % interval {result['difference_95ci'][0] * 100:+.2f} to "
+                     f"{result['difference_95ci'][1] * 100:+.2f}); 75 % for both: {'yes' if len(reached) == 2 else 'no'}"
                      + (f" (reached by {', '.join(reached)})" if reached and len(reached) < 2 else "") + ".")
+    waiting = [label for label in BUSI_PAIRS if label not in {r["label"] for r in pairs}]
+    if waiting:
+        lines.append("BUSI at 128×128, " + " and ".join(label.split(", ", 1)[1] for label in waiting)
+                     + ": still training (`bash docs/study/run_study.sh RUNS busi busi-lr` resumes it).")
+    lines.append(f"The issue's bar (BUSI 128×128, both models at ≥ 75 % at the same budget): "
+                 f"{'met' if met else 'not met' if not waiting else 'not met so far'}.")
     return "\n\n".join(lines) + "\n" if lines else "(no finished runs yet)\n"
 
 
@@ -289,12 +301,13 @@ def main() -> None:
     brain_pairs = paired_results(args.runs, [(f"S³F concat vs baseline, seed {s}", f"brain-s3f-concat-seed{s}",
                                               f"brain-baseline-seed{s}") for s in seeds]
                                  + [("S³F bilinear vs baseline, seed 0", "brain-s3f-bilinear-seed0", "brain-baseline-seed0")])
-    busi_pairs = paired_results(args.runs, [("S³F-Net concat vs baseline", "busi-s3f-concat", "busi-baseline"),
-                                            ("baseline: precise vs moving (64×64)", "recipe-baseline-precise",
-                                             "recipe-baseline-moving")])
+    busi_pairs = paired_results(args.runs, [(label, *runs) for label, runs in BUSI_PAIRS.items()])
+    recipe_pairs = paired_results(args.runs, [("baseline: precise vs moving (64×64)", "recipe-baseline-precise",
+                                               "recipe-baseline-moving")])
     outputs = {
         "recipe.md": recipe_table(args.runs),
         "recipe_seeds.md": recipe_seed_table(args.runs),
+        "recipe_paired.md": paired_table(recipe_pairs),
         "busi.md": results_table(args.runs, "busi"),
         "busi_paired.md": paired_table(busi_pairs),
         "brain.md": results_table(args.runs, "brain"),
