@@ -31,14 +31,14 @@ def test_wall_times_sum_sittings_drop_pauses_and_leave_open_or_lost_sittings_unk
     assert table.wall_times(tmp_path) == {"done": 70, "resumed": 120}
 
 
-def _fake_run(run: Path, *, epochs_planned: int, epochs_done: int, history_rows: int) -> Path:
+def _fake_run(run: Path, *, epochs_planned: int, epochs_done: int, history_rows: int, lr_patience: int = 4) -> Path:
     run.mkdir()
     test = {"accuracy": 0.7, "f1_macro": 0.6, "cohen_kappa": 0.5, "roc_auc_macro": 0.8,
             "confusion_matrix": [[3, 1], [1, 3]]}
     (run / "metrics.json").write_text(json.dumps({"validation": {"accuracy": 0.75}, "test": test, "timing": {}}))
     (run / "config.json").write_text(json.dumps({"options": {"seed": 0, "image_size": [64, 64],
                                                              "epochs": epochs_planned, "min_learning_rate": 1e-6,
-                                                             "lr_patience": 4}}))
+                                                             "lr_patience": lr_patience}}))
     (run / "state.json").write_text(json.dumps({"epochs_done": epochs_done, "stopped": False}))
     with open(run / "history.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -68,4 +68,11 @@ def test_busi_bar_is_met_only_when_both_models_of_one_same_budget_pair_reach_75_
     assert verdict([_busi_pair(patience_4, 0.76, 0.72), _busi_pair(patience_40, 0.70, 0.78)]).endswith(": not met.")
     assert verdict([_busi_pair(patience_4, 0.76, 0.72), _busi_pair(patience_40, 0.75, 0.78)]).endswith(": met.")
     waiting = table.conclusion(tmp_path, [], [_busi_pair(patience_4, 0.70, 0.72)])
-    assert "LR-plateau patience 40 (the preset's): still training" in waiting and waiting.strip().endswith(": not met so far.")
+    assert "LR-plateau patience 40 (the preset's): not finished (`bash docs/study/run_study.sh RUNS busi-lr`" in waiting and waiting.strip().endswith(": not met so far.")
+
+
+def test_results_table_names_the_model_and_pairs_rows_by_schedule(table, tmp_path):
+    for name, patience in [("busi-s3f-concat", 4), ("busi-baseline-lrpat40", 40), ("busi-baseline", 4)]:
+        _fake_run(tmp_path / name, epochs_planned=25, epochs_done=25, history_rows=25, lr_patience=patience)
+    rows = [line.split(" | ") for line in table.results_table(tmp_path, "busi").splitlines()[2:]]
+    assert [(row[0], row[4]) for row in rows] == [("| baseline", "4"), ("| s3f-concat", "4"), ("| baseline", "40")]

@@ -142,10 +142,9 @@ def recipe_seed_table(runs: Path) -> str:
 def results_table(runs: Path, prefix: str) -> str:
     wall = wall_times(runs)
     rows = []
-    for run in sorted(runs.glob(f"{prefix}-*")):
-        summary = run_summary(run) if run.is_dir() else None
-        if summary is None:
-            continue
+    summaries = [summary for run in runs.glob(f"{prefix}-*") if run.is_dir() and (summary := run_summary(run))]
+    for summary in sorted(summaries, key=lambda s: (s["lr_patience"], s["name"])):  # each schedule's pair together
+        run = runs / summary["name"]
         model = re.sub(r"(-lrpat\d+)?(-seed\d+)?$", "", run.name.removeprefix(prefix + "-"))
         rows.append([model, summary["seed"], summary["size"], f"{summary['epochs']} ({summary['best_epoch']})",
                      summary["lr_patience"], percent(summary["val"]), percent(summary["test"]), percent(summary["dedup"]),
@@ -204,10 +203,10 @@ def paired_table(results: list[dict]) -> str:
 
 
 # BUSI 128x128, S3F-Net SN2 concat against the baseline at the same budget, one pair per LR schedule.
-BUSI_PAIRS = {
-    "S³F-Net concat vs baseline, LR-plateau patience 4": ("busi-s3f-concat", "busi-baseline"),
+BUSI_PAIRS = {  # label: (run A, run B, the run_study.sh part that trains them)
+    "S³F-Net concat vs baseline, LR-plateau patience 4": ("busi-s3f-concat", "busi-baseline", "busi"),
     "S³F-Net concat vs baseline, LR-plateau patience 40 (the preset's)": ("busi-s3f-concat-lrpat40",
-                                                                          "busi-baseline-lrpat40"),
+                                                                          "busi-baseline-lrpat40", "busi-lr"),
 }
 PLANNED_SEEDS = 3  # per brain MRI model, as run_study.sh plans them
 
@@ -266,8 +265,10 @@ def conclusion(runs: Path, brain: list[dict], busi: list[dict]) -> str:
                      + (f" (reached by {', '.join(reached)})" if reached and len(reached) < 2 else "") + ".")
     waiting = [label for label in BUSI_PAIRS if label not in {r["label"] for r in pairs}]
     if waiting:
+        parts = " ".join(BUSI_PAIRS[label][2] for label in waiting)
         lines.append("BUSI at 128×128, " + " and ".join(label.split(", ", 1)[1] for label in waiting)
-                     + ": still training (`bash docs/study/run_study.sh RUNS busi busi-lr` resumes it).")
+                     + f": not finished (`bash docs/study/run_study.sh RUNS {parts}` runs or resumes "
+                     + ("it" if len(waiting) == 1 else "them") + ").")
     lines.append(f"The issue's bar (BUSI 128×128, both models at ≥ 75 % at the same budget): "
                  f"{'met' if met else 'not met' if not waiting else 'not met so far'}.")
     return "\n\n".join(lines) + "\n" if lines else "(no finished runs yet)\n"
@@ -301,7 +302,7 @@ def main() -> None:
     brain_pairs = paired_results(args.runs, [(f"S³F concat vs baseline, seed {s}", f"brain-s3f-concat-seed{s}",
                                               f"brain-baseline-seed{s}") for s in seeds]
                                  + [("S³F bilinear vs baseline, seed 0", "brain-s3f-bilinear-seed0", "brain-baseline-seed0")])
-    busi_pairs = paired_results(args.runs, [(label, *runs) for label, runs in BUSI_PAIRS.items()])
+    busi_pairs = paired_results(args.runs, [(label, a, b) for label, (a, b, _) in BUSI_PAIRS.items()])
     recipe_pairs = paired_results(args.runs, [("baseline: precise vs moving (64×64)", "recipe-baseline-precise",
                                                "recipe-baseline-moving")])
     outputs = {
