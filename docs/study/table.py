@@ -302,7 +302,9 @@ def main() -> None:
     brain_pairs = paired_results(args.runs, [(f"S³F concat vs baseline, seed {s}", f"brain-s3f-concat-seed{s}",
                                               f"brain-baseline-seed{s}") for s in seeds]
                                  + [("S³F bilinear vs baseline, seed 0", "brain-s3f-bilinear-seed0", "brain-baseline-seed0")])
-    busi_pairs = paired_results(args.runs, [(label, a, b) for label, (a, b, _) in BUSI_PAIRS.items()])
+    busi_pairs = paired_results(args.runs, [(label, a, b) for label, (a, b, _) in BUSI_PAIRS.items()]
+                                + [("baseline: LR-plateau patience 40 vs 4", "busi-baseline-lrpat40", "busi-baseline"),
+                                   ("S³F-Net: LR-plateau patience 40 vs 4", "busi-s3f-concat-lrpat40", "busi-s3f-concat")])
     recipe_pairs = paired_results(args.runs, [("baseline: precise vs moving (64×64)", "recipe-baseline-precise",
                                                "recipe-baseline-moving")])
     outputs = {
