@@ -68,7 +68,8 @@ def test_busi_bar_is_met_only_when_both_models_of_one_same_budget_pair_reach_75_
     assert verdict([_busi_pair(patience_4, 0.76, 0.72), _busi_pair(patience_40, 0.70, 0.78)]).endswith(": not met.")
     assert verdict([_busi_pair(patience_4, 0.76, 0.72), _busi_pair(patience_40, 0.75, 0.78)]).endswith(": met.")
     waiting = table.conclusion(tmp_path, [], [_busi_pair(patience_4, 0.70, 0.72)])
-    assert "LR-plateau patience 40 (the preset's): not finished (`bash docs/study/run_study.sh RUNS busi-lr`" in waiting and waiting.strip().endswith(": not met so far.")
+    assert ("LR-plateau patience 40 (the preset's): not finished (`bash docs/study/run_study.sh RUNS busi-lr`" in waiting
+            and waiting.strip().endswith(": not met so far."))
 
 
 def test_results_table_names_the_model_and_pairs_rows_by_schedule(table, tmp_path):

@@ -144,25 +144,30 @@ def results_table(runs: Path, prefix: str) -> str:
     rows = []
     summaries = [summary for run in runs.glob(f"{prefix}-*") if run.is_dir() and (summary := run_summary(run))]
     for summary in sorted(summaries, key=lambda s: (s["lr_patience"], s["name"])):  # each schedule's pair together
-        run = runs / summary["name"]
-        model = re.sub(r"(-lrpat\d+)?(-seed\d+)?$", "", run.name.removeprefix(prefix + "-"))
+        name = summary["name"]
+        model = re.sub(r"(-lrpat\d+)?(-seed\d+)?$", "", name.removeprefix(prefix + "-"))
         rows.append([model, summary["seed"], summary["size"], f"{summary['epochs']} ({summary['best_epoch']})",
                      summary["lr_patience"], percent(summary["val"]), percent(summary["test"]), percent(summary["dedup"]),
                      f"{summary['f1']:.3f}", f"{summary['kappa']:.3f}", f"{summary['auc']:.3f}",
-                     summary["lr_floor_epoch"] or "-", f"{wall[run.name] / 60:.0f}" if run.name in wall else "-"])
+                     summary["lr_floor_epoch"] or "-", f"{wall[name] / 60:.0f}" if name in wall else "-"])
     return table(["Model", "Seed", "Size", "Epochs (best)", "LR-plateau patience", "Val acc", "Test acc", "Test acc de-dup",
                   "Macro-F1", "κ", "AUC", "LR at its floor from epoch", "Wall min"], rows)
 
 
-def seed_summary(runs: Path) -> str:
-    """Mean ± sd over seeds for each brain model (official and de-duplicated test accuracy)."""
+def brain_seed_groups(runs: Path) -> dict[str, list[dict]]:
+    """The finished brain MRI runs' summaries, by model (run name without "brain-" and "-seedN"), seeds in order."""
     groups: dict[str, list[dict]] = {}
     for run in sorted(runs.glob("brain-*-seed*")):
         summary = run_summary(run) if run.is_dir() else None
         if summary:
             groups.setdefault(re.sub(r"-seed\d+$", "", run.name.removeprefix("brain-")), []).append(summary)
+    return groups
+
+
+def seed_summary(runs: Path) -> str:
+    """Mean ± sd over seeds for each brain model (official and de-duplicated test accuracy)."""
     rows = []
-    for model, summaries in groups.items():
+    for model, summaries in brain_seed_groups(runs).items():
         tests = [s["test"] for s in summaries]
         dedups = [s["dedup"] for s in summaries if s["dedup"] is not None]
         spread = lambda values: f"{statistics.mean(values):.2%} ± {statistics.stdev(values):.2%}" \
@@ -217,11 +222,7 @@ def conclusion(runs: Path, brain: list[dict], busi: list[dict]) -> str:
     the mean difference exceeds both models' seed-to-seed standard deviation."""
     lines = []
     concat = [r for r in brain if r["label"].startswith("S³F concat") and r["set"] == "official"]
-    groups = {}
-    for run in sorted(runs.glob("brain-*-seed*")):
-        summary = run_summary(run) if run.is_dir() else None
-        if summary:
-            groups.setdefault(re.sub(r"-seed\d+$", "", run.name.removeprefix("brain-")), []).append(summary["test"])
+    groups = {model: [s["test"] for s in summaries] for model, summaries in brain_seed_groups(runs).items()}
     if concat:
         differences = [r["difference"] * 100 for r in concat]
         mean = statistics.mean(differences)
