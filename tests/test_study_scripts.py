@@ -31,12 +31,13 @@ def test_wall_times_sum_sittings_drop_pauses_and_leave_open_or_lost_sittings_unk
     assert table.wall_times(tmp_path) == {"done": 70, "resumed": 120}
 
 
-def _fake_run(run: Path, *, epochs_planned: int, epochs_done: int, history_rows: int, lr_patience: int = 4) -> Path:
+def _fake_run(run: Path, *, epochs_planned: int, epochs_done: int, history_rows: int, lr_patience: int = 4,
+              seed: int = 0, accuracy: float = 0.7, kappa: float = 0.5) -> Path:
     run.mkdir()
-    test = {"accuracy": 0.7, "f1_macro": 0.6, "cohen_kappa": 0.5, "roc_auc_macro": 0.8,
+    test = {"accuracy": accuracy, "f1_macro": 0.6, "cohen_kappa": kappa, "roc_auc_macro": 0.8,
             "confusion_matrix": [[3, 1], [1, 3]]}
     (run / "metrics.json").write_text(json.dumps({"validation": {"accuracy": 0.75}, "test": test, "timing": {}}))
-    (run / "config.json").write_text(json.dumps({"options": {"seed": 0, "image_size": [64, 64],
+    (run / "config.json").write_text(json.dumps({"class_names": ["a", "b"], "options": {"seed": seed, "image_size": [64, 64],
                                                              "epochs": epochs_planned, "min_learning_rate": 1e-6,
                                                              "lr_patience": lr_patience}}))
     (run / "state.json").write_text(json.dumps({"epochs_done": epochs_done, "stopped": False}))
@@ -77,3 +78,19 @@ def test_results_table_names_the_model_and_pairs_rows_by_schedule(table, tmp_pat
         _fake_run(tmp_path / name, epochs_planned=25, epochs_done=25, history_rows=25, lr_patience=patience)
     rows = [line.split(" | ") for line in table.results_table(tmp_path, "busi").splitlines()[2:]]
     assert [(row[0], row[4]) for row in rows] == [("| baseline", "4"), ("| s3f-concat", "4"), ("| baseline", "40")]
+
+
+def test_done_when_counts_only_the_default_recipe_and_both_bars(table, tmp_path):
+    for name, seed, accuracy, kappa in [("recipe-baseline-precise", 0, 0.57, 0.36),
+                                        ("recipe-baseline-precise-seed1", 1, 0.61, 0.41),
+                                        ("recipe-baseline-precise-seed2", 2, 0.66, 0.29),  # accuracy met, kappa not
+                                        ("recipe-baseline-precise-seed3", 3, 0.60, 0.30),  # both exactly at the bar
+                                        ("recipe-baseline-noweights-seed1", 1, 0.70, 0.50)]:  # another recipe
+        _fake_run(tmp_path / name, epochs_planned=12, epochs_done=12, history_rows=12, seed=seed, accuracy=accuracy,
+                  kappa=kappa)
+    (tmp_path / "recipe-baseline-precise-seed4").mkdir()  # started, nothing written yet
+    assert [s["seed"] for s in table.done_when_runs(tmp_path)] == [0, 1, 2, 3]
+    line = table.done_when_line(tmp_path)
+    assert "on 2 of 4 seeds (seeds 1, 3)" in line and "default seed 0: 57.0%, κ 0.360" in line
+    # the recipe comparison keeps to the seeds every recipe ran on
+    assert "| precise BatchNorm statistics (the new default) | 3 |" in table.recipe_seed_table(tmp_path)
