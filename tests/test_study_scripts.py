@@ -52,7 +52,7 @@ def _fake_run(run: Path, *, epochs_planned: int, epochs_done: int, history_rows:
 def test_a_run_being_extended_is_not_a_row(table, tmp_path):
     finished = table.run_summary(_fake_run(tmp_path / "a", epochs_planned=25, epochs_done=25, history_rows=25))
     assert finished is not None and finished["epochs"] == 25 and finished["best_epoch"] == 25
-    assert finished["lr_floor_epoch"] == 21  # the first epoch (1-based) trained at the minimum learning rate
+    assert finished["lr_floor_epoch"] == 21  # the first epoch (1-based) at whose end the rate is at its minimum
     # asked for 60 epochs and resumed: metrics.json is still the 25-epoch one, history has grown
     assert table.run_summary(_fake_run(tmp_path / "b", epochs_planned=60, epochs_done=35, history_rows=35)) is None
 
@@ -89,6 +89,8 @@ def test_done_when_counts_only_the_default_recipe_and_both_bars(table, tmp_path)
         _fake_run(tmp_path / name, epochs_planned=12, epochs_done=12, history_rows=12, seed=seed, accuracy=accuracy,
                   kappa=kappa)
     (tmp_path / "recipe-baseline-precise-seed4").mkdir()  # started, nothing written yet
+    # resumed for more epochs: its metrics.json is the shorter run's
+    _fake_run(tmp_path / "recipe-baseline-precise-seed5", epochs_planned=24, epochs_done=14, history_rows=14, seed=5)
     assert [s["seed"] for s in table.done_when_runs(tmp_path)] == [0, 1, 2, 3]
     line = table.done_when_line(tmp_path)
     assert "on 2 of 4 seeds (seeds 1, 3)" in line and "default seed 0: 57.0%, κ 0.360" in line

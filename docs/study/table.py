@@ -68,6 +68,7 @@ def run_summary(run: Path) -> dict | None:
         history = list(csv.DictReader(handle))
     best = max(history, key=lambda r: float(r["val_selection_score"]))
     floor = config["options"]["min_learning_rate"] * 1.001  # stored as float32 in history.csv
+    # history.csv logs the rate after the epoch's plateau step: the (1-based) epochs at whose end it is at the floor
     at_floor = [int(r["epoch"]) + 1 for r in history if float(r["learning_rate"]) <= floor]
     dedup_path = run / "evaluate-dedup" / "metrics.json"
     test = metrics["test"]
@@ -87,6 +88,13 @@ def run_summary(run: Path) -> dict | None:
 
 def percent(value) -> str:
     return "-" if value is None else f"{value:.1%}"
+
+
+def mean_sd(values: list[float], fmt) -> str:
+    """'mean ± sd' over seeds (fmt formats one number); a single value as itself, none as '-'."""
+    if len(values) > 1:
+        return f"{fmt(statistics.mean(values))} ± {fmt(statistics.stdev(values))}"
+    return fmt(values[0]) if values else "-"
 
 
 def table(header: list[str], rows: list[list]) -> str:
@@ -116,7 +124,7 @@ COMPARED_SEEDS = (0, 1, 2)  # every recipe ran on these; the default recipe also
 DONE_WHEN_BAR = (0.60, 0.30)  # the issue's bar for its 64x64, 12-epoch command: test accuracy, Cohen's kappa
 
 
-def recipe_seed(run: Path) -> int:
+def run_seed(run: Path) -> int:
     match = re.search(r"-seed(\d+)$", run.name)
     return int(match.group(1)) if match else 0
 
@@ -126,7 +134,7 @@ def recipe_seed_table(runs: Path) -> str:
     every class (what a higher accuracy bought: on imbalanced data it can come from favouring the largest class)."""
     groups: dict[str, list[Path]] = {}
     for run in runs.glob("recipe-baseline-*"):
-        if (run / "metrics.json").exists() and recipe_seed(run) in COMPARED_SEEDS:
+        if (run / "metrics.json").exists() and run_seed(run) in COMPARED_SEEDS:
             groups.setdefault(re.sub(r"^recipe-|-seed\d+$", "", run.name), []).append(run)
     order = list(RECIPE_CHANGES)
     rows, names = [], []
@@ -140,9 +148,8 @@ def recipe_seed_table(runs: Path) -> str:
             kappas.append(test["cohen_kappa"])
             f1s.append(test["f1_macro"])
             recalls.append([row[i] / sum(row) for i, row in enumerate(matrix)])
-        spread = lambda values, fmt: f"{fmt(statistics.mean(values))} ± {fmt(statistics.stdev(values))}"  # noqa: E731
-        rows.append([RECIPE_CHANGES[key], len(tests), spread(tests, lambda v: f"{v:.1%}"),
-                     spread(kappas, lambda v: f"{v:.3f}"), spread(f1s, lambda v: f"{v:.3f}")]
+        rows.append([RECIPE_CHANGES[key], len(tests), mean_sd(tests, lambda v: f"{v:.1%}"),
+                     mean_sd(kappas, lambda v: f"{v:.3f}"), mean_sd(f1s, lambda v: f"{v:.3f}")]
                     + [f"{statistics.mean(r[i] for r in recalls):.2f}" for i in range(len(names))])
     return table(["Spatial baseline, recipe", "Seeds", "Test acc", "κ", "Macro-F1"]
                  + [f"Recall {name}" for name in names], rows)
@@ -151,7 +158,7 @@ def recipe_seed_table(runs: Path) -> str:
 def done_when_runs(runs: Path) -> list[dict]:
     """The finished runs of the issue's done-when command (the default recipe at 64x64, 12 epochs), by seed."""
     found = [runs / "recipe-baseline-precise", *runs.glob("recipe-baseline-precise-seed*")]
-    return [summary for run in sorted(found, key=recipe_seed) if (summary := run_summary(run))]
+    return [summary for run in sorted(found, key=run_seed) if (summary := run_summary(run))]
 
 
 def meets_done_when_bar(summary: dict) -> bool:
@@ -177,8 +184,7 @@ def done_when_line(runs: Path) -> str | None:
     return (f"The issue's done-when command (BUSI, baseline, 64×64, 12 epochs, default recipe): ≥ {accuracy_bar * 100:.0f} % "
             f"test accuracy and κ ≥ {kappa_bar} on {len(passed)} of {len(summaries)} seeds"
             + (f" (seeds {', '.join(map(str, passed))})" if passed else "")
-            + (f"; test accuracy over the {len(tests)} seeds {statistics.mean(tests):.1%} ± {statistics.stdev(tests):.1%}"
-               if len(tests) > 1 else "")
+            + (f"; test accuracy over the {len(tests)} seeds {mean_sd(tests, lambda v: f'{v:.1%}')}" if len(tests) > 1 else "")
             + (f"; the command's default seed 0: {default['test']:.1%}, κ {default['kappa']:.3f}" if default else "")
             + ".")
 
@@ -195,7 +201,7 @@ def results_table(runs: Path, prefix: str) -> str:
                      f"{summary['f1']:.3f}", f"{summary['kappa']:.3f}", f"{summary['auc']:.3f}",
                      summary["lr_floor_epoch"] or "-", f"{wall[name] / 60:.0f}" if name in wall else "-"])
     return table(["Model", "Seed", "Size", "Epochs (best)", "LR-plateau patience", "Val acc", "Test acc", "Test acc de-dup",
-                  "Macro-F1", "κ", "AUC", "LR at its floor from epoch", "Wall min"], rows)
+                  "Macro-F1", "κ", "AUC", "LR at its floor after epoch", "Wall min"], rows)
 
 
 def brain_seed_groups(runs: Path) -> dict[str, list[dict]]:
@@ -214,9 +220,8 @@ def seed_summary(runs: Path) -> str:
     for model, summaries in brain_seed_groups(runs).items():
         tests = [s["test"] for s in summaries]
         dedups = [s["dedup"] for s in summaries if s["dedup"] is not None]
-        spread = lambda values: f"{statistics.mean(values):.2%} ± {statistics.stdev(values):.2%}" \
-            if len(values) > 1 else percent(values[0]) if values else "-"  # noqa: E731
-        rows.append([model, len(summaries), spread(tests), spread(dedups), ", ".join(percent(t) for t in tests)])
+        rows.append([model, len(summaries), mean_sd(tests, lambda v: f"{v:.2%}"), mean_sd(dedups, lambda v: f"{v:.2%}"),
+                     ", ".join(percent(t) for t in tests)])
     return table(["Model", "Seeds", "Test acc (mean ± sd)", "De-dup (mean ± sd)", "Per seed"], rows)
 
 
@@ -345,7 +350,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    seeds = sorted({int(m.group(1)) for m in (re.search(r"-seed(\d+)$", p.name) for p in args.runs.glob("brain-*")) if m})
+    seeds = sorted({run_seed(run) for run in args.runs.glob("brain-*-seed*") if run.is_dir()})
     brain_pairs = paired_results(args.runs, [(f"S³F concat vs baseline, seed {s}", f"brain-s3f-concat-seed{s}",
                                               f"brain-baseline-seed{s}") for s in seeds]
                                  + [("S³F bilinear vs baseline, seed 0", "brain-s3f-bilinear-seed0", "brain-baseline-seed0")])
