@@ -90,8 +90,8 @@ if [[ " $PARTS " == *" busi "* ]]; then
 fi
 
 # 2b. The same pair with the preset's LR-plateau patience (40, as in the original recipe) instead of 4: with
-#     patience 4 the rate sat at its 1e-6 floor from epoch 37 (baseline; S3F 31): the last 24-30 of
-#     60 epochs barely moved the weights. Same budget, rest as in 2.
+#     patience 4 the rate reached its 1e-6 floor at the end of epoch 37 (baseline; S3F 31): the last 23-29
+#     of 60 epochs barely moved the weights. Same budget, rest as in 2.
 if [[ " $PARTS " == *" busi-lr "* ]]; then
   BUSI_PRESET_LR=(--preset busi --image-size 128 --epochs 60 --patience 100)
   run busi-baseline-lrpat40   "$DATA/busi" "${BUSI_PRESET_LR[@]}" --model baseline
