@@ -194,7 +194,7 @@ def results_table(runs: Path, prefix: str) -> str:
     wall = wall_times(runs)
     rows = []
     summaries = [summary for run in runs.glob(f"{prefix}-*") if run.is_dir() and (summary := run_summary(run))]
-    for summary in sorted(summaries, key=lambda s: (s["lr_patience"], s["name"])):  # each schedule's pair together
+    for summary in sorted(summaries, key=lambda s: (s["lr_patience"], s["seed"], s["name"])):  # each pair together
         name = summary["name"]
         model = re.sub(r"(-lrpat\d+)?(-seed\d+)?$", "", name.removeprefix(prefix + "-"))
         rows.append([model, summary["seed"], summary["size"], f"{summary['epochs']} ({summary['best_epoch']})",
@@ -205,25 +205,35 @@ def results_table(runs: Path, prefix: str) -> str:
                   "Macro-F1", "κ", "AUC", "LR at its floor after epoch", "Wall min"], rows)
 
 
-def brain_seed_groups(runs: Path) -> dict[str, list[dict]]:
-    """The finished brain MRI runs' summaries, by model (run name without "brain-" and "-seedN"), seeds in order."""
+def seed_groups(runs: Path, pattern: str) -> dict[str, list[dict]]:
+    """The finished runs matching pattern (e.g. "brain-*-seed*"), by model: the run name without its dataset
+    prefix, "-lrpatN" and "-seedN" (a run without "-seedN" is seed 0), seeds in order."""
     groups: dict[str, list[dict]] = {}
-    for run in sorted(runs.glob("brain-*-seed*")):
+    for run in runs.glob(pattern):
         summary = run_summary(run) if run.is_dir() else None
         if summary:
-            groups.setdefault(re.sub(r"-seed\d+$", "", run.name.removeprefix("brain-")), []).append(summary)
-    return groups
+            groups.setdefault(re.sub(r"^[^-]+-|(-lrpat\d+)?(-seed\d+)?$", "", run.name), []).append(summary)
+    return {model: sorted(summaries, key=lambda s: s["seed"]) for model, summaries in sorted(groups.items())}
 
 
-def seed_summary(runs: Path) -> str:
-    """Mean ± sd over seeds for each brain model (official and de-duplicated test accuracy)."""
+def brain_seed_groups(runs: Path) -> dict[str, list[dict]]:
+    return seed_groups(runs, "brain-*-seed*")
+
+
+def busi_seed_groups(runs: Path) -> dict[str, list[dict]]:
+    """BUSI 128x128 with the preset's schedule (run_study.sh parts busi-lr and busi-seeds), by model."""
+    return seed_groups(runs, "busi-*-lrpat40*")
+
+
+def seed_summary(groups: dict[str, list[dict]], dedup: bool = True) -> str:
+    """Mean ± sd over seeds for each model (official and, for brain MRI, de-duplicated test accuracy)."""
     rows = []
-    for model, summaries in brain_seed_groups(runs).items():
+    for model, summaries in groups.items():
         tests = [s["test"] for s in summaries]
         dedups = [s["dedup"] for s in summaries if s["dedup"] is not None]
-        rows.append([model, len(summaries), mean_sd(tests, lambda v: f"{v:.2%}"), mean_sd(dedups, lambda v: f"{v:.2%}"),
-                     ", ".join(percent(t) for t in tests)])
-    return table(["Model", "Seeds", "Test acc (mean ± sd)", "De-dup (mean ± sd)", "Per seed"], rows)
+        rows.append([model, ", ".join(str(s["seed"]) for s in summaries), mean_sd(tests, lambda v: f"{v:.2%}")]
+                    + ([mean_sd(dedups, lambda v: f"{v:.2%}")] if dedup else []) + [", ".join(map(percent, tests))])
+    return table(["Model", "Seeds", "Test acc (mean ± sd)"] + (["De-dup (mean ± sd)"] if dedup else []) + ["Per seed"], rows)
 
 
 def paired_results(runs: Path, pairs: list[tuple[str, str, str]]) -> list[dict]:
@@ -257,40 +267,109 @@ def paired_table(results: list[dict]) -> str:
                   "McNemar p"], rows)
 
 
-# BUSI 128x128, S3F-Net SN2 concat against the baseline at the same budget, one pair per LR schedule.
-BUSI_PAIRS = {  # label: (run A, run B, the run_study.sh part that trains them)
-    "S³F-Net concat vs baseline, LR-plateau patience 4": ("busi-s3f-concat", "busi-baseline", "busi"),
-    "S³F-Net concat vs baseline, LR-plateau patience 40 (the preset's)": ("busi-s3f-concat-lrpat40",
-                                                                          "busi-baseline-lrpat40", "busi-lr"),
+# BUSI 128x128, S3F-Net SN2 concat against the baseline at the same budget: one pair per LR schedule and seed.
+PATIENCE_4, PRESET_SCHEDULE = "LR-plateau patience 4", "LR-plateau patience 40 (the preset's)"
+BUSI_PAIRS = {  # label: (schedule, seed, run A, run B, the run_study.sh part that trains them)
+    f"S³F-Net concat vs baseline, {PATIENCE_4}, seed 0": (PATIENCE_4, 0, "busi-s3f-concat", "busi-baseline", "busi"),
+    f"S³F-Net concat vs baseline, {PRESET_SCHEDULE}, seed 0": (PRESET_SCHEDULE, 0, "busi-s3f-concat-lrpat40",
+                                                               "busi-baseline-lrpat40", "busi-lr"),
+    **{f"S³F-Net concat vs baseline, {PRESET_SCHEDULE}, seed {seed}": (
+        PRESET_SCHEDULE, seed, f"busi-s3f-concat-lrpat40-seed{seed}", f"busi-baseline-lrpat40-seed{seed}", "busi-seeds")
+       for seed in (1, 2)},
 }
 PLANNED_SEEDS = 3  # per brain MRI model, as run_study.sh plans them
 
 
+def noise_verdict(pairs: list[dict], spreads: list[float]) -> str:
+    """The fixed rule: S³F-Net helps (hurts) beyond seed noise only if every seed's paired 95 % interval lies above
+    (below) zero and the mean difference exceeds both models' seed-to-seed standard deviation (points)."""
+    mean = statistics.mean(r["difference"] * 100 for r in pairs)
+    both_spreads = len(spreads) == 2
+    if all(r["difference_95ci"][0] > 0 for r in pairs) and both_spreads and mean > max(spreads):
+        return "the spectral branch helps beyond seed noise"
+    if all(r["difference_95ci"][1] < 0 for r in pairs) and both_spreads and -mean > max(spreads):
+        return "the spectral branch hurts beyond seed noise"
+    return "a gain (or loss) beyond seed noise is not established"
+
+
+def interval_counts(pairs: list[dict]) -> str:
+    above = sum(r["difference_95ci"][0] > 0 for r in pairs)
+    below = sum(r["difference_95ci"][1] < 0 for r in pairs)
+    return f"the paired 95 % interval lies above zero on {above} and below zero on {below} of them"
+
+
+def seed_spreads(groups: dict[str, list[dict]], models: tuple[str, str]) -> dict[str, float]:
+    """Seed-to-seed standard deviation of test accuracy (points) of each of models with more than one seed."""
+    return {model: statistics.stdev(s["test"] for s in groups[model]) * 100
+            for model in models if len(groups.get(model, [])) > 1}
+
+
+def busi_lines(runs: Path, busi: list[dict]) -> list[str]:
+    """Each finished BUSI pair, the preset schedule's pairs over seeds, what is still training, and the 75 % bar:
+    met on a seed when both models of that seed's same-budget pair reach it."""
+    lines = []
+    finished = {r["label"]: r for r in busi if r["label"] in BUSI_PAIRS}
+    by_schedule: dict[str, list[dict]] = {}
+    for label, (schedule, seed, *_) in BUSI_PAIRS.items():
+        if label in finished:
+            by_schedule.setdefault(schedule, []).append(finished[label])
+            result = finished[label]
+            reached = [name for name, value in (("S³F-Net", result["accuracy_a"]), ("baseline", result["accuracy_b"]))
+                       if value >= BUSI_BAR]
+            lines.append(f"BUSI at 128×128, {schedule}, seed {seed}: S³F-Net {result['accuracy_a']:.1%}, baseline "
+                         f"{result['accuracy_b']:.1%} on the official test set ({result['difference'] * 100:+.2f} points, "
+                         f"95 % interval {result['difference_95ci'][0] * 100:+.2f} to "
+                         f"{result['difference_95ci'][1] * 100:+.2f}); {BUSI_BAR * 100:.0f} % for both: "
+                         f"{'yes' if len(reached) == 2 else 'no'}"
+                         + (f" (reached by {', '.join(reached)})" if reached and len(reached) < 2 else "") + ".")
+    groups = busi_seed_groups(runs)
+    preset = by_schedule.get(PRESET_SCHEDULE, [])
+    if len(preset) > 1:
+        spreads = seed_spreads(groups, ("s3f-concat", "baseline"))
+        lines.append(f"**BUSI, {PRESET_SCHEDULE}, verdict: {noise_verdict(preset, list(spreads.values()))}.** S³F-Net "
+                     f"minus the baseline: {statistics.mean(r['difference'] * 100 for r in preset):+.2f} points on average "
+                     f"over {len(preset)} seeds; {interval_counts(preset)} (same rule as for brain MRI).")
+    per_model = [f"{model} {mean_sd([s['test'] for s in summaries], lambda v: f'{v:.1%}')} (seed"
+                 f"{'s' if len(summaries) > 1 else ''} {', '.join(str(s['seed']) for s in summaries)}; ≥ {BUSI_BAR * 100:.0f} % on "
+                 f"{sum(s['test'] >= BUSI_BAR for s in summaries)} of {len(summaries)})" for model, summaries in groups.items()]
+    if per_model:
+        lines.append(f"BUSI at 128×128, {PRESET_SCHEDULE}, every finished run, test accuracy: " + "; ".join(per_model) + ".")
+    waiting: dict[str, list[int]] = {}
+    for label, (schedule, seed, *_) in BUSI_PAIRS.items():
+        if label not in finished:
+            waiting.setdefault(schedule, []).append(seed)
+    if waiting:
+        parts = " ".join(dict.fromkeys(part for label, (*_, part) in BUSI_PAIRS.items() if label not in finished))
+        several = sum(map(len, waiting.values())) > 1
+        lines.append("BUSI at 128×128, " + "; ".join(f"{schedule}, seed{'s' if len(seeds) > 1 else ''} "
+                                                     f"{', '.join(map(str, seeds))}" for schedule, seeds in waiting.items())
+                     + f": {'pairs' if several else 'pair'} not finished (`bash docs/study/run_study.sh RUNS {parts}` "
+                     + f"runs or resumes {'them' if several else 'it'}).")
+    passed = {schedule: sum(r["accuracy_a"] >= BUSI_BAR and r["accuracy_b"] >= BUSI_BAR for r in results)
+              for schedule, results in by_schedule.items()}
+    best = max(passed, key=lambda schedule: (passed[schedule], -len(by_schedule[schedule])), default=None)
+    if best is None or passed[best] == 0:
+        verdict = "not met" + (" so far" if waiting else "")
+    else:
+        verdict = f"met on {passed[best]} of {len(by_schedule[best])} finished seed(s) with {best}"
+    lines.append(f"The issue's bar (BUSI 128×128, both models at ≥ {BUSI_BAR * 100:.0f} % at the same budget): "
+                 f"{verdict}.")
+    return lines
+
+
 def conclusion(runs: Path, brain: list[dict], busi: list[dict]) -> str:
-    """The study's answer in numbers, and a verdict by a fixed rule: the spectral branch helps (or hurts) beyond
-    seed noise only if every seed's paired 95 % interval on the official test set lies above (below) zero and
-    the mean difference exceeds both models' seed-to-seed standard deviation."""
+    """The study's answer in numbers, each verdict by the fixed rule of noise_verdict."""
     lines = []
     concat = [r for r in brain if r["label"].startswith("S³F concat") and r["set"] == "official"]
-    groups = {model: [s["test"] for s in summaries] for model, summaries in brain_seed_groups(runs).items()}
+    groups = brain_seed_groups(runs)
     if concat:
         differences = [r["difference"] * 100 for r in concat]
-        mean = statistics.mean(differences)
-        spreads = [statistics.stdev(v) * 100 for k, v in groups.items() if k in ("s3f-concat", "baseline") and len(v) > 1]
-        above = sum(r["difference_95ci"][0] > 0 for r in concat)
-        below = sum(r["difference_95ci"][1] < 0 for r in concat)
-        noise = max(spreads) if spreads else float("nan")
-        if above == len(concat) and len(spreads) == 2 and mean > noise:
-            verdict = "the spectral branch helps beyond seed noise"
-        elif below == len(concat) and len(spreads) == 2 and -mean > noise:
-            verdict = "the spectral branch hurts beyond seed noise"
-        else:
-            verdict = "a gain (or loss) beyond seed noise is not established"
-        lines.append(f"**Brain MRI, verdict: {verdict}.** S³F-Net (concatenation) minus the baseline on the official "
-                     f"test set: {mean:+.2f} points on average over {len(concat)} seed(s) (per seed: "
-                     + ", ".join(f"{d:+.2f}" for d in differences) + "); the paired 95 % interval lies above zero on "
-                     f"{above} and below zero on {below} of them; seed-to-seed standard deviation of test accuracy: "
-                     + ", ".join(f"{k} {statistics.stdev(v) * 100:.2f}" for k, v in groups.items() if len(v) > 1)
+        spreads = seed_spreads(groups, ("s3f-concat", "baseline"))
+        lines.append(f"**Brain MRI, verdict: {noise_verdict(concat, list(spreads.values()))}.** S³F-Net (concatenation) "
+                     f"minus the baseline on the official test set: {statistics.mean(differences):+.2f} points on average "
+                     f"over {len(concat)} seed(s) (per seed: " + ", ".join(f"{d:+.2f}" for d in differences) + "); "
+                     f"{interval_counts(concat)}; seed-to-seed standard deviation of test accuracy: "
+                     + ", ".join(f"{model} {spread:.2f}" for model, spread in sorted(spreads.items()))
                      + " points. (Rule: every seed's interval on one side of zero, and the mean difference larger than "
                      "both models' seed-to-seed standard deviation.)")
         if len(concat) < PLANNED_SEEDS:
@@ -303,25 +382,7 @@ def conclusion(runs: Path, brain: list[dict], busi: list[dict]) -> str:
         lines.append(f"Bilinear fusion minus the baseline (seed 0, official test set): {bilinear[0]['difference'] * 100:+.2f} "
                      f"points (95 % interval {bilinear[0]['difference_95ci'][0] * 100:+.2f} to "
                      f"{bilinear[0]['difference_95ci'][1] * 100:+.2f}).")
-    pairs = [r for r in busi if r["label"].startswith("S³F-Net concat")]
-    met = False
-    for result in pairs:
-        reached = [name for name, value in (("S³F-Net", result["accuracy_a"]), ("baseline", result["accuracy_b"]))
-                   if value >= BUSI_BAR]
-        met = met or len(reached) == 2
-        lines.append(f"BUSI at 128×128 (one seed), {result['label'].split(', ', 1)[1]}: S³F-Net {result['accuracy_a']:.1%}, "
-                     f"baseline {result['accuracy_b']:.1%} on the official test set ({result['difference'] * 100:+.2f} "
-                     f"points, 95 % interval {result['difference_95ci'][0] * 100:+.2f} to "
-                     f"{result['difference_95ci'][1] * 100:+.2f}); {BUSI_BAR * 100:.0f} % for both: {'yes' if len(reached) == 2 else 'no'}"
-                     + (f" (reached by {', '.join(reached)})" if reached and len(reached) < 2 else "") + ".")
-    waiting = [label for label in BUSI_PAIRS if label not in {r["label"] for r in pairs}]
-    if waiting:
-        parts = " ".join(BUSI_PAIRS[label][2] for label in waiting)
-        lines.append("BUSI at 128×128, " + " and ".join(label.split(", ", 1)[1] for label in waiting)
-                     + f": not finished (`bash docs/study/run_study.sh RUNS {parts}` runs or resumes "
-                     + ("it" if len(waiting) == 1 else "them") + ").")
-    lines.append(f"The issue's bar (BUSI 128×128, both models at ≥ {BUSI_BAR * 100:.0f} % at the same budget): "
-                 f"{'met' if met else 'not met' if not waiting else 'not met so far'}.")
+    lines += busi_lines(runs, busi)
     if done_when := done_when_line(runs):
         lines.append(done_when)
     return "\n\n".join(lines) + "\n" if lines else "(no finished runs yet)\n"
@@ -355,7 +416,7 @@ def main() -> None:
     brain_pairs = paired_results(args.runs, [(f"S³F concat vs baseline, seed {s}", f"brain-s3f-concat-seed{s}",
                                               f"brain-baseline-seed{s}") for s in seeds]
                                  + [("S³F bilinear vs baseline, seed 0", "brain-s3f-bilinear-seed0", "brain-baseline-seed0")])
-    busi_pairs = paired_results(args.runs, [(label, a, b) for label, (a, b, _) in BUSI_PAIRS.items()]
+    busi_pairs = paired_results(args.runs, [(label, a, b) for label, (_, _, a, b, _) in BUSI_PAIRS.items()]
                                 + [("baseline: LR-plateau patience 40 vs 4", "busi-baseline-lrpat40", "busi-baseline"),
                                    ("S³F-Net: LR-plateau patience 40 vs 4", "busi-s3f-concat-lrpat40", "busi-s3f-concat")])
     recipe_pairs = paired_results(args.runs, [("baseline: precise vs moving (64×64)", "recipe-baseline-precise",
@@ -368,7 +429,8 @@ def main() -> None:
         "busi.md": results_table(args.runs, "busi"),
         "busi_paired.md": paired_table(busi_pairs),
         "brain.md": results_table(args.runs, "brain"),
-        "brain_seeds.md": seed_summary(args.runs),
+        "brain_seeds.md": seed_summary(brain_seed_groups(args.runs)),
+        "busi_seeds.md": seed_summary(busi_seed_groups(args.runs), dedup=False),
         "bundled_model.md": bundled_model_table(Path(__file__).resolve().parents[2] / "s3f_edge" / "assets"
                                                 / "default_model" / "card.json"),
         "brain_paired.md": paired_table(brain_pairs),
