@@ -62,19 +62,37 @@ def _busi_pair(label: str, accuracy_s3f: float, accuracy_baseline: float) -> dic
             "difference": accuracy_s3f - accuracy_baseline, "difference_95ci": (-0.05, 0.05)}
 
 
-def test_busi_bar_counts_the_seeds_on_which_both_models_of_one_same_budget_pair_reach_75_percent(table, tmp_path):
+def test_busi_bar_counts_per_schedule_the_seeds_on_which_both_models_of_the_pair_reach_75_percent(table, tmp_path):
     patience_4, *patience_40 = table.BUSI_PAIRS  # patience 40: seeds 0, 1, 2
-    verdict = lambda busi: table.conclusion(tmp_path, [], busi).strip().splitlines()[-1]  # noqa: E731
+    bar = lambda busi: table.conclusion(tmp_path, [], busi).strip().splitlines()[-1]  # noqa: E731
     # one model above the bar in each pair is not "both at the same budget"
-    assert verdict([_busi_pair(patience_4, 0.76, 0.72)] + [_busi_pair(label, 0.70, 0.78) for label in patience_40]
-                   ).endswith(": not met.")
-    assert verdict([_busi_pair(patience_4, 0.76, 0.72), _busi_pair(patience_40[0], 0.75, 0.78),
-                    _busi_pair(patience_40[1], 0.80, 0.74), _busi_pair(patience_40[2], 0.76, 0.76)]
-                   ).endswith(": met on 2 of 3 finished seed(s) with LR-plateau patience 40 (the preset's).")
+    assert bar([_busi_pair(patience_4, 0.76, 0.72)] + [_busi_pair(label, 0.70, 0.78) for label in patience_40]).endswith(
+        ": 0 of 1 finished seed with LR-plateau patience 4; 0 of 3 finished seeds with LR-plateau patience 40 (the preset's).")
+    # every schedule is reported, the one that did worse over more seeds too
+    assert bar([_busi_pair(patience_4, 0.76, 0.75), _busi_pair(patience_40[0], 0.75, 0.78),
+                _busi_pair(patience_40[1], 0.80, 0.74), _busi_pair(patience_40[2], 0.76, 0.76)]).endswith(
+        ": 1 of 1 finished seed with LR-plateau patience 4; 2 of 3 finished seeds with LR-plateau patience 40 (the preset's).")
+    assert bar([]).endswith(": no pair has finished yet.")
     waiting = table.conclusion(tmp_path, [], [_busi_pair(patience_4, 0.70, 0.72)])
     assert ("LR-plateau patience 40 (the preset's), seeds 0, 1, 2: pairs not finished "
-            "(`bash docs/study/run_study.sh RUNS busi-lr busi-seeds` runs or resumes them)" in waiting
-            and waiting.strip().endswith(": not met so far."))
+            "(`bash docs/study/run_study.sh RUNS busi-lr busi-seeds` runs or resumes them)" in waiting)
+    one_waiting = table.conclusion(tmp_path, [], [_busi_pair(label, 0.8, 0.8) for label in (patience_4, *patience_40[:2])])
+    assert "(the preset's), seed 2: pair not finished (`bash docs/study/run_study.sh RUNS busi-seeds` runs or resumes it)" \
+        in one_waiting
+    # over two or more seeds of the preset's schedule, the verdict of the brain MRI rule; not on one seed
+    assert "**BUSI at 128×128, LR-plateau patience 40 (the preset's), verdict:" in one_waiting
+    one_seed = table.conclusion(tmp_path, [], [_busi_pair(patience_4, 0.8, 0.8), _busi_pair(patience_40[0], 0.8, 0.8)])
+    assert "verdict:" not in one_seed
+
+
+def test_finished_busi_runs_whose_pair_is_not_finished_are_reported_on_their_own(table, tmp_path):
+    for name, seed, accuracy in [("busi-baseline-lrpat40", 0, 0.76), ("busi-s3f-concat-lrpat40", 0, 0.83),
+                                 ("busi-baseline-lrpat40-seed1", 1, 0.74)]:
+        _fake_run(tmp_path / name, epochs_planned=60, epochs_done=60, history_rows=60, lr_patience=40, seed=seed,
+                  accuracy=accuracy)
+    text = table.conclusion(tmp_path, [], [_busi_pair(table.PRESET_SCHEDULE.join(["S³F-Net concat vs baseline, ", ", seed 0"]),
+                                                      0.83, 0.76)])
+    assert "finished runs whose pair is still training, test accuracy: baseline seed 1 74.0%." in text
 
 
 def test_spectral_branch_verdict_needs_every_interval_on_one_side_and_a_mean_beyond_both_seed_spreads(table):
@@ -87,20 +105,23 @@ def test_spectral_branch_verdict_needs_every_interval_on_one_side_and_a_mean_bey
     assert table.noise_verdict(pairs(0.05, 0.01, 0.06), [1.0, 2.0]) == not_established  # one interval reaches zero
     assert table.noise_verdict(pairs(0.05, 0.04, 0.06), [1.0, 6.0]) == not_established  # within a model's seed spread
     assert table.noise_verdict(pairs(0.05, 0.04, 0.06), [1.0]) == not_established  # one model has a single seed
+    assert table.noise_verdict(pairs(-0.05, -0.04, -0.06), [1.0]) == not_established
+    assert table.noise_verdict(pairs(-0.05, -0.04, -0.06), [6.0, 1.0]) == not_established
 
 
 def test_results_table_pairs_rows_by_schedule_and_seed_and_seed_groups_join_a_models_seeds(table, tmp_path):
-    for name, patience, seed in [("busi-s3f-concat", 4, 0), ("busi-baseline-lrpat40-seed1", 40, 1),
+    # the seed a row shows is its config's: order by it, not by the folder name ("seed9" trained seed 3)
+    for name, patience, seed in [("busi-s3f-concat", 4, 0), ("busi-baseline-lrpat40-seed9", 40, 3),
                                  ("busi-s3f-concat-lrpat40", 40, 0), ("busi-baseline-lrpat40", 40, 0),
-                                 ("busi-baseline", 4, 0)]:
+                                 ("busi-baseline", 4, 0), ("busi-baseline-lrpat40-seed1", 40, 5)]:
         _fake_run(tmp_path / name, epochs_planned=25, epochs_done=25, history_rows=25, lr_patience=patience, seed=seed)
     rows = [line.split(" | ") for line in table.results_table(tmp_path, "busi").splitlines()[2:]]
     assert [(row[0], row[1], row[4]) for row in rows] == [("| baseline", "0", "4"), ("| s3f-concat", "0", "4"),
                                                           ("| baseline", "0", "40"), ("| s3f-concat", "0", "40"),
-                                                          ("| baseline", "1", "40")]
+                                                          ("| baseline", "3", "40"), ("| baseline", "5", "40")]
     groups = table.busi_seed_groups(tmp_path)  # the preset's schedule only; a run without -seedN is seed 0
     assert {model: [s["seed"] for s in summaries] for model, summaries in groups.items()} == {
-        "baseline": [0, 1], "s3f-concat": [0]}
+        "baseline": [0, 3, 5], "s3f-concat": [0]}
 
 
 def test_done_when_counts_only_the_default_recipe_and_both_bars(table, tmp_path):

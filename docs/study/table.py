@@ -292,52 +292,58 @@ def noise_verdict(pairs: list[dict], spreads: list[float]) -> str:
     return "a gain (or loss) beyond seed noise is not established"
 
 
-def interval_counts(pairs: list[dict]) -> str:
-    above = sum(r["difference_95ci"][0] > 0 for r in pairs)
-    below = sum(r["difference_95ci"][1] < 0 for r in pairs)
-    return f"the paired 95 % interval lies above zero on {above} and below zero on {below} of them"
-
-
 def seed_spreads(groups: dict[str, list[dict]], models: tuple[str, str]) -> dict[str, float]:
     """Seed-to-seed standard deviation of test accuracy (points) of each of models with more than one seed."""
     return {model: statistics.stdev(s["test"] for s in groups[model]) * 100
             for model in models if len(groups.get(model, [])) > 1}
 
 
+def seed_verdict(dataset: str, pairs: list[dict], groups: dict[str, list[dict]]) -> str:
+    """The verdict of noise_verdict over a dataset's seeds (official test set), with the numbers it rests on."""
+    differences = [r["difference"] * 100 for r in pairs]
+    spreads = seed_spreads(groups, ("s3f-concat", "baseline"))
+    above = sum(r["difference_95ci"][0] > 0 for r in pairs)
+    below = sum(r["difference_95ci"][1] < 0 for r in pairs)
+    return (f"**{dataset}, verdict: {noise_verdict(pairs, list(spreads.values()))}.** S³F-Net (concatenation) minus the "
+            f"baseline on the official test set: {statistics.mean(differences):+.2f} points on average over {len(pairs)} "
+            "seed(s) (per seed: " + ", ".join(f"{d:+.2f}" for d in differences) + "); the paired 95 % interval lies "
+            f"above zero on {above} and below zero on {below} of them; seed-to-seed standard deviation of test accuracy: "
+            + ", ".join(f"{model} {spread:.2f}" for model, spread in sorted(spreads.items()))
+            + " points. (Rule: every seed's interval on one side of zero, and the mean difference larger than both "
+            "models' seed-to-seed standard deviation.)")
+
+
 def busi_lines(runs: Path, busi: list[dict]) -> list[str]:
-    """Each finished BUSI pair, the preset schedule's pairs over seeds, what is still training, and the 75 % bar:
-    met on a seed when both models of that seed's same-budget pair reach it."""
+    """Each finished BUSI pair; the preset schedule's verdict over seeds; finished runs whose pair is not; what is
+    still training; and the 75 % bar, counted per schedule: the seeds on which both models of the pair reach it."""
     lines = []
     finished = {r["label"]: r for r in busi if r["label"] in BUSI_PAIRS}
     by_schedule: dict[str, list[dict]] = {}
-    for label, (schedule, seed, *_) in BUSI_PAIRS.items():
-        if label in finished:
-            by_schedule.setdefault(schedule, []).append(finished[label])
-            result = finished[label]
-            reached = [name for name, value in (("S³F-Net", result["accuracy_a"]), ("baseline", result["accuracy_b"]))
-                       if value >= BUSI_BAR]
-            lines.append(f"BUSI at 128×128, {schedule}, seed {seed}: S³F-Net {result['accuracy_a']:.1%}, baseline "
-                         f"{result['accuracy_b']:.1%} on the official test set ({result['difference'] * 100:+.2f} points, "
-                         f"95 % interval {result['difference_95ci'][0] * 100:+.2f} to "
-                         f"{result['difference_95ci'][1] * 100:+.2f}); {BUSI_BAR * 100:.0f} % for both: "
-                         f"{'yes' if len(reached) == 2 else 'no'}"
-                         + (f" (reached by {', '.join(reached)})" if reached and len(reached) < 2 else "") + ".")
-    groups = busi_seed_groups(runs)
-    preset = by_schedule.get(PRESET_SCHEDULE, [])
-    if len(preset) > 1:
-        spreads = seed_spreads(groups, ("s3f-concat", "baseline"))
-        lines.append(f"**BUSI, {PRESET_SCHEDULE}, verdict: {noise_verdict(preset, list(spreads.values()))}.** S³F-Net "
-                     f"minus the baseline: {statistics.mean(r['difference'] * 100 for r in preset):+.2f} points on average "
-                     f"over {len(preset)} seeds; {interval_counts(preset)} (same rule as for brain MRI).")
-    per_model = [f"{model} {mean_sd([s['test'] for s in summaries], lambda v: f'{v:.1%}')} (seed"
-                 f"{'s' if len(summaries) > 1 else ''} {', '.join(str(s['seed']) for s in summaries)}; ≥ {BUSI_BAR * 100:.0f} % on "
-                 f"{sum(s['test'] >= BUSI_BAR for s in summaries)} of {len(summaries)})" for model, summaries in groups.items()]
-    if per_model:
-        lines.append(f"BUSI at 128×128, {PRESET_SCHEDULE}, every finished run, test accuracy: " + "; ".join(per_model) + ".")
     waiting: dict[str, list[int]] = {}
     for label, (schedule, seed, *_) in BUSI_PAIRS.items():
         if label not in finished:
             waiting.setdefault(schedule, []).append(seed)
+            continue
+        result = finished[label]
+        by_schedule.setdefault(schedule, []).append(result | {"seed": seed})
+        reached = [name for name, value in (("S³F-Net", result["accuracy_a"]), ("baseline", result["accuracy_b"]))
+                   if value >= BUSI_BAR]
+        lines.append(f"BUSI at 128×128, {schedule}, seed {seed}: S³F-Net {result['accuracy_a']:.1%}, baseline "
+                     f"{result['accuracy_b']:.1%} on the official test set ({result['difference'] * 100:+.2f} points, "
+                     f"95 % interval {result['difference_95ci'][0] * 100:+.2f} to "
+                     f"{result['difference_95ci'][1] * 100:+.2f}); {BUSI_BAR * 100:.0f} % for both: "
+                     f"{'yes' if len(reached) == 2 else 'no'}"
+                     + (f" (reached by {', '.join(reached)})" if reached and len(reached) < 2 else "") + ".")
+    groups = busi_seed_groups(runs)
+    preset = by_schedule.get(PRESET_SCHEDULE, [])
+    if len(preset) > 1:
+        lines.append(seed_verdict(f"BUSI at 128×128, {PRESET_SCHEDULE}", preset, groups))
+    paired_seeds = {r["seed"] for r in preset}
+    unpaired = [f"{model} seed {s['seed']} {percent(s['test'])}" for model, summaries in groups.items()
+                for s in summaries if s["seed"] not in paired_seeds]
+    if unpaired:
+        lines.append(f"BUSI at 128×128, {PRESET_SCHEDULE}, finished runs whose pair is still training, test accuracy: "
+                     + ", ".join(unpaired) + ".")
     if waiting:
         parts = " ".join(dict.fromkeys(part for label, (*_, part) in BUSI_PAIRS.items() if label not in finished))
         several = sum(map(len, waiting.values())) > 1
@@ -345,33 +351,19 @@ def busi_lines(runs: Path, busi: list[dict]) -> list[str]:
                                                      f"{', '.join(map(str, seeds))}" for schedule, seeds in waiting.items())
                      + f": {'pairs' if several else 'pair'} not finished (`bash docs/study/run_study.sh RUNS {parts}` "
                      + f"runs or resumes {'them' if several else 'it'}).")
-    passed = {schedule: sum(r["accuracy_a"] >= BUSI_BAR and r["accuracy_b"] >= BUSI_BAR for r in results)
-              for schedule, results in by_schedule.items()}
-    best = max(passed, key=lambda schedule: (passed[schedule], -len(by_schedule[schedule])), default=None)
-    if best is None or passed[best] == 0:
-        verdict = "not met" + (" so far" if waiting else "")
-    else:
-        verdict = f"met on {passed[best]} of {len(by_schedule[best])} finished seed(s) with {best}"
-    lines.append(f"The issue's bar (BUSI 128×128, both models at ≥ {BUSI_BAR * 100:.0f} % at the same budget): "
-                 f"{verdict}.")
+    counts = [f"{sum(r['accuracy_a'] >= BUSI_BAR and r['accuracy_b'] >= BUSI_BAR for r in results)} of {len(results)} "
+              f"finished seed{'s' if len(results) > 1 else ''} with {schedule}" for schedule, results in by_schedule.items()]
+    lines.append(f"The issue's bar (BUSI 128×128, both models at ≥ {BUSI_BAR * 100:.0f} % at the same budget), seeds on "
+                 "which it is met: " + ("; ".join(counts) if counts else "no pair has finished yet") + ".")
     return lines
 
 
 def conclusion(runs: Path, brain: list[dict], busi: list[dict]) -> str:
-    """The study's answer in numbers, each verdict by the fixed rule of noise_verdict."""
+    """The study's answer in numbers, each verdict over seeds by the fixed rule of noise_verdict."""
     lines = []
     concat = [r for r in brain if r["label"].startswith("S³F concat") and r["set"] == "official"]
-    groups = brain_seed_groups(runs)
     if concat:
-        differences = [r["difference"] * 100 for r in concat]
-        spreads = seed_spreads(groups, ("s3f-concat", "baseline"))
-        lines.append(f"**Brain MRI, verdict: {noise_verdict(concat, list(spreads.values()))}.** S³F-Net (concatenation) "
-                     f"minus the baseline on the official test set: {statistics.mean(differences):+.2f} points on average "
-                     f"over {len(concat)} seed(s) (per seed: " + ", ".join(f"{d:+.2f}" for d in differences) + "); "
-                     f"{interval_counts(concat)}; seed-to-seed standard deviation of test accuracy: "
-                     + ", ".join(f"{model} {spread:.2f}" for model, spread in sorted(spreads.items()))
-                     + " points. (Rule: every seed's interval on one side of zero, and the mean difference larger than "
-                     "both models' seed-to-seed standard deviation.)")
+        lines.append(seed_verdict("Brain MRI", concat, brain_seed_groups(runs)))
         if len(concat) < PLANNED_SEEDS:
             lines[-1] += (f" Both models have finished {len(concat)} of the {PLANNED_SEEDS} planned seeds; "
                           "`bash docs/study/run_study.sh RUNS brain` resumes the rest.")
