@@ -92,7 +92,16 @@ def test_finished_busi_runs_whose_pair_is_not_finished_are_reported_on_their_own
                   accuracy=accuracy)
     text = table.conclusion(tmp_path, [], [_busi_pair(table.PRESET_SCHEDULE.join(["S³F-Net concat vs baseline, ", ", seed 0"]),
                                                       0.83, 0.76)])
-    assert "finished runs whose pair is still training, test accuracy: baseline seed 1 74.0%." in text
+    assert "finished runs whose pair has not finished, test accuracy: baseline seed 1 74.0%." in text
+
+
+def test_seed_verdict_takes_each_models_spread_over_the_paired_seeds_only(table):
+    runs = {"baseline": [{"seed": 0, "test": 0.76}, {"seed": 1, "test": 0.74}, {"seed": 2, "test": 0.90}],
+            "s3f-concat": [{"seed": 0, "test": 0.82}, {"seed": 1, "test": 0.80}]}
+    pairs = [{"seed": seed, "difference": 0.06, "difference_95ci": (0.01, 0.11)} for seed in (0, 1)]
+    text = table.seed_verdict("BUSI", pairs, runs)  # baseline seed 2 has no pair yet: not in its spread
+    assert "seed-to-seed standard deviation of test accuracy: baseline 1.41, s3f-concat 1.41 points" in text
+    assert "verdict: the spectral branch helps beyond seed noise" in text
 
 
 def test_spectral_branch_verdict_needs_every_interval_on_one_side_and_a_mean_beyond_both_seed_spreads(table):

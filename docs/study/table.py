@@ -250,7 +250,7 @@ def paired_results(runs: Path, pairs: list[tuple[str, str, str]]) -> list[dict]:
         data = DATA / ("brain_tumor_mri" if run_a.startswith("brain") else "busi")
         sets = [("official", None)] + ([("de-duplicated", DUPLICATES)] if run_a.startswith("brain") else [])
         for name, exclude in sets:
-            results.append({"label": label, "set": name, **compare(correct_per_image(a, data / "test", exclude),
+            results.append({"label": label, "set": name, "seed": run_seed(runs / run_a), **compare(correct_per_image(a, data / "test", exclude),
                                                                    correct_per_image(b, data / "test", exclude))})
     return results
 
@@ -293,15 +293,18 @@ def noise_verdict(pairs: list[dict], spreads: list[float]) -> str:
 
 
 def seed_spreads(groups: dict[str, list[dict]], models: tuple[str, str]) -> dict[str, float]:
-    """Seed-to-seed standard deviation of test accuracy (points) of each of models with more than one seed."""
+    """Seed-to-seed standard deviation of test accuracy (points) of each of the models with more than one seed."""
     return {model: statistics.stdev(s["test"] for s in groups[model]) * 100
             for model in models if len(groups.get(model, [])) > 1}
 
 
 def seed_verdict(dataset: str, pairs: list[dict], groups: dict[str, list[dict]]) -> str:
-    """The verdict of noise_verdict over a dataset's seeds (official test set), with the numbers it rests on."""
+    """The verdict of noise_verdict over a dataset's paired seeds (official test set), with the numbers it rests on;
+    the seed spreads over the same seeds as the pairs (a model may have finished more)."""
     differences = [r["difference"] * 100 for r in pairs]
-    spreads = seed_spreads(groups, ("s3f-concat", "baseline"))
+    seeds = {r["seed"] for r in pairs}
+    spreads = seed_spreads({model: [s for s in summaries if s["seed"] in seeds] for model, summaries in groups.items()},
+                           ("s3f-concat", "baseline"))
     above = sum(r["difference_95ci"][0] > 0 for r in pairs)
     below = sum(r["difference_95ci"][1] < 0 for r in pairs)
     return (f"**{dataset}, verdict: {noise_verdict(pairs, list(spreads.values()))}.** S³F-Net (concatenation) minus the "
@@ -314,15 +317,17 @@ def seed_verdict(dataset: str, pairs: list[dict], groups: dict[str, list[dict]])
 
 
 def busi_lines(runs: Path, busi: list[dict]) -> list[str]:
-    """Each finished BUSI pair; the preset schedule's verdict over seeds; finished runs whose pair is not; what is
-    still training; and the 75 % bar, counted per schedule: the seeds on which both models of the pair reach it."""
+    """Each finished BUSI pair; the preset schedule's verdict over seeds; finished runs whose pair has not finished;
+    the pairs not finished; and the 75 % bar, counted per schedule: the seeds on which both models of the pair reach it."""
     lines = []
     finished = {r["label"]: r for r in busi if r["label"] in BUSI_PAIRS}
     by_schedule: dict[str, list[dict]] = {}
     waiting: dict[str, list[int]] = {}
-    for label, (schedule, seed, *_) in BUSI_PAIRS.items():
+    waiting_parts: dict[str, None] = {}  # the run_study.sh parts that train them, in order
+    for label, (schedule, seed, *_, part) in BUSI_PAIRS.items():
         if label not in finished:
             waiting.setdefault(schedule, []).append(seed)
+            waiting_parts[part] = None
             continue
         result = finished[label]
         by_schedule.setdefault(schedule, []).append(result | {"seed": seed})
@@ -342,10 +347,10 @@ def busi_lines(runs: Path, busi: list[dict]) -> list[str]:
     unpaired = [f"{model} seed {s['seed']} {percent(s['test'])}" for model, summaries in groups.items()
                 for s in summaries if s["seed"] not in paired_seeds]
     if unpaired:
-        lines.append(f"BUSI at 128×128, {PRESET_SCHEDULE}, finished runs whose pair is still training, test accuracy: "
+        lines.append(f"BUSI at 128×128, {PRESET_SCHEDULE}, finished runs whose pair has not finished, test accuracy: "
                      + ", ".join(unpaired) + ".")
     if waiting:
-        parts = " ".join(dict.fromkeys(part for label, (*_, part) in BUSI_PAIRS.items() if label not in finished))
+        parts = " ".join(waiting_parts)
         several = sum(map(len, waiting.values())) > 1
         lines.append("BUSI at 128×128, " + "; ".join(f"{schedule}, seed{'s' if len(seeds) > 1 else ''} "
                                                      f"{', '.join(map(str, seeds))}" for schedule, seeds in waiting.items())
