@@ -10,6 +10,7 @@ training noise, which on this data is larger (see docs/reproduction.md).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ from s3f_edge.runtime.predictor import Predictor  # noqa: E402
 from s3f_edge.train.evaluate import labelled_split  # noqa: E402
 
 
+@functools.cache  # table.py pairs one run with several others: score each model once per test set
 def correct_per_image(model: Path, test_dir: Path, exclude: Path | None) -> np.ndarray:
     _, split, _ = labelled_split(test_dir, exclude)
     return correct_on(model, split)

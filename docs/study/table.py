@@ -86,6 +86,11 @@ def run_summary(run: Path) -> dict | None:
     }
 
 
+def model_name(run_name: str) -> str:
+    """A study run's model: the run name without its dataset prefix, "-lrpatN" and "-seedN"."""
+    return re.sub(r"^[^-]+-|(-lrpat\d+)?(-seed\d+)?$", "", run_name)
+
+
 def percent(value) -> str:
     return "-" if value is None else f"{value:.1%}"
 
@@ -196,8 +201,7 @@ def results_table(runs: Path, prefix: str) -> str:
     summaries = [summary for run in runs.glob(f"{prefix}-*") if run.is_dir() and (summary := run_summary(run))]
     for summary in sorted(summaries, key=lambda s: (s["lr_patience"], s["seed"], s["name"])):  # each pair together
         name = summary["name"]
-        model = re.sub(r"(-lrpat\d+)?(-seed\d+)?$", "", name.removeprefix(prefix + "-"))
-        rows.append([model, summary["seed"], summary["size"], f"{summary['epochs']} ({summary['best_epoch']})",
+        rows.append([model_name(name), summary["seed"], summary["size"], f"{summary['epochs']} ({summary['best_epoch']})",
                      summary["lr_patience"], percent(summary["val"]), percent(summary["test"]), percent(summary["dedup"]),
                      f"{summary['f1']:.3f}", f"{summary['kappa']:.3f}", f"{summary['auc']:.3f}",
                      summary["lr_floor_epoch"] or "-", f"{wall[name] / 60:.0f}" if name in wall else "-"])
@@ -206,13 +210,12 @@ def results_table(runs: Path, prefix: str) -> str:
 
 
 def seed_groups(runs: Path, pattern: str) -> dict[str, list[dict]]:
-    """The finished runs matching pattern (e.g. "brain-*-seed*"), by model: the run name without its dataset
-    prefix, "-lrpatN" and "-seedN" (a run without "-seedN" is seed 0), seeds in order."""
+    """The finished runs matching pattern (e.g. "brain-*-seed*"), by model_name, seeds in order."""
     groups: dict[str, list[dict]] = {}
     for run in runs.glob(pattern):
         summary = run_summary(run) if run.is_dir() else None
         if summary:
-            groups.setdefault(re.sub(r"^[^-]+-|(-lrpat\d+)?(-seed\d+)?$", "", run.name), []).append(summary)
+            groups.setdefault(model_name(run.name), []).append(summary)
     return {model: sorted(summaries, key=lambda s: s["seed"]) for model, summaries in sorted(groups.items())}
 
 
@@ -248,10 +251,11 @@ def paired_results(runs: Path, pairs: list[tuple[str, str, str]]) -> list[dict]:
                 and (runs / run_b / "metrics.json").exists()):
             continue
         data = DATA / ("brain_tumor_mri" if run_a.startswith("brain") else "busi")
+        seed = json.loads((runs / run_a / "config.json").read_text())["options"]["seed"]  # as run_summary reads it
         sets = [("official", None)] + ([("de-duplicated", DUPLICATES)] if run_a.startswith("brain") else [])
         for name, exclude in sets:
-            results.append({"label": label, "set": name, "seed": run_seed(runs / run_a), **compare(correct_per_image(a, data / "test", exclude),
-                                                                   correct_per_image(b, data / "test", exclude))})
+            results.append({"label": label, "set": name, "seed": seed,
+                            **compare(correct_per_image(a, data / "test", exclude), correct_per_image(b, data / "test", exclude))})
     return results
 
 
@@ -278,6 +282,11 @@ BUSI_PAIRS = {  # label: (schedule, seed, run A, run B, the run_study.sh part th
        for seed in (1, 2)},
 }
 PLANNED_SEEDS = 3  # per brain MRI model, as run_study.sh plans them
+
+
+def interval(result: dict) -> str:
+    low, high = result["difference_95ci"]
+    return f"95 % interval {low * 100:+.2f} to {high * 100:+.2f}"
 
 
 def noise_verdict(pairs: list[dict], spreads: list[float]) -> str:
@@ -335,8 +344,7 @@ def busi_lines(runs: Path, busi: list[dict]) -> list[str]:
                    if value >= BUSI_BAR]
         lines.append(f"BUSI at 128×128, {schedule}, seed {seed}: S³F-Net {result['accuracy_a']:.1%}, baseline "
                      f"{result['accuracy_b']:.1%} on the official test set ({result['difference'] * 100:+.2f} points, "
-                     f"95 % interval {result['difference_95ci'][0] * 100:+.2f} to "
-                     f"{result['difference_95ci'][1] * 100:+.2f}); {BUSI_BAR * 100:.0f} % for both: "
+                     f"{interval(result)}); {BUSI_BAR * 100:.0f} % for both: "
                      f"{'yes' if len(reached) == 2 else 'no'}"
                      + (f" (reached by {', '.join(reached)})" if reached and len(reached) < 2 else "") + ".")
     groups = busi_seed_groups(runs)
@@ -377,8 +385,7 @@ def conclusion(runs: Path, brain: list[dict], busi: list[dict]) -> str:
         lines.append("Bilinear fusion (seed 0): not run yet.")
     else:
         lines.append(f"Bilinear fusion minus the baseline (seed 0, official test set): {bilinear[0]['difference'] * 100:+.2f} "
-                     f"points (95 % interval {bilinear[0]['difference_95ci'][0] * 100:+.2f} to "
-                     f"{bilinear[0]['difference_95ci'][1] * 100:+.2f}).")
+                     f"points ({interval(bilinear[0])}).")
     lines += busi_lines(runs, busi)
     if done_when := done_when_line(runs):
         lines.append(done_when)
