@@ -153,7 +153,7 @@ def markdown(results: dict) -> str:
     if "spectral_share" in results:
         share = results["spectral_share"]
         flops = share["flops_per_image"]
-        lines += [f"brisc2025's SpectralFilter (256×256, 1 → 32 filters) in ONNX Runtime, GFLOP per image: "
+        lines += ["brisc2025's SpectralFilter (256×256, 1 → 32 filters) in ONNX Runtime, GFLOP per image: "
                   + ", ".join(f"{name} {value / 1e9:.3f}" for name, value in flops.items()) + ".", "",
                   "| form of the spectral block | batch | block p50 ms | whole model p50 ms | share of the model |",
                   "|---|---|---|---|---|"]

@@ -13,7 +13,6 @@ def input_pipeline(images: np.ndarray, labels: np.ndarray, batch_size: int, seed
     ``repeat`` with ``drop_remainder`` lets every worker run the same number of steps (collectives
     hang when one worker runs out of batches first).
     """
-    import keras
     import tensorflow as tf
 
     on_disk = isinstance(images, np.memmap)  # slices of a memmap stay memmaps
