@@ -28,7 +28,9 @@ from s3f_edge.train.evaluate import labelled_split  # noqa: E402
 @functools.cache  # table.py pairs one run with several others: score each model once per test set
 def correct_per_image(model: Path, test_dir: Path, exclude: Path | None) -> np.ndarray:
     _, split, _ = labelled_split(test_dir, exclude)
-    return correct_on(model, split)
+    correct = correct_on(model, split)
+    correct.setflags(write=False)  # one cached array serves every caller: none may change it
+    return correct
 
 
 def correct_on(model: Path, split: Split) -> np.ndarray:

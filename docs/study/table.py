@@ -56,6 +56,11 @@ def wall_times(runs: Path) -> dict[str, int]:
     return {name: seconds for name, seconds in total.items() if name not in unknown}
 
 
+def trained_seed(run: Path) -> int:
+    """The seed a run was trained with, as its config.json records it."""
+    return json.loads((run / "config.json").read_text())["options"]["seed"]
+
+
 def run_summary(run: Path) -> dict | None:
     if not (run / "metrics.json").exists():
         return None
@@ -74,7 +79,7 @@ def run_summary(run: Path) -> dict | None:
     test = metrics["test"]
     predicted_classes = sum(1 for column in zip(*test["confusion_matrix"]) if sum(column) > 0)
     return {
-        "name": run.name, "seed": config["options"]["seed"], "epochs": len(history), "best_epoch": int(best["epoch"]) + 1,
+        "name": run.name, "seed": trained_seed(run), "epochs": len(history), "best_epoch": int(best["epoch"]) + 1,
         "size": "×".join(str(s) for s in config["options"]["image_size"]),
         "val": metrics["validation"]["accuracy"], "test": test["accuracy"], "f1": test["f1_macro"],
         "kappa": test["cohen_kappa"], "auc": test["roc_auc_macro"], "classes_predicted": predicted_classes,
@@ -131,6 +136,7 @@ BUSI_BAR = 0.75  # the issue's bar for both BUSI 128x128 models: test accuracy
 
 
 def run_seed(run: Path) -> int:
+    """The seed in a run's name, "-seedN" (none: 0); unlike trained_seed it needs no config.json yet."""
     match = re.search(r"-seed(\d+)$", run.name)
     return int(match.group(1)) if match else 0
 
@@ -251,10 +257,9 @@ def paired_results(runs: Path, pairs: list[tuple[str, str, str]]) -> list[dict]:
                 and (runs / run_b / "metrics.json").exists()):
             continue
         data = DATA / ("brain_tumor_mri" if run_a.startswith("brain") else "busi")
-        seed = json.loads((runs / run_a / "config.json").read_text())["options"]["seed"]  # as run_summary reads it
         sets = [("official", None)] + ([("de-duplicated", DUPLICATES)] if run_a.startswith("brain") else [])
         for name, exclude in sets:
-            results.append({"label": label, "set": name, "seed": seed,
+            results.append({"label": label, "set": name, "seed": trained_seed(runs / run_a),
                             **compare(correct_per_image(a, data / "test", exclude), correct_per_image(b, data / "test", exclude))})
     return results
 
