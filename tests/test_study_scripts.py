@@ -32,7 +32,7 @@ def test_wall_times_sum_sittings_drop_pauses_and_leave_open_or_lost_sittings_unk
 
 
 def _fake_run(run: Path, *, epochs_planned: int, epochs_done: int, history_rows: int, lr_patience: int = 4,
-              seed: int = 0, accuracy: float = 0.7, kappa: float = 0.5) -> Path:
+              seed: int = 0, accuracy: float = 0.7, kappa: float = 0.5, history_format: str = "learning_rate_used") -> Path:
     run.mkdir()
     test = {"accuracy": accuracy, "f1_macro": 0.6, "cohen_kappa": kappa, "roc_auc_macro": 0.8,
             "confusion_matrix": [[3, 1], [1, 3]]}
@@ -43,14 +43,20 @@ def _fake_run(run: Path, *, epochs_planned: int, epochs_done: int, history_rows:
     (run / "state.json").write_text(json.dumps({"epochs_done": epochs_done, "stopped": False}))
     with open(run / "history.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["epoch", "accuracy", "val_selection_score", "learning_rate"])
-        # float32 rounding as Keras logs it: 1e-6 reads back as 9.999999974752427e-07
-        writer.writerows([i, 0.5, 0.1 * i, 3e-4 if i < 20 else 9.999999974752427e-07] for i in range(history_rows))
+        writer.writerow(["epoch", "accuracy", "val_selection_score", history_format])
+        # The plateau step at the end of (0-based) epoch 20 sets the floor: the old "learning_rate" column logs it on
+        # that epoch's row, "learning_rate_used" on the next. Float32 rounding as Keras logs it: 1e-6 reads back as
+        # 9.999999974752427e-07.
+        first_row_at_floor = 20 if history_format == "learning_rate" else 21
+        writer.writerows([i, 0.5, 0.1 * i, 3e-4 if i < first_row_at_floor else 9.999999974752427e-07]
+                         for i in range(history_rows))
     return run
 
 
-def test_a_run_being_extended_is_not_a_row(table, tmp_path):
-    finished = table.run_summary(_fake_run(tmp_path / "a", epochs_planned=25, epochs_done=25, history_rows=25))
+@pytest.mark.parametrize("history_format", ["learning_rate_used", "learning_rate"])
+def test_a_run_being_extended_is_not_a_row(table, tmp_path, history_format):
+    finished = table.run_summary(_fake_run(tmp_path / "a", epochs_planned=25, epochs_done=25, history_rows=25,
+                                           history_format=history_format))
     assert finished is not None and finished["epochs"] == 25 and finished["best_epoch"] == 25
     assert finished["lr_floor_epoch"] == 21  # the first epoch (1-based) at whose end the rate is at its minimum
     # asked for 60 epochs and resumed: metrics.json is still the 25-epoch one, history has grown

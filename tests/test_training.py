@@ -3,6 +3,7 @@ import csv
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -201,3 +202,36 @@ def test_mirrored_strategy_trains(tmp_path, sample_dir):
     rows = history(run_dir)
     assert len(rows) == 2 and (run_dir / "model.keras").is_file()
     assert json.loads((run_dir / "metrics.json").read_text())["test"]["count"] == 24
+
+
+def test_history_logs_the_rate_each_epoch_trained_with_not_the_next_one(tmp_path):
+    import keras
+
+    from s3f_edge.train.callbacks import RunState
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.2, patience=1)
+    selection = SimpleNamespace(best_score=0.5, wait=0)
+    run_state = RunState(tmp_path, selection, plateau, metadata={})
+    callbacks = keras.callbacks.CallbackList([plateau, run_state], model=model)  # the order train() uses
+    for epoch, val_loss in enumerate([1.0, 2.0, 2.0]):  # the plateau step cuts the rate at the end of epochs 1 and 2
+        callbacks.on_epoch_begin(epoch)
+        callbacks.on_epoch_end(epoch, {"loss": 1.0, "val_loss": val_loss})
+    rates = [float(row["learning_rate_used"]) for row in history(tmp_path)]
+    assert rates == pytest.approx([1e-3, 1e-3, 2e-4])
+    assert float(model.optimizer.learning_rate) == pytest.approx(4e-5)  # what epoch 3 would use
+
+
+def test_resume_converts_a_history_that_logged_the_rate_after_each_plateau_step(tmp_path):
+    from s3f_edge.train.callbacks import truncate_history
+
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,loss,accuracy,val_loss,val_accuracy,val_selection_score,new_best,learning_rate\n"
+                    "0,1,0.5,1,0.5,0.5,1,0.001\n1,1,0.5,1,0.5,0.5,0,0.0002\n2,1,0.5,1,0.5,0.5,0,0.0002\n"
+                    "3,9,9,9,9,9,0,0.00004\n")  # epoch 3 ran after the last checkpoint
+    truncate_history(path, epochs_done=3, initial_learning_rate=1e-3)
+    rows = history(tmp_path)
+    assert "learning_rate" not in rows[0]
+    assert [(int(r["epoch"]), float(r["learning_rate_used"])) for r in rows] == [(0, 1e-3), (1, 1e-3), (2, 2e-4)]
+    assert [float(r["loss"]) for r in rows] == [1, 1, 1]

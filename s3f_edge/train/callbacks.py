@@ -76,10 +76,15 @@ class RunState(keras.callbacks.Callback):
                  metadata: dict):
         super().__init__()
         self.run_dir, self.selection, self.plateau, self.metadata = Path(run_dir), selection, plateau, metadata
+        self.epoch_learning_rate = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # Read here, not at the epoch's end: by then the plateau callback may already have cut it for the next epoch.
+        self.epoch_learning_rate = current_learning_rate(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
-        logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        logs["learning_rate_used"] = self.epoch_learning_rate
         append_history(self.run_dir / "history.csv", epoch, logs)
         save_model_atomically(self.model, self.run_dir / "last.keras", self.metadata)
         state = {
@@ -93,7 +98,14 @@ class RunState(keras.callbacks.Callback):
         write_json_atomically(self.run_dir / "state.json", state)
 
 
-HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_selection_score", "new_best", "learning_rate"]
+# learning_rate_used is the rate the epoch's updates used. Files written before it existed have "learning_rate"
+# instead: the rate after the epoch's plateau step, i.e. the next epoch's (truncate_history converts them).
+HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_selection_score", "new_best",
+                  "learning_rate_used"]
+
+
+def current_learning_rate(model) -> float:
+    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
 
 
 def append_history(path: Path, epoch: int, logs: dict) -> None:
@@ -107,12 +119,20 @@ def append_history(path: Path, epoch: int, logs: dict) -> None:
         os.fsync(handle.fileno())
 
 
-def truncate_history(path: Path, epochs_done: int) -> None:
-    """Drop rows of epochs that ran after the last checkpoint (a kill between the two writes)."""
+def truncate_history(path: Path, epochs_done: int, initial_learning_rate: float) -> None:
+    """Drop rows of epochs that ran after the last checkpoint (a kill between the two writes).
+
+    A file from before ``learning_rate_used`` is converted, so a resumed run's rows mean one thing: the rate
+    epoch e used is the one the old file logged after epoch e - 1 (and the initial rate for epoch 0).
+    """
     if not path.exists():
         return
     with open(path, newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if int(r["epoch"]) < epochs_done]
+    if rows and "learning_rate_used" not in rows[0] and "learning_rate" in rows[0]:
+        rates_after = [r.pop("learning_rate") for r in rows]
+        for row, rate in zip(rows, [initial_learning_rate, *rates_after[:-1]]):
+            row["learning_rate_used"] = rate
     temporary = path.with_suffix(".tmp")
     with open(temporary, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS)

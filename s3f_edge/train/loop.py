@@ -60,10 +60,10 @@ class WorkerSync:
 
     def check_agreement(self, logs: dict, model) -> None:
         """Raise on every worker at once if any worker's selection score, LR or stop flag differs."""
-        import keras
+        from s3f_edge.train.callbacks import current_learning_rate
 
         mine = np.array([logs.get("val_selection_score", 0.0), logs.get("val_loss", 0.0),
-                         float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)), float(model.stop_training)])
+                         current_learning_rate(model), float(model.stop_training)])
         disagree = float(not np.allclose(self.total(mine), mine * self.strategy.num_replicas_in_sync,
                                          rtol=1e-9, atol=1e-12))
         if self.total(np.array([disagree]))[0] > 0:

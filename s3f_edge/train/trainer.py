@@ -221,7 +221,7 @@ def _train(options: TrainOptions, resume: bool, distribution, write_dir: Path) -
     with distribution.strategy.scope():
         if resume:
             model = load_model(run_dir / "last.keras", compile=True)
-            truncate_history(write_dir / "history.csv", state["epochs_done"])
+            truncate_history(write_dir / "history.csv", state["epochs_done"], options.learning_rate)
             initial_epoch = state["epochs_done"]
             _log(options, f"resuming after epoch {initial_epoch}")
         else:
