@@ -1,4 +1,5 @@
 """Multi-worker training for real: two worker processes on localhost, MultiWorkerMirroredStrategy."""
+import csv
 import json
 import os
 import re
@@ -65,8 +66,10 @@ def test_two_workers_train_one_model_in_step(tmp_path, sample_dir):
     assert metrics["distribution"]["weights_sha256"] == reports[0].group(3)
     assert metrics["test"]["count"] == 24
     with open(run_dir / "history.csv") as handle:
-        losses = [float(row.split(",")[1]) for row in handle.read().splitlines()[1:]]
+        rows = list(csv.DictReader(handle))
+    losses = [float(row["loss"]) for row in rows]
     assert len(losses) == 6 and losses[-1] < losses[0]
+    assert all(float(row["learning_rate_used"]) > 0 for row in rows)  # the custom loop calls on_epoch_begin
 
 
 def test_workers_that_see_different_pixels_stop_with_a_clear_error(tmp_path, sample_dir):

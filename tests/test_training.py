@@ -29,6 +29,8 @@ def test_short_training_lowers_the_loss(trained_run):
     rows = history(trained_run)
     assert len(rows) == 6
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+    assert float(rows[0]["learning_rate_used"]) == pytest.approx(1e-3)  # fit() calls RunState.on_epoch_begin
+    assert all(float(r["learning_rate_used"]) > 0 for r in rows)
 
 
 def test_run_directory_is_complete(trained_run):
@@ -101,6 +103,7 @@ def test_resume_continues_where_it_stopped(tmp_path, sample_dir):
     rows = history(run_dir)
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
     assert float(rows[2]["loss"]) != 9.0
+    assert all(float(r["learning_rate_used"]) > 0 for r in rows)  # the resumed epochs log their rate too
     assert json.loads((run_dir / "state.json").read_text())["epochs_done"] == 4
     assert state_before["epochs_done"] == 2
 
@@ -233,5 +236,9 @@ def test_resume_converts_a_history_that_logged_the_rate_after_each_plateau_step(
     truncate_history(path, epochs_done=3, initial_learning_rate=1e-3)
     rows = history(tmp_path)
     assert "learning_rate" not in rows[0]
-    assert [(int(r["epoch"]), float(r["learning_rate_used"])) for r in rows] == [(0, 1e-3), (1, 1e-3), (2, 2e-4)]
+    assert [(int(r["epoch"]), float(r["learning_rate_used"])) for r in rows] == \
+        [(0, pytest.approx(1e-3)), (1, 1e-3), (2, 2e-4)]
     assert [float(r["loss"]) for r in rows] == [1, 1, 1]
+    converted = path.read_text()
+    truncate_history(path, epochs_done=3, initial_learning_rate=1e-3)  # a file in the new format stays as it is
+    assert path.read_text() == converted

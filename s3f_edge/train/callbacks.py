@@ -131,7 +131,8 @@ def truncate_history(path: Path, epochs_done: int, initial_learning_rate: float)
         rows = [r for r in csv.DictReader(handle) if int(r["epoch"]) < epochs_done]
     if rows and "learning_rate_used" not in rows[0] and "learning_rate" in rows[0]:
         rates_after = [r.pop("learning_rate") for r in rows]
-        for row, rate in zip(rows, [initial_learning_rate, *rates_after[:-1]]):
+        # float32, as the optimizer holds it, so the column has one value per rate
+        for row, rate in zip(rows, [float(np.float32(initial_learning_rate)), *rates_after[:-1]]):
             row["learning_rate_used"] = rate
     temporary = path.with_suffix(".tmp")
     with open(temporary, "w", newline="") as handle:
