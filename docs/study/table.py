@@ -74,10 +74,10 @@ def run_summary(run: Path) -> dict | None:
     best = max(history, key=lambda r: float(r["val_selection_score"]))
     floor = config["options"]["min_learning_rate"] * 1.001  # stored as float32 in history.csv
     # The (1-based) epochs after whose plateau step the rate is at the floor. "learning_rate_used" is the rate
-    # an epoch trained with, so the step that set it came one epoch earlier; older files logged "learning_rate",
-    # the rate after the epoch's own step.
-    at_floor = [int(r["epoch"]) if "learning_rate_used" in r else int(r["epoch"]) + 1 for r in history
-                if float(r.get("learning_rate_used", r.get("learning_rate"))) <= floor]
+    # an epoch trained with, so the step that set it ended the epoch before (0-based row e: 1-based epoch e);
+    # older files logged "learning_rate", the rate after the epoch's own step (row e: epoch e + 1).
+    column, shift = ("learning_rate_used", 0) if "learning_rate_used" in history[0] else ("learning_rate", 1)
+    at_floor = [int(r["epoch"]) + shift for r in history if float(r[column]) <= floor]
     dedup_path = run / "evaluate-dedup" / "metrics.json"
     test = metrics["test"]
     predicted_classes = sum(1 for column in zip(*test["confusion_matrix"]) if sum(column) > 0)
