@@ -32,10 +32,11 @@ def test_wall_times_sum_sittings_drop_pauses_and_leave_open_or_lost_sittings_unk
 
 
 def _fake_run(run: Path, *, epochs_planned: int, epochs_done: int, history_rows: int, lr_patience: int = 4,
-              seed: int = 0, accuracy: float = 0.7, kappa: float = 0.5, history_format: str = "learning_rate_used") -> Path:
+              seed: int = 0, accuracy: float = 0.7, kappa: float = 0.5, history_format: str = "learning_rate_used",
+              confusion_matrix: tuple = ((3, 1), (1, 3))) -> Path:
     run.mkdir()
     test = {"accuracy": accuracy, "f1_macro": 0.6, "cohen_kappa": kappa, "roc_auc_macro": 0.8,
-            "confusion_matrix": [[3, 1], [1, 3]]}
+            "confusion_matrix": [list(row) for row in confusion_matrix]}
     (run / "metrics.json").write_text(json.dumps({"validation": {"accuracy": 0.75}, "test": test, "timing": {}}))
     (run / "config.json").write_text(json.dumps({"class_names": ["a", "b"], "options": {"seed": seed, "image_size": [64, 64],
                                                              "epochs": epochs_planned, "min_learning_rate": 1e-6,
@@ -155,3 +156,25 @@ def test_done_when_counts_only_the_default_recipe_and_both_bars(table, tmp_path)
     assert "on 2 of 4 seeds (seeds 1, 3)" in line and "default seed 0: 57.0%, κ 0.360" in line
     # the recipe comparison keeps to the seeds every recipe ran on
     assert "| precise BatchNorm statistics (the new default) | 3 |" in table.recipe_seed_table(tmp_path)
+
+
+def test_budget_table_groups_the_done_when_command_by_epochs_with_recalls_and_the_bar_per_seed(table, tmp_path):
+    def run(name, seed, accuracy, kappa, epochs=12, done=None, matrix=((3, 1), (1, 3))):
+        _fake_run(tmp_path / name, epochs_planned=epochs, epochs_done=done or epochs, history_rows=done or epochs,
+                  seed=seed, accuracy=accuracy, kappa=kappa, confusion_matrix=matrix)
+
+    run("recipe-baseline-precise", 0, 0.57, 0.36)
+    run("recipe-baseline-precise-seed1", 1, 0.61, 0.41)
+    run("budget-baseline-epochs24-seed0", 0, 0.64, 0.45, epochs=24, matrix=((1, 3), (1, 1)))  # recalls 0.25, 0.50
+    run("budget-baseline-epochs24-seed1", 1, 0.66, 0.29, epochs=24, matrix=((4, 0), (1, 3)))  # recalls 1.00, 0.75
+    run("budget-baseline-epochs24-seed2", 2, 0.70, 0.50, epochs=24, matrix=((3, 1), (0, 4)))  # recalls 0.75, 1.00
+    run("budget-baseline-epochs48-seed0", 0, 0.90, 0.90, epochs=48, done=30)  # still training: not a row yet
+    run("budget-baseline-epochs36-seed0", 0, 0.90, 0.90, epochs=36)  # not a budget of the study
+    rows = table.budget_table(tmp_path).splitlines()[2:]
+    assert len(rows) == 2
+    assert rows[0].startswith("| 12 (the issue's) | 0, 1 | ") and "| 1 of 2 (not seed 0) | 57.0%, κ 0.360 |" in rows[0]
+    assert rows[1].startswith("| 24 | 0, 1, 2 | 75.0% ± 0.0% | 66.7% ± 3.1% | 0.413 ± 0.110 | 0.67 | 0.75 | ")
+    assert "| 2 of 3 (not seed 1) | 64.0%, κ 0.450 | 64.0%, 66.0%, 70.0% |" in rows[1]
+    assert table.budget_line(tmp_path) == ("The same command trained longer, nothing else changed: 24 epochs, the bar "
+                                           "met on 2 of 3 (not seed 1) seeds, test accuracy 66.7% ± 3.1%, seed 0 64.0% "
+                                           "(κ 0.450).")

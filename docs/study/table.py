@@ -86,6 +86,8 @@ def run_summary(run: Path) -> dict | None:
         "size": "×".join(str(s) for s in config["options"]["image_size"]),
         "val": metrics["validation"]["accuracy"], "test": test["accuracy"], "f1": test["f1_macro"],
         "kappa": test["cohen_kappa"], "auc": test["roc_auc_macro"], "classes_predicted": predicted_classes,
+        "class_names": config["class_names"],
+        "recalls": [row[i] / sum(row) for i, row in enumerate(test["confusion_matrix"])],
         "train_accuracy_last": float(history[-1]["accuracy"]),
         "dedup": json.loads(dedup_path.read_text())["metrics"]["accuracy"] if dedup_path.exists() else None,
         "images_per_second": metrics["timing"].get("train_images_per_second"),
@@ -135,6 +137,8 @@ def recipe_table(runs: Path) -> str:
 
 COMPARED_SEEDS = (0, 1, 2)  # every recipe ran on these; the default recipe also on more (done_when_runs)
 DONE_WHEN_BAR = (0.60, 0.30)  # the issue's bar for its 64x64, 12-epoch command: test accuracy, Cohen's kappa
+DONE_WHEN_EPOCHS = 12
+BUDGET_EPOCHS = (24, 48)  # run_study.sh part "budget": the done-when command, trained longer
 BUSI_BAR = 0.75  # the issue's bar for both BUSI 128x128 models: test accuracy
 
 
@@ -147,27 +151,25 @@ def run_seed(run: Path) -> int:
 def recipe_seed_table(runs: Path) -> str:
     """Each recipe tried on several seeds (the same ones for all): mean ± sd over seeds, and the mean recall of
     every class (what a higher accuracy bought: on imbalanced data it can come from favouring the largest class)."""
-    groups: dict[str, list[Path]] = {}
+    groups: dict[str, list[dict]] = {}
     for run in runs.glob("recipe-baseline-*"):
-        if (run / "metrics.json").exists() and run_seed(run) in COMPARED_SEEDS:
-            groups.setdefault(re.sub(r"^recipe-|-seed\d+$", "", run.name), []).append(run)
+        if run_seed(run) in COMPARED_SEEDS and (summary := run_summary(run)):
+            groups.setdefault(re.sub(r"^recipe-|-seed\d+$", "", run.name), []).append(summary)
     order = list(RECIPE_CHANGES)
     rows, names = [], []
     for key in sorted((k for k, v in groups.items() if len(v) > 1), key=order.index):
-        tests, kappas, f1s, recalls = [], [], [], []
-        for run in groups[key]:
-            test = json.loads((run / "metrics.json").read_text())["test"]
-            names = json.loads((run / "config.json").read_text())["class_names"]
-            matrix = test["confusion_matrix"]
-            tests.append(test["accuracy"])
-            kappas.append(test["cohen_kappa"])
-            f1s.append(test["f1_macro"])
-            recalls.append([row[i] / sum(row) for i, row in enumerate(matrix)])
-        rows.append([RECIPE_CHANGES[key], len(tests), mean_sd(tests, lambda v: f"{v:.1%}"),
-                     mean_sd(kappas, lambda v: f"{v:.3f}"), mean_sd(f1s, lambda v: f"{v:.3f}")]
-                    + [f"{statistics.mean(r[i] for r in recalls):.2f}" for i in range(len(names))])
+        summaries = groups[key]
+        names = summaries[0]["class_names"]
+        rows.append([RECIPE_CHANGES[key], len(summaries), mean_sd([s["test"] for s in summaries], lambda v: f"{v:.1%}"),
+                     mean_sd([s["kappa"] for s in summaries], lambda v: f"{v:.3f}"),
+                     mean_sd([s["f1"] for s in summaries], lambda v: f"{v:.3f}")] + mean_recalls(summaries))
     return table(["Spatial baseline, recipe", "Seeds", "Test acc", "κ", "Macro-F1"]
                  + [f"Recall {name}" for name in names], rows)
+
+
+def mean_recalls(summaries: list[dict]) -> list[str]:
+    """Each class's recall on the test set, averaged over the runs."""
+    return [f"{statistics.mean(s['recalls'][i] for s in summaries):.2f}" for i in range(len(summaries[0]["recalls"]))]
 
 
 def done_when_runs(runs: Path) -> list[dict]:
@@ -202,6 +204,59 @@ def done_when_line(runs: Path) -> str | None:
             + (f"; test accuracy over the {len(tests)} seeds {mean_sd(tests, lambda v: f'{v:.1%}')}" if len(tests) > 1 else "")
             + (f"; the command's default seed 0: {default['test']:.1%}, κ {default['kappa']:.3f}" if default else "")
             + ".")
+
+
+def budget_runs(runs: Path) -> dict[int, list[dict]]:
+    """The done-when command's finished runs by epoch budget (the issue's 12, then run_study.sh's part "budget"),
+    seeds in order; a budget with no finished run is left out."""
+    budgets = {DONE_WHEN_EPOCHS: done_when_runs(runs)}
+    for epochs in BUDGET_EPOCHS:
+        found = runs.glob(f"budget-baseline-epochs{epochs}-seed*")
+        budgets[epochs] = sorted((summary for run in found if (summary := run_summary(run))), key=lambda s: s["seed"])
+    return {epochs: summaries for epochs, summaries in budgets.items() if summaries}
+
+
+def bar_count(summaries: list[dict]) -> str:
+    """On how many runs the done-when bar is met, and the seeds where it is not."""
+    missed = [str(s["seed"]) for s in summaries if not meets_done_when_bar(s)]
+    return (f"{len(summaries) - len(missed)} of {len(summaries)}"
+            + (f" (not seed{'s' if len(missed) > 1 else ''} {', '.join(missed)})" if missed else ""))
+
+
+def budget_table(runs: Path) -> str:
+    """The done-when command at each epoch budget: means ± sd over seeds, each class's recall (a budget that bought
+    accuracy by favouring the largest class would show here), the bar per seed and the default seed 0 on its own."""
+    accuracy_bar, kappa_bar = DONE_WHEN_BAR
+    budgets = budget_runs(runs)
+    rows, names = [], []
+    for epochs, summaries in budgets.items():
+        names = summaries[0]["class_names"]
+        default = next((s for s in summaries if s["seed"] == 0), None)
+        rows.append([f"{epochs}" + (" (the issue's)" if epochs == DONE_WHEN_EPOCHS else ""),
+                     ", ".join(str(s["seed"]) for s in summaries),
+                     mean_sd([s["val"] for s in summaries], lambda v: f"{v:.1%}"),
+                     mean_sd([s["test"] for s in summaries], lambda v: f"{v:.1%}"),
+                     mean_sd([s["kappa"] for s in summaries], lambda v: f"{v:.3f}")] + mean_recalls(summaries)
+                    + [bar_count(summaries), f"{default['test']:.1%}, κ {default['kappa']:.3f}" if default else "-",
+                       ", ".join(percent(s["test"]) for s in summaries),
+                       f"{statistics.mean(s['train_accuracy_last'] for s in summaries):.3f}"])
+    return table(["Epochs", "Seeds", "Val acc", "Test acc", "κ"] + [f"Recall {name}" for name in names]
+                 + [f"≥ {accuracy_bar * 100:.0f} % and κ ≥ {kappa_bar}", "Seed 0 (the default): test acc, κ",
+                    "Test acc per seed", "Train acc, last epoch (dropout on)"], rows)
+
+
+def budget_line(runs: Path) -> str | None:
+    longer = {epochs: summaries for epochs, summaries in budget_runs(runs).items() if epochs != DONE_WHEN_EPOCHS}
+    if not longer:
+        return None
+    parts = []
+    for epochs, summaries in longer.items():
+        tests = [s["test"] for s in summaries]
+        default = next((s for s in summaries if s["seed"] == 0), None)
+        parts.append(f"{epochs} epochs, the bar met on {bar_count(summaries)} seeds"
+                     + (f", test accuracy {mean_sd(tests, lambda v: f'{v:.1%}')}" if len(tests) > 1 else "")
+                     + (f", seed 0 {default['test']:.1%} (κ {default['kappa']:.3f})" if default else ""))
+    return "The same command trained longer, nothing else changed: " + "; ".join(parts) + "."
 
 
 def results_table(runs: Path, prefix: str) -> str:
@@ -395,8 +450,9 @@ def conclusion(runs: Path, brain: list[dict], busi: list[dict]) -> str:
         lines.append(f"Bilinear fusion minus the baseline (seed 0, official test set): {bilinear[0]['difference'] * 100:+.2f} "
                      f"points ({interval(bilinear[0])}).")
     lines += busi_lines(runs, busi)
-    if done_when := done_when_line(runs):
-        lines.append(done_when)
+    for line in (done_when_line(runs), budget_line(runs)):
+        if line:
+            lines.append(line)
     return "\n\n".join(lines) + "\n" if lines else "(no finished runs yet)\n"
 
 
@@ -438,6 +494,7 @@ def main() -> None:
         "recipe_seeds.md": recipe_seed_table(args.runs),
         "recipe_paired.md": paired_table(recipe_pairs),
         "recipe_done_when.md": done_when_table(args.runs),
+        "recipe_budget.md": budget_table(args.runs),
         "busi.md": results_table(args.runs, "busi"),
         "busi_paired.md": paired_table(busi_pairs),
         "brain.md": results_table(args.runs, "brain"),
