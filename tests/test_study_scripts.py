@@ -153,9 +153,11 @@ def test_done_when_counts_only_the_default_recipe_and_both_bars(table, tmp_path)
     _fake_run(tmp_path / "recipe-baseline-precise-seed5", epochs_planned=24, epochs_done=14, history_rows=14, seed=5)
     assert [s["seed"] for s in table.done_when_runs(tmp_path)] == [0, 1, 2, 3]
     line = table.done_when_line(tmp_path)
-    assert "on 2 of 4 seeds (seeds 1, 3)" in line and "default seed 0: 57.0%, κ 0.360" in line
-    # the recipe comparison keeps to the seeds every recipe ran on
-    assert "| precise BatchNorm statistics (the new default) | 3 |" in table.recipe_seed_table(tmp_path)
+    assert "on 2 of 4 seeds (not seeds 0, 2), 4 of the 8 planned finished;" in line
+    assert "default seed 0: 57.0%, κ 0.360" in line
+    # the recipe comparison keeps to the seeds every recipe ran on; every fake run recalls 3 of 4 in each class
+    assert "| precise BatchNorm statistics (the new default) | 3 | 61.3% ± 4.5% | 0.353 ± 0.060 | 0.600 ± 0.000 | 0.75 | 0.75 |" \
+        in table.recipe_seed_table(tmp_path)
 
 
 def test_budget_table_groups_the_done_when_command_by_epochs_with_recalls_and_the_bar_per_seed(table, tmp_path):
@@ -169,12 +171,17 @@ def test_budget_table_groups_the_done_when_command_by_epochs_with_recalls_and_th
     run("budget-baseline-epochs24-seed1", 1, 0.66, 0.29, epochs=24, matrix=((4, 0), (1, 3)))  # recalls 1.00, 0.75
     run("budget-baseline-epochs24-seed2", 2, 0.70, 0.50, epochs=24, matrix=((3, 1), (0, 4)))  # recalls 0.75, 1.00
     run("budget-baseline-epochs48-seed0", 0, 0.90, 0.90, epochs=48, done=30)  # still training: not a row yet
+    run("budget-baseline-epochs48-seed1", 1, 0.62, 0.31, epochs=48)  # finished, and seed 0 is not
     run("budget-baseline-epochs36-seed0", 0, 0.90, 0.90, epochs=36)  # not a budget of the study
     rows = table.budget_table(tmp_path).splitlines()[2:]
-    assert len(rows) == 2
-    assert rows[0].startswith("| 12 (the issue's) | 0, 1 | ") and "| 1 of 2 (not seed 0) | 57.0%, κ 0.360 |" in rows[0]
+    assert len(rows) == 3
+    assert rows[0].startswith("| 12 (the issue's) | 0, 1 | ")
+    assert "| 1 of 2 seeds (not seed 0), 2 of the 8 planned finished | 57.0%, κ 0.360 |" in rows[0]
     assert rows[1].startswith("| 24 | 0, 1, 2 | 75.0% ± 0.0% | 66.7% ± 3.1% | 0.413 ± 0.110 | 0.67 | 0.75 | ")
-    assert "| 2 of 3 (not seed 1) | 64.0%, κ 0.450 | 64.0%, 66.0%, 70.0% |" in rows[1]
-    assert table.budget_line(tmp_path) == ("The same command trained longer, nothing else changed: 24 epochs, the bar "
-                                           "met on 2 of 3 (not seed 1) seeds, test accuracy 66.7% ± 3.1%, seed 0 64.0% "
-                                           "(κ 0.450).")
+    assert "| 2 of 3 seeds (not seed 1), 3 of the 8 planned finished | 64.0%, κ 0.450 | 64.0%, 66.0%, 70.0% |" in rows[1]
+    assert rows[2].startswith("| 48 | 1 | 75.0% | 62.0% | 0.310 | 0.75 | 0.75 | 1 of 1 seeds, 1 of the 8 planned "
+                              "finished | - | 62.0% |")
+    assert table.budget_line(tmp_path) == (
+        "The same command trained longer, nothing else changed: 24 epochs, the bar met on 2 of 3 seeds (not seed 1), "
+        "3 of the 8 planned finished, test accuracy 66.7% ± 3.1%, seed 0 64.0% (κ 0.450); 48 epochs, the bar met on "
+        "1 of 1 seeds, 1 of the 8 planned finished.")
