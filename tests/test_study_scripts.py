@@ -180,7 +180,7 @@ def test_budget_table_groups_the_done_when_command_by_epochs_with_recalls_and_th
     assert "| 1 of 2 seeds (not seed 0), 2 of the 8 planned finished | 57.0%, κ 0.360 | 57.0%, 61.0% | - |" in rows[0]
     # the change from 12 epochs pairs runs by seed: seed 0 +7, seed 1 +5; seed 2 has no 12-epoch run
     assert ("| 2 of 3 seeds (not seed 1), 3 of the 8 planned finished | 64.0%, κ 0.450 | 64.0%, 66.0%, 70.0% "
-            "| +6.0 (2 of 2 higher) |") in rows[1]
+            "| +6.0 (2 of 2 higher) | 24–24 |") in rows[1]
     assert rows[2].startswith("| 48 | 1 | 75.0% | 60.0% | 0.310 | 0.75 | 0.75 | 1 of 1 seeds, 1 of the 8 planned "
                               "finished | - | 60.0% | -1.0 (0 of 1 higher) |")
     assert table.budget_line(tmp_path) == (

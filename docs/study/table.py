@@ -254,11 +254,12 @@ def budget_table(runs: Path) -> str:
                        ", ".join(percent(s["test"]) for s in summaries),
                        "-" if epochs == DONE_WHEN_EPOCHS or not gains else
                        f"{statistics.mean(gains):+.1f} ({sum(g > 0 for g in gains)} of {len(gains)} higher)",
+                       f"{min(s['best_epoch'] for s in summaries)}–{max(s['best_epoch'] for s in summaries)}",
                        f"{statistics.mean(s['train_accuracy_last'] for s in summaries):.3f}"])
     return table(["Epochs", "Seeds", "Val acc", "Test acc", "κ"] + [f"Recall {name}" for name in names]
                  + [f"≥ {accuracy_bar * 100:.0f} % and κ ≥ {kappa_bar}", "Seed 0 (the default): test acc, κ",
                     "Test acc per seed", f"Test acc minus {DONE_WHEN_EPOCHS} epochs', same seed: mean points",
-                    "Train acc, last epoch (dropout on), mean"], rows)
+                    "Selected epoch (range)", "Train acc, last epoch (dropout on), mean"], rows)
 
 
 def budget_line(runs: Path) -> str | None:
