@@ -11,6 +11,7 @@ DATA=${DATA:-../shared/data}
 S3F=${S3F:-.venv/bin/s3f-edge}
 DUPLICATES=docs/brain_mri_test_duplicates.txt
 mkdir -p "$RUNS"
+BUSI_64=(--preset busi --image-size 64)  # the done-when command's data settings, in sections 1 and 1b
 
 run() {  # name, dataset dir, then train options
   local name=$1 data=$2; shift 2
@@ -36,7 +37,7 @@ run() {  # name, dataset dir, then train options
 # 1. What makes training on a small dataset work (issue 11): BUSI, 64x64, 12 epochs, one change at a
 #    time against the original recipe ("moving": BatchNorm moving averages at inference).
 if [[ " $PARTS " == *" recipe "* ]]; then
-  RECIPE=(--preset busi --image-size 64 --epochs 12)
+  RECIPE=("${BUSI_64[@]}" --epochs 12)
   run recipe-baseline-moving    "$DATA/busi" "${RECIPE[@]}" --model baseline --no-precise-bn
   run recipe-baseline-precise   "$DATA/busi" "${RECIPE[@]}" --model baseline
   run recipe-baseline-noweights "$DATA/busi" "${RECIPE[@]}" --model baseline --no-class-weights
@@ -116,8 +117,8 @@ fi
 if [[ " $PARTS " == *" budget "* ]]; then
   for epochs in 24 48; do
     for seed in 0 1 2 3 4 5 6 7; do
-      run "budget-baseline-epochs$epochs-seed$seed" "$DATA/busi" --preset busi --image-size 64 \
-        --epochs "$epochs" --model baseline --seed "$seed"
+      run "budget-baseline-epochs$epochs-seed$seed" "$DATA/busi" "${BUSI_64[@]}" --epochs "$epochs" --model baseline \
+        --seed "$seed"
     done
   done
 fi

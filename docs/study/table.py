@@ -244,7 +244,8 @@ def budget_table(runs: Path) -> str:
     for epochs, summaries in budgets.items():
         names = summaries[0]["class_names"]
         seed0 = seed_zero(summaries)
-        gains = [(s["test"] - issue_budget[s["seed"]]) * 100 for s in summaries if s["seed"] in issue_budget]
+        gains = [] if epochs == DONE_WHEN_EPOCHS else [(s["test"] - issue_budget[s["seed"]]) * 100 for s in summaries
+                                                        if s["seed"] in issue_budget]
         rows.append([f"{epochs}" + (" (the issue's)" if epochs == DONE_WHEN_EPOCHS else ""),
                      ", ".join(str(s["seed"]) for s in summaries),
                      mean_sd([s["val"] for s in summaries], lambda v: f"{v:.1%}"),
@@ -252,8 +253,7 @@ def budget_table(runs: Path) -> str:
                      mean_sd([s["kappa"] for s in summaries], lambda v: f"{v:.3f}")] + mean_recalls(summaries)
                     + [bar_summary(summaries), f"{seed0['test']:.1%}, κ {seed0['kappa']:.3f}" if seed0 else "-",
                        ", ".join(percent(s["test"]) for s in summaries),
-                       "-" if epochs == DONE_WHEN_EPOCHS or not gains else
-                       f"{statistics.mean(gains):+.1f} ({sum(g > 0 for g in gains)} of {len(gains)} higher)",
+                       f"{statistics.mean(gains):+.1f} ({sum(g > 0 for g in gains)} of {len(gains)} higher)" if gains else "-",
                        f"{min(s['best_epoch'] for s in summaries)}–{max(s['best_epoch'] for s in summaries)}",
                        f"{statistics.mean(s['train_accuracy_last'] for s in summaries):.3f}"])
     return table(["Epochs", "Seeds", "Val acc", "Test acc", "κ"] + [f"Recall {name}" for name in names]
