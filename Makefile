@@ -32,7 +32,7 @@ demo: $(INSTALLED)
 	$(BIN)/s3f-edge export $(DEMO_DIR)/run/model.keras --out $(DEMO_DIR)/export-dft --fft dft
 	$(BIN)/s3f-edge infer samples/brain_mri/test --recursive --model $(DEMO_DIR)/export/model.onnx --out $(DEMO_DIR)/results.csv --quiet
 	$(BIN)/s3f-edge bench $(DEMO_DIR)/run/model.keras $(DEMO_DIR)/export/model.onnx $(DEMO_DIR)/export-dft/model.onnx \
-		--batch 1,16 --duration 2 --warmup 0.5 --json $(DEMO_DIR)/bench.json --plot $(DEMO_DIR)/bench.png
+		--batch-sizes 1,16 --duration 2 --warmup 0.5 --json $(DEMO_DIR)/bench.json --plot $(DEMO_DIR)/bench.png
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest

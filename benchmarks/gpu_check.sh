@@ -73,7 +73,7 @@ ONNX=("$OUT/export-fp32/model.onnx")
 [[ -f $OUT/export-fp16/model.fp16.onnx ]] && ONNX+=("$OUT/export-fp16/model.fp16.onnx")
 [[ -f $OUT/export-int8/model.int8.onnx ]] && ONNX+=("$OUT/export-int8/model.int8.onnx")
 "$S3F" bench "$MODEL" "${ONNX[@]}" "${ENGINES[@]}" --backends keras,onnx-cpu,onnx-cuda,onnx-trt,trt \
-  --batch 1,8,32 --duration 5 --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1
+  --batch-sizes 1,8,32 --duration 5 --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1
 status "bench (every backend)" $? "$OUT/bench.log"
 TEST=samples/brain_mri/test
 [[ -d $DATA/test ]] && TEST=$DATA/test

@@ -1,40 +1,24 @@
 """The s3f-edge command line: parses options and calls the library functions the tests call too.
 
 Only click and the plain option tables are imported here; each command imports what it needs, so
-`infer` and `bench` on ONNX or TensorRT files never load TensorFlow. Errors a user can fix
-(``S3FEdgeError``) are caught once, in ``_Group``: one clean message, exit 1. Anything else is a bug
-and keeps its traceback.
+`infer` and `bench` on ONNX or TensorRT files never load TensorFlow. How errors, exit codes and
+interrupts are reported lives in ``cli_support``; what happens to existing outputs in ``outputs``.
 """
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 import click
 
-from s3f_edge.errors import S3FEdgeError
+from s3f_edge.cli_support import (EXIT_ERROR, EXIT_SOME_FILES_FAILED, AliasedOption, ExistingPath, Group,
+                                  overwrite_option, set_interrupt_hint)
 from s3f_edge.export.formats import CALIBRATION_METHODS, FFT_LOWERINGS, PRECISIONS
 from s3f_edge.model.presets import FUSIONS, KINDS, PRESETS, VARIANTS
 from s3f_edge.runtime.formats import BACKENDS, MODEL_SUFFIXES
 
-EXIT_ERROR = 1  # an S3FEdgeError: bad input, missing file or package, failed check
-EXIT_USAGE = 2  # click's own code for bad options
-EXIT_SOME_FILES_FAILED = 3
-
-
-class _Group(click.Group):
-    """Runs every command with TensorFlow's native log noise filtered, and turns S3FEdgeError into exit 1."""
-
-    def invoke(self, ctx: click.Context):
-        from s3f_edge.logs import NativeLogFilter, verbose_requested
-
-        verbose = bool(ctx.params.get("verbose")) or verbose_requested()
-        try:
-            with NativeLogFilter(enabled=not verbose):
-                return super().invoke(ctx)
-        except S3FEdgeError as error:
-            click.secho(f"Error: {error}", err=True, fg="red")
-            ctx.exit(EXIT_ERROR)
+INFER_OUTPUTS = (".csv", ".jsonl", ".json")  # s3f_edge.runtime.infer.OUTPUT_FORMATS, without importing it
 
 
 def _needs(purpose: str, stack: tuple[str, ...]) -> None:
@@ -50,22 +34,49 @@ def _table(headers: list[str], rows: list[list]) -> str:
     return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]])
 
 
+_SIZE = re.compile(r"^\s*(\d+)\s*(?:[x,]\s*(\d+)\s*)?$", re.IGNORECASE)
+
+
+def _size_option(ctx, param, value):
+    return _size(value)
+
+
 def _size(value: str | None) -> tuple[int, int] | None:
     if value is None:
         return None
-    parts = value.lower().replace("x", ",").split(",")
-    try:
-        numbers = [int(p) for p in parts if p.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a size; use 128 or 224x256 (height x width)") from None
-    if len(numbers) == 1:
-        numbers = numbers * 2
-    if len(numbers) != 2 or min(numbers) < 16:
-        raise click.BadParameter(f"{value!r}: give one or two sizes of at least 16 pixels, e.g. 128 or 384x512")
-    return numbers[0], numbers[1]
+    match = _SIZE.match(value)
+    if not match:
+        raise click.BadParameter(f"{value!r} is not a size; use 128 or 224x256 (height x width)")
+    height = int(match.group(1))
+    width = int(match.group(2) or height)
+    if min(height, width) < 16:
+        raise click.BadParameter(f"{value!r}: give sizes of at least 16 pixels, e.g. 128 or 384x512")
+    return height, width
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def _suffix(*allowed: str, what: str):
+    """A callback refusing a path whose suffix the option does not take (a usage error: the name alone shows it)."""
+
+    def check(ctx, param, value):
+        values = value if isinstance(value, tuple) else (value,)
+        for path in values:
+            if path is not None and Path(path).suffix.lower() not in allowed:
+                choices = ", ".join(allowed[:-1]) + f" or {allowed[-1]}" if len(allowed) > 1 else allowed[0]
+                raise click.BadParameter(f"{Path(path).name}: {what} must end in {choices}")
+        return value
+
+    return check
+
+
+def _progress_verbosity(quiet: bool) -> int:
+    """Keras's verbose: 0 quiet, 1 a live progress bar on a terminal, 2 one line per epoch in a log file (the bar's
+    colour codes and carriage returns would fill it)."""
+    if quiet:
+        return 0
+    return 1 if sys.stdout.isatty() else 2
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="s3f-edge")
 @click.option("--verbose", is_flag=True, help="Show TensorFlow/CUDA native log lines (also: S3F_EDGE_VERBOSE=1).")
 def main(verbose: bool) -> None:
@@ -83,6 +94,11 @@ def main(verbose: bool) -> None:
       s3f-edge bench M.keras M.onnx         latency percentiles, throughput, FLOP/s vs this machine's GEMM
       s3f-edge matrix M.keras DATA/test     accuracy x speed of every export (ONNX FP32/FP16/INT8, TensorRT)
       s3f-edge fft-check IMAGES/            the FFT and DFT-as-matmul forms against numpy
+
+    \b
+    Outputs: a command never replaces earlier results unless given --overwrite.
+    Exit codes: 0 success; 1 an error to fix (the one-line message says how); 2 a usage
+    error; 3 infer: some files could not be classified; 130 interrupted.
     """
 
 
@@ -109,15 +125,16 @@ def presets(count_params: bool) -> None:
 
 
 @main.command()
-@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("data", type=ExistingPath(file_okay=False, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Run directory to create (default: runs/<preset>-<model>).")
+@overwrite_option("the run directory (--out)")
 @click.option("--preset", default="brisc2025", show_default=True,
               type=click.Choice(list(PRESETS)),
               help="Original configuration: input size, channels, SpectraNet variant, fusion, epochs, patiences.")
 @click.option("--model", "kind", default="s3f", show_default=True, type=click.Choice(KINDS),
               help="S3F-Net, the spatial-only baseline, or the spectral-only SpectraNet.")
-@click.option("--image-size", default=None, help="Train at HxW (or one number for square) instead of the preset's size; "
+@click.option("--image-size", default=None, callback=_size_option, help="Train at HxW (or one number for square) instead of the preset's size; "
               "smaller trains much faster on a CPU.")
 @click.option("--variant", type=click.Choice(VARIANTS), default=None, help="SpectraNet variant (default: preset's).")
 @click.option("--fusion", type=click.Choice(FUSIONS), default=None, help="Fusion (default: preset's).")
@@ -155,13 +172,13 @@ def presets(count_params: bool) -> None:
                    "batch by batch (datasets larger than RAM).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Disk cache location (default: $S3F_EDGE_CACHE or ~/.cache/s3f-edge/decoded).")
-@click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Continue an interrupted run in this directory with its saved options (--epochs may extend it).")
+@click.option("--resume", "resume_dir", type=ExistingPath(file_okay=False, path_type=Path), default=None,
+              help="Continue an interrupted run in this directory, where it is, with its saved options (--epochs may "
+                   "extend it); DATA must hold the same files.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def train(data, out_dir, preset, kind, image_size, variant, fusion, epochs, batch_size, learning_rate, patience,
-          lr_patience, val_fraction, seed, paper_protocol, no_class_weights, precise_bn, precise_bn_images, augment,
-          mixed_precision, strategy, workers,
-          cache, cache_dir, resume_dir, quiet):
+def train(data, out_dir, overwrite, preset, kind, image_size, variant, fusion, epochs, batch_size, learning_rate,
+          patience, lr_patience, val_fraction, seed, paper_protocol, no_class_weights, precise_bn, precise_bn_images,
+          augment, mixed_precision, strategy, workers, cache, cache_dir, resume_dir, quiet):
     """Train on DATA: DATA/train/<class>/* with optional DATA/test/<class>/*, or DATA/<class>/*.
 
     Class names come from the folder names (sorted). A stratified validation split carved from
@@ -173,27 +190,34 @@ def train(data, out_dir, preset, kind, image_size, variant, fusion, epochs, batc
 
     from s3f_edge.dependencies import TRAINING_STACK
 
+    if resume_dir is not None and (out_dir is not None or overwrite):
+        raise click.UsageError("--resume continues the run in its own directory: leave out --out and --overwrite")
     _needs("training", TRAINING_STACK)
-    from s3f_edge.train.trainer import TrainOptions
+    from s3f_edge.train.trainer import TrainOptions, is_resumable, saved_options
     from s3f_edge.train.trainer import train as run_training
 
+    verbose = _progress_verbosity(quiet)
     if resume_dir is not None:
-        saved = json.loads((resume_dir / "config.json").read_text())["options"]
-        # --epochs may extend (or shorten) a run; everything else stays as it was.
-        options = TrainOptions.from_saved(saved, verbose=0 if quiet else 1,
-                                          **({"epochs": epochs} if epochs is not None else {}))
+        # The run continues where it is now and reads DATA as given now (config.json's paths may be relative to
+        # another working directory, or name the directory this one was copied from); --epochs may extend it.
+        options = TrainOptions.from_saved(saved_options(resume_dir), verbose=verbose, out_dir=str(resume_dir),
+                                          data_dir=str(data), **({"epochs": epochs} if epochs is not None else {}))
     else:
         out_dir = out_dir or Path("runs") / f"{preset}-{kind}"
         options = TrainOptions(
-            data_dir=str(data), out_dir=str(out_dir), preset=preset, model=kind, image_size=_size(image_size),
+            data_dir=str(data), out_dir=str(out_dir), preset=preset, model=kind, image_size=image_size,
             variant=variant, fusion=fusion, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
             patience=patience, lr_patience=lr_patience, val_fraction=val_fraction, seed=seed,
             paper_protocol=paper_protocol, class_weights=not no_class_weights, precise_bn=precise_bn,
             precise_bn_images=precise_bn_images, augment=augment,
             mixed_precision=mixed_precision, strategy=strategy, workers=workers, cache=cache,
-            cache_dir=str(cache_dir) if cache_dir else None, verbose=0 if quiet else 1,
+            cache_dir=str(cache_dir) if cache_dir else None, verbose=verbose,
         )
-    run_dir = run_training(options, resume=resume_dir is not None)
+    run_path = Path(options.out_dir)
+    set_interrupt_hint(lambda: f"continue with: s3f-edge train {data} --resume {run_path}" if is_resumable(run_path)
+                       else f"no epoch had finished, so there is nothing to resume; start again with --out {run_path} "
+                            "--overwrite")
+    run_dir = run_training(options, resume=resume_dir is not None, overwrite=overwrite)
     if run_dir is None:
         click.echo(f"worker finished; the chief worker writes the run directory {options.out_dir}")
         return
@@ -216,15 +240,18 @@ def _print_report(report: dict, run_dir: Path) -> None:
 
 
 @main.command()
-@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("model_path", metavar="MODEL", type=ExistingPath(dir_okay=False, path_type=Path),
+                callback=_suffix(*MODEL_SUFFIXES, what="MODEL"))
+@click.argument("data", type=ExistingPath(file_okay=False, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Where to write metrics.json, skipped.csv and the plots (default: beside the model, evaluate-<folder>; "
                    "runs/default-model/evaluate-<folder> for the bundled model).")
-@click.option("--exclude", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+@overwrite_option("--out")
+@click.option("--exclude", type=ExistingPath(dir_okay=False, path_type=Path), default=None,
               help="File of names or relative paths to leave out (e.g. duplicates of training images), one per line.")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
-def evaluate(model_path, data, out_dir, exclude, batch_size):
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def evaluate(model_path, data, out_dir, overwrite, exclude, batch_size, quiet):
     """Score MODEL (.keras from s3f-edge train, or an .onnx/.engine from s3f-edge export) on the labelled folder DATA.
 
     DATA is DATA/<class>/* (or a dataset root with test/). The classes must match the model's.
@@ -238,7 +265,8 @@ def evaluate(model_path, data, out_dir, exclude, batch_size):
         # Beside the model, except for the bundled one: never write into the installed package.
         bundled = model_path.resolve().parent == DEFAULT_MODEL_DIR.resolve()
         out_dir = (Path("runs") / "default-model" if bundled else model_path.parent) / f"evaluate-{data.name}"
-    report = evaluate_folder(model_path, data, out_dir, exclude=exclude, batch_size=batch_size)
+    report = evaluate_folder(model_path, data, out_dir, exclude=exclude, batch_size=batch_size, overwrite=overwrite,
+                             progress=not quiet)
     m = report["metrics"]
     auc = "-" if m["roc_auc_macro"] is None else f"{m['roc_auc_macro']:.4f}"
     click.echo(_table(["images", "excluded", "skipped", "accuracy", "F1 macro", "F1 weighted", "kappa", "MCC", "AUC macro"],
@@ -248,31 +276,35 @@ def evaluate(model_path, data, out_dir, exclude, batch_size):
 
 
 @main.command("precise-bn")
-@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("images", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("model_path", metavar="MODEL", type=ExistingPath(dir_okay=False, path_type=Path),
+                callback=_suffix(".keras", what="MODEL"))
+@click.argument("images", type=ExistingPath(file_okay=False, path_type=Path))
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              callback=_suffix(".keras", what="--out"),
               help="Where to save the recalibrated model (default: MODEL with a .precise-bn.keras suffix).")
+@overwrite_option("--out")
 @click.option("--images-used", "sample_size", type=click.IntRange(1), default=1024, show_default=True,
               help="Images to sample (seeded) for the statistics.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def precise_bn(model_path, images, out_path, sample_size, seed):
+def precise_bn(model_path, images, out_path, overwrite, sample_size, seed):
     """Recompute a trained MODEL's BatchNorm statistics on its TRAINING IMAGES (no retraining).
 
     Each BatchNorm layer's moving mean and variance become the population statistics of its inputs
     over a sample of the images, with dropout off: the remedy for models whose inference collapses to
     one class because their moving averages do not match inference (e.g. models trained with the
     original notebooks, or with --no-precise-bn). Weights are unchanged. IMAGES is a folder of
-    training images; for a dataset root with train/, only train/ is read. Score the result with
-    s3f-edge evaluate.
+    training images; for a dataset root with train/, only train/ is read, and class folders must
+    match the model's classes. Score the result with s3f-edge evaluate.
     """
     _needs("recomputing BatchNorm statistics", ("tensorflow", "keras"))
     from s3f_edge.train.precise_bn import precise_bn_file
 
     out_path = out_path or model_path.with_name(model_path.stem + ".precise-bn.keras")
-    report = precise_bn_file(model_path, images, out_path, sample_size=sample_size, seed=seed)
+    report = precise_bn_file(model_path, images, out_path, sample_size=sample_size, seed=seed, overwrite=overwrite)
     click.echo(f"{report['layers_updated']} BatchNorm layers recomputed from {report['images_used']} images of "
-               f"{report['images_folder']} ({len(report['unreadable'])} unreadable); largest relative change of a "
-               f"variance: {report['largest_relative_variance_change']:.1%}\nsaved: {out_path}")
+               f"{report['images_folder']} ({len(report['unreadable'])} unreadable); largest change of a channel's "
+               f"variance: {report['largest_relative_variance_change']:.1%} of the larger of its old and new values"
+               f"\nsaved: {out_path}")
 
 
 def _batch_profile(value: str) -> tuple[int, int, int]:
@@ -284,9 +316,12 @@ def _batch_profile(value: str) -> tuple[int, int, int]:
 
 
 @main.command()
-@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("model_path", metavar="MODEL", type=ExistingPath(dir_okay=False, path_type=Path),
+                callback=_suffix(".keras", what="MODEL (the trained model)"))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output folder (default: <model folder>/export).")
+@overwrite_option("--out (and --triton): the earlier export's files are removed first, so no folder mixes two "
+                  "models")
 @click.option("--fft", type=click.Choice(FFT_LOWERINGS), default="matmul", show_default=True,
               help="How the SpectralFilter's FFT is lowered: 'matmul' (DFT as matrix products; every ONNX runtime "
                    "and TensorRT version) or 'dft' (standard ONNX DFT nodes; ONNX Runtime, TensorRT >= 11.2).")
@@ -294,7 +329,7 @@ def _batch_profile(value: str) -> tuple[int, int, int]:
               help="ONNX opset (DFT needs 17 or 18).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="Also write an FP16 model (spectral block kept FP32) or a statically calibrated INT8 model.")
-@click.option("--calib", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+@click.option("--calib", type=ExistingPath(file_okay=False, path_type=Path), default=None,
               help="Folder of representative images for INT8 calibration (searched recursively; e.g. DATA/train).")
 @click.option("--calib-images", type=click.IntRange(1), default=1024, show_default=True,
               help="INT8: how many of those images to calibrate on (a seeded random sample).")
@@ -303,7 +338,7 @@ def _batch_profile(value: str) -> tuple[int, int, int]:
 @click.option("--int8-weight-bits", type=click.Choice(["8", "7"]), default="8", show_default=True,
               help="INT8: 8-bit weights (more accurate; for TensorRT, ARM and x86 CPUs with VNNI) or 7-bit weights, "
                    "which ONNX Runtime also runs exactly on x86 CPUs without VNNI (there, 8-bit files are refused).")
-@click.option("--images", "parity_images", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+@click.option("--images", "parity_images", type=ExistingPath(file_okay=False, path_type=Path), default=None,
               help="Real images for the parity check (default: 8 brain MRI images shipped with s3f-edge).")
 @click.option("--trt", is_flag=True, help="Also build a TensorRT engine (needs an NVIDIA GPU and the gpu extra).")
 @click.option("--trt-batch", default="1,8,32", show_default=True, help="TensorRT optimisation profile: min,opt,max batch.")
@@ -311,11 +346,11 @@ def _batch_profile(value: str) -> tuple[int, int, int]:
               help="TensorRT timing cache to reuse across builds (default: <out>/timing.cache).")
 @click.option("--triton", "triton_repo", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also write a Triton Inference Server model repository here.")
-@click.option("--class-names", default=None,
+@click.option("--class-names", "--classes", cls=AliasedOption, default=None,
               help="Comma-separated class names in output order, for models without s3f-edge metadata "
                    "(e.g. the original release's files).")
-def export(model_path, out_dir, fft, opset, precision, calib, calib_images, calib_method, int8_weight_bits, parity_images,
-           trt, trt_batch, timing_cache, triton_repo, class_names):
+def export(model_path, out_dir, overwrite, fft, opset, precision, calib, calib_images, calib_method, int8_weight_bits,
+           parity_images, trt, trt_batch, timing_cache, triton_repo, class_names):
     """Export a trained MODEL (.keras) to ONNX, checked and proven equal to Keras.
 
     Every SpectralFilter is lowered first (same weights, same outputs). The command fails if the
@@ -333,7 +368,7 @@ def export(model_path, out_dir, fft, opset, precision, calib, calib_images, cali
         out_dir=out_dir or model_path.parent / "export", fft=fft, opset=opset, precision=precision, calib=calib,
         calib_images=calib_images, calib_method=calib_method, int8_weight_bits=int(int8_weight_bits),
         parity_images=parity_images, trt=trt, trt_batch=_batch_profile(trt_batch), timing_cache=timing_cache,
-        triton_repo=triton_repo, class_names=[c.strip() for c in class_names.split(",")] if class_names else None,
+        triton_repo=triton_repo, class_names=_names(class_names), overwrite=overwrite,
     )
     result = export_model(model_path, options)
     click.echo(_table(["format", "file", "MB", "status", "seconds"],
@@ -353,54 +388,64 @@ def export(model_path, out_dir, fft, opset, precision, calib, calib_images, cali
                        for precision_name, results in result.parity.items() for p in results]))
 
 
-def _load_predictor(model_path: Path, providers: str | None, classes: str | None):
+def _names(value: str | None) -> list[str] | None:
+    """A comma-separated list option as a list (None when not given)."""
+    return [part.strip() for part in value.split(",") if part.strip()] if value else None
+
+
+def _load_predictor(model_path: Path, providers: str | None, class_names: str | None):
     from s3f_edge.runtime.predictor import Predictor
 
-    metadata = {"class_names": [c.strip() for c in classes.split(",")]} if classes else None
-    return Predictor.load(model_path, providers=providers.split(",") if providers else None, metadata=metadata)
+    metadata = {"class_names": _names(class_names)} if class_names else None
+    return Predictor.load(model_path, providers=_names(providers), metadata=metadata)
 
 
 @main.command()
-@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+@click.argument("folder", type=ExistingPath(file_okay=False, path_type=Path))
+@click.option("--model", "model_path", type=ExistingPath(dir_okay=False, path_type=Path), default=None,
+              callback=_suffix(*MODEL_SUFFIXES, what="--model"),
               help=f"A {', '.join(MODEL_SUFFIXES)} model exported by s3f-edge (default: the bundled model, "
                    "if this installation has one).")
-@click.option("--batch", "batch_size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--batch-size", "--batch", "batch_size", cls=AliasedOption, type=click.IntRange(1), default=32,
+              show_default=True, help="Images per model call.")
 @click.option("--out", "output", type=click.Path(dir_okay=False, path_type=Path), default=Path("results.csv"),
-              show_default=True, help="Results file: .csv, .jsonl or .json (chosen by the suffix).")
+              show_default=True, callback=_suffix(*INFER_OUTPUTS, what="--out"),
+              help="Results file: .csv, .jsonl or .json (chosen by the suffix).")
+@overwrite_option("--out (and the overlays in --explain)")
 @click.option("--recursive", is_flag=True, help="Include sub-folders.")
 @click.option("--workers", type=click.IntRange(1), default=4, show_default=True, help="Parallel image decoders.")
-@click.option("--resume", is_flag=True, help="Continue an interrupted run: skip files already in --out or its journal.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run: skip files already in --out or its journal "
+              "(same model, same folder and options).")
 @click.option("--providers", default=None,
               help="ONNX Runtime providers in order, e.g. CUDAExecutionProvider,CPUExecutionProvider "
                    "(default: TensorRT, CUDA, CPU as available).")
-@click.option("--classes", default=None, help="Comma-separated class names, only for models without s3f-edge metadata.")
+@click.option("--class-names", "--classes", "class_names", cls=AliasedOption, default=None,
+              help="Comma-separated class names, only for models without s3f-edge metadata.")
 @click.option("--explain", "explain_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write Grad-CAM overlays of the spatial branch here (.keras models only).")
 @click.option("--explain-classes", default=None, help="Only explain images predicted as these classes (comma-separated).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def infer(folder, model_path, batch_size, output, recursive, workers, resume, providers, classes, explain_dir,
-          explain_classes, quiet):
+def infer(folder, model_path, batch_size, output, overwrite, recursive, workers, resume, providers, class_names,
+          explain_dir, explain_classes, quiet):
     """Classify every file in FOLDER: one row per file, a prediction or the reason there is none.
 
     Rows are sorted by path and hold: path, status (ok/error), reason, predicted class, every
     class probability, model name and sha256. The output is written atomically; --resume never
-    duplicates a row. Exit code 0 when every file succeeded, 3 when some failed, 2 for usage errors.
+    duplicates a row. Exit code 0 when every file succeeded, 3 when some failed.
     """
     from s3f_edge.runtime.infer import infer_folder
     from s3f_edge.runtime.predictor import default_model
 
+    if resume and overwrite:
+        raise click.UsageError("--resume continues --out and --overwrite replaces it: give one of them")
     if model_path is None:
         model_path = default_model()
-    predictor = _load_predictor(model_path, providers, classes)
-    if not quiet:
-        click.echo(f"model {predictor.name} ({predictor.backend}, {predictor.provider}); classes {predictor.class_names}",
-                   err=True)
+    predictor = _load_predictor(model_path, providers, class_names)
+    set_interrupt_hint(lambda: "rows already answered are kept; run the same command with --resume to continue")
     summary = infer_folder(folder, predictor, output, batch_size=batch_size, recursive=recursive, workers=workers,
                            resume=resume, progress=not quiet, explain_dir=explain_dir,
-                           explain_classes={c.strip() for c in explain_classes.split(",")} if explain_classes else None)
-    if summary.total == 0 and not recursive and any(p.is_dir() for p in folder.iterdir()):
-        click.secho(f"no files directly in {folder}; its sub-folders are read with --recursive", err=True, fg="yellow")
+                           explain_classes=set(_names(explain_classes) or []) or None, overwrite=overwrite,
+                           log=None if quiet else lambda line: click.echo(line, err=True))
     rows = [[name, summary.per_class.get(name, 0)] for name in predictor.class_names] + [["(errors)", summary.failed]]
     click.echo(_table(["class", "files"], rows))
     done = f", {summary.skipped_as_done} already done" if summary.skipped_as_done else ""
@@ -411,9 +456,11 @@ def infer(folder, model_path, batch_size, output, recursive, workers, resume, pr
 
 
 @main.command()
-@click.argument("keras_model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("deployed", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+@click.argument("keras_model", type=ExistingPath(dir_okay=False, path_type=Path),
+                callback=_suffix(".keras", what="KERAS_MODEL (the model the files were exported from)"))
+@click.argument("deployed", nargs=-1, required=True, type=ExistingPath(dir_okay=False, path_type=Path),
+                callback=_suffix(*(s for s in MODEL_SUFFIXES if s != ".keras"), what="DEPLOYED"))
+@click.option("--images", type=ExistingPath(file_okay=False, path_type=Path), default=None,
               help="Real images to compare on (searched recursively; default: the 8 shipped with s3f-edge).")
 @click.option("--limit", type=click.IntRange(1), default=256, show_default=True, help="Images to use at most.")
 @click.option("--providers", default=None, help="ONNX Runtime providers in order (default: the best available).")
@@ -425,13 +472,13 @@ def verify(keras_model, deployed, images, limit, providers):
     """
     from s3f_edge.runtime.verify import verify_backends
 
-    report = verify_backends(keras_model, list(deployed), images, limit, providers.split(",") if providers else None)
+    report = verify_backends(keras_model, list(deployed), images, limit, _names(providers))
     click.echo(_table(["model", "backend", "provider", "precision", "images", "max |p diff|", "top-1", "result"],
                       [[Path(r["model"]).name, r["backend"], r["provider"], r["precision"], r["count"],
                         f"{r['max_abs_diff']:.2e}", f"{r['top1_agreement']:.1%}", "; ".join(r["failures"]) or "ok"]
                        for r in report]))
     if any(r["failures"] for r in report):
-        sys.exit(1)
+        sys.exit(EXIT_ERROR)
 
 
 def _int_list(value: str, name: str) -> list[int]:
@@ -444,29 +491,63 @@ def _int_list(value: str, name: str) -> list[int]:
     return numbers
 
 
+def _image_folder(ctx, param, value):
+    """--images of bench: a folder of images, 'random', or None; a folder is checked like any path argument."""
+    if value is None or value == "random":
+        return value
+    folder = ExistingPath(file_okay=False, path_type=Path).convert(value, param, ctx)
+    _require_images(folder, param.get_error_hint(ctx))
+    return folder
+
+
+def _require_images(folder: Path | None, option: str, recursive: bool = True) -> None:
+    """An InputError before any work when ``folder`` holds no image file."""
+    from s3f_edge.data.files import image_files
+    from s3f_edge.data.preprocess import IMAGE_SUFFIXES
+    from s3f_edge.errors import InputError
+
+    if folder is not None and not image_files(folder, limit=1):
+        raise InputError(f"{option}: no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}; give a folder of images")
+
+
+def _claim_files(paths: list[tuple[Path | None, str]], overwrite: bool) -> None:
+    """The output rule for single-file outputs (``s3f_edge.outputs``): writable, and not replacing earlier results."""
+    from s3f_edge.outputs import claim_outputs, ensure_writable
+
+    for path, option in paths:
+        if path is not None:
+            ensure_writable(path, option)
+            claim_outputs([path], overwrite=overwrite, option=option)
+
+
 @main.command()
-@click.argument("models", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("models", nargs=-1, required=True, type=ExistingPath(dir_okay=False, path_type=Path),
+                callback=_suffix(*MODEL_SUFFIXES, what="MODELS"))
 @click.option("--backends", default="keras,onnx-cpu,onnx-cuda,trt", show_default=True,
               help=f"Backends to run where the model file allows ({', '.join(BACKENDS)}): .keras -> keras; "
                    ".onnx -> onnx-cpu, onnx-cuda, onnx-trt; .engine/.plan -> trt. Unavailable ones are skipped with "
                    "the reason; one that fails becomes a row saying why.")
-@click.option("--batch", "batches", default="1,8,32", show_default=True, help="Batch sizes.")
+@click.option("--batch-sizes", "--batch", "batches", cls=AliasedOption, default="1,8,32", show_default=True,
+              help="Batch sizes to time, comma-separated.")
 @click.option("--duration", type=click.FloatRange(0.1), default=5.0, show_default=True,
               help="Seconds of timed runs per backend and batch (after warm-up).")
 @click.option("--warmup", type=click.FloatRange(0), default=1.0, show_default=True, help="Seconds of untimed runs first.")
-@click.option("--images", default=None,
+@click.option("--images", default=None, callback=_image_folder,
               help="Folder of real input images, or 'random' for fresh random tensors (default: the packaged images).")
-@click.option("--end-to-end", "e2e_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+@click.option("--end-to-end", "e2e_dir", type=ExistingPath(file_okay=False, path_type=Path), default=None,
               help="Also time files decoded to written rows (`infer`) over this folder.")
 @click.option("--gemm/--no-gemm", default=True, show_default=True,
               help="Measure this machine's float32 GEMM rate and report achieved FLOP/s as a fraction of it.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write results as JSON.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              callback=_suffix(".json", what="--json"), help="Write results as JSON.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write a PNG of latency against batch per backend.")
-def bench(models, backends, batches, duration, warmup, images, e2e_dir, gemm, json_out, plot_out):
+              callback=_suffix(".png", what="--plot"), help="Write a PNG of latency against batch per backend.")
+@overwrite_option("--json and --plot")
+def bench(models, backends, batches, duration, warmup, images, e2e_dir, gemm, json_out, plot_out, overwrite):
     """Latency (p50/p90/p99/max, never clipped), throughput and cold start for each MODEL, backend and batch.
 
-    A backend that fails (or gives NaN/inf outputs) becomes a row saying why, and the exit code is 1.
+    A backend that fails (or gives NaN/inf outputs) becomes a row saying why, and the exit code is 1;
+    so is a run in which no backend could run at all.
     FLOPs per image come from the first .keras model given (spectral layers counted at their FFT
     cost); achieved FLOP/s is compared with a large float32 GEMM measured in the same run.
     """
@@ -476,12 +557,16 @@ def bench(models, backends, batches, duration, warmup, images, e2e_dir, gemm, js
 
     from s3f_edge.bench.runner import bench_models, plot
     from s3f_edge.dependencies import missing
+    from s3f_edge.outputs import atomic_write_text
 
     wanted = [b.strip() for b in backends.split(",") if b.strip()]
     unknown = set(wanted) - set(BACKENDS)
     if unknown:
-        raise click.BadParameter(f"unknown backends {sorted(unknown)}; choose from {', '.join(BACKENDS)}")
-    batch_sizes = _int_list(batches, "--batch")
+        raise click.BadParameter(f"unknown backends {sorted(unknown)}; choose from {', '.join(BACKENDS)}",
+                                 param_hint="'--backends'")
+    batch_sizes = _int_list(batches, "--batch-sizes")
+    _require_images(e2e_dir, "--end-to-end")
+    _claim_files([(json_out, "--json"), (plot_out, "--plot")], overwrite)
     flops = None
     keras_models = [m for m in models if m.suffix == ".keras"]
     if keras_models and not missing("tensorflow", "keras"):
@@ -499,8 +584,7 @@ def bench(models, backends, batches, duration, warmup, images, e2e_dir, gemm, js
         rates = gemm_rates()
         gemm_rate = max(rates.values())
         click.echo("float32 GEMM 2048^2: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in rates.items()))
-    results, skipped = bench_models(list(models), wanted, batch_sizes, duration, warmup,
-                                    images if images in (None, "random") else Path(images), e2e_dir,
+    results, skipped = bench_models(list(models), wanted, batch_sizes, duration, warmup, images, e2e_dir,
                                     flops["total_fft"] if flops else None, gemm_rate, log=lambda m: click.echo(m, err=True))
     dash = lambda value: "-" if value is None else value  # noqa: E731
     click.echo(_table(
@@ -513,8 +597,8 @@ def bench(models, backends, batches, duration, warmup, images, e2e_dir, gemm, js
         click.echo(f"skipped: {note}")
     machine = {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()}
     if json_out:
-        json_out.write_text(json.dumps({"machine": machine, "gemm_flops_per_second": rates, "flops_per_image": flops,
-                                        "results": [r.to_dict() for r in results], "skipped": skipped}, indent=2))
+        atomic_write_text(json_out, json.dumps({"machine": machine, "gemm_flops_per_second": rates, "flops_per_image": flops,
+                                                "results": [r.to_dict() for r in results], "skipped": skipped}, indent=2))
     ok = [r for r in results if r.status == "ok"]
     if plot_out and ok:
         plot(ok, plot_out)
@@ -524,39 +608,44 @@ def bench(models, backends, batches, duration, warmup, images, e2e_dir, gemm, js
 
 
 @main.command()
-@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("data", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("model_path", metavar="MODEL", type=ExistingPath(dir_okay=False, path_type=Path),
+                callback=_suffix(".keras", what="MODEL (the trained model)"))
+@click.argument("data", required=False, type=ExistingPath(file_okay=False, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("matrix"),
               show_default=True, help="Where the artefacts, matrix.json and matrix.md go.")
-@click.option("--calib", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+@overwrite_option("--out")
+@click.option("--calib", type=ExistingPath(file_okay=False, path_type=Path), default=None,
               help="Training images for INT8 calibration (without it, no INT8 row).")
-@click.option("--batch", "batches", default="1,32", show_default=True, help="Batch sizes to time.")
+@click.option("--batch-sizes", "--batch", "batches", cls=AliasedOption, default="1,32", show_default=True,
+              help="Batch sizes to time, comma-separated.")
 @click.option("--duration", type=click.FloatRange(0.1), default=3.0, show_default=True,
               help="Seconds of timed runs per artefact and batch.")
 @click.option("--fft", type=click.Choice(FFT_LOWERINGS), default="matmul", show_default=True,
               help="How the ONNX artefacts lower the FFT.")
 @click.option("--trt/--no-trt", default=None, help="Build and time TensorRT engines (default: when TensorRT and a GPU are here).")
-def matrix(model_path, data, out_dir, calib, batches, duration, fft, trt):
+def matrix(model_path, data, out_dir, overwrite, calib, batches, duration, fft, trt):
     """Accuracy x speed of every deployable form of MODEL (.keras): one row per artefact.
 
     Exports ONNX FP32, FP16 and INT8 (and TensorRT engines where available), scores each on the
     labelled folder DATA (accuracy, macro-F1, top-1 agreement with Keras on every image) and times
-    each at the --batch sizes in the same run, beside Keras. Without DATA, speed only. Writes
+    each at the --batch-sizes in the same run, beside Keras. Without DATA, speed only. Writes
     OUT/matrix.json and OUT/matrix.md; prints the table.
     """
     from s3f_edge.dependencies import EXPORT_STACK
 
+    batch_sizes = tuple(_int_list(batches, "--batch-sizes"))
     _needs("the accuracy x speed matrix", EXPORT_STACK)
+    _require_images(calib, "--calib")
     from s3f_edge.bench.matrix import accuracy_speed_matrix, markdown
 
-    result = accuracy_speed_matrix(model_path, out_dir, data, calib, tuple(_int_list(batches, "--batch")), duration,
-                                   fft=fft, trt=trt, log=lambda message: click.echo(message, err=True))
+    result = accuracy_speed_matrix(model_path, out_dir, data, calib, batch_sizes, duration, fft=fft, trt=trt,
+                                   overwrite=overwrite, log=lambda message: click.echo(message, err=True))
     click.echo(markdown(result))
     click.echo(f"written: {out_dir / 'matrix.json'}, {out_dir / 'matrix.md'}")
 
 
 @main.command("fft-check")
-@click.argument("images", type=click.Path(exists=True, path_type=Path))
+@click.argument("images", type=ExistingPath(path_type=Path))
 @click.option("--size", "sizes", multiple=True, default=["256x256", "384x512", "225x300"], show_default=True,
               help="Input sizes (HxW) to check; repeat the option for several.")
 @click.option("--filters", type=click.IntRange(1), default=32, show_default=True)
@@ -578,7 +667,7 @@ def fft_check(images, sizes, filters, limit, tolerance):
 
     files = [images] if images.is_file() else image_files(images, limit)
     if not files:
-        raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {images}")
+        raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {images}; give an image or a folder of images")
     rows, worst = [], 0.0
     for size in sizes:
         height, width = _size(size)
@@ -589,7 +678,7 @@ def fft_check(images, sizes, filters, limit, tolerance):
     click.echo(_table(["size", "images", "fft rel. error", "matmul rel. error"], rows))
     if worst > tolerance:
         click.secho(f"FAILED: worst relative error {worst:.2e} > {tolerance:.0e}", fg="red")
-        sys.exit(1)
+        sys.exit(EXIT_ERROR)
     click.echo(f"ok: both forms within {tolerance:.0e} of float64 numpy")
 
 

@@ -20,7 +20,11 @@ class MissingFileError(S3FEdgeError, FileNotFoundError):
 
 
 class OutputExistsError(S3FEdgeError, FileExistsError):
-    """The command would overwrite earlier results."""
+    """The command would overwrite earlier results (it does only when told to, with --overwrite)."""
+
+
+class OutputError(S3FEdgeError, OSError):
+    """An output location cannot be written (no such place, a file in the way, no permission, read-only)."""
 
 
 class MissingDependencyError(S3FEdgeError, ImportError):

@@ -7,6 +7,7 @@ the filter off and lets TensorFlow log everything.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -38,11 +39,16 @@ class NativeLogFilter:
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
         self._saved_fd = self._thread = self._saved_stderr = None
+        self._tf_logger, self._tf_level = None, logging.NOTSET
 
     def __enter__(self):
         if not self.enabled:
             os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
             return self
+        # TensorFlow's Python-side warnings too (e.g. "triggered tf.function retracing"): meant for its developers.
+        self._tf_logger = logging.getLogger("tensorflow")
+        self._tf_level = self._tf_logger.level
+        self._tf_logger.setLevel(logging.ERROR)
         try:
             sys.stderr.flush()
             self._saved_fd = os.dup(2)
@@ -71,6 +77,8 @@ class NativeLogFilter:
                     os.write(target, raw)
 
     def __exit__(self, *exc):
+        if self._tf_logger is not None:
+            self._tf_logger.setLevel(self._tf_level)
         if self._saved_fd is None:
             return False
         sys.stderr.flush()

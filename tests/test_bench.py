@@ -48,13 +48,27 @@ def test_unavailable_backends_say_why():
         assert "CUDAExecutionProvider" in unavailable_reason("onnx-cuda")
 
 
+def test_a_bench_that_can_run_nothing_fails_with_the_reasons(monkeypatch, tmp_path):
+    """bench MODEL.keras on a runtime-only install: every backend skipped must not pass as an empty success."""
+    import s3f_edge.bench.runner as runner
+    from s3f_edge.runtime.predictor import DEFAULT_MODEL_DIR
+
+    monkeypatch.setattr(runner, "unavailable_reason", lambda backend: f"{backend} is not installed (test)")
+    with pytest.raises(ValueError, match="nothing could be measured: default_model/model.keras on keras: keras is not installed"):
+        runner.bench_models([DEFAULT_MODEL_DIR / "model.keras"], ["keras"], [1], 0.1, 0.0)
+    result = CliRunner().invoke(main, ["bench", str(DEFAULT_MODEL_DIR / "model.onnx"), "--no-gemm", "--duration", "0.1",
+                                       "--json", str(tmp_path / "b.json")])
+    assert result.exit_code == 1 and result.stderr.startswith("Error: nothing could be measured"), result.output
+    assert not (tmp_path / "b.json").exists()
+
+
 def test_bench_command_end_to_end(tmp_path, sample_dir):
     from s3f_edge.export.onnx_export import ExportOptions, export_model
 
     keras_path = saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1), class_names=["a", "b", "c", "d"])
     export_model(keras_path, ExportOptions(out_dir=tmp_path / "out"))
     result = CliRunner().invoke(main, [
-        "bench", str(keras_path), str(tmp_path / "out" / "model.onnx"), "--batch", "1,4", "--duration", "0.2",
+        "bench", str(keras_path), str(tmp_path / "out" / "model.onnx"), "--batch-sizes", "1,4", "--duration", "0.2",
         "--warmup", "0.05", "--no-gemm", "--end-to-end", str(sample_dir / "test"), "--json", str(tmp_path / "b.json"),
         "--plot", str(tmp_path / "b.png")])
     assert result.exit_code == 0, result.output
@@ -73,7 +87,7 @@ def test_matrix_command_scores_and_times_every_artefact(tmp_path, sample_dir):
     keras_path = saved_model(tmp_path / "m.keras", "brisc2025", (64, 64, 1), class_names=classes)
     result = CliRunner().invoke(main, [
         "matrix", str(keras_path), str(sample_dir / "test"), "--out", str(tmp_path / "matrix"), "--calib",
-        str(sample_dir / "train"), "--batch", "1,4", "--duration", "0.2", "--no-trt"])
+        str(sample_dir / "train"), "--batch-sizes", "1,4", "--duration", "0.2", "--no-trt"])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "matrix" / "matrix.json").read_text())
     rows = {(r["artefact"], r["backend"]): r for r in report["rows"]}
@@ -89,6 +103,9 @@ def test_matrix_command_scores_and_times_every_artefact(tmp_path, sample_dir):
     assert keras_row["top1_agreement"] == 1.0 and fp32["top1_agreement"] == 1.0
     assert fp32["accuracy"] == keras_row["accuracy"]
     assert "| ONNX INT8 | onnx-cpu |" in (tmp_path / "matrix" / "matrix.md").read_text()
+    again = CliRunner().invoke(main, ["matrix", str(keras_path), "--out", str(tmp_path / "matrix"), "--no-trt"])
+    assert again.exit_code == 1 and "--overwrite" in again.stderr  # an earlier matrix is never replaced silently
+    assert json.loads((tmp_path / "matrix" / "matrix.json").read_text()) == report
 
 
 def test_matrix_without_calibration_or_data_is_speed_only(tmp_path):

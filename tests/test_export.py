@@ -206,6 +206,55 @@ def test_parity_failure_stops_the_export(tmp_path, monkeypatch):
     assert (tmp_path / "out" / "model.onnx.failed").exists()  # kept for inspection under a name that says so
 
 
+def test_a_reexport_never_mixes_the_files_of_two_models(tmp_path):
+    first = saved_model(tmp_path / "a.keras", "brisc2025", (32, 32, 1), seed=0)
+    second = saved_model(tmp_path / "b.keras", "brisc2025", (32, 32, 1), seed=1)
+    out = tmp_path / "out"
+    export_model(first, ExportOptions(out_dir=out, precision="fp16"))
+    with pytest.raises(FileExistsError, match="model.fp16.onnx.*--overwrite"):
+        export_model(second, ExportOptions(out_dir=out))
+    assert json.loads((out / "model.json").read_text())["source_model"] == "a.keras"  # refused: untouched
+    (out / "timing.cache").write_bytes(b"kernel timings of one GPU: valid for any model")
+    export_model(second, ExportOptions(out_dir=out, overwrite=True))
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.onnx", "timing.cache"]  # no stale FP16 file
+    assert json.loads((out / "model.json").read_text())["source_model"] == "b.keras"
+
+
+def test_a_failed_export_leaves_only_failed_files(tmp_path, monkeypatch):
+    """model.onnx passed its own checks, then the FP16 step failed: nothing may look like a finished export."""
+    import s3f_edge.export.precision as precision
+
+    def broken(*args, **kwargs):
+        raise ExportCheckError("FP16 conversion failed (a deliberate failure for this test)")
+
+    monkeypatch.setattr(precision, "to_float16", broken)
+    model = saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1))
+    with pytest.raises(ExportCheckError, match="deliberate"):
+        export_model(model, ExportOptions(out_dir=tmp_path / "out", precision="fp16"))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["model.onnx.failed"]
+
+
+def test_what_can_be_refused_is_refused_before_anything_is_written(tmp_path):
+    model = saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no readable images for the parity check"):
+        export_model(model, ExportOptions(out_dir=tmp_path / "out", parity_images=tmp_path / "empty"))
+    with pytest.raises(ValueError, match="no images to calibrate"):
+        export_model(model, ExportOptions(out_dir=tmp_path / "out", precision="int8", calib=tmp_path / "empty"))
+    (tmp_path / "text.keras").write_text("not a model")
+    with pytest.raises(ValueError, match="not a Keras model file"):
+        export_model(tmp_path / "text.keras", ExportOptions(out_dir=tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_int8_export_prints_nothing_of_the_quantizer(tmp_path, sample_dir, capfd):
+    model = saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1))
+    export_model(model, ExportOptions(out_dir=tmp_path / "out", precision="int8", calib=sample_dir / "train",
+                                      calib_images=16))
+    captured = capfd.readouterr()
+    assert "Collecting tensor data" not in captured.out + captured.err
+
+
 def _tiny_graph(op_type, domain="", opset=17, elem=onnx.TensorProto.FLOAT, shapes=([1, 4], [1, 4]), **attrs):
     node = onnx.helper.make_node(op_type, ["x"], ["y"], domain=domain, **attrs)
     graph = onnx.helper.make_graph([node], "g", [onnx.helper.make_tensor_value_info("x", elem, shapes[0])],
@@ -411,7 +460,7 @@ def test_nan_outputs_fail_export_verify_evaluate_and_bench(nan_models, tmp_path,
     evaluated = runner.invoke(main, ["evaluate", str(nan_models["nan_onnx"]), str(sample_dir / "test"),
                                      "--out", str(tmp_path / "evaluate")])
     assert evaluated.exit_code == 1 and "NaN" in evaluated.output, evaluated.output
-    benched = runner.invoke(main, ["bench", str(nan_models["nan_onnx"]), "--batch", "1", "--duration", "0.1",
+    benched = runner.invoke(main, ["bench", str(nan_models["nan_onnx"]), "--batch-sizes", "1", "--duration", "0.1",
                                    "--no-gemm", "--backends", "onnx-cpu"])
     assert benched.exit_code == 1 and "NaN" in benched.output, benched.output
     inferred = runner.invoke(main, ["infer", str(sample_dir / "test"), "--recursive", "--model", str(nan_models["nan_onnx"]),

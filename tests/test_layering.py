@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "s3f_edge"
-SHARED = {"s3f_edge", "s3f_edge.errors", "s3f_edge.dependencies"}  # importable from every layer
+SHARED = {"s3f_edge", "s3f_edge.errors", "s3f_edge.dependencies", "s3f_edge.outputs"}  # importable from every layer
 # Which s3f_edge packages each layer may import (besides SHARED). cli.py sits on top and may use any.
 ALLOWED = {
     "data": {"data"},
@@ -24,7 +24,8 @@ TRAINING_STACK = {"tensorflow", "keras", "tf2onnx", "onnx", "onnxconverter_commo
 ENGINES = {"onnxruntime", "tensorrt", "cuda", "pydicom"}
 FRAMEWORKS = {"tensorflow", "keras", "tf2onnx", "onnx"}  # never imported by data/ or runtime/, even lazily
 # Modules that load whenever the CLI starts or a deployment runs: no heavy import at module level.
-LIGHT = ["s3f_edge/__init__.py", "s3f_edge/cli.py", "s3f_edge/errors.py", "s3f_edge/dependencies.py", "s3f_edge/logs.py",
+LIGHT = ["s3f_edge/__init__.py", "s3f_edge/cli.py", "s3f_edge/cli_support.py", "s3f_edge/errors.py",
+         "s3f_edge/dependencies.py", "s3f_edge/logs.py", "s3f_edge/outputs.py",
          "s3f_edge/model/__init__.py", "s3f_edge/model/presets.py", "s3f_edge/export/formats.py",
          *[str(p.relative_to(PACKAGE.parent)) for p in (PACKAGE / "runtime").glob("*.py")],
          *[str(p.relative_to(PACKAGE.parent)) for p in (PACKAGE / "data").glob("*.py")]]
@@ -106,7 +107,7 @@ def test_infer_and_bench_on_onnx_load_no_training_stack(tmp_path, sample_dir):
     infer = run_cli_and_report_imports("infer", str(sample_dir / "test"), "--recursive", "--out",
                                        str(tmp_path / "r.csv"), "--quiet", cwd=tmp_path)
     assert infer == {"exit": None, "loaded": []} or infer == {"exit": 0, "loaded": []}, infer
-    bench = run_cli_and_report_imports("bench", str(bundled), "--batch", "1", "--duration", "0.1", "--warmup", "0",
+    bench = run_cli_and_report_imports("bench", str(bundled), "--batch-sizes", "1", "--duration", "0.1", "--warmup", "0",
                                        "--no-gemm", cwd=tmp_path)
     assert bench["loaded"] == [] and bench["exit"] in (None, 0), bench
 

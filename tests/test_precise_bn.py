@@ -108,6 +108,36 @@ def test_precise_bn_command_recalibrates_an_original_layout_file(tmp_path, sampl
     assert refused.exit_code == 1 and "must differ" in refused.output
 
 
+def test_the_reported_variance_change_stays_meaningful_where_a_variance_was_zero():
+    from s3f_edge.train.precise_bn import relative_variance_change
+
+    assert relative_variance_change(np.array([0.0, 1.0]), np.array([0.02, 1.0])) == pytest.approx(1.0)  # not 2e10
+    assert relative_variance_change(np.array([0.0, 2.0]), np.array([0.0, 1.0])) == pytest.approx(0.5)
+    assert relative_variance_change(np.zeros(3), np.zeros(3)) == 0.0
+
+
+def test_precise_bn_refuses_another_datasets_classes_and_an_existing_output(tmp_path, sample_dir):
+    from helpers import saved_model
+
+    model = saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1),
+                        class_names=["glioma", "meningioma", "notumor", "pituitary"])
+    other = tmp_path / "busi"
+    for name in ("benign", "malignant", "normal"):
+        (other / name).mkdir(parents=True)
+        for image in sorted((sample_dir / "train" / "glioma").glob("*.jpg"))[:2]:
+            (other / name / image.name).write_bytes(image.read_bytes())
+    refused = CliRunner().invoke(main, ["precise-bn", str(model), str(other), "--out", str(tmp_path / "x.keras")])
+    assert refused.exit_code == 1 and "not the model's classes" in refused.stderr, refused.output
+    assert not (tmp_path / "x.keras").exists()
+    out = tmp_path / "fixed.keras"
+    first = CliRunner().invoke(main, ["precise-bn", str(model), str(sample_dir), "--out", str(out)])
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(main, ["precise-bn", str(model), str(sample_dir), "--out", str(out)])
+    assert again.exit_code == 1 and "--overwrite" in again.stderr
+    replaced = CliRunner().invoke(main, ["precise-bn", str(model), str(sample_dir), "--out", str(out), "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+
+
 def test_training_records_the_choice(tmp_path, sample_dir):
     from s3f_edge.train.trainer import TrainOptions, train
 

@@ -135,7 +135,7 @@ def test_bad_input_never_crashes_and_every_file_gets_a_row(models, sample_dir, t
     expected = make_bad_folder(tmp_path / "in", sample_dir)
     runner = CliRunner()
     result = runner.invoke(main, ["infer", str(tmp_path / "in"), "--model", str(models[1]), "--out",
-                                  str(tmp_path / "out.jsonl"), "--quiet", "--batch", "3"])
+                                  str(tmp_path / "out.jsonl"), "--quiet", "--batch-size", "3"])
     assert result.exit_code == 3, result.output  # some files failed
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
     by_name = {Path(r["path"]).name: r for r in rows}
@@ -160,7 +160,7 @@ def test_exit_codes(models, sample_dir, tmp_path):
     again = runner.invoke(main, ["infer", str(sample_dir / "test" / "glioma"), "--model", str(models[1]),
                                  "--out", str(tmp_path / "r.json"), "--quiet"])
     assert again.exit_code == 1 and "--resume" in again.output  # never overwrite results silently
-    usage = runner.invoke(main, ["infer", str(sample_dir), "--batch", "0", "--model", str(models[1])])
+    usage = runner.invoke(main, ["infer", str(sample_dir), "--batch-size", "0", "--model", str(models[1])])
     assert usage.exit_code == 2
 
 
@@ -259,3 +259,76 @@ def test_infer_uses_the_bundled_model_when_no_model_is_given(models, sample_dir,
     result = CliRunner().invoke(main, ["infer", str(sample_dir / "test" / "glioma"), "--out", str(tmp_path / "b.csv"), "--quiet"])
     assert result.exit_code == 0, result.output
     assert {r["model"] for r in rows_of(tmp_path / "b.csv")} == {"model.onnx"}
+
+
+def test_resume_refuses_the_rows_of_another_folder_and_respells_the_same_one(models, sample_dir, tmp_path, monkeypatch):
+    predictor = Predictor.load(models[1])
+    output = tmp_path / "results.csv"
+    infer_folder(sample_dir / "test" / "glioma", predictor, output, progress=False)
+    with pytest.raises(ValueError, match="not in .*meningioma") as refused:  # another folder's rows never merge
+        infer_folder(sample_dir / "test" / "meningioma", predictor, output, resume=True, progress=False)
+    assert "another folder" in str(refused.value)
+    assert len(rows_of(output)) == 6  # untouched
+    # The same folder spelled another way (relative, from its parent) is the same files: nothing is redone.
+    monkeypatch.chdir(sample_dir / "test")
+    summary = infer_folder(Path("glioma"), predictor, output, resume=True, progress=False)
+    assert summary.skipped_as_done == 6 and summary.succeeded == 0
+    assert [r["path"] for r in rows_of(output)] == sorted(str(Path("glioma") / p.name)
+                                                          for p in (sample_dir / "test" / "glioma").iterdir())
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".json"])
+def test_results_are_readable_by_the_group_and_others_as_the_umask_says(models, sample_dir, tmp_path, suffix):
+    previous = os.umask(0o022)
+    try:
+        infer_folder(sample_dir / "test" / "glioma", Predictor.load(models[1]), tmp_path / f"r{suffix}", progress=False)
+    finally:
+        os.umask(previous)
+    assert (tmp_path / f"r{suffix}").stat().st_mode & 0o777 == 0o644
+
+
+def test_nothing_to_classify_is_an_error_and_writes_nothing(models, sample_dir, tmp_path):
+    predictor = Predictor.load(models[1])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no files to classify"):
+        infer_folder(tmp_path / "empty", predictor, tmp_path / "a.csv", progress=False)
+    with pytest.raises(ValueError, match="pass --recursive"):  # class sub-folders only
+        infer_folder(sample_dir / "test", predictor, tmp_path / "b.csv", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+
+
+def test_an_existing_output_is_replaced_only_with_overwrite(models, sample_dir, tmp_path):
+    predictor = Predictor.load(models[1])
+    output = tmp_path / "r.csv"
+    infer_folder(sample_dir / "test" / "glioma", predictor, output, progress=False)
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        infer_folder(sample_dir / "test" / "pituitary", predictor, output, progress=False)
+    infer_folder(sample_dir / "test" / "pituitary", predictor, output, progress=False, overwrite=True)
+    assert {Path(r["path"]).parent.name for r in rows_of(output)} == {"pituitary"}
+
+
+FORMULA_NAMES = ["=cmd|' -C calc'!A0.jpg", "+1+1.jpg", "-2+3.jpg", "@SUM(A1).jpg", "\tx.jpg", "'quoted.jpg", "plain.jpg"]
+
+
+def test_csv_cells_cannot_run_as_spreadsheet_formulas(models, sample_dir, tmp_path, monkeypatch):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    image = next((sample_dir / "test" / "glioma").glob("*.jpg"))
+    for name in FORMULA_NAMES:
+        shutil.copy(image, folder / name)
+    monkeypatch.chdir(folder)  # `cd DATA && s3f-edge infer .`: the path cells are the bare file names
+    predictor = Predictor.load(models[1])
+    infer_folder(Path("."), predictor, tmp_path / "r.csv", progress=False)
+    infer_folder(Path("."), predictor, tmp_path / "r.jsonl", progress=False)
+    with open(tmp_path / "r.csv", newline="", encoding="utf-8") as handle:
+        cells = [row[0] for row in csv.reader(handle)][1:]
+    assert all(not cell.startswith(("=", "+", "-", "@", "\t", "\r")) for cell in cells), cells
+    assert "'=cmd|' -C calc'!A0.jpg" in cells and "plain.jpg" in cells and "''quoted.jpg" in cells
+    jsonl = [json.loads(line)["path"] for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert sorted(jsonl) == sorted(FORMULA_NAMES)  # JSON keeps every value as it is
+    # Read back, the CSV gives the names exactly: resuming redoes nothing and duplicates nothing.
+    summary = infer_folder(Path("."), predictor, tmp_path / "r.csv", resume=True, progress=False)
+    assert summary.skipped_as_done == len(FORMULA_NAMES) and summary.succeeded == 0
+    from s3f_edge.runtime.infer import read_rows
+
+    assert sorted(r["path"] for r in read_rows(tmp_path / "r.csv")) == sorted(FORMULA_NAMES)

@@ -1,6 +1,7 @@
 """Real (tiny) training on the bundled brain MRI sample: protocol, resume, bad input."""
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -66,7 +67,8 @@ def test_evaluate_reproduces_the_training_report(trained_run, sample_dir, tmp_pa
     exclude.write_text("glioma/Te-gl_0051.jpg\nTe-me_0139.jpg\n")
     names = {p.name for p in (sample_dir / "test").rglob("*.jpg")}
     assert {"Te-gl_0051.jpg", "Te-me_0139.jpg"} <= names
-    assert evaluate_folder(trained_run / "model.keras", sample_dir / "test", tmp_path, exclude=exclude)["metrics"]["count"] == 22
+    again = evaluate_folder(trained_run / "model.keras", sample_dir / "test", tmp_path, exclude=exclude, overwrite=True)
+    assert again["metrics"]["count"] == 22
 
 
 def test_evaluate_scores_the_exported_onnx_like_the_keras_model(trained_run, sample_dir, tmp_path):
@@ -118,8 +120,83 @@ def test_paper_protocol_says_so(tmp_path, sample_dir):
 
 
 def test_existing_run_is_not_overwritten(trained_run, sample_dir):
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(FileExistsError, match="--resume .* --overwrite"):
         train(TrainOptions(data_dir=str(sample_dir), out_dir=str(trained_run), epochs=1, **FAST))
+
+
+def test_overwrite_replaces_an_earlier_run_and_only_its_files(tmp_path, sample_dir):
+    run_dir = tmp_path / "run"
+    train(TrainOptions(data_dir=str(sample_dir), out_dir=str(run_dir), epochs=2, patience=50, **FAST))
+    (run_dir / "notes.txt").write_text("the user's own file")
+    train(TrainOptions(data_dir=str(sample_dir), out_dir=str(run_dir), epochs=1, **FAST), overwrite=True)
+    assert len(history(run_dir)) == 1  # a fresh run, not rows of two
+    assert (run_dir / "notes.txt").read_text() == "the user's own file"
+
+
+def cli_train(*args: str):
+    from click.testing import CliRunner
+
+    from s3f_edge.cli import main
+
+    return CliRunner().invoke(main, ["train", *args, "--quiet"])
+
+
+def test_resume_continues_a_copied_run_where_it_is_from_any_working_folder(tmp_path, sample_dir, monkeypatch):
+    original = tmp_path / "runs" / "tiny"
+    monkeypatch.chdir(tmp_path)
+    first = cli_train(str(sample_dir), "--out", "runs/tiny", "--image-size", "32", "--batch-size", "8", "--lr", "1e-3",
+                      "--val-fraction", "0.25", "--epochs", "1", "--patience", "50")
+    assert first.exit_code == 0, first.output
+    shutil.copytree(original, tmp_path / "runs" / "tiny2")
+    before = (original / "history.csv").read_bytes()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # config.json holds paths relative to tmp_path: resume must not follow them
+    resumed = cli_train(str(sample_dir), "--resume", "../runs/tiny2", "--epochs", "2")
+    assert resumed.exit_code == 0, resumed.output
+    assert [int(r["epoch"]) for r in history(tmp_path / "runs" / "tiny2")] == [0, 1]
+    assert (original / "history.csv").read_bytes() == before, "resuming the copy wrote into the original"
+    config = json.loads((tmp_path / "runs" / "tiny2" / "config.json").read_text())
+    assert config["options"]["out_dir"] == "../runs/tiny2"
+
+
+def test_an_empty_or_unusable_dataset_leaves_no_run_directory(tmp_path, sample_dir):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="one sub-folder of images per class"):
+        train(TrainOptions(data_dir=str(tmp_path / "empty"), out_dir=str(tmp_path / "run"), epochs=1, **FAST))
+    tiny = copy_sample(sample_dir, tmp_path / "tiny", per_class=3)
+    with pytest.raises(DatasetError, match="--val-fraction between 0.33 and 0.67"):
+        train(TrainOptions(data_dir=str(tiny), out_dir=str(tmp_path / "run"), epochs=1, **{**FAST, "val_fraction": 0.15}))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_tiny_dataset_gets_a_split_it_can_use_or_one_line_saying_which(sample_dir, tmp_path):
+    dataset = discover(copy_sample(sample_dir, tmp_path / "tiny", per_class=3))  # 12 images, 4 classes
+    with pytest.raises(DatasetError, match="holds 2 and leaves 10"):
+        stratified_split(dataset.train, 0.15, 0)
+    fit, held_out = stratified_split(dataset.train, 0.34, 0)  # inside the range the message gives
+    assert len(held_out) == 5 and set(held_out.labels) == set(fit.labels) == {0, 1, 2, 3}
+    with pytest.raises(DatasetError, match="holds 12 and leaves 0|holds 11 and leaves 1"):
+        stratified_split(dataset.train, 0.95, 0)
+
+
+def test_a_log_file_gets_plain_lines_and_an_estimate_of_the_time_left(tmp_path, sample_dir):
+    """`train > log`: one line per epoch without the progress bar's colour codes, and after the first epoch, how
+    long the rest of the budget would take."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "train.log"
+    with open(log, "w") as handle:
+        done = subprocess.run([sys.executable, "-m", "s3f_edge.cli", "train", str(sample_dir), "--out",
+                               str(tmp_path / "run"), "--image-size", "32", "--batch-size", "8", "--val-fraction", "0.25",
+                               "--epochs", "3", "--patience", "50"], stdout=handle, stderr=subprocess.PIPE, text=True,
+                              timeout=600)
+    assert done.returncode == 0, done.stderr
+    text = log.read_text()
+    assert "\x1b[" not in text and "\r" not in text and "\b" not in text, repr(text[:500])
+    assert text.count("Epoch ") == 3 and "32x32, up to 3 epochs" in text
+    assert re.search(r"epoch 1 took \d+ s; at that pace the 2 epochs left would take about \d+ s", text), text
 
 
 def copy_sample(sample_dir: Path, dest: Path, per_class: int = 4) -> Path:
@@ -242,3 +319,23 @@ def test_resume_converts_a_history_that_logged_the_rate_after_each_plateau_step(
     converted = path.read_text()
     truncate_history(path, epochs_done=3, initial_learning_rate=1e-3)  # a file in the new format stays as it is
     assert path.read_text() == converted
+
+
+def test_ctrl_c_during_training_says_how_to_resume(tmp_path, sample_dir):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "s3f_edge.cli", "train", str(sample_dir), "--out", str(run_dir),
+                                "--image-size", "32", "--batch-size", "8", "--val-fraction", "0.25", "--epochs", "200",
+                                "--patience", "200", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (run_dir / "state.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert f"continue with: s3f-edge train {sample_dir} --resume {run_dir}" in stderr and "Traceback" not in stderr
+    assert json.loads((run_dir / "state.json").read_text())["epochs_done"] >= 1

@@ -39,6 +39,10 @@ class MatrixRow:
     speedup_vs_keras: dict[str, float] = field(default_factory=dict)
 
 
+MATRIX_FILES = ("matrix.json", "matrix.md")
+PRECISION_FOLDERS = ("fp32", "fp16", "int8")
+
+
 def _artefacts(keras_path: Path, out_dir: Path, calib: Path | None, trt: bool, fft: str, log,
                speed_only: bool = False) -> list[tuple]:
     """(name, path, backend, precision, problem) of every artefact, exporting them; failures come back with path
@@ -50,7 +54,7 @@ def _artefacts(keras_path: Path, out_dir: Path, calib: Path | None, trt: bool, f
 
     found = [("Keras (TensorFlow)", keras_path, "keras", "fp32", None)]
     onnx_backends = ["onnx-cpu"] + (["onnx-cuda"] if unavailable_reason("onnx-cuda") is None else [])
-    for precision in ("fp32", "fp16", "int8"):
+    for precision in PRECISION_FOLDERS:
         name = f"ONNX {precision.upper()}"
         if precision == "int8" and calib is None:
             found.append((name, None, "onnx-cpu", precision, "skipped: INT8 needs --calib IMAGES"))
@@ -59,7 +63,7 @@ def _artefacts(keras_path: Path, out_dir: Path, calib: Path | None, trt: bool, f
         started = time.perf_counter()
         try:
             export_model(keras_path, ExportOptions(out_dir=folder, fft=fft, precision=precision, calib=calib, trt=trt,
-                                                   parity_images=None))
+                                                   parity_images=None, overwrite=True))
         except ParityError as error:
             kept = folder / (onnx_file_name(precision) + ".failed")
             if not (speed_only and kept.exists()):
@@ -81,19 +85,24 @@ def _artefacts(keras_path: Path, out_dir: Path, calib: Path | None, trt: bool, f
 
 def accuracy_speed_matrix(keras_path: str | Path, out_dir: str | Path, data: str | Path | None = None,
                           calib: str | Path | None = None, batches: tuple[int, ...] = (1, 32), duration: float = 3.0,
-                          warmup: float = 0.5, fft: str = "matmul", trt: bool | None = None, log=print) -> dict:
+                          warmup: float = 0.5, fft: str = "matmul", trt: bool | None = None, log=print,
+                          overwrite: bool = False) -> dict:
     """Export, score and time every artefact of ``keras_path``; write matrix.json and matrix.md in ``out_dir``.
 
     ``data``: a labelled folder (DATA/<class>/... or a dataset root with test/) for accuracy; without it the
     matrix is speed only (timed on the packaged images). ``trt``: build engines (default: when available).
+    An earlier matrix in ``out_dir`` (its tables or its exports) is refused unless ``overwrite``.
     """
+    from s3f_edge.export.onnx_export import export_artefacts
+    from s3f_edge.outputs import claim_outputs, ensure_writable
+
     from s3f_edge.bench.gemm import gemm_rates, int8_gemm_rate
     from s3f_edge.data.folders import load_split
     from s3f_edge.runtime.parity import real_batch
     from s3f_edge.runtime.predictor import Predictor
 
     keras_path, out_dir = Path(keras_path), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_writable(out_dir, "--out", folder=True)
     trt = (unavailable_reason("trt") is None) if trt is None else trt
     reference = Predictor.load(keras_path)
     images = labels = None
@@ -107,6 +116,10 @@ def accuracy_speed_matrix(keras_path: str | Path, out_dir: str | Path, data: str
             raise InputError(f"the folder's classes {dataset.class_names} differ from the model's {reference.class_names}")
         images, labels, _ = load_split(split, reference.contract)
     timing_pool = images if images is not None else real_batch(reference.contract, None)
+    earlier = [out_dir / name for name in MATRIX_FILES]
+    earlier += [path for precision in PRECISION_FOLDERS for path in export_artefacts(out_dir / precision)]
+    claim_outputs(earlier, overwrite=overwrite)
+    out_dir.mkdir(parents=True, exist_ok=True)
 
     rows: list[MatrixRow] = []
     expected = None

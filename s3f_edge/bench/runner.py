@@ -7,7 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
+from s3f_edge.errors import InputError, MissingFileError
 from s3f_edge.runtime.formats import backends_for, unavailable_reason
+from s3f_edge.runtime.predictor import ModelContractError
+
+# Errors that say a model file itself is unusable (not a model, no metadata, missing): they stop the benchmark.
+FILE_ERRORS = (InputError, MissingFileError, ModelContractError)
 
 
 @dataclass
@@ -122,6 +127,8 @@ def bench_models(models: list[Path], backends: list[str], batches: list[int], du
             try:
                 predictor = Predictor.load(path, backend=backend)
                 first = predictor.predict(input_batch(predictor.contract, 1, images, seed=1))
+            except FILE_ERRORS:  # the file is no usable model on any backend: one error, not a row per backend
+                raise
             except Exception as error:  # an engine's own error types: report it in its row, keep the others
                 results.append(failed(display_name(path), backend, f"{type(error).__name__}: {error}"))
                 log(f"  {display_name(path):<24} {backend:<9} failed: {error}")
@@ -144,6 +151,9 @@ def bench_models(models: list[Path], backends: list[str], batches: list[int], du
                     f"{result.images_per_second:8.1f} img/s")
             if end_to_end_dir is not None:
                 results.append(end_to_end(predictor, display_name(path), backend, end_to_end_dir, max(batches), cold_start))
+    if not results:  # an empty table is no benchmark: say why nothing ran
+        why = "; ".join(skipped) or f"none of the backends {', '.join(backends)} runs {', '.join(map(str, models))}"
+        raise InputError(f"nothing could be measured: {why}")
     return results, skipped
 
 

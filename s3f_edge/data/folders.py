@@ -1,7 +1,6 @@
 """Class-per-subfolder datasets: DATA/train/<class>/..., optional DATA/test/<class>/..., or DATA/<class>/..."""
 from __future__ import annotations
 
-import csv
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -11,6 +10,7 @@ import numpy as np
 
 from s3f_edge.data.preprocess import IMAGE_SUFFIXES, ImageDecodeError, Preprocessing, load_image
 from s3f_edge.errors import S3FEdgeError
+from s3f_edge.outputs import write_csv
 
 
 class DatasetError(S3FEdgeError, ValueError):
@@ -86,7 +86,8 @@ def discover(root: str | Path) -> FolderDataset:
     class_names = [p.name for p in _class_folders(train_dir)]
     if len(class_names) < 2:
         raise DatasetError(
-            f"{train_dir} must hold one sub-folder per class and at least two classes; found {class_names or 'none'}"
+            f"{train_dir} must hold one sub-folder of images per class and at least two classes, but holds "
+            f"{class_names or 'none'}; give a folder laid out as DATA/<class>/* or DATA/train/<class>/*"
         )
     train = _scan_split(train_dir, class_names, skipped)
     test = None
@@ -111,6 +112,15 @@ def stratified_split(split: Split, fraction: float, seed: int) -> tuple[Split, S
     counts = np.bincount(split.labels)
     if counts[counts > 0].min() < 2:
         raise DatasetError("every class needs at least 2 training images to carve out a validation split")
+    classes, total = int((counts > 0).sum()), len(split)
+    held = int(np.ceil(fraction * total))  # as scikit-learn sizes a fractional test split
+    if held < classes or total - held < classes:
+        low, high = classes / total, 1 - classes / total
+        raise DatasetError(
+            f"a validation split of {fraction:g} of {total} training images holds {held} and leaves {total - held}, "
+            f"but each side needs one image of each of the {classes} classes: "
+            + (f"give --val-fraction between {low:.2f} and {high:.2f}, or add images" if low <= high else
+               "add images (at least 2 per class)"))
     keep, held_out = train_test_split(indices, test_size=fraction, stratify=split.labels, random_state=seed)
     return split.subset(np.sort(keep)), split.subset(np.sort(held_out))
 
@@ -157,7 +167,5 @@ def load_split(
 
 
 def write_skipped(path: Path, rows: list[tuple[Path, str]]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "reason"])
-        writer.writerows((str(p), reason) for p, reason in rows)
+    """The files a command could not use, with the reason (a spreadsheet-safe CSV: ``s3f_edge.outputs``)."""
+    write_csv(path, ["path", "reason"], ({"path": str(p), "reason": reason} for p, reason in rows))

@@ -11,6 +11,7 @@ import onnx
 
 from s3f_edge.data.preprocess import Preprocessing
 from s3f_edge.errors import InputError, S3FEdgeError
+from s3f_edge.outputs import atomic_write_text, claim_outputs, ensure_writable
 from s3f_edge.export.checks import ExportCheckError, check_onnx
 from s3f_edge.runtime.parity import ParityResult, compare, image_labels, parity_failures, random_batch, real_batch
 from s3f_edge.model import spectral_filters
@@ -41,6 +42,7 @@ class ExportOptions:
     triton_repo: Path | None = None
     triton_name: str = "s3f_net"
     class_names: list[str] | None = None  # needed only for models without s3f-edge metadata
+    overwrite: bool = False  # replace an earlier export's files in out_dir (and triton_repo); else refuse them
 
     def validate(self) -> None:
         if self.fft not in FFT_LOWERINGS:
@@ -141,6 +143,22 @@ def _run_parity(keras_model, predict, contract: Preprocessing, parity_images: Pa
     return results
 
 
+# The files `export` writes into its folder. The TensorRT timing cache is not among them: it holds kernel timings
+# of one GPU, valid for any model, and is kept.
+EXPORT_PATTERNS = ("model.json", "model.onnx", "model.*.onnx", "model*.onnx.failed", "model.*.engine",
+                   "model.*.engine.*")
+TRITON_PATTERNS = ("*/config.pbtxt", "*/config.pbtxt.failed", "*/labels.txt", "*/1/model.onnx", "*/1/model.plan")
+
+
+def export_artefacts(out_dir: str | Path, triton_repo: str | Path | None = None) -> list[Path]:
+    """The files an export wrote into ``out_dir`` (and ``triton_repo``): only names `export` itself writes."""
+    found = []
+    for folder, patterns in ((out_dir, EXPORT_PATTERNS), (triton_repo, TRITON_PATTERNS)):
+        if folder is not None and Path(folder).is_dir():
+            found += [p for pattern in patterns for p in Path(folder).glob(pattern)]
+    return sorted(set(found))
+
+
 def _set_aside(path: Path) -> Path:
     """Rename a file that failed its checks so nothing mistakes it for a good export."""
     failed = path.with_name(path.name + ".failed")
@@ -177,27 +195,66 @@ def _row(fmt: str, path: Path | None, status: str, seconds: float) -> dict:
 
 
 def export_model(keras_path: str | Path, options: ExportOptions) -> ExportResult:
-    """Export ``keras_path`` per ``options``; raises on any failed check or parity test."""
-    from s3f_edge.export.precision import (calibration_images, int8_float_nodes, spectral_node_names, to_float16,
-                                           to_int8)
-    from s3f_edge.model import load_model
+    """Export ``keras_path`` per ``options``; raises on any failed check or parity test.
 
+    An export succeeds whole or leaves nothing that looks usable: model.json is written last, and on any
+    failure every file this export wrote is renamed ``*.failed`` (kept for inspection). Earlier exports'
+    files in ``options.out_dir`` are refused unless ``options.overwrite``, so a folder never mixes two models.
+
+    Args:
+        keras_path: the trained model (.keras).
+        options: where and how to export (``ExportOptions``).
+
+    Returns:
+        The written files, their metadata and the parity results (``ExportResult``).
+    """
     options.validate()
+    keras_path = Path(keras_path)
+    if keras_path.suffix.lower() != ".keras":
+        kind = keras_path.suffix or "suffix-less"
+        raise InputError(f"{keras_path}: export takes the trained .keras model, not a {kind} file (exported files "
+                         "are checked with s3f-edge verify)")
+    out_dir = Path(options.out_dir)
+    ensure_writable(out_dir, "--out", folder=True)
+    if options.triton_repo is not None:
+        ensure_writable(options.triton_repo, "--triton", folder=True)
     trt_version = None
     if options.trt:  # fail before minutes of conversion, not after
         from s3f_edge.runtime.tensorrt_backend import gpu_identity, import_tensorrt, version_tuple
 
         trt_version = version_tuple(import_tensorrt().__version__)
         gpu_identity()
-    keras_path = Path(keras_path)
-    out_dir = Path(options.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from s3f_edge.model import load_model
+
     model = load_model(keras_path)
-    spectral_names = [layer.name for layer in spectral_filters(model)]
     metadata = model_metadata(keras_path, model, options.class_names)
     contract = Preprocessing.from_dict(metadata["preprocessing"])
-    calib_images = calibration_images(options.calib, contract, options.calib_images) if options.calib else None
+    real_batch(contract, options.parity_images)  # no readable parity image: refused before any work
+    calib_images = _calibration_images(options, contract)
+    claim_outputs(export_artefacts(out_dir, options.triton_repo), overwrite=options.overwrite)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _export(model, keras_path, metadata, contract, calib_images, trt_version, options)
+    except BaseException:
+        for path in export_artefacts(out_dir, options.triton_repo):
+            if not path.name.endswith(".failed"):
+                _set_aside(path)
+        raise
 
+
+def _calibration_images(options: ExportOptions, contract: Preprocessing):
+    """The INT8 calibration sample, or None when the export needs none."""
+    from s3f_edge.export.precision import calibration_images
+
+    return calibration_images(options.calib, contract, options.calib_images) if options.calib else None
+
+
+def _export(model, keras_path: Path, metadata: dict, contract: Preprocessing, calib_images, trt_version,
+            options: ExportOptions) -> ExportResult:
+    from s3f_edge.export.precision import int8_float_nodes, spectral_node_names, to_float16, to_int8
+
+    out_dir = Path(options.out_dir)
+    spectral_names = [layer.name for layer in spectral_filters(model)]
     started = time.perf_counter()
     proto = keras_to_onnx(model, options.fft, options.opset)
     check_onnx(proto, options.opset, tensorrt=options.trt, trt_version=trt_version)
@@ -246,9 +303,6 @@ def export_model(keras_path: str | Path, options: ExportOptions) -> ExportResult
     engine_path = None
     if options.trt:
         engine_path = _build_and_check_engine(model, deployed, out_dir, contract, metadata, options, parity, result)
-    (out_dir / "model.json").write_text(json.dumps({**metadata, "precision": options.precision,
-                                                    "parity": {k: [r.to_dict() for r in v] for k, v in parity.items()}},
-                                                   indent=2))
 
     if options.triton_repo:
         from s3f_edge.export.triton import write_repository
@@ -259,6 +313,10 @@ def export_model(keras_path: str | Path, options: ExportOptions) -> ExportResult
                                 metadata["class_names"], int(model.output_shape[-1]), options.trt_batch[2])
         for directory in dirs:
             result.rows.append(_row("triton", directory / "config.pbtxt", "ok", time.perf_counter() - started))
+    # Last: model.json marks a finished export.
+    atomic_write_text(out_dir / "model.json", json.dumps(
+        {**metadata, "precision": options.precision,
+         "parity": {k: [r.to_dict() for r in v] for k, v in parity.items()}}, indent=2))
     return result
 
 

@@ -1,8 +1,11 @@
 """Reduced-precision ONNX: FP16 with the spectral block kept in FP32, and static INT8 for CPUs."""
 from __future__ import annotations
 
+import io
+import logging
 import re
 import warnings
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -114,19 +117,33 @@ def to_int8(model_path: Path, out_path: Path, calibration_images: np.ndarray, ex
             warnings.warn(f"INT8: ONNX Runtime's pre-processing failed ({type(error).__name__}: {error}); quantizing "
                           "the graph as exported, which runs slower", RuntimeWarning, stacklevel=2)
     try:
-        quantize_static(
-            str(source), str(out_path), _ImageCalibrationReader(calibration_images, "image"),
-            quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            per_channel=True, reduce_range=weight_bits == 7, calibrate_method=calibrate, nodes_to_exclude=exclude_nodes,
-            op_types_to_quantize=["Conv", "MatMul", "Gemm"],
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
-                           "CalibPercentile": 99.999},
-        )
+        with _library_chatter_silenced():
+            quantize_static(
+                str(source), str(out_path), _ImageCalibrationReader(calibration_images, "image"),
+                quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                per_channel=True, reduce_range=weight_bits == 7, calibrate_method=calibrate, nodes_to_exclude=exclude_nodes,
+                op_types_to_quantize=["Conv", "MatMul", "Gemm"],
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                               "CalibPercentile": 99.999},
+            )
     finally:
         prepared.unlink(missing_ok=True)
     quantized = onnx.load(out_path)
     restore_float_inputs(quantized, set(exclude_nodes))
     onnx.save(quantized, out_path)
+
+
+@contextmanager
+def _library_chatter_silenced():
+    """ONNX Runtime's calibrators print their progress to stdout ("Collecting tensor data and making histogram ...")
+    and log warnings meant for their developers; neither belongs in an export's output."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logging.disable(previous)
 
 
 def quantization_problems(model: onnx.ModelProto) -> list[str]:
@@ -187,7 +204,8 @@ def calibration_images(folder: str | Path, contract: Preprocessing, limit: int =
 
     files = image_files(folder)
     if not files:
-        raise InputError(f"no images to calibrate INT8 with under {folder}")
+        raise InputError(f"no images to calibrate INT8 with under {folder}; give a folder of training images "
+                         "(--calib)")
     picked = np.random.default_rng(seed).permutation(len(files))[:limit]
     images = []
     for index in sorted(picked):

@@ -11,6 +11,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from s3f_edge.errors import InputError
+
 METADATA_MEMBER = "s3f_edge.json"
 
 
@@ -38,12 +40,21 @@ def add_metadata(keras_path: str | Path, metadata: dict) -> None:
         archive.writestr(METADATA_MEMBER, json.dumps(metadata, indent=2, sort_keys=True))
 
 
+def not_a_keras_file(path: str | Path, reason: str) -> InputError:
+    return InputError(f"{path} is not a Keras model file ({reason}); give a .keras file saved by s3f-edge train or Keras")
+
+
 def read_metadata(keras_path: str | Path) -> dict | None:
     """The s3f-edge metadata of a .keras file, or None when it has none (e.g. the original release)."""
-    with zipfile.ZipFile(keras_path) as archive:
-        if METADATA_MEMBER not in archive.namelist():
-            return None
-        return json.loads(archive.read(METADATA_MEMBER))
+    if not zipfile.is_zipfile(keras_path):
+        raise not_a_keras_file(keras_path, "a .keras file is a zip archive; this one is not")
+    try:
+        with zipfile.ZipFile(keras_path) as archive:
+            if METADATA_MEMBER not in archive.namelist():
+                return None
+            return json.loads(archive.read(METADATA_MEMBER))
+    except (zipfile.BadZipFile, ValueError) as error:  # a damaged archive, or metadata that is not JSON
+        raise not_a_keras_file(keras_path, str(error)) from None
 
 
 def save_model_atomically(model, path: str | Path, metadata: dict | None = None) -> None:

@@ -22,17 +22,23 @@ def _target_layer(model):
     raise ValueError("no spatial feature map found for Grad-CAM")
 
 
+def check_explainable(predictor, classes: set[str] | None = None) -> None:
+    """Raise InputError unless Grad-CAM can explain ``predictor``'s answers for ``classes`` (checked before any work)."""
+    if predictor.backend != "keras":
+        raise InputError("--explain needs a .keras model (Grad-CAM reads gradients); "
+                         f"{predictor.name} runs on {predictor.backend}: give the .keras file it was exported from")
+    unknown = (classes or set()) - set(predictor.class_names)
+    if unknown:
+        raise InputError(f"--explain-classes {sorted(unknown)} are not classes of this model: use some of "
+                         f"{predictor.class_names}")
+
+
 class GradCam:
     def __init__(self, predictor, out_dir: Path, classes: set[str] | None = None):
-        if predictor.backend != "keras":
-            raise InputError("--explain needs a .keras model (Grad-CAM reads gradients); "
-                             f"{predictor.name} runs on {predictor.backend}")
+        check_explainable(predictor, classes)
         import keras
 
         self.predictor, self.out_dir, self.classes = predictor, Path(out_dir), classes
-        unknown = (classes or set()) - set(predictor.class_names)
-        if unknown:
-            raise InputError(f"--explain-classes {sorted(unknown)} are not classes of this model: {predictor.class_names}")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         model = predictor.model
         self.features_and_output = keras.Model(model.inputs, [_target_layer(model).output, model.output])

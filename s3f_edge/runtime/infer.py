@@ -7,12 +7,11 @@ that is then renamed, so a crash never leaves a half-written output and ``resume
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
-import tempfile
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from s3f_edge.data.preprocess import IMAGE_SUFFIXES, ImageDecodeError, load_image
-from s3f_edge.errors import InputError, MissingFileError, OutputExistsError
+from s3f_edge.errors import InputError, MissingFileError
+from s3f_edge.outputs import atomic_open, claim_outputs, ensure_writable, read_csv, write_csv
 from s3f_edge.runtime.predictor import nonfinite_rows
 
 NONFINITE_REASON = "model output is NaN or infinite: the model or its export is broken"
@@ -90,8 +90,7 @@ def read_rows(path: Path) -> list[dict]:
     if not path.exists():
         return []
     if path.suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as handle:
-            return list(csv.DictReader(handle))
+        return read_csv(path)
     if path.suffix == ".json":
         return json.loads(path.read_text(encoding="utf-8"))["results"]
     rows = []
@@ -104,56 +103,114 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def write_output(output: Path, rows: list[dict], columns: list[str], model_name: str) -> None:
-    """Write all rows sorted by path to a temporary file, then rename it over ``output``."""
+    """Write all rows sorted by path to a temporary file, then rename it over ``output``. CSV cells that a
+    spreadsheet would run as formulas are neutralised (``s3f_edge.outputs``); JSON keeps every value as is."""
     rows = sorted(rows, key=lambda r: r["path"])
-    handle, temporary = tempfile.mkstemp(prefix=f".{output.name}-", dir=output.parent)
-    try:
-        with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:
-            if output.suffix == ".csv":
-                writer = csv.DictWriter(stream, fieldnames=columns, extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows(rows)
-            elif output.suffix == ".jsonl":
-                stream.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-            else:
-                json.dump({"model": model_name, "results": rows}, stream, ensure_ascii=False, indent=1)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, output)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    if output.suffix == ".csv":
+        write_csv(output, columns, rows)
+        return
+    with atomic_open(output, "w", encoding="utf-8") as stream:
+        if output.suffix == ".jsonl":
+            stream.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        else:
+            json.dump({"model": model_name, "results": rows}, stream, ensure_ascii=False, indent=1)
+
+
+def _same_file_key(path: str | Path) -> str:
+    """One spelling per file for matching rows to files: absolute and normalised (links are not followed, so a
+    link and its target stay two files, as the listing has them)."""
+    return os.path.normpath(os.path.abspath(path))
+
+
+def _previous_rows(output: Path, journal: Path, listed: dict[str, str], folder: Path, recursive: bool,
+                   predictor) -> dict:
+    """The rows an earlier run of the same model on the same folder wrote, keyed (and re-spelled) by the
+    current listing's paths (``listed``: same-file key -> path). Refuses rows of another model, or of files
+    this listing does not hold."""
+    rows = read_rows(output) + read_rows(journal)
+    others = {(r.get("model", "?"), r.get("model_sha256", "")) for r in rows if r.get("model_sha256") != predictor.sha256}
+    if others:
+        names = ", ".join(f"{name} (sha256 {sha[:12] or 'unknown'})" for name, sha in sorted(others))
+        raise InputError(f"{output} holds rows from {names}, not from {predictor.name} (sha256 "
+                         f"{predictor.sha256[:12]}); resume with that model, or write to another --out")
+    by_path, strangers = {}, []
+    for row in rows:
+        path = listed.get(_same_file_key(row["path"]))
+        if path is None:
+            strangers.append(row["path"])
+        else:
+            by_path[path] = {**row, "path": path}
+    if strangers:
+        scope = "or its sub-folders " if recursive else ""
+        raise InputError(f"{output} holds {len(strangers)} row(s) for files that are not in {folder} {scope}"
+                         f"(e.g. {strangers[0]}): it answers another folder, or was started "
+                         f"{'without' if recursive else 'with'} --recursive or from another working folder. "
+                         "Resume with the same folder and options, or write to another --out")
+    return by_path
+
+
+def _empty_folder_error(folder: Path, recursive: bool) -> InputError:
+    if not recursive and any(p.is_dir() and not p.name.startswith(".") for p in folder.iterdir()):
+        return InputError(f"no files directly in {folder}; pass --recursive to read its sub-folders")
+    return InputError(f"no files to classify in {folder}{' or its sub-folders' if recursive else ''}; "
+                      "give a folder that holds images")
 
 
 def infer_folder(folder: str | Path, predictor, output: str | Path, batch_size: int = 32, recursive: bool = False,
                  workers: int = 4, resume: bool = False, progress: bool = True, explain_dir: Path | None = None,
-                 explain_classes: set[str] | None = None) -> InferSummary:
-    """Classify every file under ``folder`` with ``predictor``; write one row per file to ``output``."""
+                 explain_classes: set[str] | None = None, overwrite: bool = False,
+                 log: Callable[[str], None] | None = None) -> InferSummary:
+    """Classify every file under ``folder`` with ``predictor``; write one row per file to ``output``.
+
+    Args:
+        folder: the files to classify (hidden files excluded; sub-folders with ``recursive``).
+        predictor: a loaded ``Predictor``.
+        output: .csv, .jsonl or .json. An existing output is continued with ``resume`` (same model, same files),
+            replaced with ``overwrite``, and otherwise refused.
+        batch_size, workers: images per model call, and parallel decoders.
+        explain_dir, explain_classes: Grad-CAM overlays (.keras models), for the predicted classes given.
+        log: called once with a line describing the run, after every check passed.
+
+    Returns:
+        The counts (``InferSummary``). Raises an ``S3FEdgeError`` before any work when the output cannot be
+        written, exists, or the folder holds no file.
+    """
     output = Path(output)
+    folder = Path(folder)
     if output.suffix not in OUTPUT_FORMATS:
         raise InputError(f"output must end in one of {OUTPUT_FORMATS}, got {output.name!r}")
     if batch_size < 1 or workers < 1:
         raise InputError("batch size and workers must be at least 1")
-    output.parent.mkdir(parents=True, exist_ok=True)
+    if resume and overwrite:
+        raise InputError("--resume continues the output and --overwrite replaces it: give one of them")
+    ensure_writable(output, "--out")
+    if explain_dir is not None:
+        from s3f_edge.runtime.gradcam import check_explainable
+
+        check_explainable(predictor, explain_classes)
+        ensure_writable(explain_dir, "--explain", folder=True)
     journal = journal_path(output)
     files = discover_files(folder, recursive)
     summary = InferSummary(total=len(files), output=output)
 
-    previous: list[dict] = []
+    previous: dict = {}
+    listed: dict[str, str] = {}
     if resume:
-        by_path = {r["path"]: r for r in read_rows(output) + read_rows(journal)}
-        others = {(r.get("model", "?"), r.get("model_sha256", "")) for r in by_path.values()
-                  if r.get("model_sha256") != predictor.sha256}
-        if others:
-            names = ", ".join(f"{name} (sha256 {sha[:12] or 'unknown'})" for name, sha in sorted(others))
-            raise InputError(f"{output} holds rows from {names}, not from {predictor.name} (sha256 "
-                             f"{predictor.sha256[:12]}); resume with that model, or write to another --out")
-        previous = list(by_path.values())
-        done = set(by_path)
-        summary.skipped_as_done = sum(1 for f in files if str(f) in done)
-        files = [f for f in files if str(f) not in done]
-    elif output.exists() or journal.exists():
-        raise OutputExistsError(f"{output} (or its journal) exists; pass --resume to continue it, or choose another --out")
+        listed = {_same_file_key(f): str(f) for f in files}
+        previous = _previous_rows(output, journal, listed, folder, recursive, predictor)
+        summary.skipped_as_done = len(previous)
+        files = [f for f in files if str(f) not in previous]
+    else:
+        if not files:
+            raise _empty_folder_error(folder, recursive)
+        overlays = sorted(Path(explain_dir).glob("*.gradcam.png")) if explain_dir is not None else []
+        claim_outputs([output, journal, *overlays], overwrite=overwrite, instead="--resume to continue them")
+    if not files and not previous:
+        raise _empty_folder_error(folder, recursive)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if log is not None:
+        log(f"{len(files)} file(s) to classify{f', {len(previous)} already done' if previous else ''}; model "
+            f"{predictor.name} ({predictor.backend}, {predictor.provider}); classes {predictor.class_names}")
 
     explainer = None
     if explain_dir is not None:
@@ -220,7 +277,10 @@ def infer_folder(folder: str | Path, predictor, output: str | Path, batch_size: 
         bar.close()
     summary.seconds = time.perf_counter() - started
 
-    done = {r["path"]: r for r in previous + read_rows(journal)}
+    done = dict(previous)
+    for row in read_rows(journal):  # a resumed journal may spell its earlier rows' paths another way
+        path = listed.get(_same_file_key(row["path"]), row["path"]) if resume else row["path"]
+        done[path] = {**row, "path": path}
     write_output(output, list(done.values()), _columns(predictor.class_names), predictor.name)
     journal.unlink(missing_ok=True)
     return summary

@@ -91,7 +91,8 @@ def create_session(source, providers: list[str]):
                                     provider_options=provider_options(providers))
     except Exception as error:  # onnxruntime raises its own types for corrupt or foreign files
         name = source if isinstance(source, (str, Path)) else "the model"
-        raise InputError(f"{name}: ONNX Runtime cannot load this file ({str(error).strip()[:300]})") from error
+        raise InputError(f"{name}: ONNX Runtime cannot load this file ({str(error).strip()[:300]}); give an .onnx "
+                         "model written by s3f-edge export") from error
 
 
 def x86_without_vnni() -> bool | None:

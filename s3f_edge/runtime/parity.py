@@ -51,7 +51,8 @@ def real_batch(contract: Preprocessing, folder: str | Path | None = None, limit:
         except ValueError:
             continue
     if not images:
-        raise InputError(f"no readable images for the parity check in {folder or PARITY_ASSETS}")
+        raise InputError(f"no readable images for the parity check in {folder or PARITY_ASSETS}; give a folder "
+                         "that holds images (--images)")
     return np.stack(images)
 
 

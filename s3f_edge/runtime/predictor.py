@@ -58,7 +58,8 @@ def require_metadata(path: Path, found: dict | None, supplied: dict | None) -> d
     if found is None and supplied is None:
         raise ModelContractError(
             f"{path} carries no s3f-edge metadata (class names and preprocessing contract), so its "
-            "input pixels are unknown. Export it with s3f-edge export, or pass metadata= / --classes."
+            "input pixels are unknown. Export it with s3f-edge export, or give its class names (--class-names on "
+            "the command line, metadata= in Python)."
         )
     return {**(found or {}), **(supplied or {})}
 
@@ -118,12 +119,17 @@ class Predictor:
             return np.zeros((0, len(self.class_names)), np.float32)
         return class_probabilities(self._run(batch)).astype(np.float32)
 
-    def predict_all(self, images, batch_size: int = 32) -> np.ndarray:
-        """``predict`` over any number of images, ``batch_size`` at a time (a memory map is read batch by batch)."""
+    def predict_all(self, images, batch_size: int = 32, progress: bool = False) -> np.ndarray:
+        """``predict`` over any number of images, ``batch_size`` at a time (a memory map is read batch by batch);
+        ``progress`` shows a progress bar on stderr."""
         if len(images) == 0:
             return self.predict(np.zeros((0, *self.contract.input_shape), np.float32))
-        return np.concatenate([self.predict(np.asarray(images[i:i + batch_size], np.float32))
-                               for i in range(0, len(images), batch_size)])
+        starts = range(0, len(images), batch_size)
+        if progress:
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc="predicting", unit="batch", leave=False, dynamic_ncols=True)
+        return np.concatenate([self.predict(np.asarray(images[i:i + batch_size], np.float32)) for i in starts])
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError

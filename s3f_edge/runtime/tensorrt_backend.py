@@ -117,13 +117,26 @@ def sidecar_path(engine_path: str | Path) -> Path:
     return Path(str(engine_path) + ".json")
 
 
-def check_engine_compatible(engine_path: str | Path) -> dict:
-    """Refuse an engine built for another GPU model or TensorRT version (they would fail or be slow)."""
-    trt = import_tensorrt()
+def read_sidecar(engine_path: str | Path) -> dict:
+    """The sidecar JSON s3f-edge writes beside every engine it builds (read without TensorRT)."""
     sidecar = sidecar_path(engine_path)
     if not sidecar.exists():
-        raise EngineMismatch(f"{engine_path} has no sidecar {sidecar.name}; rebuild it with s3f-edge export --trt")
-    recorded = json.loads(sidecar.read_text())
+        raise EngineMismatch(f"{engine_path} has no sidecar {sidecar.name}, so s3f-edge did not build it; build "
+                             "engines with s3f-edge export --trt")
+    try:
+        recorded = json.loads(sidecar.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise EngineMismatch(f"{sidecar} is not a valid sidecar ({error}); rebuild the engine with s3f-edge export "
+                             "--trt") from None
+    if not isinstance(recorded, dict):
+        raise EngineMismatch(f"{sidecar} is not a valid sidecar; rebuild the engine with s3f-edge export --trt")
+    return recorded
+
+
+def check_engine_compatible(engine_path: str | Path) -> dict:
+    """Refuse an engine built for another GPU model or TensorRT version (they would fail or be slow)."""
+    recorded = read_sidecar(engine_path)
+    trt = import_tensorrt()
     here = {**gpu_identity(), "tensorrt_version": trt.__version__}
     for key in ("gpu_name", "compute_capability", "tensorrt_version"):
         if recorded.get(key) != here[key]:
@@ -138,8 +151,12 @@ class TensorRTPredictor(Predictor):
     backend = "tensorrt"
 
     def __init__(self, path: Path, metadata: dict | None = None):
-        trt = import_tensorrt()
-        self._cudart = cudart = import_cudart()
+        read_sidecar(path)  # not an engine of ours: say so before asking for TensorRT
+        try:
+            trt = import_tensorrt()
+            self._cudart = cudart = import_cudart()
+        except TensorRTUnavailable as error:
+            raise TensorRTUnavailable(f"running {Path(path).name} needs TensorRT and a GPU: {error}") from None
         sidecar = check_engine_compatible(path)
         found = sidecar.get("model_metadata")
         if found is None and metadata is None:

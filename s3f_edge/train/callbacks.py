@@ -4,6 +4,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -96,6 +98,41 @@ class RunState(keras.callbacks.Callback):
                         "cooldown_counter": self.plateau.cooldown_counter},
         }
         write_json_atomically(self.run_dir / "state.json", state)
+
+
+def duration(seconds: float) -> str:
+    """'45 s', '12 min', '3.4 h': a duration as a person reads it."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class BudgetNote(keras.callbacks.Callback):
+    """One line after the first epoch this process trains: what it took, and what the rest of the budget would
+    take at that pace (the first epoch also traces the graphs, so the estimate errs long)."""
+
+    def __init__(self, last_epoch: int, log: Callable[[str], None]):
+        super().__init__()
+        self.last_epoch, self.log = last_epoch, log
+        self.started: float | None = None
+        self.noted = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.started is None:
+            self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.noted or self.started is None:
+            return
+        self.noted = True
+        seconds = time.perf_counter() - self.started
+        left = self.last_epoch - (epoch + 1)
+        if left > 0:
+            epochs = f"{left} epoch{'s' if left > 1 else ''}"
+            self.log(f"epoch {epoch + 1} took {duration(seconds)}; at that pace the {epochs} left would take about "
+                     f"{duration(left * seconds)} (early stopping may end sooner; Ctrl-C stops, --resume continues)")
 
 
 # learning_rate_used is the rate the epoch's updates used. Files written before it existed have "learning_rate"

@@ -68,27 +68,46 @@ def labelled_split(data_dir: str | Path, exclude: str | Path | None = None):
     return dataset, split.subset(keep), len(split) - len(keep)
 
 
+EVALUATE_FILES = ("metrics.json", "skipped.csv", "evaluate_confusion_matrix.png", "evaluate_roc.png")
+
+
 def evaluate_folder(model_path: str | Path, data_dir: str | Path, out_dir: str | Path,
-                    exclude: str | Path | None = None, batch_size: int = 32, workers: int = 4) -> dict:
+                    exclude: str | Path | None = None, batch_size: int = 32, workers: int = 4,
+                    overwrite: bool = False, progress: bool = False) -> dict:
     """Score a saved model (.keras, .onnx or TensorRT engine) on a class-per-subfolder folder
-    (DATA/<class>/... or DATA/test/<class>/...)."""
+    (DATA/<class>/... or DATA/test/<class>/...).
+
+    Args:
+        model_path: the model to score.
+        data_dir: the labelled folder; its classes must be the model's.
+        out_dir: where metrics.json, skipped.csv and the plots go; earlier ones are refused unless ``overwrite``.
+        exclude: a list of file names or relative paths to leave out.
+        progress: progress bars on stderr while decoding and predicting.
+
+    Returns:
+        The report written to ``out_dir / "metrics.json"``.
+    """
     from s3f_edge.data.folders import DatasetError, load_split, write_skipped
+    from s3f_edge.outputs import claim_outputs, ensure_writable
     from s3f_edge.runtime.predictor import Predictor
 
+    out_dir = Path(out_dir)
+    ensure_writable(out_dir, "--out", folder=True)
     predictor = Predictor.load(model_path)
     metadata, class_names, contract = predictor.metadata, predictor.class_names, predictor.contract
     dataset, split, excluded = labelled_split(data_dir, exclude)
     if dataset.class_names != class_names:
         raise DatasetError(f"the folder's classes {dataset.class_names} differ from the model's {class_names}")
-    images, labels, failures = load_split(split, contract, workers)
-    out_dir = Path(out_dir)
+    claim_outputs([out_dir / name for name in EVALUATE_FILES], overwrite=overwrite)
+    images, labels, failures = load_split(split, contract, workers, progress=progress)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {
         "model": str(model_path), "model_sha256": predictor.sha256, "backend": predictor.provider,
         "data": str(data_dir),
         "excluded_files": excluded, "skipped_files": len(failures) + len(dataset.skipped),
         "protocol_of_model": metadata.get("protocol"),
-        "metrics": score_outputs(predictor.predict_all(images, batch_size), labels, class_names, out_dir, "evaluate"),
+        "metrics": score_outputs(predictor.predict_all(images, batch_size, progress=progress), labels, class_names,
+                                 out_dir, "evaluate"),
     }
     write_skipped(out_dir / "skipped.csv", dataset.skipped + failures)
     write_json(out_dir / "metrics.json", report)

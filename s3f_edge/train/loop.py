@@ -140,7 +140,7 @@ def fit_multiworker(model, distribution: Distribution, images: np.ndarray, label
     for epoch in range(initial_epoch, epochs):
         for callback in callbacks:
             callback.on_epoch_begin(epoch)
-        progress = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["loss", "accuracy"]) \
+        progress = keras.utils.Progbar(steps_per_epoch, verbose=verbose, stateful_metrics=["loss", "accuracy"]) \
             if verbose and distribution.is_chief else None
         totals = np.zeros(3)
         for step in range(steps_per_epoch):

@@ -168,9 +168,30 @@ class _Rows:
         return np.asarray(self.images[self.indices[rows]], np.float32)
 
 
+def relative_variance_change(before: np.ndarray, after: np.ndarray) -> float:
+    """The largest change of a channel's variance as a share of the larger of its two values (0 to 1). Dividing by
+    the old value alone blows up where a channel's old variance was zero (e.g. one that never fired in training)."""
+    before, after = np.asarray(before, np.float64), np.asarray(after, np.float64)
+    scale = np.maximum(np.abs(before), np.abs(after))
+    moved = scale > 1e-12  # both zero: nothing changed
+    return float(np.max(np.abs(after - before)[moved] / scale[moved])) if moved.any() else 0.0
+
+
+def _check_class_folders(folder: Path, metadata: dict | None) -> None:
+    """A folder of class sub-folders must hold the model's classes: another dataset's images would give the model
+    another dataset's statistics."""
+    from s3f_edge.data.folders import DatasetError
+
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    expected = (metadata or {}).get("class_names")
+    if classes and expected and classes != sorted(expected):
+        raise DatasetError(f"the class folders of {folder} ({', '.join(classes)}) are not the model's classes "
+                           f"({', '.join(expected)}); give the model's own training images")
+
+
 def precise_bn_file(model_path: str | Path, images_dir: str | Path, out_path: str | Path, *,
                     sample_size: int = DEFAULT_SAMPLE_SIZE, seed: int = 0, batch_size: int = DEFAULT_BATCH_SIZE,
-                    workers: int = 4) -> dict:
+                    workers: int = 4, overwrite: bool = False) -> dict:
     """Recompute the BatchNorm statistics of a saved model (ours, or one from the original notebooks) over
     a seeded sample of the images under ``images_dir`` and save the result to ``out_path``.
 
@@ -183,9 +204,12 @@ def precise_bn_file(model_path: str | Path, images_dir: str | Path, out_path: st
     from s3f_edge.model import load_model
     from s3f_edge.model.metadata import read_metadata, save_model_atomically
 
+    from s3f_edge.outputs import claim_outputs, ensure_writable
+
     model_path, images_dir, out_path = Path(model_path), Path(images_dir), Path(out_path)
     if out_path.resolve() == model_path.resolve():
         raise InputError(f"--out must differ from the model file {model_path}: the original is kept")
+    ensure_writable(out_path, "--out")
     model = load_model(model_path)
     metadata = read_metadata(model_path)
     if metadata is not None and "preprocessing" in metadata:
@@ -194,9 +218,11 @@ def precise_bn_file(model_path: str | Path, images_dir: str | Path, out_path: st
         height, width, channels = model.input_shape[1:]
         contract = Preprocessing(height=height, width=width, channels=channels)
     folder = images_dir / "train" if (images_dir / "train").is_dir() else images_dir
+    _check_class_folders(folder, metadata)
     files = image_files(folder)
     if not files:
-        raise InputError(f"no images under {folder}")
+        raise InputError(f"no images under {folder}; give the model's training images")
+    claim_outputs([out_path], overwrite=overwrite)
     picked = [files[i] for i in sample_indices(len(files), sample_size, seed)]
     images, skipped = [], []
     from concurrent.futures import ThreadPoolExecutor
@@ -215,8 +241,8 @@ def precise_bn_file(model_path: str | Path, images_dir: str | Path, out_path: st
     norms = batchnorm_layers(model)
     before = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in norms]
     updated = recompute_batchnorm_statistics(model, np.stack(images), sample_size=len(images), batch_size=batch_size)
-    change = max((float(np.max(np.abs(layer.moving_variance.numpy() - var) / np.maximum(var, 1e-12)))
-                  for layer, (_, var) in zip(norms, before)), default=0.0)
+    change = max((relative_variance_change(var, layer.moving_variance.numpy()) for layer, (_, var) in zip(norms, before)),
+                 default=0.0)
     note = (f"population statistics over {len(images)} images of {folder} (seed {seed}), dropout off "
             f"(precise BatchNorm, recomputed from {model_path.name} sha256 {file_sha256(model_path)[:12]})")
     save_model_atomically(model, out_path, {**metadata, "batchnorm_statistics": note} if metadata else None)

@@ -11,9 +11,10 @@ import numpy as np
 
 from s3f_edge.data.folders import FolderDataset, discover, load_split, stratified_split, write_skipped
 from s3f_edge.data.preprocess import Preprocessing
-from s3f_edge.errors import InputError, MissingFileError, NonFiniteOutputError, OutputExistsError
+from s3f_edge.errors import InputError, MissingFileError, NonFiniteOutputError
 from s3f_edge.model.metadata import package_versions
 from s3f_edge.model.presets import get_preset
+from s3f_edge.outputs import claim_outputs, ensure_writable
 
 PAPER_PROTOCOL_WARNING = (
     "PAPER PROTOCOL: the test set was used as the validation set for checkpoint selection, early "
@@ -76,6 +77,38 @@ class TrainOptions:
         return TrainOptions(**values)
 
 
+# What a run directory holds: the files `train` writes (and, with --overwrite, removes first).
+RUN_FILES = ("model.keras", "last.keras", "config.json", "state.json", "history.csv", "metrics.json", "skipped.csv",
+             "training_curves.png")
+RUN_FILE_PATTERNS = ("validation_*.png", "test_*.png")
+
+
+def run_files(run_dir: Path) -> list[Path]:
+    """The files of an earlier run in ``run_dir`` (only names `train` writes)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = [run_dir / name for name in RUN_FILES]
+    return found + [p for pattern in RUN_FILE_PATTERNS for p in run_dir.glob(pattern)]
+
+
+def is_resumable(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run that --resume can continue (at least one finished epoch)."""
+    return all((Path(run_dir) / name).exists() for name in ("config.json", "state.json", "last.keras"))
+
+
+def saved_options(run_dir: Path) -> dict:
+    """The options a run was started with, from its config.json (for --resume)."""
+    config = Path(run_dir) / "config.json"
+    if not is_resumable(run_dir):
+        raise MissingFileError(f"{run_dir} holds no resumable run (config.json, state.json and last.keras, written "
+                               "when the first epoch ends); start it again with --out and --overwrite")
+    try:
+        return json.loads(config.read_text())["options"]
+    except (ValueError, KeyError) as error:
+        raise InputError(f"{config} is not a run's configuration ({error}); start a new run with --out") from None
+
+
 def _log(options: TrainOptions, message: str) -> None:
     if options.verbose:
         print(message, flush=True)
@@ -122,10 +155,16 @@ def _precise_bn(options: TrainOptions, distribution, images):
     return refresh
 
 
-def train(options: TrainOptions, resume: bool = False) -> Path | None:
+def train(options: TrainOptions, resume: bool = False, overwrite: bool = False) -> Path | None:
     """Train one model; returns the run directory (model.keras, metrics.json, config.json, ...).
 
-    On a non-chief worker of a multi-worker run it returns None: the chief writes the run directory.
+    Args:
+        options: every option of the run (``options.out_dir`` is the run directory, also when resuming).
+        resume: continue the run in ``options.out_dir`` after its last finished epoch.
+        overwrite: replace an earlier run's files in ``options.out_dir``; without it, such a directory is refused.
+
+    Returns:
+        The run directory; None on a non-chief worker of a multi-worker run (the chief writes the run directory).
     """
     from s3f_edge.train.distribute import make_distribution
 
@@ -140,42 +179,49 @@ def train(options: TrainOptions, resume: bool = False) -> Path | None:
     caller_policy = keras.mixed_precision.global_policy()
     try:
         if distribution.is_chief:
-            return _train(options, resume, distribution, Path(options.out_dir))
+            return _train(options, resume, overwrite, distribution, Path(options.out_dir))
         # Other workers write their callbacks' files to a scratch directory that disappears with them.
         with tempfile.TemporaryDirectory(prefix="s3f-edge-worker-") as scratch:
-            _train(options, resume, distribution, Path(scratch))
+            _train(options, resume, overwrite, distribution, Path(scratch))
         return None
     finally:
         keras.mixed_precision.set_global_policy(caller_policy)
 
 
-def _train(options: TrainOptions, resume: bool, distribution, write_dir: Path) -> Path:
+def _train(options: TrainOptions, resume: bool, overwrite: bool, distribution, write_dir: Path) -> Path:
     import keras
 
     from s3f_edge.model import build_model, load_model
-    from s3f_edge.train.callbacks import RunState, ValidationSelection, truncate_history
+    from s3f_edge.train.callbacks import BudgetNote, RunState, ValidationSelection, truncate_history
     from s3f_edge.train.evaluate import evaluate_arrays
     from s3f_edge.train.loop import fit_multiworker
     from s3f_edge.train.pipeline import input_pipeline
 
     run_dir = Path(options.out_dir)
+    # Everything that can be refused is checked before a file is written or a pixel decoded.
+    dataset = discover(options.data_dir)
+    fit_split, selection_split, selection_name = _selection_split(dataset, options)
     state = None
     if resume:
-        state_path = run_dir / "state.json"
-        if not (state_path.exists() and (run_dir / "last.keras").exists()):
-            raise MissingFileError(f"{run_dir} holds no resumable run (state.json and last.keras are missing)")
-        state = json.loads(state_path.read_text())
-    elif distribution.is_chief and (run_dir / "config.json").exists():
-        raise OutputExistsError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
+        saved_options(run_dir)  # refuses a directory that holds no resumable run
+        state = json.loads((run_dir / "state.json").read_text())
+    elif distribution.is_chief:
+        ensure_writable(run_dir, "--out", folder=True)
+        claim_outputs(run_files(run_dir), overwrite=overwrite, instead=f"--resume {run_dir} to continue the run")
+    if options.cache == "disk":
+        from s3f_edge.data.cache import default_cache_dir
+
+        ensure_writable(options.cache_dir or default_cache_dir(), "--cache-dir", folder=True)
     write_dir.mkdir(parents=True, exist_ok=True)
 
-    dataset = discover(options.data_dir)
     preset = get_preset(options.preset)
     height, width = options.image_size
     contract = Preprocessing(height=height, width=width, channels=preset.input_shape[2])
-    fit_split, selection_split, selection_name = _selection_split(dataset, options)
     _log(options, f"classes: {dataset.class_names}; train {len(fit_split)}, {selection_name} {len(selection_split)}, "
-                  f"test {len(dataset.test) if dataset.test else 0}")
+                  f"test {len(dataset.test) if dataset.test else 0}; {height}x{width}, up to {options.epochs} epochs")
+    if "CPU" in distribution.description and height * width > 128 * 128:
+        _log(options, f"no GPU: {height}x{width} trains slowly on a CPU (the time per epoch is shown after the first); "
+                      "--image-size 64 or 128 trains several times faster")
 
     started = time.perf_counter()
     fit_x, fit_y, failures = _load(fit_split, contract, options, progress=bool(options.verbose))
@@ -258,6 +304,9 @@ def _train(options: TrainOptions, resume: bool, distribution, write_dir: Path) -
         plateau.cooldown_counter = state["plateau"]["cooldown_counter"]
         plateau._reset = lambda: None  # keep the restored counters when fit() starts
     run_state = RunState(write_dir, selection, plateau, metadata)
+    callbacks = [selection, plateau, run_state]
+    if options.verbose and distribution.is_chief:
+        callbacks.append(BudgetNote(options.epochs, lambda line: _log(options, line)))
 
     started = time.perf_counter()
     distributed = None
@@ -266,7 +315,7 @@ def _train(options: TrainOptions, resume: bool, distribution, write_dir: Path) -
         distributed = fit_multiworker(
             model, distribution, fit_x, fit_y, epochs=options.epochs, initial_epoch=initial_epoch,
             batch_size=options.batch_size, seed=options.seed, augment=options.augment, class_weight=class_weight,
-            sigmoid_head=sigmoid_head, callbacks=[selection, plateau, run_state], verbose=options.verbose,
+            sigmoid_head=sigmoid_head, callbacks=callbacks, verbose=options.verbose,
         )
         print(f"worker {distribution.worker_index + 1}/{distribution.num_workers}: trained on "
               f"{distributed['examples_seen_by_this_worker']} images; weights sha256 {distributed['weights_sha256']}",
@@ -274,7 +323,8 @@ def _train(options: TrainOptions, resume: bool, distribution, write_dir: Path) -
     elif not finished:
         model.fit(
             input_pipeline(fit_x, fit_y, options.batch_size, options.seed, options.augment),
-            epochs=options.epochs, initial_epoch=initial_epoch, class_weight=class_weight, callbacks=[selection, plateau, run_state], verbose=options.verbose,
+            epochs=options.epochs, initial_epoch=initial_epoch, class_weight=class_weight, callbacks=callbacks,
+            verbose=options.verbose,
             shuffle=False,  # the tf.data pipeline shuffles, seeded
         )
     train_seconds = time.perf_counter() - started

@@ -1,0 +1,237 @@
+"""The command line's contract, checked on every command: an error is one line on stderr that names the problem
+and says what to do, its exit code is the one the README's table gives, there is no traceback, and no file is
+left that looks like a good result. The cases are (a) an unwritable output, (b) a non-model file of each model
+suffix, (c) an empty folder, (d) a missing path; completeness tests make sure a new command, path argument or
+output option cannot escape them."""
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from s3f_edge import cli_support
+from s3f_edge.cli import main
+from s3f_edge.cli_support import ExistingPath
+from s3f_edge.runtime.formats import MODEL_SUFFIXES
+from s3f_edge.runtime.predictor import DEFAULT_MODEL_DIR
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "samples" / "brain_mri"
+KERAS, ONNX = DEFAULT_MODEL_DIR / "model.keras", DEFAULT_MODEL_DIR / "model.onnx"
+# Words with which a message tells the user what to do next.
+ADVICE = re.compile(r"\b(check|give|pass|choose|use|add|install|rebuild|build|export|start|remove|resume|raise|"
+                    r"write|leave|make|lower|see)\b", re.I)
+# Output options that cannot be exercised here, and why.
+UNTESTABLE_OUTPUTS = {("export", "timing_cache"): "used only with --trt, which needs TensorRT and a GPU"}
+
+
+def readme_exit_codes() -> dict[str, int]:
+    """The README's exit-code table as {meaning's keyword: code}: the single source the CLI is held to."""
+    text = (REPO / "README.md").read_text()
+    table = text[text.index("| Exit code |"):].split("\n\n")[0]
+    codes = {}
+    for row in table.splitlines()[2:]:
+        code, meaning = (cell.strip() for cell in row.strip("|").split("|")[:2])
+        codes[re.match(r"\*\*(.+?)\*\*", meaning).group(1)] = int(code)
+    return codes
+
+
+def test_the_readme_table_is_what_the_code_returns():
+    codes = readme_exit_codes()
+    assert codes == {"success": cli_support.EXIT_OK, "error": cli_support.EXIT_ERROR, "usage": cli_support.EXIT_USAGE,
+                     "some files failed": cli_support.EXIT_SOME_FILES_FAILED,
+                     "interrupted": cli_support.EXIT_INTERRUPTED}
+
+
+@dataclass
+class Case:
+    command: str
+    kind: str  # unwritable | fake model | empty folder | missing path | usage
+    argv: list[str]
+    expect: str  # a keyword of the README's exit-code table
+    names: str  # what the message must name (a path's file name, usually)
+    param: str | None = None  # the click parameter the case exercises
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    """Inputs the cases point at: an empty folder, a file to block a folder path, text files with model suffixes."""
+    root = tmp_path_factory.mktemp("world")
+    (root / "empty").mkdir()
+    (root / "blocker").write_text("a file where a folder would have to be created")
+    for suffix in MODEL_SUFFIXES:
+        (root / f"fake{suffix}").write_text("this is a text file, not a model\n")
+    return root
+
+
+def unwritable_cases(world: Path) -> list[Case]:
+    cases = []
+    # /proc refuses new files even to root; a path under a regular file cannot be a folder for anyone.
+    for label, place in (("proc", Path("/proc/s3f-edge-test")), ("under a file", world / "blocker" / "sub")):
+        def case(command, param, argv, target):
+            cases.append(Case(command, f"unwritable ({label})", argv, "error", Path(target).name, param))
+
+        case("train", "out_dir", ["train", str(SAMPLES), "--out", str(place / "run")], "run")
+        case("train", "cache_dir", ["train", str(SAMPLES), "--out", "{out}/run", "--cache", "disk",
+                                    "--cache-dir", str(place / "cache")], "cache")
+        case("evaluate", "out_dir", ["evaluate", str(ONNX), str(SAMPLES / "test"), "--out", str(place / "e")], "e")
+        case("precise-bn", "out_path", ["precise-bn", str(KERAS), str(SAMPLES), "--out", str(place / "m.keras")],
+             "m.keras")
+        case("export", "out_dir", ["export", str(KERAS), "--out", str(place / "x")], "x")
+        case("export", "triton_repo", ["export", str(KERAS), "--out", "{out}/x", "--triton", str(place / "t")], "t")
+        case("infer", "output", ["infer", str(SAMPLES / "test"), "--recursive", "--out", str(place / "r.csv")], "r.csv")
+        case("infer", "explain_dir", ["infer", str(SAMPLES / "test"), "--recursive", "--model", str(KERAS), "--out",
+                                      "{out}/r.csv", "--explain", str(place / "cams")], "cams")
+        case("bench", "json_out", ["bench", str(ONNX), "--json", str(place / "b.json"), "--duration", "0.1"], "b.json")
+        case("bench", "plot_out", ["bench", str(ONNX), "--plot", str(place / "b.png"), "--duration", "0.1"], "b.png")
+        case("matrix", "out_dir", ["matrix", str(KERAS), "--out", str(place / "m")], "m")
+    return cases
+
+
+# Where each command takes a model, the suffixes it accepts (others are usage errors), and its argv around it.
+MODEL_SLOTS = {
+    ("evaluate", "model_path"): (MODEL_SUFFIXES, lambda m: ["evaluate", m, str(SAMPLES / "test"), "--out", "{out}/e"]),
+    ("precise-bn", "model_path"): ((".keras",), lambda m: ["precise-bn", m, str(SAMPLES), "--out", "{out}/m.keras"]),
+    ("export", "model_path"): ((".keras",), lambda m: ["export", m, "--out", "{out}/x"]),
+    ("infer", "model_path"): (MODEL_SUFFIXES, lambda m: ["infer", str(SAMPLES / "test"), "--recursive", "--model", m,
+                                                         "--out", "{out}/r.csv"]),
+    ("verify", "keras_model"): ((".keras",), lambda m: ["verify", m, str(ONNX)]),
+    ("verify", "deployed"): ((".onnx", ".engine", ".plan"), lambda m: ["verify", str(KERAS), m]),
+    ("bench", "models"): (MODEL_SUFFIXES, lambda m: ["bench", m, "--duration", "0.1", "--json", "{out}/b.json"]),
+    ("matrix", "model_path"): ((".keras",), lambda m: ["matrix", m, "--out", "{out}/m"]),
+}
+
+
+def fake_model_cases(world: Path) -> list[Case]:
+    cases = []
+    for (command, param), (accepted, argv) in MODEL_SLOTS.items():
+        for suffix in MODEL_SUFFIXES:
+            fake = world / f"fake{suffix}"
+            cases.append(Case(command, f"fake model {suffix}", argv(str(fake)),
+                              "error" if suffix in accepted else "usage", fake.name, param))
+    return cases
+
+
+def empty_folder_cases(world: Path) -> list[Case]:
+    empty = str(world / "empty")
+    table = [
+        ("train", "data", ["train", empty, "--out", "{out}/run"]),
+        ("evaluate", "data", ["evaluate", str(ONNX), empty, "--out", "{out}/e"]),
+        ("precise-bn", "images", ["precise-bn", str(KERAS), empty, "--out", "{out}/m.keras"]),
+        ("export", "parity_images", ["export", str(KERAS), "--out", "{out}/x", "--images", empty]),
+        ("export", "calib", ["export", str(KERAS), "--out", "{out}/x", "--precision", "int8", "--calib", empty]),
+        ("infer", "folder", ["infer", empty, "--out", "{out}/r.csv"]),
+        ("verify", "images", ["verify", str(KERAS), str(ONNX), "--images", empty]),
+        ("bench", "images", ["bench", str(ONNX), "--images", empty, "--json", "{out}/b.json"]),
+        ("bench", "e2e_dir", ["bench", str(ONNX), "--end-to-end", empty, "--json", "{out}/b.json"]),
+        ("matrix", "data", ["matrix", str(KERAS), empty, "--out", "{out}/m"]),
+        ("matrix", "calib", ["matrix", str(KERAS), "--calib", empty, "--out", "{out}/m"]),
+        ("fft-check", "images", ["fft-check", empty]),
+    ]
+    return [Case(command, "empty folder", argv, "error", "empty", param) for command, param, argv in table]
+
+
+def missing_path_cases(world: Path) -> list[Case]:
+    gone = str(world / "gone")
+    table = [
+        ("train", "data", ["train", gone, "--out", "{out}/run"]),
+        ("train", "resume_dir", ["train", str(SAMPLES), "--resume", gone]),
+        ("evaluate", "model_path", ["evaluate", gone + ".onnx", str(SAMPLES / "test"), "--out", "{out}/e"]),
+        ("evaluate", "data", ["evaluate", str(ONNX), gone, "--out", "{out}/e"]),
+        ("evaluate", "exclude", ["evaluate", str(ONNX), str(SAMPLES / "test"), "--exclude", gone, "--out", "{out}/e"]),
+        ("precise-bn", "model_path", ["precise-bn", gone + ".keras", str(SAMPLES), "--out", "{out}/m.keras"]),
+        ("precise-bn", "images", ["precise-bn", str(KERAS), gone, "--out", "{out}/m.keras"]),
+        ("export", "model_path", ["export", gone + ".keras", "--out", "{out}/x"]),
+        ("export", "calib", ["export", str(KERAS), "--out", "{out}/x", "--precision", "int8", "--calib", gone]),
+        ("export", "parity_images", ["export", str(KERAS), "--out", "{out}/x", "--images", gone]),
+        ("infer", "folder", ["infer", gone, "--out", "{out}/r.csv"]),
+        ("infer", "model_path", ["infer", str(SAMPLES / "test"), "--model", gone + ".onnx", "--out", "{out}/r.csv"]),
+        ("verify", "keras_model", ["verify", gone + ".keras", str(ONNX)]),
+        ("verify", "deployed", ["verify", str(KERAS), gone + ".onnx"]),
+        ("verify", "images", ["verify", str(KERAS), str(ONNX), "--images", gone]),
+        ("bench", "models", ["bench", gone + ".onnx", "--json", "{out}/b.json"]),
+        ("bench", "images", ["bench", str(ONNX), "--images", gone, "--json", "{out}/b.json"]),
+        ("bench", "e2e_dir", ["bench", str(ONNX), "--end-to-end", gone, "--json", "{out}/b.json"]),
+        ("matrix", "model_path", ["matrix", gone + ".keras", "--out", "{out}/m"]),
+        ("matrix", "data", ["matrix", str(KERAS), gone, "--out", "{out}/m"]),
+        ("matrix", "calib", ["matrix", str(KERAS), "--calib", gone, "--out", "{out}/m"]),
+        ("fft-check", "images", ["fft-check", gone]),
+    ]
+    return [Case(command, "missing path", argv, "error", "gone", param) for command, param, argv in table]
+
+
+def usage_cases() -> list[Case]:
+    """Every command refuses an unknown option with one line and the usage code."""
+    return [Case(name, "unknown option", [name, "--no-such-option"], "usage", "--no-such-option")
+            for name in main.commands]
+
+
+def all_cases(world: Path) -> list[Case]:
+    return (unwritable_cases(world) + fake_model_cases(world) + empty_folder_cases(world) + missing_path_cases(world)
+            + usage_cases())
+
+
+def case_id(case: Case) -> str:
+    return f"{case.command}-{case.kind}-{case.param or ''}"
+
+
+# Collected at import: the same cases, with paths under a placeholder folder that the test replaces.
+_PLACEHOLDER = Path("/placeholder-world")
+CASES = all_cases(_PLACEHOLDER)
+
+
+def files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
+def test_every_command_fails_with_one_line_and_the_readme_code(case, world, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    argv = [a.replace(str(_PLACEHOLDER), str(world)).replace("{out}", str(out)) for a in case.argv]
+    before = files_under(world)
+    result = CliRunner().invoke(main, argv)
+    stderr = [line for line in result.stderr.splitlines() if line.strip()]
+
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        f"a traceback instead of a message: {result.exception!r}\n{result.output}")
+    assert "Traceback" not in result.output
+    assert result.exit_code == readme_exit_codes()[case.expect], result.output
+    assert len(stderr) == 1 and stderr[0].startswith("Error: "), f"not one error line on stderr:\n{result.stderr}"
+    assert case.names in stderr[0], f"the message does not name {case.names!r}: {stderr[0]}"
+    assert ADVICE.search(stderr[0]), f"the message does not say what to do: {stderr[0]}"
+    assert files_under(out) == [] and files_under(cwd) == [], "files left behind"
+    assert files_under(world) == before
+
+
+def output_params() -> set[tuple[str, str]]:
+    """(command, parameter) of every path a command writes: click.Path options that need not exist."""
+    import click
+
+    return {(name, param.name) for name, command in main.commands.items() for param in command.params
+            if isinstance(param.type, click.Path) and not isinstance(param.type, ExistingPath)}
+
+
+def test_the_harness_covers_every_command_and_every_path():
+    """A new command, path argument, output option or model suffix fails here until it has its cases."""
+    covered = {(c.command, c.param, c.kind.split(" (")[0]) for c in CASES}
+    assert {c.command for c in CASES} == set(main.commands)
+    for command, param in output_params():
+        if (command, param) not in UNTESTABLE_OUTPUTS:
+            assert (command, param, "unwritable") in covered, f"{command} {param}: no unwritable-output case"
+    for name, command in main.commands.items():
+        for param in command.params:
+            if isinstance(param.type, ExistingPath):
+                assert (name, param.name, "missing path") in covered, f"{name} {param.name}: no missing-path case"
+                if param.type.file_okay and not param.type.dir_okay:
+                    continue
+                if param.name in ("resume_dir",):  # a run directory, not a folder of inputs
+                    continue
+                assert (name, param.name, "empty folder") in covered, f"{name} {param.name}: no empty-folder case"
+    models = {(c.command, c.param) for c in CASES if c.kind.startswith("fake model")}
+    named_models = {(name, p.name) for name, command in main.commands.items() for p in command.params
+                    if p.name in ("model_path", "keras_model", "deployed", "models")}
+    assert models == named_models == set(MODEL_SLOTS)
