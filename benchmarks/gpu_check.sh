@@ -64,7 +64,7 @@ CALIB=samples/brain_mri/train
 ENGINES=()
 for precision in fp32 fp16 int8; do
   "$S3F" export "$MODEL" --out "$OUT/export-$precision" --precision "$precision" --calib "$CALIB" --trt \
-    --trt-batch 1,8,32 > "$OUT/export-$precision.log" 2>&1
+    --trt-batch 1,8,32 --overwrite > "$OUT/export-$precision.log" 2>&1
   code=$?
   status "export --trt --precision $precision" $code "$OUT/export-$precision.log"
   [[ $code == 0 ]] && ENGINES+=("$OUT/export-$precision/model.$precision.engine")
@@ -73,15 +73,15 @@ ONNX=("$OUT/export-fp32/model.onnx")
 [[ -f $OUT/export-fp16/model.fp16.onnx ]] && ONNX+=("$OUT/export-fp16/model.fp16.onnx")
 [[ -f $OUT/export-int8/model.int8.onnx ]] && ONNX+=("$OUT/export-int8/model.int8.onnx")
 "$S3F" bench "$MODEL" "${ONNX[@]}" "${ENGINES[@]}" --backends keras,onnx-cpu,onnx-cuda,onnx-trt,trt \
-  --batch-sizes 1,8,32 --duration 5 --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1
+  --batch-sizes 1,8,32 --duration 5 --json "$OUT/bench.json" --overwrite > "$OUT/bench.log" 2>&1
 status "bench (every backend)" $? "$OUT/bench.log"
 TEST=samples/brain_mri/test
 [[ -d $DATA/test ]] && TEST=$DATA/test
-"$S3F" matrix "$MODEL" "$TEST" --calib "$CALIB" --trt --out "$OUT/matrix" > "$OUT/matrix.log" 2>&1
+"$S3F" matrix "$MODEL" "$TEST" --calib "$CALIB" --trt --out "$OUT/matrix" --overwrite > "$OUT/matrix.log" 2>&1
 status "matrix (accuracy x speed, TensorRT engines included)" $? "$OUT/matrix.log"
 if [[ -d $DATA/test ]]; then
   for engine in "${ENGINES[@]}"; do
-    "$S3F" evaluate "$engine" "$DATA/test" --out "$OUT/evaluate-$(basename "$engine")" \
+    "$S3F" evaluate "$engine" "$DATA/test" --out "$OUT/evaluate-$(basename "$engine")" --overwrite \
       > "$OUT/evaluate-$(basename "$engine").log" 2>&1
     status "evaluate $(basename "$engine") on $DATA/test" $? "$OUT/evaluate-$(basename "$engine").log"
   done

@@ -16,9 +16,7 @@ from s3f_edge.cli_support import (EXIT_ERROR, EXIT_SOME_FILES_FAILED, AliasedOpt
                                   overwrite_option, set_interrupt_hint)
 from s3f_edge.export.formats import CALIBRATION_METHODS, FFT_LOWERINGS, PRECISIONS
 from s3f_edge.model.presets import FUSIONS, KINDS, PRESETS, VARIANTS
-from s3f_edge.runtime.formats import BACKENDS, MODEL_SUFFIXES
-
-INFER_OUTPUTS = (".csv", ".jsonl", ".json")  # s3f_edge.runtime.infer.OUTPUT_FORMATS, without importing it
+from s3f_edge.runtime.formats import BACKENDS, MODEL_SUFFIXES, RESULT_FORMATS
 
 
 def _needs(purpose: str, stack: tuple[str, ...]) -> None:
@@ -409,7 +407,7 @@ def _load_predictor(model_path: Path, providers: str | None, class_names: str | 
 @click.option("--batch-size", "--batch", "batch_size", cls=AliasedOption, type=click.IntRange(1), default=32,
               show_default=True, help="Images per model call.")
 @click.option("--out", "output", type=click.Path(dir_okay=False, path_type=Path), default=Path("results.csv"),
-              show_default=True, callback=_suffix(*INFER_OUTPUTS, what="--out"),
+              show_default=True, callback=_suffix(*RESULT_FORMATS, what="--out"),
               help="Results file: .csv, .jsonl or .json (chosen by the suffix).")
 @overwrite_option("--out (and the overlays in --explain)")
 @click.option("--recursive", is_flag=True, help="Include sub-folders.")
@@ -441,7 +439,9 @@ def infer(folder, model_path, batch_size, output, overwrite, recursive, workers,
     if model_path is None:
         model_path = default_model()
     predictor = _load_predictor(model_path, providers, class_names)
-    set_interrupt_hint(lambda: "rows already answered are kept; run the same command with --resume to continue")
+    set_interrupt_hint(lambda: "rows already answered are kept; run the same command with --resume (instead of "
+                               "--overwrite) to continue" if overwrite else
+                       "rows already answered are kept; run the same command with --resume to continue")
     summary = infer_folder(folder, predictor, output, batch_size=batch_size, recursive=recursive, workers=workers,
                            resume=resume, progress=not quiet, explain_dir=explain_dir,
                            explain_classes=set(_names(explain_classes) or []) or None, overwrite=overwrite,
@@ -510,14 +510,15 @@ def _require_images(folder: Path | None, option: str, recursive: bool = True) ->
         raise InputError(f"{option}: no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}; give a folder of images")
 
 
-def _claim_files(paths: list[tuple[Path | None, str]], overwrite: bool) -> None:
-    """The output rule for single-file outputs (``s3f_edge.outputs``): writable, and not replacing earlier results."""
-    from s3f_edge.outputs import claim_outputs, ensure_writable
+def _check_outputs(paths: list[tuple[Path | None, str]], overwrite: bool) -> None:
+    """The output rule for single-file outputs (``s3f_edge.outputs``): writable, and no earlier result unless
+    --overwrite (which the new file replaces when it is written, so a failed run loses nothing)."""
+    from s3f_edge.outputs import ensure_writable, refuse_existing
 
     for path, option in paths:
         if path is not None:
             ensure_writable(path, option)
-            claim_outputs([path], overwrite=overwrite, option=option)
+            refuse_existing([path], overwrite=overwrite, option=option)
 
 
 @main.command()
@@ -566,7 +567,7 @@ def bench(models, backends, batches, duration, warmup, images, e2e_dir, gemm, js
                                  param_hint="'--backends'")
     batch_sizes = _int_list(batches, "--batch-sizes")
     _require_images(e2e_dir, "--end-to-end")
-    _claim_files([(json_out, "--json"), (plot_out, "--plot")], overwrite)
+    _check_outputs([(json_out, "--json"), (plot_out, "--plot")], overwrite)
     flops = None
     keras_models = [m for m in models if m.suffix == ".keras"]
     if keras_models and not missing("tensorflow", "keras"):

@@ -29,9 +29,18 @@ _QUOTE = "'"
 
 
 def ensure_writable(path: str | Path, option: str, *, folder: bool = False) -> None:
-    """Raise OutputError (naming ``option``) unless ``path`` can be written: a file, or a folder if ``folder``.
+    """Prove that ``path`` can be written, before any long work; nothing is left behind.
 
-    Missing parent folders are created to try, then removed again: nothing is left behind.
+    Missing parent folders are created to try, a probe file is written and removed, then the folders
+    created are removed again.
+
+    Args:
+        path: the output file, or the output folder when ``folder``.
+        option: the option that chose it (e.g. "--out"), named in the message.
+        folder: whether ``path`` is a folder the command writes into.
+
+    Raises:
+        OutputError: the location cannot be written (the message names it and says what to do).
     """
     path = Path(path)
     if folder and path.exists() and not path.is_dir():
@@ -63,42 +72,91 @@ def ensure_writable(path: str | Path, option: str, *, folder: bool = False) -> N
                 pass
 
 
-def claim_outputs(found: Iterable[Path], *, overwrite: bool, option: str = "--out", instead: str = "") -> list[Path]:
-    """Apply the rule to the command's own earlier outputs in ``found``: refuse (OutputExistsError) unless
-    ``overwrite``, then remove them. Returns what was removed.
+def refuse_existing(found: Iterable[Path], *, overwrite: bool, option: str = "--out", instead: str = "") -> list[Path]:
+    """Apply the rule to the command's own earlier outputs: refuse them unless ``overwrite``.
 
     Args:
         found: paths the command would write; those that exist are its earlier results.
         overwrite: the user's ``--overwrite``.
         option: the option that chose the location, named in the message.
         instead: another way out to suggest, e.g. "--resume to continue them".
+
+    Returns:
+        The earlier results that exist (to be replaced: a file written atomically replaces its old self at
+        the end, so a failed run loses nothing; see ``remove_outputs`` for folders of several files).
+
+    Raises:
+        OutputExistsError: some exist and ``overwrite`` is false.
     """
     found = sorted({Path(p) for p in found if Path(p).exists() or Path(p).is_symlink()})
-    if not found:
-        return []
-    if not overwrite:
+    if found and not overwrite:
         names = ", ".join(str(p) for p in found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
         raise OutputExistsError(f"earlier results exist: {names}; pass {instead + ', ' if instead else ''}"
                                 f"--overwrite to replace them, or choose another {option}")
-    for path in found:
-        path.unlink()
     return found
 
 
-def current_umask() -> int:
-    mask = os.umask(0)
+def remove_outputs(paths: Iterable[Path]) -> None:
+    """Remove earlier outputs before writing new ones where they must not mix (a run directory, an export folder).
+
+    Raises:
+        OutputError: one cannot be removed.
+    """
+    for path in paths:
+        try:
+            Path(path).unlink(missing_ok=True)
+        except OSError as error:
+            raise OutputError(f"cannot remove the earlier result {path}: {error.strerror or error}; remove it "
+                              "yourself or choose another output") from None
+
+
+def claim_outputs(found: Iterable[Path], *, overwrite: bool, option: str = "--out", instead: str = "") -> list[Path]:
+    """``refuse_existing``, then ``remove_outputs``: for outputs of several files that must never mix two runs.
+
+    Returns:
+        What was removed.
+    """
+    earlier = refuse_existing(found, overwrite=overwrite, option=option, instead=instead)
+    remove_outputs(earlier)
+    return earlier
+
+
+def _umask_now() -> int:
+    """The process's umask, read without changing it where Linux tells it (/proc/self/status)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0)  # elsewhere: set and restore at once (not thread-safe, but brief)
     os.umask(mask)
     return mask
 
 
+def file_mode() -> int:
+    """The permissions a new file gets from the umask (0644 under the usual 022), which mkstemp's 0600 would not."""
+    return 0o666 & ~_umask_now()
+
+
 @contextmanager
 def atomic_open(path: str | Path, mode: str = "w", **kwargs) -> Iterator:
-    """Open a temporary file beside ``path`` for writing; on a clean exit it is synced and renamed over ``path``
-    with the umask's permissions; on an error it is removed and ``path`` is untouched."""
+    """Open a temporary file beside ``path`` for writing.
+
+    On a clean exit the file is synced and renamed over ``path`` with ``file_mode()``'s permissions; on an
+    error it is removed and ``path`` is untouched.
+
+    Args:
+        path: the file to write.
+        mode, kwargs: as for ``open`` (a write mode).
+
+    Yields:
+        The open temporary file.
+    """
     path = Path(path)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     try:
-        os.chmod(temporary, 0o666 & ~current_umask())
+        os.chmod(temporary, file_mode())
         with os.fdopen(handle, mode, **kwargs) as stream:
             yield stream
             stream.flush()
@@ -110,13 +168,14 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs) -> Iterator:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (``atomic_open``)."""
     with atomic_open(path, "w", encoding="utf-8") as stream:
         stream.write(text)
 
 
-def spreadsheet_safe(value):
-    """``value`` as written to a CSV cell: text that a spreadsheet would run as a formula gets a leading quote
-    (as does text that already starts with one, so that ``from_spreadsheet`` can undo it exactly)."""
+def spreadsheet_safe(value: object) -> object:
+    """A CSV cell's value as written: text a spreadsheet would run as a formula gets a leading quote (as does text
+    that already starts with one, so that ``from_spreadsheet`` undoes it exactly); other values are unchanged."""
     if isinstance(value, str) and value[:1] in (*FORMULA_STARTS, _QUOTE):
         return _QUOTE + value
     return value
@@ -130,7 +189,13 @@ def from_spreadsheet(text: str) -> str:
 
 
 def write_csv(path: str | Path, columns: list[str], rows: Iterable[dict]) -> None:
-    """Rows (dicts; keys outside ``columns`` ignored) to a CSV file, atomically, every cell spreadsheet-safe."""
+    """Write rows to a CSV file atomically, every cell spreadsheet-safe.
+
+    Args:
+        path: the file to write.
+        columns: the header, in order; keys of a row outside it are ignored.
+        rows: one dict per row.
+    """
     with atomic_open(path, "w", newline="", encoding="utf-8") as stream:
         writer = csv.DictWriter(stream, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
@@ -138,7 +203,11 @@ def write_csv(path: str | Path, columns: list[str], rows: Iterable[dict]) -> Non
 
 
 def read_csv(path: str | Path) -> list[dict]:
-    """The rows ``write_csv`` wrote, with every cell as it was given (as text)."""
+    """The rows ``write_csv`` wrote, each cell as it was given (as text).
+
+    Returns:
+        One dict per row, keyed by the header.
+    """
     with open(path, newline="", encoding="utf-8") as handle:
         return [{key: from_spreadsheet(value) if isinstance(value, str) else value for key, value in row.items()}
                 for row in csv.DictReader(handle)]

@@ -163,3 +163,30 @@ def test_contenders_timed_in_turns_keep_their_fastest_round_and_a_failure_is_rep
     assert set(latencies) == {"steady", "throttled first"} and errors == {"broken": "RuntimeError: engine lost"}
     assert np.median(latencies["throttled first"]) < 0.008  # a later, unthrottled round
     assert calls["steady"] > 3 and calls["throttled first"] > 6
+
+
+def test_a_backend_that_fails_to_load_a_real_model_is_a_row_and_the_others_go_on(monkeypatch):
+    from s3f_edge.bench.runner import bench_models
+    from s3f_edge.runtime.predictor import DEFAULT_MODEL_DIR, ModelContractError, Predictor
+
+    load = Predictor.load
+
+    def refusing(path, backend=None, **kwargs):
+        if backend == "onnx-cpu":  # as an 8-bit INT8 file is refused on a CPU without VNNI
+            raise ModelContractError("refused on this CPU (test)")
+        return load(path, backend=backend, **kwargs)
+
+    monkeypatch.setattr(Predictor, "load", staticmethod(refusing))
+    results, _ = bench_models([DEFAULT_MODEL_DIR / "model.keras", DEFAULT_MODEL_DIR / "model.onnx"],
+                              ["keras", "onnx-cpu"], [1], 0.1, 0.0)
+    status = {r.backend: r.status for r in results}
+    assert status["keras"] == "ok" and status["onnx-cpu"].startswith("failed: ModelContractError: refused")
+
+
+def test_a_text_file_given_as_a_model_stops_the_bench_before_any_measurement(tmp_path):
+    from s3f_edge.bench.runner import bench_models
+    from s3f_edge.runtime.predictor import DEFAULT_MODEL_DIR
+
+    (tmp_path / "fake.onnx").write_text("not a model")
+    with pytest.raises(ValueError, match="fake.onnx is not an ONNX model"):
+        bench_models([DEFAULT_MODEL_DIR / "model.onnx", tmp_path / "fake.onnx"], ["onnx-cpu"], [1], 0.1, 0.0)

@@ -19,9 +19,15 @@ from s3f_edge.runtime.predictor import DEFAULT_MODEL_DIR
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples" / "brain_mri"
 KERAS, ONNX = DEFAULT_MODEL_DIR / "model.keras", DEFAULT_MODEL_DIR / "model.onnx"
-# Words with which a message tells the user what to do next.
-ADVICE = re.compile(r"\b(check|give|pass|choose|use|add|install|rebuild|build|export|start|remove|resume|raise|"
-                    r"write|leave|make|lower|see)\b", re.I)
+# What a message of each kind of case must say: the problem, and what to do next.
+ADVICE = {
+    "unwritable": re.compile(r"cannot write .*; choose a location you can write to"),
+    "fake model": re.compile(r"(is not a Keras model file|is not an ONNX model|ONNX Runtime cannot load).*; give |"
+                             r"s3f-edge did not build it; build |must end in .*\(see '"),
+    "empty folder": re.compile(r"(no images|no readable images|no files|one sub-folder of images per class).*(; give|pass --recursive)"),
+    "missing path": re.compile(r"no such (file|folder|file or folder): .*; check the path"),
+    "unknown option": re.compile(r"No such option:? '?--no-such-option.*\(see 's3f-edge [\w-]+ --help'\)"),
+}
 # Output options that cannot be exercised here, and why.
 UNTESTABLE_OUTPUTS = {("export", "timing_cache"): "used only with --trt, which needs TensorRT and a GPU"}
 
@@ -72,20 +78,25 @@ def unwritable_cases(world: Path) -> list[Case]:
         def case(command, param, argv, target):
             cases.append(Case(command, f"unwritable ({label})", argv, "error", Path(target).name, param))
 
-        case("train", "out_dir", ["train", str(SAMPLES), "--out", str(place / "run")], "run")
+        case("train", "out_dir", ["train", str(SAMPLES), "--out", str(place / "run-dir")], "run-dir")
         case("train", "cache_dir", ["train", str(SAMPLES), "--out", "{out}/run", "--cache", "disk",
-                                    "--cache-dir", str(place / "cache")], "cache")
-        case("evaluate", "out_dir", ["evaluate", str(ONNX), str(SAMPLES / "test"), "--out", str(place / "e")], "e")
-        case("precise-bn", "out_path", ["precise-bn", str(KERAS), str(SAMPLES), "--out", str(place / "m.keras")],
-             "m.keras")
-        case("export", "out_dir", ["export", str(KERAS), "--out", str(place / "x")], "x")
-        case("export", "triton_repo", ["export", str(KERAS), "--out", "{out}/x", "--triton", str(place / "t")], "t")
-        case("infer", "output", ["infer", str(SAMPLES / "test"), "--recursive", "--out", str(place / "r.csv")], "r.csv")
+                                    "--cache-dir", str(place / "cache-dir")], "cache-dir")
+        case("evaluate", "out_dir", ["evaluate", str(ONNX), str(SAMPLES / "test"), "--out", str(place / "eval-dir")],
+             "eval-dir")
+        case("precise-bn", "out_path", ["precise-bn", str(KERAS), str(SAMPLES), "--out", str(place / "fixed.keras")],
+             "fixed.keras")
+        case("export", "out_dir", ["export", str(KERAS), "--out", str(place / "export-dir")], "export-dir")
+        case("export", "triton_repo", ["export", str(KERAS), "--out", "{out}/x", "--triton", str(place / "triton-dir")],
+             "triton-dir")
+        case("infer", "output", ["infer", str(SAMPLES / "test"), "--recursive", "--out", str(place / "results.csv")],
+             "results.csv")
         case("infer", "explain_dir", ["infer", str(SAMPLES / "test"), "--recursive", "--model", str(KERAS), "--out",
-                                      "{out}/r.csv", "--explain", str(place / "cams")], "cams")
-        case("bench", "json_out", ["bench", str(ONNX), "--json", str(place / "b.json"), "--duration", "0.1"], "b.json")
-        case("bench", "plot_out", ["bench", str(ONNX), "--plot", str(place / "b.png"), "--duration", "0.1"], "b.png")
-        case("matrix", "out_dir", ["matrix", str(KERAS), "--out", str(place / "m")], "m")
+                                      "{out}/r.csv", "--explain", str(place / "cams-dir")], "cams-dir")
+        case("bench", "json_out", ["bench", str(ONNX), "--json", str(place / "bench.json"), "--duration", "0.1"],
+             "bench.json")
+        case("bench", "plot_out", ["bench", str(ONNX), "--plot", str(place / "bench.png"), "--duration", "0.1"],
+             "bench.png")
+        case("matrix", "out_dir", ["matrix", str(KERAS), "--out", str(place / "matrix-dir")], "matrix-dir")
     return cases
 
 
@@ -181,8 +192,9 @@ _PLACEHOLDER = Path("/placeholder-world")
 CASES = all_cases(_PLACEHOLDER)
 
 
-def files_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+def entries_under(folder: Path) -> list[Path]:
+    """Every file and folder under ``folder`` (an empty run directory left behind counts too)."""
+    return sorted(folder.rglob("*")) if folder.exists() else []
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
@@ -192,8 +204,8 @@ def test_every_command_fails_with_one_line_and_the_readme_code(case, world, tmp_
     cwd.mkdir()
     monkeypatch.chdir(cwd)
     argv = [a.replace(str(_PLACEHOLDER), str(world)).replace("{out}", str(out)) for a in case.argv]
-    before = files_under(world)
-    result = CliRunner().invoke(main, argv)
+    before = entries_under(world)
+    result = CliRunner().invoke(main, argv, prog_name="s3f-edge")
     stderr = [line for line in result.stderr.splitlines() if line.strip()]
 
     assert result.exception is None or isinstance(result.exception, SystemExit), (
@@ -202,9 +214,10 @@ def test_every_command_fails_with_one_line_and_the_readme_code(case, world, tmp_
     assert result.exit_code == readme_exit_codes()[case.expect], result.output
     assert len(stderr) == 1 and stderr[0].startswith("Error: "), f"not one error line on stderr:\n{result.stderr}"
     assert case.names in stderr[0], f"the message does not name {case.names!r}: {stderr[0]}"
-    assert ADVICE.search(stderr[0]), f"the message does not say what to do: {stderr[0]}"
-    assert files_under(out) == [] and files_under(cwd) == [], "files left behind"
-    assert files_under(world) == before
+    advice = ADVICE[case.kind.split(" (")[0].split(" .")[0]]
+    assert advice.search(stderr[0]), f"the message does not say the problem and what to do: {stderr[0]}"
+    assert not out.exists() and entries_under(cwd) == [], "files or folders left behind"
+    assert entries_under(world) == before
 
 
 def output_params() -> set[tuple[str, str]]:

@@ -468,3 +468,18 @@ def test_nan_outputs_fail_export_verify_evaluate_and_bench(nan_models, tmp_path,
     assert inferred.exit_code == 3  # every file gets a row, none a class
     rows = (tmp_path / "r.csv").read_text().splitlines()[1:]
     assert len(rows) == 24 and all(",error,model output is NaN" in row for row in rows)
+
+
+def test_a_triton_repository_shared_with_other_models_keeps_theirs(tmp_path):
+    model = saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1))
+    repo = tmp_path / "repo"
+    (repo / "other_model" / "1").mkdir(parents=True)
+    (repo / "other_model" / "config.pbtxt").write_text('name: "other_model"\n')
+    (repo / "other_model" / "1" / "model.onnx").write_bytes(b"another team's model")
+    export_model(model, ExportOptions(out_dir=tmp_path / "a", triton_repo=repo))
+    with pytest.raises(FileExistsError, match="s3f_net"):  # our own earlier model is refused...
+        export_model(model, ExportOptions(out_dir=tmp_path / "b", triton_repo=repo))
+    export_model(model, ExportOptions(out_dir=tmp_path / "b", triton_repo=repo, overwrite=True))
+    # ...and the other model is neither a reason to refuse nor touched by --overwrite
+    assert (repo / "other_model" / "1" / "model.onnx").read_bytes() == b"another team's model"
+    assert (repo / "other_model" / "config.pbtxt").exists() and (repo / "s3f_net" / "config.pbtxt").exists()

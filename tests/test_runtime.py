@@ -332,3 +332,12 @@ def test_csv_cells_cannot_run_as_spreadsheet_formulas(models, sample_dir, tmp_pa
     from s3f_edge.runtime.infer import read_rows
 
     assert sorted(r["path"] for r in read_rows(tmp_path / "r.csv")) == sorted(FORMULA_NAMES)
+
+
+def test_resuming_onto_a_file_that_is_not_a_results_file_is_one_clear_error(models, sample_dir, tmp_path):
+    (tmp_path / "other.json").write_text('{"something": "else"}')
+    (tmp_path / "other.csv").write_text("name,value\nx,1\n")
+    predictor = Predictor.load(models[1])
+    for name in ("other.json", "other.csv"):
+        with pytest.raises(ValueError, match=f"{name} is not an s3f-edge results file"):
+            infer_folder(sample_dir / "test" / "glioma", predictor, tmp_path / name, resume=True, progress=False)

@@ -133,6 +133,20 @@ def test_overwrite_replaces_an_earlier_run_and_only_its_files(tmp_path, sample_d
     assert (run_dir / "notes.txt").read_text() == "the user's own file"
 
 
+def test_a_run_directory_never_holds_a_new_model_beside_an_old_models_outputs(trained_run, sample_dir, tmp_path):
+    from s3f_edge.train.evaluate import evaluate_folder
+
+    with pytest.raises(FileExistsError, match="training run's directory"):  # its metrics.json is train's
+        evaluate_folder(trained_run / "model.keras", sample_dir / "test", trained_run, overwrite=True)
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    (run_dir / "export").mkdir()
+    (run_dir / "export" / "model.onnx").write_bytes(b"the earlier model's export")
+    with pytest.raises(FileExistsError, match="made from its earlier model \\(export\\)"):
+        train(TrainOptions(data_dir=str(sample_dir), out_dir=str(run_dir), epochs=1, **FAST), overwrite=True)
+    assert (run_dir / "export" / "model.onnx").exists() and (run_dir / "model.keras").exists()
+
+
 def cli_train(*args: str):
     from click.testing import CliRunner
 
@@ -165,7 +179,7 @@ def test_an_empty_or_unusable_dataset_leaves_no_run_directory(tmp_path, sample_d
     with pytest.raises(DatasetError, match="one sub-folder of images per class"):
         train(TrainOptions(data_dir=str(tmp_path / "empty"), out_dir=str(tmp_path / "run"), epochs=1, **FAST))
     tiny = copy_sample(sample_dir, tmp_path / "tiny", per_class=3)
-    with pytest.raises(DatasetError, match="--val-fraction between 0.33 and 0.67"):
+    with pytest.raises(DatasetError, match="--val-fraction between 0.26 and 0.66"):
         train(TrainOptions(data_dir=str(tiny), out_dir=str(tmp_path / "run"), epochs=1, **{**FAST, "val_fraction": 0.15}))
     assert not (tmp_path / "run").exists()
 
@@ -174,10 +188,14 @@ def test_a_tiny_dataset_gets_a_split_it_can_use_or_one_line_saying_which(sample_
     dataset = discover(copy_sample(sample_dir, tmp_path / "tiny", per_class=3))  # 12 images, 4 classes
     with pytest.raises(DatasetError, match="holds 2 and leaves 10"):
         stratified_split(dataset.train, 0.15, 0)
-    fit, held_out = stratified_split(dataset.train, 0.34, 0)  # inside the range the message gives
-    assert len(held_out) == 5 and set(held_out.labels) == set(fit.labels) == {0, 1, 2, 3}
-    with pytest.raises(DatasetError, match="holds 12 and leaves 0|holds 11 and leaves 1"):
+    with pytest.raises(DatasetError, match="between 0.26 and 0.66"):
         stratified_split(dataset.train, 0.95, 0)
+    for usable in (0.26, 0.66):  # both ends of the range the message gives work...
+        fit, held_out = stratified_split(dataset.train, usable, 0)
+        assert set(held_out.labels) == set(fit.labels) == {0, 1, 2, 3}
+    for unusable in (0.25, 0.67):  # ...and the next step beyond each does not
+        with pytest.raises(DatasetError):
+            stratified_split(dataset.train, unusable, 0)
 
 
 def test_a_log_file_gets_plain_lines_and_an_estimate_of_the_time_left(tmp_path, sample_dir):

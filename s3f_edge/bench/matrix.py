@@ -94,7 +94,7 @@ def accuracy_speed_matrix(keras_path: str | Path, out_dir: str | Path, data: str
     An earlier matrix in ``out_dir`` (its tables or its exports) is refused unless ``overwrite``.
     """
     from s3f_edge.export.onnx_export import export_artefacts
-    from s3f_edge.outputs import claim_outputs, ensure_writable
+    from s3f_edge.outputs import atomic_write_text, claim_outputs, ensure_writable
 
     from s3f_edge.bench.gemm import gemm_rates, int8_gemm_rate
     from s3f_edge.data.folders import load_split
@@ -172,8 +172,8 @@ def accuracy_speed_matrix(keras_path: str | Path, out_dir: str | Path, data: str
         "flops_per_image": _flops(reference),
         "rows": [asdict(row) for row in rows],
     }
-    (out_dir / "matrix.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out_dir / "matrix.md").write_text(markdown(result))
+    atomic_write_text(out_dir / "matrix.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out_dir / "matrix.md", markdown(result))
     return result
 
 

@@ -7,12 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from s3f_edge.errors import InputError, MissingFileError
-from s3f_edge.runtime.formats import backends_for, unavailable_reason
-from s3f_edge.runtime.predictor import ModelContractError
-
-# Errors that say a model file itself is unusable (not a model, no metadata, missing): they stop the benchmark.
-FILE_ERRORS = (InputError, MissingFileError, ModelContractError)
+from s3f_edge.errors import InputError
+from s3f_edge.runtime.formats import backends_for, check_model_file, unavailable_reason
 
 
 @dataclass
@@ -115,6 +111,8 @@ def bench_models(models: list[Path], backends: list[str], batches: list[int], du
     from s3f_edge.runtime.predictor import Predictor, nonfinite_rows
 
     results, skipped = [], []
+    for path in models:  # a file that is no model at all is one error, before any measurement
+        check_model_file(path)
     for path in models:
         for backend in backends_for(path):
             if backend not in backends:
@@ -127,8 +125,6 @@ def bench_models(models: list[Path], backends: list[str], batches: list[int], du
             try:
                 predictor = Predictor.load(path, backend=backend)
                 first = predictor.predict(input_batch(predictor.contract, 1, images, seed=1))
-            except FILE_ERRORS:  # the file is no usable model on any backend: one error, not a row per backend
-                raise
             except Exception as error:  # an engine's own error types: report it in its row, keep the others
                 results.append(failed(display_name(path), backend, f"{type(error).__name__}: {error}"))
                 log(f"  {display_name(path):<24} {backend:<9} failed: {error}")

@@ -113,14 +113,17 @@ def stratified_split(split: Split, fraction: float, seed: int) -> tuple[Split, S
     if counts[counts > 0].min() < 2:
         raise DatasetError("every class needs at least 2 training images to carve out a validation split")
     classes, total = int((counts > 0).sum()), len(split)
-    held = int(np.ceil(fraction * total))  # as scikit-learn sizes a fractional test split
-    if held < classes or total - held < classes:
-        low, high = classes / total, 1 - classes / total
+
+    def held(share: float) -> int:
+        return int(np.ceil(share * total))  # as scikit-learn sizes a fractional test split
+
+    if not classes <= held(fraction) <= total - classes:
+        usable = [share / 100 for share in range(1, 100) if classes <= held(share / 100) <= total - classes]
+        advice = (f"give --val-fraction between {usable[0]:.2f} and {usable[-1]:.2f}" if usable
+                  else "add images (at least 2 per class)")
         raise DatasetError(
-            f"a validation split of {fraction:g} of {total} training images holds {held} and leaves {total - held}, "
-            f"but each side needs one image of each of the {classes} classes: "
-            + (f"give --val-fraction between {low:.2f} and {high:.2f}, or add images" if low <= high else
-               "add images (at least 2 per class)"))
+            f"a validation split of {fraction:g} of {total} training images holds {held(fraction)} and leaves "
+            f"{total - held(fraction)}, but each side needs one image of each of the {classes} classes: {advice}")
     keep, held_out = train_test_split(indices, test_size=fraction, stratify=split.labels, random_state=seed)
     return split.subset(np.sort(keep)), split.subset(np.sort(held_out))
 

@@ -147,15 +147,23 @@ def _run_parity(keras_model, predict, contract: Preprocessing, parity_images: Pa
 # of one GPU, valid for any model, and is kept.
 EXPORT_PATTERNS = ("model.json", "model.onnx", "model.*.onnx", "model*.onnx.failed", "model.*.engine",
                    "model.*.engine.*")
-TRITON_PATTERNS = ("*/config.pbtxt", "*/config.pbtxt.failed", "*/labels.txt", "*/1/model.onnx", "*/1/model.plan")
 
 
-def export_artefacts(out_dir: str | Path, triton_repo: str | Path | None = None) -> list[Path]:
-    """The files an export wrote into ``out_dir`` (and ``triton_repo``): only names `export` itself writes."""
+def export_artefacts(out_dir: str | Path, triton_repo: str | Path | None = None,
+                     triton_name: str = "s3f_net") -> list[Path]:
+    """The files an export wrote: in ``out_dir``, only names `export` itself writes; in ``triton_repo``, only
+    model ``triton_name``'s files (a Triton repository holds other models too).
+
+    Returns:
+        The existing files, sorted.
+    """
+    from s3f_edge.export.triton import repository_files
+
     found = []
-    for folder, patterns in ((out_dir, EXPORT_PATTERNS), (triton_repo, TRITON_PATTERNS)):
-        if folder is not None and Path(folder).is_dir():
-            found += [p for pattern in patterns for p in Path(folder).glob(pattern)]
+    if Path(out_dir).is_dir():
+        found += [p for pattern in EXPORT_PATTERNS for p in Path(out_dir).glob(pattern)]
+    if triton_repo is not None:
+        found += repository_files(triton_repo, triton_name)
     return sorted(set(found))
 
 
@@ -164,6 +172,16 @@ def _set_aside(path: Path) -> Path:
     failed = path.with_name(path.name + ".failed")
     path.replace(failed)
     return failed
+
+
+def _set_aside_all(paths: list[Path]) -> None:
+    """After a failure: every file this export wrote becomes ``*.failed``, keeping the failure's own error visible."""
+    for path in paths:
+        if not path.name.endswith(".failed"):
+            try:
+                _set_aside(path)
+            except OSError:
+                pass  # the original error matters more than a file that could not be renamed
 
 
 def _require_parity(keras_model, predict, artefact: Path, label: str, precision: str, contract: Preprocessing,
@@ -231,14 +249,12 @@ def export_model(keras_path: str | Path, options: ExportOptions) -> ExportResult
     contract = Preprocessing.from_dict(metadata["preprocessing"])
     real_batch(contract, options.parity_images)  # no readable parity image: refused before any work
     calib_images = _calibration_images(options, contract)
-    claim_outputs(export_artefacts(out_dir, options.triton_repo), overwrite=options.overwrite)
+    claim_outputs(export_artefacts(out_dir, options.triton_repo, options.triton_name), overwrite=options.overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         return _export(model, keras_path, metadata, contract, calib_images, trt_version, options)
     except BaseException:
-        for path in export_artefacts(out_dir, options.triton_repo):
-            if not path.name.endswith(".failed"):
-                _set_aside(path)
+        _set_aside_all(export_artefacts(out_dir, options.triton_repo, options.triton_name))
         raise
 
 

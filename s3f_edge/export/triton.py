@@ -62,6 +62,19 @@ def validate_config(text: str):
     return text_format.Parse(text, module.ModelConfig())
 
 
+def repository_files(repo: str | Path, name: str) -> list[Path]:
+    """The files ``write_repository`` writes for model ``name`` (and ``name``_trt) in ``repo``: never another
+    model's, in a repository that Triton shares between models."""
+    found = []
+    for model_name in (name, f"{name}_trt"):
+        folder = Path(repo) / model_name
+        for relative in ("config.pbtxt", "config.pbtxt.failed", "labels.txt", "labels.txt.failed", "1/model.onnx",
+                         "1/model.onnx.failed", "1/model.plan", "1/model.plan.failed"):
+            if (folder / relative).exists():
+                found.append(folder / relative)
+    return found
+
+
 def write_repository(repo: str | Path, name: str, model_files: list[Path], input_shape: tuple[int, int, int],
                      class_names: list[str], num_outputs: int, max_batch_size: int) -> list[Path]:
     """REPO/<name>/ for the ONNX model and REPO/<name>_trt/ for a TensorRT plan, version 1 each."""

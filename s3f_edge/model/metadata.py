@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 from s3f_edge.errors import InputError
+from s3f_edge.outputs import file_mode
 
 METADATA_MEMBER = "s3f_edge.json"
 
@@ -40,21 +41,41 @@ def add_metadata(keras_path: str | Path, metadata: dict) -> None:
         archive.writestr(METADATA_MEMBER, json.dumps(metadata, indent=2, sort_keys=True))
 
 
-def not_a_keras_file(path: str | Path, reason: str) -> InputError:
+KERAS_MEMBERS = ("config.json", "model.weights.h5")  # what every Keras 3 .keras archive holds
+
+
+def _not_a_keras_file(path: str | Path, reason: str) -> InputError:
     return InputError(f"{path} is not a Keras model file ({reason}); give a .keras file saved by s3f-edge train or Keras")
 
 
-def read_metadata(keras_path: str | Path) -> dict | None:
-    """The s3f-edge metadata of a .keras file, or None when it has none (e.g. the original release)."""
+def check_keras_archive(keras_path: str | Path) -> None:
+    """Raise InputError unless ``keras_path`` is a zip archive holding a Keras model's members (checked without
+    Keras, so that a text file named .keras is one clear error instead of a loader's traceback)."""
     if not zipfile.is_zipfile(keras_path):
-        raise not_a_keras_file(keras_path, "a .keras file is a zip archive; this one is not")
+        raise _not_a_keras_file(keras_path, "a .keras file is a zip archive; this one is not")
     try:
         with zipfile.ZipFile(keras_path) as archive:
-            if METADATA_MEMBER not in archive.namelist():
-                return None
+            absent = [name for name in KERAS_MEMBERS if name not in archive.namelist()]
+    except zipfile.BadZipFile as error:
+        raise _not_a_keras_file(keras_path, str(error)) from None
+    if absent:
+        raise _not_a_keras_file(keras_path, f"the archive lacks {', '.join(absent)}")
+
+
+def read_metadata(keras_path: str | Path) -> dict | None:
+    """The s3f-edge metadata of a .keras file, or None when it has none (e.g. the original release).
+
+    Raises:
+        InputError: the file is not a Keras model archive, or its metadata is not JSON.
+    """
+    check_keras_archive(keras_path)
+    with zipfile.ZipFile(keras_path) as archive:
+        if METADATA_MEMBER not in archive.namelist():
+            return None
+        try:
             return json.loads(archive.read(METADATA_MEMBER))
-    except (zipfile.BadZipFile, ValueError) as error:  # a damaged archive, or metadata that is not JSON
-        raise not_a_keras_file(keras_path, str(error)) from None
+        except ValueError as error:
+            raise _not_a_keras_file(keras_path, f"its {METADATA_MEMBER} is not JSON: {error}") from None
 
 
 def save_model_atomically(model, path: str | Path, metadata: dict | None = None) -> None:
@@ -66,9 +87,7 @@ def save_model_atomically(model, path: str | Path, metadata: dict | None = None)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".keras", dir=path.parent)
     os.close(handle)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would hide the model from the user's group
+    os.chmod(temporary, file_mode())  # mkstemp's 0600 would hide the model from the user's group
     try:
         model.save(temporary)
         if metadata is not None:

@@ -1,13 +1,12 @@
 """Loading .keras files, ours and the original release's, and switching the FFT form."""
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import keras
 
 from s3f_edge.errors import InputError, MissingFileError
-from s3f_edge.model.metadata import not_a_keras_file
+from s3f_edge.model.metadata import check_keras_archive
 
 from s3f_edge.model.bilinear_fusion import BilinearFusion
 from s3f_edge.model.spectral_filter import SpectralFilter
@@ -63,14 +62,10 @@ def load_model(path: str | Path, *, spectral_mode: str | None = None, compile: b
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"no model file at {path}")
-    if path.suffix != ".keras":
+    if path.suffix.lower() != ".keras":
         raise InputError(f"{path} is not a .keras file; load ONNX or TensorRT files with the runtime")
-    if not zipfile.is_zipfile(path):
-        raise not_a_keras_file(path, "a .keras file is a zip archive; this one is not")
-    try:
-        model = keras.saving.load_model(path, custom_objects=LEGACY_CUSTOM_OBJECTS, compile=compile, safe_mode=True)
-    except (ValueError, KeyError, zipfile.BadZipFile) as error:  # Keras's types for an archive that holds no model
-        raise not_a_keras_file(path, " ".join(str(error).split())[:200]) from None
+    check_keras_archive(path)
+    model = keras.saving.load_model(path, custom_objects=LEGACY_CUSTOM_OBJECTS, compile=compile, safe_mode=True)
     if spectral_mode is not None:
         set_spectral_mode(model, spectral_mode)
     return model

@@ -48,6 +48,7 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
 )}
 
 MODEL_SUFFIXES = tuple(suffix for f in FORMATS.values() for suffix in f.suffixes)
+RESULT_FORMATS = (".csv", ".jsonl", ".json")  # what `infer` writes, chosen by the output's suffix
 
 
 def model_format(path: str | Path) -> ModelFormat:
@@ -94,6 +95,34 @@ def unavailable_reason(backend: str) -> str | None:
     except TensorRTUnavailable as error:
         return str(error)
     return None
+
+
+def check_model_file(path: str | Path) -> None:
+    """Raise an S3FEdgeError unless ``path`` looks like a model of its format, without loading it on any backend:
+    a file that is no model is one error, while a backend that fails to run a real model is that backend's problem.
+
+    Raises:
+        MissingFileError: no file at ``path``.
+        InputError: not a model of the format its suffix names.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"no model file at {path}; check the path")
+    found = model_format(path)
+    if found.name == "keras":
+        from s3f_edge.runtime.keras_backend import check_keras_file
+
+        check_keras_file(path)
+    elif found.name == "onnx":
+        with open(path, "rb") as handle:
+            first = handle.read(1)
+        if first != b"\x08":  # an ONNX ModelProto opens with field 1, its IR version (a varint: tag byte 0x08)
+            raise InputError(f"{path} is not an ONNX model (it does not begin as one); give an .onnx model written by "
+                             "s3f-edge export")
+    else:
+        from s3f_edge.runtime.tensorrt_backend import read_sidecar
+
+        read_sidecar(path)
 
 
 def predictor_class(model_format_name: str):

@@ -20,12 +20,11 @@ import numpy as np
 
 from s3f_edge.data.preprocess import IMAGE_SUFFIXES, ImageDecodeError, load_image
 from s3f_edge.errors import InputError, MissingFileError
-from s3f_edge.outputs import atomic_open, claim_outputs, ensure_writable, read_csv, write_csv
+from s3f_edge.outputs import atomic_open, ensure_writable, read_csv, refuse_existing, remove_outputs, write_csv
+from s3f_edge.runtime.formats import RESULT_FORMATS
 from s3f_edge.runtime.predictor import nonfinite_rows
 
 NONFINITE_REASON = "model output is NaN or infinite: the model or its export is broken"
-
-OUTPUT_FORMATS = (".csv", ".jsonl", ".json")
 
 
 @dataclass
@@ -86,19 +85,30 @@ def journal_path(output: Path) -> Path:
 
 
 def read_rows(path: Path) -> list[dict]:
-    """Rows of an existing output (csv, jsonl or json) or journal; a torn last journal line is ignored."""
+    """Rows of an existing output (csv, jsonl or json) or journal; a torn last journal line is ignored.
+
+    Raises:
+        InputError: the file is not an s3f-edge results file.
+    """
     if not path.exists():
         return []
-    if path.suffix == ".csv":
-        return read_csv(path)
-    if path.suffix == ".json":
-        return json.loads(path.read_text(encoding="utf-8"))["results"]
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # the process died while writing this line; the file will be redone
+    try:
+        if path.suffix.lower() == ".csv":
+            rows = read_csv(path)
+        elif path.suffix.lower() == ".json":
+            rows = json.loads(path.read_text(encoding="utf-8"))["results"]
+        else:
+            rows = []
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # the process died while writing this line; the file will be redone
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+        raise InputError(f"{path} is not an s3f-edge results file ({type(error).__name__}: {error}); choose another "
+                         "--out") from None
+    if not all(isinstance(row, dict) and "path" in row for row in rows):
+        raise InputError(f"{path} is not an s3f-edge results file (rows without a path); choose another --out")
     return rows
 
 
@@ -106,11 +116,11 @@ def write_output(output: Path, rows: list[dict], columns: list[str], model_name:
     """Write all rows sorted by path to a temporary file, then rename it over ``output``. CSV cells that a
     spreadsheet would run as formulas are neutralised (``s3f_edge.outputs``); JSON keeps every value as is."""
     rows = sorted(rows, key=lambda r: r["path"])
-    if output.suffix == ".csv":
+    if output.suffix.lower() == ".csv":
         write_csv(output, columns, rows)
         return
     with atomic_open(output, "w", encoding="utf-8") as stream:
-        if output.suffix == ".jsonl":
+        if output.suffix.lower() == ".jsonl":
             stream.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         else:
             json.dump({"model": model_name, "results": rows}, stream, ensure_ascii=False, indent=1)
@@ -142,10 +152,11 @@ def _previous_rows(output: Path, journal: Path, listed: dict[str, str], folder: 
             by_path[path] = {**row, "path": path}
     if strangers:
         scope = "or its sub-folders " if recursive else ""
+        causes = "another folder, or was started from another working folder" + ("" if recursive else
+                                                                                  " or with --recursive")
         raise InputError(f"{output} holds {len(strangers)} row(s) for files that are not in {folder} {scope}"
-                         f"(e.g. {strangers[0]}): it answers another folder, or was started "
-                         f"{'without' if recursive else 'with'} --recursive or from another working folder. "
-                         "Resume with the same folder and options, or write to another --out")
+                         f"(e.g. {strangers[0]}): it answers {causes}. Resume with the same folder and options, or "
+                         "write to another --out")
     return by_path
 
 
@@ -177,8 +188,8 @@ def infer_folder(folder: str | Path, predictor, output: str | Path, batch_size: 
     """
     output = Path(output)
     folder = Path(folder)
-    if output.suffix not in OUTPUT_FORMATS:
-        raise InputError(f"output must end in one of {OUTPUT_FORMATS}, got {output.name!r}")
+    if output.suffix.lower() not in RESULT_FORMATS:
+        raise InputError(f"output must end in one of {', '.join(RESULT_FORMATS)}, got {output.name!r}; choose one")
     if batch_size < 1 or workers < 1:
         raise InputError("batch size and workers must be at least 1")
     if resume and overwrite:
@@ -204,7 +215,9 @@ def infer_folder(folder: str | Path, predictor, output: str | Path, batch_size: 
         if not files:
             raise _empty_folder_error(folder, recursive)
         overlays = sorted(Path(explain_dir).glob("*.gradcam.png")) if explain_dir is not None else []
-        claim_outputs([output, journal, *overlays], overwrite=overwrite, instead="--resume to continue them")
+        refuse_existing([output, journal, *overlays], overwrite=overwrite, instead="--resume to continue them")
+        # The old output stays until the new one replaces it (atomically, at the end): a failed run loses nothing.
+        remove_outputs([journal, *overlays])
     if not files and not previous:
         raise _empty_folder_error(folder, recursive)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -226,7 +239,7 @@ def infer_folder(folder: str | Path, predictor, output: str | Path, batch_size: 
 
         bar = tqdm(total=len(files), unit="img", desc="infer", dynamic_ncols=True)
     window = max(2 * batch_size, 2 * workers)  # decoded-but-unconsumed images held at most
-    with ThreadPoolExecutor(max_workers=workers) as pool, open(journal, "a", encoding="utf-8") as log:
+    with ThreadPoolExecutor(max_workers=workers) as pool, open(journal, "a", encoding="utf-8") as journal_file:
         pending: deque = deque()
         remaining = iter(files)
         batch_paths, batch_images, rows = [], [], []
@@ -245,8 +258,8 @@ def infer_folder(folder: str | Path, predictor, output: str | Path, batch_size: 
                     summary.succeeded += 1
                 if explainer is not None:
                     explainer.explain(batch_paths, np.stack(batch_images), probabilities)
-            log.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-            log.flush()
+            journal_file.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+            journal_file.flush()
             if bar is not None:
                 bar.update(len(rows))
                 bar.set_postfix(img_s=f"{(summary.succeeded + summary.failed) / max(time.perf_counter() - started, 1e-9):.1f}")

@@ -9,6 +9,13 @@ from s3f_edge.dependencies import require
 from s3f_edge.runtime.predictor import Predictor, require_metadata
 
 
+def check_keras_file(path: Path) -> None:
+    """InputError unless ``path`` is a Keras model archive (checked without TensorFlow)."""
+    from s3f_edge.model.metadata import check_keras_archive
+
+    check_keras_archive(path)
+
+
 class KerasPredictor(Predictor):
     backend = "keras"
 

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from s3f_edge.model.metadata import save_model_atomically
+from s3f_edge.outputs import atomic_write_text
 from s3f_edge.train.evaluate import batched_predict
 from s3f_edge.runtime.predictor import class_probabilities, nonfinite_rows
 from s3f_edge.train.metrics import selection_score
@@ -180,6 +181,4 @@ def truncate_history(path: Path, epochs_done: int, initial_learning_rate: float)
 
 
 def write_json_atomically(path: Path, data: dict) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2))
-    os.replace(temporary, path)
+    atomic_write_text(path, json.dumps(data, indent=2))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from s3f_edge.train.metrics import classification_metrics, plot_confusion_and_roc, write_json
+from s3f_edge.train.metrics import classification_metrics, plot_confusion_and_roc, plot_names, write_json
 
 
 def batched_predict(model, batch_size: int):
@@ -68,7 +68,7 @@ def labelled_split(data_dir: str | Path, exclude: str | Path | None = None):
     return dataset, split.subset(keep), len(split) - len(keep)
 
 
-EVALUATE_FILES = ("metrics.json", "skipped.csv", "evaluate_confusion_matrix.png", "evaluate_roc.png")
+EVALUATE_FILES = ("metrics.json", "skipped.csv", *plot_names("evaluate"))
 
 
 def evaluate_folder(model_path: str | Path, data_dir: str | Path, out_dir: str | Path,
@@ -88,17 +88,21 @@ def evaluate_folder(model_path: str | Path, data_dir: str | Path, out_dir: str |
         The report written to ``out_dir / "metrics.json"``.
     """
     from s3f_edge.data.folders import DatasetError, load_split, write_skipped
-    from s3f_edge.outputs import claim_outputs, ensure_writable
+    from s3f_edge.errors import OutputExistsError
+    from s3f_edge.outputs import ensure_writable, refuse_existing
     from s3f_edge.runtime.predictor import Predictor
 
     out_dir = Path(out_dir)
     ensure_writable(out_dir, "--out", folder=True)
+    if (out_dir / "config.json").exists():  # train's metrics.json and skipped.csv live there under the same names
+        raise OutputExistsError(f"--out {out_dir} is a training run's directory; evaluate into a folder of its own "
+                                f"(by default {Path(model_path).parent / 'evaluate-<folder>'})")
     predictor = Predictor.load(model_path)
     metadata, class_names, contract = predictor.metadata, predictor.class_names, predictor.contract
     dataset, split, excluded = labelled_split(data_dir, exclude)
     if dataset.class_names != class_names:
         raise DatasetError(f"the folder's classes {dataset.class_names} differ from the model's {class_names}")
-    claim_outputs([out_dir / name for name in EVALUATE_FILES], overwrite=overwrite)
+    refuse_existing([out_dir / name for name in EVALUATE_FILES], overwrite=overwrite)  # replaced when written
     images, labels, failures = load_split(split, contract, workers, progress=progress)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {

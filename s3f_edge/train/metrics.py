@@ -59,13 +59,21 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, class_
 
 
 def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    """``data`` as indented JSON, written atomically."""
+    from s3f_edge.outputs import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def plot_names(prefix: str) -> tuple[str, str]:
+    """The file names ``plot_confusion_and_roc`` writes for ``prefix``."""
+    return f"{prefix}_confusion_matrix.png", f"{prefix}_roc.png"
 
 
 def plot_confusion_and_roc(
     labels: np.ndarray, probabilities: np.ndarray, class_names: list[str], out_dir: Path, prefix: str, title: str
 ) -> list[Path]:
-    """Write ``{prefix}_confusion_matrix.png`` and ``{prefix}_roc.png``; return their paths."""
+    """Write the confusion matrix and ROC plots (``plot_names(prefix)``) into ``out_dir``; return their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,13 +83,14 @@ def plot_confusion_and_roc(
     probabilities = class_probabilities(probabilities)
     predicted = probabilities.argmax(axis=1)
     written = []
+    confusion_name, roc_name = plot_names(prefix)
     fig, ax = plt.subplots(figsize=(1.2 * len(class_names) + 3, 1.2 * len(class_names) + 2.5))
     ConfusionMatrixDisplay.from_predictions(
         labels, predicted, labels=list(range(len(class_names))), display_labels=class_names, ax=ax, colorbar=False
     )
     ax.set_title(f"{title}: confusion matrix")
     fig.tight_layout()
-    written.append(out_dir / f"{prefix}_confusion_matrix.png")
+    written.append(out_dir / confusion_name)
     fig.savefig(written[-1], dpi=110)
     plt.close(fig)
 
@@ -92,7 +101,7 @@ def plot_confusion_and_roc(
     ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
     ax.set_title(f"{title}: ROC (one vs rest)")
     fig.tight_layout()
-    written.append(out_dir / f"{prefix}_roc.png")
+    written.append(out_dir / roc_name)
     fig.savefig(written[-1], dpi=110)
     plt.close(fig)
     return written

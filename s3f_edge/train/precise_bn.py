@@ -204,7 +204,7 @@ def precise_bn_file(model_path: str | Path, images_dir: str | Path, out_path: st
     from s3f_edge.model import load_model
     from s3f_edge.model.metadata import read_metadata, save_model_atomically
 
-    from s3f_edge.outputs import claim_outputs, ensure_writable
+    from s3f_edge.outputs import ensure_writable, refuse_existing
 
     model_path, images_dir, out_path = Path(model_path), Path(images_dir), Path(out_path)
     if out_path.resolve() == model_path.resolve():
@@ -222,7 +222,7 @@ def precise_bn_file(model_path: str | Path, images_dir: str | Path, out_path: st
     files = image_files(folder)
     if not files:
         raise InputError(f"no images under {folder}; give the model's training images")
-    claim_outputs([out_path], overwrite=overwrite)
+    refuse_existing([out_path], overwrite=overwrite)  # save_model_atomically replaces it when the new one is ready
     picked = [files[i] for i in sample_indices(len(files), sample_size, seed)]
     images, skipped = [], []
     from concurrent.futures import ThreadPoolExecutor

@@ -11,10 +11,10 @@ import numpy as np
 
 from s3f_edge.data.folders import FolderDataset, discover, load_split, stratified_split, write_skipped
 from s3f_edge.data.preprocess import Preprocessing
-from s3f_edge.errors import InputError, MissingFileError, NonFiniteOutputError
+from s3f_edge.errors import InputError, MissingFileError, NonFiniteOutputError, OutputExistsError
 from s3f_edge.model.metadata import package_versions
 from s3f_edge.model.presets import get_preset
-from s3f_edge.outputs import claim_outputs, ensure_writable
+from s3f_edge.outputs import atomic_write_text, claim_outputs, ensure_writable
 
 PAPER_PROTOCOL_WARNING = (
     "PAPER PROTOCOL: the test set was used as the validation set for checkpoint selection, early "
@@ -81,10 +81,17 @@ class TrainOptions:
 RUN_FILES = ("model.keras", "last.keras", "config.json", "state.json", "history.csv", "metrics.json", "skipped.csv",
              "training_curves.png")
 RUN_FILE_PATTERNS = ("validation_*.png", "test_*.png")
+# What other commands write into a run directory by default, from its model: --overwrite refuses to leave them
+# beside a new model, and does not delete them either (they are the user's exports and reports).
+DERIVED_PATTERNS = ("export", "evaluate-*", "*.precise-bn.keras")
 
 
 def run_files(run_dir: Path) -> list[Path]:
-    """The files of an earlier run in ``run_dir`` (only names `train` writes)."""
+    """The files of an earlier run in ``run_dir``: only names `train` writes.
+
+    Returns:
+        Existing and not-yet-existing paths of the fixed names, and the existing plots.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return []
@@ -92,21 +99,39 @@ def run_files(run_dir: Path) -> list[Path]:
     return found + [p for pattern in RUN_FILE_PATTERNS for p in run_dir.glob(pattern)]
 
 
+def derived_outputs(run_dir: Path) -> list[Path]:
+    """Exports and reports other commands made from the model in ``run_dir`` (their default locations)."""
+    run_dir = Path(run_dir)
+    return sorted(p for pattern in DERIVED_PATTERNS for p in run_dir.glob(pattern)) if run_dir.is_dir() else []
+
+
 def is_resumable(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds a run that --resume can continue (at least one finished epoch)."""
     return all((Path(run_dir) / name).exists() for name in ("config.json", "state.json", "last.keras"))
 
 
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InputError(f"{path} is not {what} ({error}); start a new run with --out") from None
+
+
 def saved_options(run_dir: Path) -> dict:
-    """The options a run was started with, from its config.json (for --resume)."""
+    """The options a run was started with, from its config.json (for --resume).
+
+    Raises:
+        MissingFileError: ``run_dir`` holds no resumable run.
+        InputError: its config.json is not a run's configuration.
+    """
     config = Path(run_dir) / "config.json"
     if not is_resumable(run_dir):
         raise MissingFileError(f"{run_dir} holds no resumable run (config.json, state.json and last.keras, written "
                                "when the first epoch ends); start it again with --out and --overwrite")
     try:
-        return json.loads(config.read_text())["options"]
-    except (ValueError, KeyError) as error:
-        raise InputError(f"{config} is not a run's configuration ({error}); start a new run with --out") from None
+        return _read_json(config, "a run's configuration")["options"]
+    except (KeyError, TypeError) as error:
+        raise InputError(f"{config} is not a run's configuration (no {error}); start a new run with --out") from None
 
 
 def _log(options: TrainOptions, message: str) -> None:
@@ -204,9 +229,18 @@ def _train(options: TrainOptions, resume: bool, overwrite: bool, distribution, w
     state = None
     if resume:
         saved_options(run_dir)  # refuses a directory that holds no resumable run
-        state = json.loads((run_dir / "state.json").read_text())
+        state = _read_json(run_dir / "state.json", "a run's state")
+        previous = _read_json(run_dir / "config.json", "a run's configuration")
+        if previous.get("file_list_sha256") != dataset.file_list_hash():
+            raise InputError(f"the files of {options.data_dir} differ from those {run_dir} was trained on; resume "
+                             "with the same dataset, or start a new run with --out")
     elif distribution.is_chief:
         ensure_writable(run_dir, "--out", folder=True)
+        derived = derived_outputs(run_dir)
+        if derived and overwrite:
+            raise OutputExistsError(f"{run_dir} also holds outputs made from its earlier model ("
+                                    f"{', '.join(p.name for p in derived)}); remove them first, or choose another --out "
+                                    "(a new model beside an old model's export would mix two models)")
         claim_outputs(run_files(run_dir), overwrite=overwrite, instead=f"--resume {run_dir} to continue the run")
     if options.cache == "disk":
         from s3f_edge.data.cache import default_cache_dir
@@ -253,11 +287,7 @@ def _train(options: TrainOptions, resume: bool, overwrite: bool, distribution, w
         "protocol": PAPER_PROTOCOL_WARNING if options.paper_protocol else
         "clean: a stratified validation split carved from train drives selection; test is scored once at the end",
     }
-    if resume:
-        previous = json.loads((run_dir / "config.json").read_text())
-        if previous["file_list_sha256"] != config["file_list_sha256"]:
-            raise InputError("the dataset's files changed since this run started; refusing to resume on other data")
-    (write_dir / "config.json").write_text(json.dumps(config, indent=2))
+    atomic_write_text(write_dir / "config.json", json.dumps(config, indent=2))
     write_skipped(write_dir / "skipped.csv", skipped)
     if skipped:
         _log(options, f"skipped {len(skipped)} unreadable or non-image files (see {write_dir / 'skipped.csv'})")
