@@ -16,13 +16,16 @@ $(INSTALLED): pyproject.toml
 
 install: $(INSTALLED)
 
-# The bundled default model on the sample test images, then the whole pipeline on the 72 sample
-# images: train -> evaluate -> export (verified) -> infer -> latency. 36 training images and 8
-# epochs show the pipeline, not accuracy: expect chance-level scores from that tiny model.
+# The bundled default model on the sample test images, and refusing three ultrasound images it was never
+# trained on; then the whole pipeline on the 72 sample brain MRI images: train -> evaluate -> export
+# (verified) -> infer -> latency. 36 training images and 8 epochs show the pipeline, not accuracy: expect
+# chance-level scores from that tiny model.
 demo: $(INSTALLED)
 	rm -rf $(DEMO_DIR)
 	$(BIN)/s3f-edge infer samples/brain_mri/test --recursive --out $(DEMO_DIR)/default-model.csv --quiet
 	cut -d, -f1,2,4 $(DEMO_DIR)/default-model.csv
+	$(BIN)/s3f-edge infer samples/ultrasound/images --out $(DEMO_DIR)/ultrasound.csv --quiet
+	cut -d, -f1,2,3 $(DEMO_DIR)/ultrasound.csv
 	$(BIN)/s3f-edge evaluate s3f_edge/assets/default_model/model.onnx samples/brain_mri/test --out $(DEMO_DIR)/default-model-evaluate
 	$(BIN)/s3f-edge presets --no-count-params
 	$(BIN)/s3f-edge fft-check samples/brain_mri --limit 2

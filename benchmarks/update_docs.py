@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DOCUMENTS = [REPO / "README.md", REPO / "docs" / "reproduction.md"]
+DOCUMENTS = [REPO / "README.md", REPO / "docs" / "reproduction.md", REPO / "docs" / "calibration.md"]
 BLOCK = re.compile(r"(<!-- generated: (?P<path>\S+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
 
 

@@ -85,6 +85,7 @@ def main(verbose: bool) -> None:
       s3f-edge presets                      the original four configurations and their sizes
       s3f-edge train DATA/ --out runs/a     train with a held-out validation split
       s3f-edge evaluate runs/a/model.keras DATA/test
+      s3f-edge calibrate M.keras DATA/      honest probabilities and refusal of images unlike the training ones
       s3f-edge precise-bn M.keras DATA/     population BatchNorm statistics for a model trained elsewhere
       s3f-edge export runs/a/model.keras    ONNX (+ TensorRT, Triton), verified against Keras
       s3f-edge infer FOLDER/ --model M      one result row per file (CSV, JSONL or JSON)
@@ -156,6 +157,10 @@ def presets(count_params: bool) -> None:
                    "one class.")
 @click.option("--precise-bn-images", type=click.IntRange(1), default=1024, show_default=True,
               help="Training images (seeded sample) for the precise BatchNorm statistics.")
+@click.option("--calibrate/--no-calibrate", "calibrate_model", default=True, show_default=True,
+              help="At the end, fit a temperature for honest probabilities and an out-of-distribution score with the "
+                   "threshold above which `infer` refuses an image (on the run's own training and validation images; "
+                   "see `s3f-edge calibrate`).")
 @click.option("--augment", is_flag=True, help="Random horizontal flips and small rotations (off in the original).")
 @click.option("--mixed-precision", is_flag=True,
               help="float16 compute (GPUs with tensor cores); the SpectralFilter and the output stay float32.")
@@ -176,7 +181,7 @@ def presets(count_params: bool) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train(data, out_dir, overwrite, preset, kind, image_size, variant, fusion, epochs, batch_size, learning_rate,
           patience, lr_patience, val_fraction, seed, paper_protocol, no_class_weights, precise_bn, precise_bn_images,
-          augment, mixed_precision, strategy, workers, cache, cache_dir, resume_dir, quiet):
+          calibrate_model, augment, mixed_precision, strategy, workers, cache, cache_dir, resume_dir, quiet):
     """Train on DATA: DATA/train/<class>/* with optional DATA/test/<class>/*, or DATA/<class>/*.
 
     Class names come from the folder names (sorted). A stratified validation split carved from
@@ -207,7 +212,7 @@ def train(data, out_dir, overwrite, preset, kind, image_size, variant, fusion, e
             variant=variant, fusion=fusion, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
             patience=patience, lr_patience=lr_patience, val_fraction=val_fraction, seed=seed,
             paper_protocol=paper_protocol, class_weights=not no_class_weights, precise_bn=precise_bn,
-            precise_bn_images=precise_bn_images, augment=augment,
+            precise_bn_images=precise_bn_images, calibrate=calibrate_model, augment=augment,
             mixed_precision=mixed_precision, strategy=strategy, workers=workers, cache=cache,
             cache_dir=str(cache_dir) if cache_dir else None, verbose=verbose,
         )
@@ -247,12 +252,18 @@ def _print_report(report: dict, run_dir: Path) -> None:
 @overwrite_option("--out")
 @click.option("--exclude", type=ExistingPath(dir_okay=False, path_type=Path), default=None,
               help="File of names or relative paths to leave out (e.g. duplicates of training images), one per line.")
+@click.option("--ood", "ood_folders", multiple=True, type=ExistingPath(file_okay=False, path_type=Path),
+              help="A folder of images of another kind (repeat for several): measure how well the model's "
+                   "out-of-distribution score refuses them (AUROC, FPR at 95%, share refused). Calibrated models only.")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def evaluate(model_path, data, out_dir, overwrite, exclude, batch_size, quiet):
+def evaluate(model_path, data, out_dir, overwrite, exclude, ood_folders, batch_size, quiet):
     """Score MODEL (.keras from s3f-edge train, or an .onnx/.engine from s3f-edge export) on the labelled folder DATA.
 
     DATA is DATA/<class>/* (or a dataset root with test/). The classes must match the model's.
+    Writes metrics.json (with the expected calibration error, ECE), skipped.csv, the confusion
+    matrix, ROC curves and a reliability diagram; for a calibrated model also the share of DATA it
+    refuses and its accuracy on the images it accepts.
     """
     _needs("scoring (metrics and plots)", ("sklearn", "matplotlib"))
     from s3f_edge.train.evaluate import evaluate_folder
@@ -264,12 +275,25 @@ def evaluate(model_path, data, out_dir, overwrite, exclude, batch_size, quiet):
         bundled = model_path.resolve().parent == DEFAULT_MODEL_DIR.resolve()
         out_dir = (Path("runs") / "default-model" if bundled else model_path.parent) / f"evaluate-{data.name}"
     report = evaluate_folder(model_path, data, out_dir, exclude=exclude, batch_size=batch_size, overwrite=overwrite,
-                             progress=not quiet)
+                             progress=not quiet, ood_folders=list(ood_folders))
     m = report["metrics"]
     auc = "-" if m["roc_auc_macro"] is None else f"{m['roc_auc_macro']:.4f}"
-    click.echo(_table(["images", "excluded", "skipped", "accuracy", "F1 macro", "F1 weighted", "kappa", "MCC", "AUC macro"],
+    click.echo(_table(["images", "excluded", "skipped", "accuracy", "F1 macro", "F1 weighted", "kappa", "MCC", "AUC macro",
+                       "ECE"],
                       [[m["count"], report["excluded_files"], report["skipped_files"], f"{m['accuracy']:.4f}",
-                        f"{m['f1_macro']:.4f}", f"{m['f1_weighted']:.4f}", f"{m['cohen_kappa']:.4f}", f"{m['mcc']:.4f}", auc]]))
+                        f"{m['f1_macro']:.4f}", f"{m['f1_weighted']:.4f}", f"{m['cohen_kappa']:.4f}", f"{m['mcc']:.4f}", auc,
+                        f"{m['ece']:.4f}"]]))
+    ood = report.get("ood")
+    if ood:
+        accepted = "-" if ood["accuracy_accepted"] is None else f"{ood['accuracy_accepted']:.4f}"
+        rows = [[data, m["count"], f"{ood['refused']:.1%}", "-", "-", f"accuracy {m['accuracy']:.4f}, on accepted "
+                 f"{accepted}"]]
+        rows += [[folder, f["images"], f"{f['refused']:.1%}", f"{f['auroc']:.4f}", f"{f['fpr_at_95']:.1%}",
+                  f"{f['unreadable']} unreadable" if f["unreadable"] else ""] for folder, f in ood["folders"].items()]
+        click.echo(f"\nout-of-distribution refusal (threshold {ood['threshold']:.3f}):")
+        click.echo(_table(["folder", "images", "refused", "AUROC", "FPR at 95%", "note"], rows))
+    elif m["count"]:
+        click.echo("\n(this model has no out-of-distribution score: it cannot refuse; see s3f-edge calibrate)")
     click.echo(f"\nreport: {out_dir / 'metrics.json'}")
 
 
@@ -303,6 +327,55 @@ def precise_bn(model_path, images, out_path, overwrite, sample_size, seed):
                f"{report['images_folder']} ({len(report['unreadable'])} unreadable); largest change of a channel's "
                f"variance: {report['largest_relative_variance_change']:.1%} of the larger of its old and new values"
                f"\nsaved: {out_path}")
+    if report["calibration_removed"]:
+        click.echo(f"its calibration no longer fits the new statistics and was removed: run s3f-edge calibrate "
+                   f"{out_path} DATA/ to fit it again")
+
+
+@main.command()
+@click.argument("model_path", metavar="MODEL", type=ExistingPath(dir_okay=False, path_type=Path),
+                callback=_suffix(".keras", what="MODEL (the trained model)"))
+@click.argument("data", type=ExistingPath(file_okay=False, path_type=Path))
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              callback=_suffix(".keras", what="--out"),
+              help="Where to save the calibrated model (default: MODEL with a .calibrated.keras suffix; "
+                   "runs/default-model/ for the bundled model).")
+@overwrite_option("--out")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="The validation split carved from DATA's training images (default: the one the model records, "
+                   "else train's 0.15). Give the model's own, so that its validation images are unseen.")
+@click.option("--seed", type=int, default=None, help="The split's seed (default: the model's, else 0).")
+@click.option("--keep", type=click.FloatRange(0.5, 1.0), default=0.99, show_default=True,
+              help="Share of the validation images the refusal threshold accepts.")
+@click.option("--fit-images", type=click.IntRange(10), default=4096, show_default=True,
+              help="Training images (seeded sample) for the out-of-distribution score's class statistics.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def calibrate(model_path, data, out_path, overwrite, val_fraction, seed, keep, fit_images, quiet):
+    """Fit a trained MODEL's temperature and out-of-distribution score on its own dataset DATA (no retraining).
+
+    The temperature makes the probabilities honest (fitted on the validation split by log-likelihood;
+    the classes predicted do not change). The score measures how unlike the training images an image
+    is, at every convolutional block; its threshold accepts --keep of the validation images, and
+    `infer` refuses images above it. Both become part of the saved model, so every export carries them.
+    `train` does this at its end; this command is for models trained before, or elsewhere.
+    """
+    _needs("calibration", ("tensorflow", "keras", "sklearn", "scipy"))
+    from s3f_edge.train.calibrate import calibrate_file
+
+    if out_path is None:
+        from s3f_edge.runtime.predictor import DEFAULT_MODEL_DIR
+
+        bundled = model_path.resolve().parent == DEFAULT_MODEL_DIR.resolve()
+        out_path = (Path("runs") / "default-model" if bundled else model_path.parent) / (
+            model_path.stem + ".calibrated.keras")
+    report = calibrate_file(model_path, data, out_path, val_fraction=val_fraction, seed=seed, keep=keep,
+                            fit_images=fit_images, overwrite=overwrite, progress=not quiet)
+    ece, ood, fitted = report["ece_validation"], report["ood"], report["fitted_on"]
+    click.echo(f"temperature {report['temperature']:.3f}: validation ECE {ece['before']:.4f} -> {ece['after']:.4f}")
+    click.echo(f"out-of-distribution score ({ood['method']}, {len(ood['blocks'])} blocks): images scoring over "
+               f"{ood['threshold']:.3f} are refused ({ood['validation_refused']:.1%} of the validation split)")
+    click.echo(f"fitted on {fitted['training_images']} training and {fitted['validation_images']} validation images "
+               f"(validation split {fitted['val_fraction']}, seed {fitted['seed']})\nsaved: {out_path}")
 
 
 def _batch_profile(value: str) -> tuple[int, int, int]:
@@ -381,9 +454,19 @@ def export(model_path, out_dir, overwrite, fft, opset, precision, calib, calib_i
         ties = f" ({p.near_ties} near-tie{'s' if p.near_ties != 1 else ''} flipped)" if p.near_ties else ""
         return f"{p.top1_agreement:.1%}{ties}"
 
-    click.echo(_table(["model", "inputs", "images", "max |p diff|", "top-1 agreement", "accuracy Keras -> ONNX"],
-                      [[precision_name, p.inputs, p.count, f"{p.max_abs_diff:.2e}", agreement(p), accuracy(p)]
-                       for precision_name, results in result.parity.items() for p in results]))
+    scored = any(p.score_max_rel_diff is not None for results in result.parity.values() for p in results)
+    score_headers = ["ood_score rel. diff", "same refusal"] if scored else []
+
+    def score_cells(p):
+        if not scored:
+            return []
+        same = "-" if p.score_decision_agreement is None else f"{p.score_decision_agreement:.1%}"
+        return [f"{p.score_max_rel_diff:.2e}", same]
+
+    click.echo(_table(["model", "inputs", "images", "max |p diff|", "top-1 agreement", "accuracy Keras -> ONNX",
+                       *score_headers],
+                      [[precision_name, p.inputs, p.count, f"{p.max_abs_diff:.2e}", agreement(p), accuracy(p),
+                        *score_cells(p)] for precision_name, results in result.parity.items() for p in results]))
 
 
 def _names(value: str | None) -> list[str] | None:
@@ -422,20 +505,30 @@ def _load_predictor(model_path: Path, providers: str | None, class_names: str | 
 @click.option("--explain", "explain_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write Grad-CAM overlays of the spatial branch here (.keras models only).")
 @click.option("--explain-classes", default=None, help="Only explain images predicted as these classes (comma-separated).")
+@click.option("--accept-ood", is_flag=True,
+              help="Classify images unlike the model's training images too, instead of refusing them (each row "
+                   "still gets its ood_score).")
+@click.option("--ood-threshold", type=float, default=None,
+              help="Refuse images whose out-of-distribution score is above this, instead of the model's own threshold "
+                   "(fitted to accept 99% of its validation images).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def infer(folder, model_path, batch_size, output, overwrite, recursive, workers, resume, providers, class_names,
-          explain_dir, explain_classes, quiet):
+          explain_dir, explain_classes, accept_ood, ood_threshold, quiet):
     """Classify every file in FOLDER: one row per file, a prediction or the reason there is none.
 
-    Rows are sorted by path and hold: path, status (ok/error), reason, predicted class, every
-    class probability, model name and sha256. The output is written atomically; --resume never
-    duplicates a row. Exit code 0 when every file succeeded, 3 when some failed.
+    Rows are sorted by path and hold: path, status, reason, predicted class, every class
+    probability, the out-of-distribution score, model name and sha256. Status is ok (a class),
+    refused (the image is unlike the model's training images: no class, probabilities kept for
+    audit) or error (unreadable). The output is written atomically; --resume never duplicates a
+    row. Exit code 0 when every file was answered (refusing is an answer), 3 when some failed.
     """
     from s3f_edge.runtime.infer import infer_folder
     from s3f_edge.runtime.predictor import default_model
 
     if resume and overwrite:
         raise click.UsageError("--resume continues --out and --overwrite replaces it: give one of them")
+    if accept_ood and ood_threshold is not None:
+        raise click.UsageError("--accept-ood refuses nothing and --ood-threshold sets what to refuse: give one of them")
     if model_path is None:
         model_path = default_model()
     predictor = _load_predictor(model_path, providers, class_names)
@@ -445,12 +538,14 @@ def infer(folder, model_path, batch_size, output, overwrite, recursive, workers,
     summary = infer_folder(folder, predictor, output, batch_size=batch_size, recursive=recursive, workers=workers,
                            resume=resume, progress=not quiet, explain_dir=explain_dir,
                            explain_classes=set(_names(explain_classes) or []) or None, overwrite=overwrite,
-                           log=None if quiet else lambda line: click.echo(line, err=True))
-    rows = [[name, summary.per_class.get(name, 0)] for name in predictor.class_names] + [["(errors)", summary.failed]]
+                           log=None if quiet else lambda line: click.echo(line, err=True), accept_ood=accept_ood,
+                           ood_threshold=ood_threshold)
+    rows = [[name, summary.per_class.get(name, 0)] for name in predictor.class_names]
+    rows += [["(refused)", summary.refused], ["(errors)", summary.failed]]
     click.echo(_table(["class", "files"], rows))
     done = f", {summary.skipped_as_done} already done" if summary.skipped_as_done else ""
-    click.echo(f"\n{summary.succeeded} ok, {summary.failed} failed{done}; {summary.images_per_second:.1f} images/s; "
-               f"results: {summary.output}")
+    click.echo(f"\n{summary.succeeded} ok, {summary.refused} refused, {summary.failed} failed{done}; "
+               f"{summary.images_per_second:.1f} images/s; results: {summary.output}")
     if summary.failed:
         sys.exit(EXIT_SOME_FILES_FAILED)
 
@@ -473,10 +568,12 @@ def verify(keras_model, deployed, images, limit, providers):
     from s3f_edge.runtime.verify import verify_backends
 
     report = verify_backends(keras_model, list(deployed), images, limit, _names(providers))
-    click.echo(_table(["model", "backend", "provider", "precision", "images", "max |p diff|", "top-1", "result"],
+    click.echo(_table(["model", "backend", "provider", "precision", "images", "max |p diff|", "top-1",
+                       "ood_score rel. diff", "result"],
                       [[Path(r["model"]).name, r["backend"], r["provider"], r["precision"], r["count"],
-                        f"{r['max_abs_diff']:.2e}", f"{r['top1_agreement']:.1%}", "; ".join(r["failures"]) or "ok"]
-                       for r in report]))
+                        f"{r['max_abs_diff']:.2e}", f"{r['top1_agreement']:.1%}",
+                        "-" if r["score_max_rel_diff"] is None else f"{r['score_max_rel_diff']:.2e}",
+                        "; ".join(r["failures"]) or "ok"] for r in report]))
     if any(r["failures"] for r in report):
         sys.exit(EXIT_ERROR)
 

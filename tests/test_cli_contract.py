@@ -97,6 +97,8 @@ def unwritable_cases(world: Path) -> list[Case]:
         case("bench", "plot_out", ["bench", str(ONNX), "--plot", str(place / "bench.png"), "--duration", "0.1"],
              "bench.png")
         case("matrix", "out_dir", ["matrix", str(KERAS), "--out", str(place / "matrix-dir")], "matrix-dir")
+        case("calibrate", "out_path", ["calibrate", str(KERAS), str(SAMPLES), "--out", str(place / "cal.keras")],
+             "cal.keras")
     return cases
 
 
@@ -111,6 +113,7 @@ MODEL_SLOTS = {
     ("verify", "deployed"): ((".onnx", ".engine", ".plan"), lambda m: ["verify", str(KERAS), m]),
     ("bench", "models"): (MODEL_SUFFIXES, lambda m: ["bench", m, "--duration", "0.1", "--json", "{out}/b.json"]),
     ("matrix", "model_path"): ((".keras",), lambda m: ["matrix", m, "--out", "{out}/m"]),
+    ("calibrate", "model_path"): ((".keras",), lambda m: ["calibrate", m, str(SAMPLES), "--out", "{out}/c.keras"]),
 }
 
 
@@ -139,6 +142,8 @@ def empty_folder_cases(world: Path) -> list[Case]:
         ("matrix", "data", ["matrix", str(KERAS), empty, "--out", "{out}/m"]),
         ("matrix", "calib", ["matrix", str(KERAS), "--calib", empty, "--out", "{out}/m"]),
         ("fft-check", "images", ["fft-check", empty]),
+        ("calibrate", "data", ["calibrate", str(KERAS), empty, "--out", "{out}/c.keras"]),
+        ("evaluate", "ood_folders", ["evaluate", str(ONNX), str(SAMPLES / "test"), "--ood", empty, "--out", "{out}/e"]),
     ]
     return [Case(command, "empty folder", argv, "error", "empty", param) for command, param, argv in table]
 
@@ -168,6 +173,9 @@ def missing_path_cases(world: Path) -> list[Case]:
         ("matrix", "data", ["matrix", str(KERAS), gone, "--out", "{out}/m"]),
         ("matrix", "calib", ["matrix", str(KERAS), "--calib", gone, "--out", "{out}/m"]),
         ("fft-check", "images", ["fft-check", gone]),
+        ("calibrate", "model_path", ["calibrate", gone + ".keras", str(SAMPLES), "--out", "{out}/c.keras"]),
+        ("calibrate", "data", ["calibrate", str(KERAS), gone, "--out", "{out}/c.keras"]),
+        ("evaluate", "ood_folders", ["evaluate", str(ONNX), str(SAMPLES / "test"), "--ood", gone, "--out", "{out}/e"]),
     ]
     return [Case(command, "missing path", argv, "error", "gone", param) for command, param, argv in table]
 

@@ -41,7 +41,9 @@ def test_infer_uses_the_bundled_model_without_model_option(tmp_path, sample_dir)
     assert result.exit_code == 0, result.output
     with open(out) as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 24 and all(row["status"] == "ok" for row in rows)
+    # Every file answered; the bundled model refuses about 2 % of its own test set (docs/calibration.md).
+    assert len(rows) == 24 and {row["status"] for row in rows} <= {"ok", "refused"}
+    assert sum(row["status"] == "ok" for row in rows) >= 22
     assert {row["model_sha256"] for row in rows} == {Predictor.load(default_model()).sha256}
     correct = sum(row["predicted_class"] == Path(row["path"]).parent.name for row in rows)
     assert correct >= 12, f"the bundled model got only {correct}/24 sample images right"

@@ -115,7 +115,7 @@ def test_int8_static_quantization_on_real_images(tmp_path, sample_dir, monkeypat
                    if n.op_type == "DequantizeLinear" and n.input[0] in initializers]
     assert dequantized and all(t.data_type == onnx.TensorProto.INT8 for t in dequantized)
     stored = json.loads({p.key: p.value for p in quantized.metadata_props}["s3f_edge"])
-    assert stored["int8_weight_bits"] == 8 and stored["calibration"]["images"] == 48
+    assert stored["int8_weight_bits"] == 8 and stored["int8_calibration"]["images"] == 48
     weight_range = lambda model: max(int(np.abs(onnx.numpy_helper.to_array(t)).max())  # noqa: E731
                                      for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8)
     assert weight_range(quantized) == 127

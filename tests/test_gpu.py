@@ -104,3 +104,24 @@ def test_tensorrt_engine_with_onnx_dft_nodes(tmp_path):
     assert not parity_failures(result.parity["tensorrt fp32"], "fp32")
     outputs = Predictor.load(engine).predict(np.random.default_rng(0).random((8, 64, 64, 1), dtype=np.float32))
     _runs_in_a_fresh_process(engine, outputs)
+
+
+@pytest.mark.tensorrt
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_a_calibrated_model_keeps_its_ood_score_in_a_tensorrt_engine(tmp_path, sample_dir, precision):
+    """The bundled model is calibrated: its engine has the outputs probs and ood_score, held to Keras's by the
+    export's parity gate, and refuses what Keras refuses on real and random images."""
+    from s3f_edge.runtime.predictor import DEFAULT_MODEL_DIR
+
+    result = export_model(DEFAULT_MODEL_DIR / "model.keras", ExportOptions(
+        out_dir=tmp_path / "out", precision=precision, trt=True, trt_batch=(1, 4, 8), calib=sample_dir / "train"))
+    parity = result.parity[f"tensorrt {precision}"]
+    assert all(p.score_max_rel_diff is not None and p.score_decision_agreement >= 0.99 for p in parity), parity
+    engine = Predictor.load(tmp_path / "out" / f"model.{precision}.engine")
+    keras_model = Predictor.load(DEFAULT_MODEL_DIR / "model.keras")
+    batch = real_batch(keras_model.contract)
+    _, engine_scores = engine.predict_scored(batch)
+    _, keras_scores = keras_model.predict_scored(batch)
+    assert np.isfinite(engine_scores).all() and engine_scores.shape == keras_scores.shape
+    threshold = keras_model.ood_threshold
+    assert ((engine_scores > threshold) == (keras_scores > threshold)).mean() >= 0.99

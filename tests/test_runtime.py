@@ -169,13 +169,13 @@ KILLER = textwrap.dedent('''
     from s3f_edge.runtime import Predictor, infer_folder
     predictor = Predictor.load(sys.argv[1])
     calls = {"n": 0}
-    original = predictor.predict
+    original = predictor.predict_scored
     def dying_predict(batch):
         calls["n"] += 1
         if calls["n"] == 4:
             os.kill(os.getpid(), signal.SIGKILL)  # as a power cut would
         return original(batch)
-    predictor.predict = dying_predict
+    predictor.predict_scored = dying_predict
     infer_folder(sys.argv[2], predictor, sys.argv[3], batch_size=4, recursive=True, progress=False)
 ''')
 

@@ -10,6 +10,7 @@ import math
 import keras
 
 from s3f_edge.model.dft import height_factors, split_factor
+from s3f_edge.model.ood_score import OutOfDistributionScore
 from s3f_edge.model.spectral_filter import SpectralFilter
 
 
@@ -62,5 +63,10 @@ def model_flops(model: keras.Model) -> dict[str, float]:
             other += 2.0 * h * w * f * kh * kw * layer.input.shape[-1]
         elif isinstance(layer, keras.layers.Dense):
             other += 2.0 * layer.input.shape[-1] * layer.units
+        elif isinstance(layer, OutOfDistributionScore):  # pooling, whitening, distances to the class means
+            for feature in layer.input:
+                spatial = feature.shape[1] * feature.shape[2] if len(feature.shape) == 4 else 1
+                size = feature.shape[-1]
+                other += spatial * size + 2.0 * size * size + 3.0 * layer.num_classes * size
     return {"spectral_fft": spectral_fft, "spectral_matmul": spectral_matmul, "other": other,
             "total_fft": spectral_fft + other, "total_matmul": spectral_matmul + other}

@@ -13,8 +13,10 @@ from s3f_edge.data.preprocess import Preprocessing
 from s3f_edge.errors import InputError, S3FEdgeError
 from s3f_edge.outputs import atomic_write_text, claim_outputs, ensure_writable
 from s3f_edge.export.checks import ExportCheckError, check_onnx
-from s3f_edge.runtime.parity import ParityResult, compare, image_labels, parity_failures, random_batch, real_batch
+from s3f_edge.runtime.parity import (ParityResult, compare_outputs, image_labels, parity_failures, random_batch,
+                                     real_batch)
 from s3f_edge.model import spectral_filters
+from s3f_edge.model.calibration import OUTPUTS, SCORE, head, is_calibrated
 from s3f_edge.model.metadata import package_versions
 from s3f_edge.model.reference import float32_reference
 
@@ -72,8 +74,15 @@ class ExportResult:
     parity: dict[str, list[ParityResult]] = field(default_factory=dict)
 
 
+def model_outputs(model, image) -> dict:
+    """The model's outputs by name: ``probs``, and ``ood_score`` for a calibrated model."""
+    outputs = model(image, training=False)
+    return dict(outputs) if isinstance(outputs, dict) else {"probs": outputs}
+
+
 def keras_to_onnx(model, fft: str = "matmul", opset: int = 17) -> onnx.ModelProto:
-    """Convert with every SpectralFilter lowered; input ``image`` (dynamic batch), output ``probs``."""
+    """Convert with every SpectralFilter lowered; input ``image`` (dynamic batch), outputs ``probs`` and, for a
+    calibrated model, ``ood_score``."""
     import tensorflow as tf
     import tf2onnx
 
@@ -84,7 +93,7 @@ def keras_to_onnx(model, fft: str = "matmul", opset: int = 17) -> onnx.ModelProt
     set_spectral_mode(model, fft)
     try:
         signature = (tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="image"),)
-        function = tf.function(lambda image: {"probs": model(image, training=False)}, input_signature=signature)
+        function = tf.function(lambda image: model_outputs(model, image), input_signature=signature)
         proto, _ = tf2onnx.convert.from_function(
             function, input_signature=signature, opset=opset,
             custom_op_handlers=dft_op_handlers() if fft == "dft" else None,
@@ -110,7 +119,7 @@ def model_metadata(keras_path: Path, model, class_names: list[str] | None) -> di
         height, width, channels = model.input_shape[1:]
         stored = {"class_names": list(class_names),
                   "preprocessing": Preprocessing(height=height, width=width, channels=channels).to_dict()}
-    outputs = model.output_shape[-1]
+    outputs = head(model).units
     expected = 2 if outputs == 1 else outputs
     if len(stored["class_names"]) != expected:
         raise InputError(f"the model has {outputs} output(s) but {len(stored['class_names'])} class names")
@@ -126,20 +135,31 @@ def _onnx_session(path_or_proto):
 
 
 def _session_predict(session):
-    """batch -> outputs of an ONNX Runtime session, 16 images at a time."""
-    return lambda batch: np.concatenate([session.run(["probs"], {"image": batch[i:i + 16]})[0]
-                                         for i in range(0, len(batch), 16)])
+    """batch -> outputs by name of an ONNX Runtime session, 16 images at a time."""
+    names = [output.name for output in session.get_outputs()]
+
+    def predict(batch):
+        parts = [session.run(names, {"image": batch[i:i + 16]}) for i in range(0, len(batch), 16)]
+        return {name: np.concatenate([part[j] for part in parts]) for j, name in enumerate(names)}
+
+    return predict
+
+
+def _keras_outputs(keras_model, batch: np.ndarray) -> dict:
+    with float32_reference():
+        outputs = keras_model.predict(batch, batch_size=16, verbose=0)
+    return dict(outputs) if isinstance(outputs, dict) else {"probs": outputs}
 
 
 def _run_parity(keras_model, predict, contract: Preprocessing, parity_images: Path | None,
-                class_names: list[str]) -> list[ParityResult]:
-    """Keras against ``predict`` (any backend) on real images and on fresh random inputs."""
+                class_names: list[str], threshold: float | None = None) -> list[ParityResult]:
+    """Keras against ``predict`` (any backend) on real images and on fresh random inputs: the probabilities, and
+    for a calibrated model the out-of-distribution scores and refusal decisions."""
     results = []
     labels = image_labels(parity_images, class_names)
     for name, batch in (("real images", real_batch(contract, parity_images)), ("random", random_batch(contract, 8))):
-        with float32_reference():
-            reference = keras_model.predict(batch, batch_size=16, verbose=0)
-        results.append(compare(reference, predict(batch), name, labels if name == "real images" else None))
+        results.append(compare_outputs(_keras_outputs(keras_model, batch), predict(batch), name,
+                                       labels if name == "real images" else None, threshold))
     return results
 
 
@@ -185,9 +205,11 @@ def _set_aside_all(paths: list[Path]) -> None:
 
 
 def _require_parity(keras_model, predict, artefact: Path, label: str, precision: str, contract: Preprocessing,
-                    options: "ExportOptions", class_names: list[str], parity: dict) -> None:
+                    options: "ExportOptions", metadata: dict, parity: dict) -> None:
     """Hold a written artefact to Keras's outputs; on failure rename it *.failed and raise ParityError."""
-    results = _run_parity(keras_model, predict, contract, options.parity_images, class_names)
+    calibration = metadata.get("calibration") or {}
+    threshold = calibration.get("ood", {}).get("threshold")
+    results = _run_parity(keras_model, predict, contract, options.parity_images, metadata["class_names"], threshold)
     parity[label] = results
     failures = parity_failures(results, precision)
     if failures:
@@ -271,26 +293,27 @@ def _export(model, keras_path: Path, metadata: dict, contract: Preprocessing, ca
 
     out_dir = Path(options.out_dir)
     spectral_names = [layer.name for layer in spectral_filters(model)]
+    score_names = [SCORE] if is_calibrated(model) else []
     started = time.perf_counter()
     proto = keras_to_onnx(model, options.fft, options.opset)
     check_onnx(proto, options.opset, tensorrt=options.trt, trt_version=trt_version)
     metadata.update({"fft_lowering": options.fft, "opset": options.opset, "precision": "fp32",
-                     "input_name": "image", "output_name": "probs",
+                     "input_name": "image", "output_names": list(OUTPUTS) if is_calibrated(model) else ["probs"],
                      "versions": package_versions("tensorflow", "tf2onnx", "onnx")})
     onnx_path = out_dir / "model.onnx"
     _attach_metadata(proto, metadata)
     onnx.save(proto, onnx_path)
     parity: dict[str, list[ParityResult]] = {}
     _require_parity(model, _session_predict(_onnx_session(onnx_path)), onnx_path, "fp32", "fp32", contract, options,
-                    metadata["class_names"], parity)
+                    metadata, parity)
     result = ExportResult(onnx_path, metadata, parity=parity)
     result.rows.append(_row(f"onnx fp32 ({options.fft})", onnx_path, "ok", time.perf_counter() - started))
 
     deployed = onnx_path
     if options.precision != "fp32":
         started = time.perf_counter()
-        # FP16: the spectral block stays FP32; INT8: also the layers measured to matter (int8_float_nodes).
-        keep = (spectral_node_names(proto, spectral_names) if options.precision == "fp16"
+        # FP16: the spectral block and the score stay FP32; INT8: also the layers measured to matter.
+        keep = (spectral_node_names(proto, spectral_names + score_names) if options.precision == "fp16"
                 else int8_float_nodes(proto, model))
         reduced_path = out_dir / f"model.{options.precision}.onnx"
         if options.precision == "fp16":
@@ -300,7 +323,7 @@ def _export(model, keras_path: Path, metadata: dict, contract: Preprocessing, ca
             reduced = onnx.load(reduced_path)
         reduced_meta = {**metadata, "precision": options.precision}
         if options.precision == "int8":
-            reduced_meta.update({"int8_weight_bits": options.int8_weight_bits, "calibration": {
+            reduced_meta.update({"int8_weight_bits": options.int8_weight_bits, "int8_calibration": {
                 "images": len(calib_images), "method": options.calib_method, "folder": str(options.calib)}})
         _attach_metadata(reduced, reduced_meta)
         onnx.save(reduced, reduced_path)
@@ -312,7 +335,7 @@ def _export(model, keras_path: Path, metadata: dict, contract: Preprocessing, ca
             _set_aside(reduced_path)
             raise
         _require_parity(model, _session_predict(_onnx_session(reduced_path)), reduced_path, options.precision,
-                        options.precision, contract, options, metadata["class_names"], parity)
+                        options.precision, contract, options, metadata, parity)
         result.rows.append(_row(f"onnx {options.precision}", reduced_path, "ok", time.perf_counter() - started))
         deployed = reduced_path
 
@@ -326,7 +349,7 @@ def _export(model, keras_path: Path, metadata: dict, contract: Preprocessing, ca
         started = time.perf_counter()
         files = [deployed] + ([engine_path] if engine_path else [])
         dirs = write_repository(options.triton_repo, options.triton_name, files, contract.input_shape,
-                                metadata["class_names"], int(model.output_shape[-1]), options.trt_batch[2])
+                                metadata["class_names"], head(model).units, options.trt_batch[2], is_calibrated(model))
         for directory in dirs:
             result.rows.append(_row("triton", directory / "config.pbtxt", "ok", time.perf_counter() - started))
     # Last: model.json marks a finished export.
@@ -351,7 +374,7 @@ def _build_and_check_engine(model, onnx_file: Path, out_dir: Path, contract: Pre
                                timing_cache=options.timing_cache or out_dir / "timing.cache"),
                  model_metadata={**metadata, "precision": options.precision})
     _require_parity(model, TensorRTPredictor(engine_path)._run, engine_path, f"tensorrt {options.precision}",
-                     options.precision, contract, options, metadata["class_names"], parity)
+                     options.precision, contract, options, metadata, parity)
     result.rows.append(_row(f"tensorrt {options.precision}", engine_path, "ok", time.perf_counter() - started))
     return engine_path
 

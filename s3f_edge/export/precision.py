@@ -24,8 +24,9 @@ def int8_float_nodes(model: onnx.ModelProto, keras_model) -> list[str]:
     import keras
 
     from s3f_edge.model import spectral_filters
+    from s3f_edge.model.calibration import head_layer_names
 
-    named = [layer.name for layer in spectral_filters(keras_model)] + [keras_model.layers[-1].name]
+    named = [layer.name for layer in spectral_filters(keras_model)] + head_layer_names(keras_model)
     first_conv = next((layer.name for layer in keras_model.layers if isinstance(layer, keras.layers.Conv2D)
                        and layer.name.startswith("spatial_block1_")), None)
     first_conv = first_conv or next((layer.name for layer in keras_model.layers

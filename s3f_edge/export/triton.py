@@ -9,8 +9,13 @@ PLATFORMS = {".onnx": "onnxruntime_onnx", ".plan": "tensorrt_plan"}
 
 
 def model_config_text(name: str, platform: str, input_shape: tuple[int, int, int], num_outputs: int,
-                      max_batch_size: int, preferred_batch_sizes: list[int], with_labels: bool) -> str:
-    """config.pbtxt in protobuf text format; dims exclude the batch dimension (max_batch_size > 0)."""
+                      max_batch_size: int, preferred_batch_sizes: list[int], with_labels: bool,
+                      with_score: bool = False) -> str:
+    """config.pbtxt in protobuf text format; dims exclude the batch dimension (max_batch_size > 0). A calibrated
+    model's second output ``ood_score`` is one number per image: dims [ 1 ] reshaped to a scalar, Triton's way
+    of declaring a batched output of shape (N,)."""
+    score = ('  },\n  {\n    name: "ood_score"\n    data_type: TYPE_FP32\n    dims: [ 1 ]\n'
+             "    reshape: { shape: [ ] }\n") if with_score else ""
     preferred = ", ".join(str(b) for b in preferred_batch_sizes if b <= max_batch_size)
     label_line = '\n    label_filename: "labels.txt"' if with_labels else ""
     return (
@@ -24,7 +29,8 @@ def model_config_text(name: str, platform: str, input_shape: tuple[int, int, int
         "output [\n  {\n"
         '    name: "probs"\n    data_type: TYPE_FP32\n'
         f"    dims: [ {num_outputs} ]{label_line}\n"
-        "  }\n]\n"
+        + score
+        + "  }\n]\n"
         "dynamic_batching {\n"
         + (f"  preferred_batch_size: [ {preferred} ]\n" if preferred else "")
         + "  max_queue_delay_microseconds: 100\n}\n"
@@ -76,7 +82,8 @@ def repository_files(repo: str | Path, name: str) -> list[Path]:
 
 
 def write_repository(repo: str | Path, name: str, model_files: list[Path], input_shape: tuple[int, int, int],
-                     class_names: list[str], num_outputs: int, max_batch_size: int) -> list[Path]:
+                     class_names: list[str], num_outputs: int, max_batch_size: int,
+                     with_score: bool = False) -> list[Path]:
     """REPO/<name>/ for the ONNX model and REPO/<name>_trt/ for a TensorRT plan, version 1 each."""
     written = []
     for model_file in model_files:
@@ -89,7 +96,8 @@ def write_repository(repo: str | Path, name: str, model_files: list[Path], input
         with_labels = num_outputs == len(class_names)
         if with_labels:
             (model_dir / "labels.txt").write_text("\n".join(class_names) + "\n", encoding="utf-8")
-        text = model_config_text(model_name, platform, input_shape, num_outputs, max_batch_size, [4, 8, 16, 32], with_labels)
+        text = model_config_text(model_name, platform, input_shape, num_outputs, max_batch_size, [4, 8, 16, 32],
+                                 with_labels, with_score)
         try:
             validate_config(text)
         except RuntimeError:

@@ -9,7 +9,9 @@ from s3f_edge.errors import InputError, MissingFileError
 from s3f_edge.model.metadata import check_keras_archive
 
 from s3f_edge.model.bilinear_fusion import BilinearFusion
+from s3f_edge.model.ood_score import OutOfDistributionScore  # noqa: F401  (registers it: calibrated models hold it)
 from s3f_edge.model.spectral_filter import SpectralFilter
+from s3f_edge.model.temperature_scaling import TemperatureScaling  # noqa: F401  (registers it, likewise)
 
 
 # The original notebooks saved these class names (SpectralConvLayer in the stored runs).

@@ -41,7 +41,8 @@ class GradCam:
         self.predictor, self.out_dir, self.classes = predictor, Path(out_dir), classes
         self.out_dir.mkdir(parents=True, exist_ok=True)
         model = predictor.model
-        self.features_and_output = keras.Model(model.inputs, [_target_layer(model).output, model.output])
+        probs = model.output["probs"] if isinstance(model.output, dict) else model.output  # a calibrated model: two
+        self.features_and_output = keras.Model(model.inputs, [_target_layer(model).output, probs])
 
     def heatmaps(self, images: np.ndarray, class_indices: np.ndarray) -> np.ndarray:
         import tensorflow as tf

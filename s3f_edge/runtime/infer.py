@@ -30,8 +30,9 @@ NONFINITE_REASON = "model output is NaN or infinite: the model or its export is 
 @dataclass
 class InferSummary:
     total: int = 0
-    succeeded: int = 0
-    failed: int = 0
+    succeeded: int = 0  # answered (status ok)
+    refused: int = 0  # unlike the model's training images (status refused): an answer, not a failure
+    failed: int = 0  # no answer (status error)
     skipped_as_done: int = 0
     per_class: Counter = field(default_factory=Counter)
     seconds: float = 0.0
@@ -39,7 +40,7 @@ class InferSummary:
 
     @property
     def images_per_second(self) -> float:
-        processed = self.succeeded + self.failed
+        processed = self.succeeded + self.refused + self.failed
         return processed / self.seconds if self.seconds > 0 else 0.0
 
 
@@ -66,16 +67,29 @@ def _decode(path: Path, contract):
         return None, f"{type(error).__name__}: {error}"
 
 
+STATUSES = ("ok", "refused", "error")
+
+
 def _columns(class_names: list[str]) -> list[str]:
-    return ["path", "status", "reason", "predicted_class", *[f"prob_{name}" for name in class_names], "model", "model_sha256"]
+    return ["path", "status", "reason", "predicted_class", *[f"prob_{name}" for name in class_names], "ood_score",
+            "model", "model_sha256"]
 
 
-def _row(path: Path, predictor, probabilities=None, reason: str = "") -> dict:
-    row = {"path": str(path), "status": "ok" if probabilities is not None else "error", "reason": reason,
-           "predicted_class": "", "model": predictor.name, "model_sha256": predictor.sha256}
+def refusal_reason(score: float, threshold: float) -> str:
+    return (f"unlike the images the model was trained on (out-of-distribution score {score:.2f} > threshold "
+            f"{threshold:.2f}): not classified")
+
+
+def _row(path: Path, predictor, probabilities=None, reason: str = "", score: float | None = None,
+         refused: bool = False) -> dict:
+    """One result row: ok (a class), refused (probabilities kept for audit, no class) or error (no outputs)."""
+    status = "error" if probabilities is None else "refused" if refused else "ok"
+    row = {"path": str(path), "status": status, "reason": reason, "predicted_class": "",
+           "ood_score": "" if score is None else round(float(score), 4), "model": predictor.name,
+           "model_sha256": predictor.sha256}
     for index, name in enumerate(predictor.class_names):
         row[f"prob_{name}"] = "" if probabilities is None else round(float(probabilities[index]), 6)
-    if probabilities is not None:
+    if status == "ok":
         row["predicted_class"] = predictor.class_names[int(np.argmax(probabilities))]
     return row
 
@@ -170,7 +184,8 @@ def _empty_folder_error(folder: Path, recursive: bool) -> InputError:
 def infer_folder(folder: str | Path, predictor, output: str | Path, batch_size: int = 32, recursive: bool = False,
                  workers: int = 4, resume: bool = False, progress: bool = True, explain_dir: Path | None = None,
                  explain_classes: set[str] | None = None, overwrite: bool = False,
-                 log: Callable[[str], None] | None = None) -> InferSummary:
+                 log: Callable[[str], None] | None = None, accept_ood: bool = False,
+                 ood_threshold: float | None = None) -> InferSummary:
     """Classify every file under ``folder`` with ``predictor``; write one row per file to ``output``.
 
     Args:
@@ -180,7 +195,9 @@ def infer_folder(folder: str | Path, predictor, output: str | Path, batch_size: 
             replaced with ``overwrite``, and otherwise refused.
         batch_size, workers: images per model call, and parallel decoders.
         explain_dir, explain_classes: Grad-CAM overlays (.keras models), for the predicted classes given.
-        log: called once with a line describing the run, after every check passed.
+        log: called with lines describing the run, after every check passed.
+        accept_ood: never refuse (rows still get their out-of-distribution score).
+        ood_threshold: refuse above this score instead of the model's own threshold.
 
     Returns:
         The counts (``InferSummary``). Raises an ``S3FEdgeError`` before any work when the output cannot be
@@ -221,9 +238,15 @@ def infer_folder(folder: str | Path, predictor, output: str | Path, batch_size: 
     if not files and not previous:
         raise _empty_folder_error(folder, recursive)
     output.parent.mkdir(parents=True, exist_ok=True)
+    threshold = None if accept_ood else (ood_threshold if ood_threshold is not None else predictor.ood_threshold)
     if log is not None:
         log(f"{len(files)} file(s) to classify{f', {len(previous)} already done' if previous else ''}; model "
             f"{predictor.name} ({predictor.backend}, {predictor.provider}); classes {predictor.class_names}")
+        if predictor.ood_threshold is None:
+            log("this model has no out-of-distribution score, so it cannot refuse images unlike its training "
+                "images; fit one with s3f-edge calibrate")
+        elif accept_ood:
+            log("--accept-ood: images unlike the training images are classified too (their ood_score is kept)")
 
     explainer = None
     if explain_dir is not None:
@@ -246,14 +269,21 @@ def infer_folder(folder: str | Path, predictor, output: str | Path, batch_size: 
 
         def flush():
             if batch_images:
-                probabilities = predictor.predict(np.stack(batch_images))
+                probabilities, scores = predictor.predict_scored(np.stack(batch_images))
                 broken = nonfinite_rows(probabilities)
-                for path, probs, bad in zip(batch_paths, probabilities, broken):
-                    if bad:  # never report a class for NaN probabilities (argmax of NaN is 0)
+                if scores is not None:
+                    broken |= ~np.isfinite(scores)
+                for index, (path, probs) in enumerate(zip(batch_paths, probabilities)):
+                    if broken[index]:  # never report a class for NaN probabilities (argmax of NaN is 0)
                         rows.append(_row(path, predictor, reason=NONFINITE_REASON))
                         summary.failed += 1
                         continue
-                    rows.append(_row(path, predictor, probs))
+                    score = None if scores is None else float(scores[index])
+                    if threshold is not None and score is not None and score > threshold:
+                        rows.append(_row(path, predictor, probs, refusal_reason(score, threshold), score, refused=True))
+                        summary.refused += 1
+                        continue
+                    rows.append(_row(path, predictor, probs, score=score))
                     summary.per_class[rows[-1]["predicted_class"]] += 1
                     summary.succeeded += 1
                 if explainer is not None:
@@ -262,7 +292,8 @@ def infer_folder(folder: str | Path, predictor, output: str | Path, batch_size: 
             journal_file.flush()
             if bar is not None:
                 bar.update(len(rows))
-                bar.set_postfix(img_s=f"{(summary.succeeded + summary.failed) / max(time.perf_counter() - started, 1e-9):.1f}")
+                answered = summary.succeeded + summary.refused + summary.failed
+                bar.set_postfix(img_s=f"{answered / max(time.perf_counter() - started, 1e-9):.1f}")
             batch_paths.clear()
             batch_images.clear()
             rows.clear()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from s3f_edge.data.preprocess import Preprocessing
 from s3f_edge.dependencies import require
-from s3f_edge.runtime.predictor import Predictor, require_metadata
+from s3f_edge.runtime.predictor import PROBS, Predictor, require_metadata
 
 
 def check_keras_file(path: Path) -> None:
@@ -39,4 +39,5 @@ class KerasPredictor(Predictor):
         from s3f_edge.model.reference import float32_reference
 
         with float32_reference():  # the reference other backends are compared with: no TF32 on GPUs
-            return self.model.predict_on_batch(batch)
+            outputs = self.model.predict_on_batch(batch)
+        return dict(outputs) if isinstance(outputs, dict) else {PROBS: outputs}

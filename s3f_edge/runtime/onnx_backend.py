@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 from s3f_edge.errors import InputError, MissingDependencyError
-from s3f_edge.runtime.predictor import ModelContractError, Predictor, require_metadata
+from s3f_edge.runtime.predictor import OOD_SCORE, PROBS, ModelContractError, Predictor, require_metadata
 
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -122,9 +122,13 @@ class OnnxPredictor(Predictor):
                           "missing. Inference will be slow.", RuntimeWarning, stacklevel=2)
         self._check_int8_weights()
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise InputError(f"{path}: expected one input and one output, found {len(inputs)} and {len(outputs)}")
-        self.input_name, self.output_name = inputs[0].name, outputs[0].name
+        names = sorted(output.name for output in outputs)
+        if len(inputs) != 1 or not (len(outputs) == 1 or names == sorted((PROBS, OOD_SCORE))):
+            raise InputError(f"{path}: expected one input and the outputs probs (and ood_score), found {len(inputs)} "
+                             f"input(s) and outputs {names}; export the model with s3f-edge export")
+        self.input_name = inputs[0].name
+        # A single output is the probabilities whatever its name; a calibrated model's are found by name.
+        self.output_names = {PROBS: outputs[0].name} if len(outputs) == 1 else {name: name for name in names}
 
     def _check_int8_weights(self) -> None:
         """Refuse an INT8 file with 8-bit weights where the CPU's int8 kernels would saturate (files without the
@@ -143,4 +147,6 @@ class OnnxPredictor(Predictor):
                           "Lake, AMD before Zen 4), re-export with --int8-weight-bits 7.", RuntimeWarning, stacklevel=3)
 
     def _run(self, batch):
-        return self.session.run([self.output_name], {self.input_name: batch})[0]
+        keys = list(self.output_names)
+        values = self.session.run([self.output_names[key] for key in keys], {self.input_name: batch})
+        return dict(zip(keys, values))

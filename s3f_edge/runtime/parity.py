@@ -18,11 +18,15 @@ import numpy as np
 from s3f_edge.data.files import image_files
 from s3f_edge.data.preprocess import Preprocessing, load_image
 from s3f_edge.errors import InputError
-from s3f_edge.runtime.predictor import class_probabilities, nonfinite_rows
+from s3f_edge.runtime.predictor import OOD_SCORE, PROBS, class_probabilities, nonfinite_rows
 
 PARITY_ASSETS = Path(__file__).resolve().parent.parent / "assets" / "parity"
 FP32_MAX_ABS_DIFF = 1e-4
 REDUCED_MIN_TOP1 = 0.99
+# The out-of-distribution score is a standardised distance (in-distribution images score about 0-3): FP32 must
+# match it to this difference relative to max(1, |score|); reduced precision must keep the refusal decisions.
+FP32_SCORE_MAX_REL_DIFF = 1e-3
+REDUCED_MIN_DECISION_AGREEMENT = 0.99
 NEAR_TIE = 0.02  # reference probability gap under which a different top-1 class is not a disagreement
 
 
@@ -37,6 +41,10 @@ class ParityResult:
     nonfinite_reference: int = 0  # rows with a NaN or infinite output
     nonfinite_candidate: int = 0
     near_ties: int = 0  # rows whose top-1 differs where the reference's own gap is under NEAR_TIE (counted as agreeing)
+    # the out-of-distribution score, for a calibrated model
+    score_max_rel_diff: float | None = None  # max |s - s_ref| / max(1, |s_ref|) over rows finite on both sides
+    score_decision_agreement: float | None = None  # share of images refused (or accepted) by both
+    nonfinite_score_candidate: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,9 +109,37 @@ def compare(reference: np.ndarray, candidate: np.ndarray, inputs: str, labels: n
     return result
 
 
+def compare_outputs(reference: dict, candidate: dict, inputs: str, labels: np.ndarray | None = None,
+                    threshold: float | None = None) -> ParityResult:
+    """``compare`` on the probabilities, and for a calibrated model the out-of-distribution scores too.
+
+    Args:
+        reference, candidate: outputs by name (``probs``, and ``ood_score`` when the model has it).
+        inputs: what the inputs were ("real images", "random").
+        labels: true classes of the inputs, if known.
+        threshold: the refusal threshold, for the decision agreement.
+
+    Returns:
+        The ``ParityResult`` (score fields None for a model without a score).
+    """
+    result = compare(reference[PROBS], candidate[PROBS], inputs, labels)
+    if OOD_SCORE not in reference:
+        return result
+    if OOD_SCORE not in candidate:
+        raise InputError("the exported model lost the ood_score output")
+    ref, cand = (np.asarray(x, np.float64).reshape(-1) for x in (reference[OOD_SCORE], candidate[OOD_SCORE]))
+    finite = np.isfinite(ref) & np.isfinite(cand)
+    result.nonfinite_score_candidate = int((~np.isfinite(cand)).sum())
+    result.score_max_rel_diff = float((np.abs(cand - ref) / np.maximum(1.0, np.abs(ref)))[finite].max()) \
+        if finite.any() else 0.0
+    if threshold is not None:
+        result.score_decision_agreement = float((((ref > threshold) == (cand > threshold)) & finite).mean())
+    return result
+
+
 def parity_failures(results: list[ParityResult], precision: str) -> list[str]:
-    """Every input set: all outputs finite. fp32: max |p - p_ref| <= 1e-4; fp16/int8: top-1 agreement
-    >= 99% on real images."""
+    """Every input set: all outputs finite. fp32: max |p - p_ref| <= 1e-4 and scores within 1e-3 (relative);
+    fp16/int8: top-1 agreement >= 99% on real images, and the same refusal decision on >= 99% of every set."""
     failures = []
     for result in results:
         if result.nonfinite_reference:
@@ -115,4 +151,16 @@ def parity_failures(results: list[ParityResult], precision: str) -> list[str]:
             failures.append(f"{result.inputs}: max |difference| {result.max_abs_diff:.2e} > {FP32_MAX_ABS_DIFF:.0e}")
         if precision != "fp32" and result.inputs == "real images" and not result.top1_agreement >= REDUCED_MIN_TOP1:
             failures.append(f"{result.inputs}: top-1 agreement {result.top1_agreement:.1%} < {REDUCED_MIN_TOP1:.0%}")
+        if result.score_max_rel_diff is None:
+            continue
+        if result.nonfinite_score_candidate:
+            failures.append(f"{result.inputs}: {result.nonfinite_score_candidate} of {result.count} ood_scores are "
+                            "NaN/inf")
+        if precision == "fp32" and not result.score_max_rel_diff <= FP32_SCORE_MAX_REL_DIFF:
+            failures.append(f"{result.inputs}: ood_score max relative difference {result.score_max_rel_diff:.2e} > "
+                            f"{FP32_SCORE_MAX_REL_DIFF:.0e}")
+        agreement = result.score_decision_agreement
+        if precision != "fp32" and agreement is not None and not agreement >= REDUCED_MIN_DECISION_AGREEMENT:
+            failures.append(f"{result.inputs}: the same refusal decision on {agreement:.1%} of images < "
+                            f"{REDUCED_MIN_DECISION_AGREEMENT:.0%}")
     return failures

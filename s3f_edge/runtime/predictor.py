@@ -1,8 +1,10 @@
 """Predictor: the interface every inference backend implements, and the model's output contract.
 
-A Predictor is a loaded model plus its metadata (class names and preprocessing contract).
-``predict(batch)`` takes preprocessed (N, H, W, C) float32 pixels in [0, 1] and returns class
-probabilities. ``Predictor.load`` picks the backend from the file (see ``formats.py``).
+A Predictor is a loaded model plus its metadata (class names, preprocessing contract and, for a calibrated
+model, the out-of-distribution threshold). ``predict(batch)`` takes preprocessed (N, H, W, C) float32 pixels
+in [0, 1] and returns class probabilities; ``predict_scored(batch)`` also returns each image's
+out-of-distribution score (None for a model without one). ``Predictor.load`` picks the backend from the file
+(see ``formats.py``).
 """
 from __future__ import annotations
 
@@ -64,8 +66,12 @@ def require_metadata(path: Path, found: dict | None, supplied: dict | None) -> d
     return {**(found or {}), **(supplied or {})}
 
 
+PROBS, OOD_SCORE = "probs", "ood_score"  # the outputs of an s3f-edge model, by name, in every format
+
+
 class Predictor:
-    """Loaded model + its metadata. Subclasses implement ``_run`` for one inference engine."""
+    """Loaded model + its metadata. Subclasses implement ``_run`` for one inference engine: it returns the
+    model's outputs by name (``probs``, and ``ood_score`` for a calibrated model)."""
 
     backend = "?"
 
@@ -83,6 +89,17 @@ class Predictor:
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def calibration(self) -> dict | None:
+        """The fitted calibration (temperature, out-of-distribution method and threshold, provenance), or None."""
+        return self.metadata.get("calibration")
+
+    @property
+    def ood_threshold(self) -> float | None:
+        """Scores above this are refused: images unlike the model's training images. None: the model cannot refuse."""
+        calibration = self.calibration
+        return float(calibration["ood"]["threshold"]) if calibration and "ood" in calibration else None
 
     @staticmethod
     def load(path: str | Path, providers: list[str] | None = None, metadata: dict | None = None,
@@ -114,22 +131,45 @@ class Predictor:
     def predict(self, batch) -> np.ndarray:
         """Class probabilities (N, K); a single-sigmoid model gives [1 - p, p]. Rows may be NaN if the
         model is broken: callers check with ``nonfinite_rows`` / ``require_finite``."""
+        return self.predict_scored(batch)[0]
+
+    def predict_scored(self, batch) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class probabilities (N, K) and out-of-distribution scores (N,), or None for a model without a score.
+
+        Args:
+            batch: preprocessed images (N, H, W, C), float in [0, 1].
+
+        Returns:
+            (probabilities, scores); either may hold NaN for a broken model (check with ``nonfinite_rows``).
+        """
         batch = self.check_batch(batch)
         if len(batch) == 0:
-            return np.zeros((0, len(self.class_names)), np.float32)
-        return class_probabilities(self._run(batch)).astype(np.float32)
+            empty = np.zeros((0, len(self.class_names)), np.float32)
+            return empty, (np.zeros(0, np.float32) if self.ood_threshold is not None else None)
+        outputs = self._run(batch)
+        probabilities = class_probabilities(outputs[PROBS]).astype(np.float32)
+        scores = outputs.get(OOD_SCORE)
+        return probabilities, None if scores is None else np.asarray(scores, np.float32).reshape(len(batch))
 
     def predict_all(self, images, batch_size: int = 32, progress: bool = False) -> np.ndarray:
-        """``predict`` over any number of images, ``batch_size`` at a time (a memory map is read batch by batch);
-        ``progress`` shows a progress bar on stderr."""
+        """``predict`` over any number of images (see ``predict_all_scored``)."""
+        return self.predict_all_scored(images, batch_size, progress)[0]
+
+    def predict_all_scored(self, images, batch_size: int = 32,
+                           progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """``predict_scored`` over any number of images, ``batch_size`` at a time (a memory map is read batch by
+        batch); ``progress`` shows a progress bar on stderr."""
         if len(images) == 0:
-            return self.predict(np.zeros((0, *self.contract.input_shape), np.float32))
+            return self.predict_scored(np.zeros((0, *self.contract.input_shape), np.float32))
         starts = range(0, len(images), batch_size)
         if progress:
             from tqdm import tqdm
 
             starts = tqdm(starts, desc="predicting", unit="batch", leave=False, dynamic_ncols=True)
-        return np.concatenate([self.predict(np.asarray(images[i:i + batch_size], np.float32)) for i in starts])
+        parts = [self.predict_scored(np.asarray(images[i:i + batch_size], np.float32)) for i in starts]
+        scores = None if parts[0][1] is None else np.concatenate([part[1] for part in parts])
+        return np.concatenate([part[0] for part in parts]), scores
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """The model's raw outputs by name: ``probs`` (N, K) or (N, 1), and ``ood_score`` (N,) when it has one."""
         raise NotImplementedError

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from s3f_edge.errors import BackendError, S3FEdgeError
-from s3f_edge.runtime.predictor import ModelContractError, Predictor
+from s3f_edge.runtime.predictor import OOD_SCORE, PROBS, ModelContractError, Predictor
 
 INSTALL_HINT = (
     "TensorRT is not installed. On a machine with an NVIDIA GPU and driver, install the gpu extra "
@@ -172,13 +172,17 @@ class TensorRTPredictor(Predictor):
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise BackendError(f"{path}: expected one input and one output tensor, found {inputs} and {outputs}")
-        (self.input_name,), (self.output_name,) = inputs, outputs
+        if len(inputs) != 1 or not (len(outputs) == 1 or sorted(outputs) == sorted((PROBS, OOD_SCORE))):
+            raise BackendError(f"{path}: expected one input and the outputs probs (and ood_score), found {inputs} and "
+                               f"{outputs}; rebuild the engine with s3f-edge export --trt")
+        self.input_name = inputs[0]
+        # A single output is the probabilities whatever its name; a calibrated model's are found by name.
+        self.output_names = {PROBS: outputs[0]} if len(outputs) == 1 else {name: name for name in outputs}
         # Take the I/O types from the engine: an engine may take or give FP16 even when the ONNX file was FP32.
         try:
             self.input_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))
-            self.output_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.output_name)))
+            self.output_dtypes = {tensor: np.dtype(trt.nptype(self.engine.get_tensor_dtype(tensor)))
+                                  for tensor in self.output_names.values()}
         except TypeError as error:  # BF16, FP8, INT4 I/O: no numpy type
             raise BackendError(f"{path}: the engine's input/output type has no numpy equivalent ({error})") from error
         self.context = self.engine.create_execution_context()
@@ -197,20 +201,23 @@ class TensorRTPredictor(Predictor):
             self._buffers[name] = (pointer, nbytes)
         return pointer
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         if len(batch) > self.max_batch:
-            return np.concatenate([self._run(batch[i:i + self.max_batch]) for i in range(0, len(batch), self.max_batch)])
+            parts = [self._run(batch[i:i + self.max_batch]) for i in range(0, len(batch), self.max_batch)]
+            return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
         cudart = self._cudart
         batch = np.ascontiguousarray(batch, dtype=self.input_dtype)
         if not self.context.set_input_shape(self.input_name, batch.shape):
             raise BackendError(f"TensorRT refused input shape {batch.shape} (profile max batch {self.max_batch})")
-        out_shape = tuple(self.context.get_tensor_shape(self.output_name))
-        if any(d < 0 for d in out_shape):
-            raise BackendError(f"TensorRT could not infer the output shape for input {batch.shape}")
-        output = np.empty(out_shape, self.output_dtype)
+        host = {}
+        for tensor in self.output_names.values():
+            shape = tuple(self.context.get_tensor_shape(tensor))
+            if any(d < 0 for d in shape):
+                raise BackendError(f"TensorRT could not infer the shape of {tensor!r} for input {batch.shape}")
+            host[tensor] = np.empty(shape, self.output_dtypes[tensor])
         input_ptr = self._device(self.input_name, batch.nbytes)
-        output_ptr = self._device(self.output_name, output.nbytes)
-        for name, pointer in ((self.input_name, input_ptr), (self.output_name, output_ptr)):
+        pointers = {self.input_name: input_ptr, **{t: self._device(t, array.nbytes) for t, array in host.items()}}
+        for name, pointer in pointers.items():
             if not self.context.set_tensor_address(name, pointer):
                 raise BackendError(f"TensorRT refused the device address of tensor {name!r}")
         kind = cudart.cudaMemcpyKind
@@ -218,10 +225,11 @@ class TensorRTPredictor(Predictor):
                                           self.stream), "cudaMemcpyAsync (to GPU)")
         if not self.context.execute_async_v3(int(self.stream)):
             raise BackendError("TensorRT execution failed (see TensorRT's messages above)")
-        cuda_check(cudart.cudaMemcpyAsync(output.ctypes.data, output_ptr, output.nbytes, kind.cudaMemcpyDeviceToHost,
-                                          self.stream), "cudaMemcpyAsync (from GPU)")
+        for tensor, array in host.items():
+            cuda_check(cudart.cudaMemcpyAsync(array.ctypes.data, pointers[tensor], array.nbytes,
+                                              kind.cudaMemcpyDeviceToHost, self.stream), "cudaMemcpyAsync (from GPU)")
         cuda_check(cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
-        return output.astype(np.float32)
+        return {key: host[tensor].astype(np.float32) for key, tensor in self.output_names.items()}
 
     def __del__(self):
         cudart = getattr(self, "_cudart", None)

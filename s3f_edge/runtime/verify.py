@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from s3f_edge.errors import InputError
-from s3f_edge.runtime.parity import compare, parity_failures, real_batch
-from s3f_edge.runtime.predictor import Predictor
+from s3f_edge.runtime.parity import compare_outputs, parity_failures, real_batch
+from s3f_edge.runtime.predictor import OOD_SCORE, PROBS, Predictor
 
 
 def verify_backends(keras_path: str | Path, deployed: list[str | Path], images: str | Path | None,
@@ -18,14 +18,19 @@ def verify_backends(keras_path: str | Path, deployed: list[str | Path], images: 
         raise InputError(f"the reference must be the .keras model the files were exported from, got {keras_path}")
     reference = Predictor.load(keras_path)
     batch = real_batch(reference.contract, images, limit)
-    expected = reference.predict_all(batch)
+    expected = _outputs(*reference.predict_all_scored(batch))
     report = []
     for path in deployed:
         candidate = Predictor.load(path, providers=providers)
         if candidate.contract != reference.contract or candidate.class_names != reference.class_names:
             raise InputError(f"{path} was not exported from {keras_path}: classes or preprocessing differ")
         precision = candidate.metadata.get("precision", "fp32")
-        result = compare(expected, candidate.predict_all(batch), "real images")
+        result = compare_outputs(expected, _outputs(*candidate.predict_all_scored(batch)), "real images",
+                                 threshold=reference.ood_threshold)
         report.append({"model": str(path), "backend": candidate.backend, "provider": candidate.provider,
                        "precision": precision, **result.to_dict(), "failures": parity_failures([result], precision)})
     return report
+
+
+def _outputs(probabilities, scores) -> dict:
+    return {PROBS: probabilities, **({OOD_SCORE: scores} if scores is not None else {})}

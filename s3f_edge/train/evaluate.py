@@ -16,11 +16,16 @@ def batched_predict(model, batch_size: int):
     """
     import tensorflow as tf
 
-    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    def probabilities(x):
+        outputs = model(x, training=False)
+        return outputs["probs"] if isinstance(outputs, dict) else outputs  # a calibrated model also gives ood_score
+
+    forward = tf.function(probabilities, reduce_retracing=True)
+    units = model.get_layer("probs").output.shape[-1] if "probs" in {layer.name for layer in model.layers} else None
 
     def predict(images: np.ndarray) -> np.ndarray:
         if len(images) == 0:
-            return np.zeros((0, *model.output_shape[1:]), np.float32)
+            return np.zeros((0, units or model.output_shape[-1]), np.float32)
         return np.concatenate([forward(np.asarray(images[i:i + batch_size], np.float32)).numpy()
                                for i in range(0, len(images), batch_size)])
 
@@ -68,12 +73,57 @@ def labelled_split(data_dir: str | Path, exclude: str | Path | None = None):
     return dataset, split.subset(keep), len(split) - len(keep)
 
 
-EVALUATE_FILES = ("metrics.json", "skipped.csv", *plot_names("evaluate"))
+EVALUATE_FILES = ("metrics.json", "skipped.csv", *plot_names("evaluate"), "evaluate_reliability.png")
+
+
+def out_of_distribution_metrics(in_scores: np.ndarray, out_scores: np.ndarray, threshold: float) -> dict:
+    """How well scores separate in-distribution images from others (higher score: less like the training images).
+
+    Args:
+        in_scores: scores of in-distribution images (the labelled folder).
+        out_scores: scores of images of another kind.
+        threshold: the model's refusal threshold.
+
+    Returns:
+        images; refused (share over the threshold); auroc (in vs out, 1 = perfect); fpr_at_95 (share of the other
+        images accepted at the score that accepts 95 % of the in-distribution ones).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    out_scores = np.asarray(out_scores, np.float64)
+    truth = np.r_[np.zeros(len(in_scores)), np.ones(len(out_scores))]
+    accepting_95 = float(np.quantile(in_scores, 0.95))
+    return {"images": int(len(out_scores)), "refused": float((out_scores > threshold).mean()),
+            "auroc": float(roc_auc_score(truth, np.r_[in_scores, out_scores])),
+            "fpr_at_95": float((out_scores <= accepting_95).mean())}
+
+
+def _ood_files(folder: Path) -> list[Path]:
+    """The image files under an --ood folder (recursively); an InputError when there are none."""
+    from s3f_edge.data.files import image_files
+    from s3f_edge.errors import InputError
+
+    files = image_files(folder)
+    if not files:
+        raise InputError(f"--ood {folder}: no images under it; give a folder of images of another kind")
+    return files
+
+
+def _folder_images(folder: Path, contract, workers: int) -> tuple[np.ndarray, int]:
+    """Every readable image under ``folder`` (recursively), and how many files could not be read."""
+    from s3f_edge.data.folders import Split, load_split
+    from s3f_edge.errors import InputError
+
+    files = _ood_files(folder)
+    images, _, failures = load_split(Split(files, np.zeros(len(files), np.int64)), contract, workers)
+    if not len(images):
+        raise InputError(f"--ood {folder}: none of its {len(files)} images could be read")
+    return images, len(failures)
 
 
 def evaluate_folder(model_path: str | Path, data_dir: str | Path, out_dir: str | Path,
                     exclude: str | Path | None = None, batch_size: int = 32, workers: int = 4,
-                    overwrite: bool = False, progress: bool = False) -> dict:
+                    overwrite: bool = False, progress: bool = False, ood_folders: list[Path] = ()) -> dict:
     """Score a saved model (.keras, .onnx or TensorRT engine) on a class-per-subfolder folder
     (DATA/<class>/... or DATA/test/<class>/...).
 
@@ -83,14 +133,17 @@ def evaluate_folder(model_path: str | Path, data_dir: str | Path, out_dir: str |
         out_dir: where metrics.json, skipped.csv and the plots go; earlier ones are refused unless ``overwrite``.
         exclude: a list of file names or relative paths to leave out.
         progress: progress bars on stderr while decoding and predicting.
+        ood_folders: folders of images of other kinds, to measure refusal on (a calibrated model only).
 
     Returns:
-        The report written to ``out_dir / "metrics.json"``.
+        The report written to ``out_dir / "metrics.json"``: metrics (with ECE), and for a calibrated model the share
+        refused and the accuracy on accepted images, and per ``ood_folders`` entry AUROC, FPR at 95 % and refusal.
     """
     from s3f_edge.data.folders import DatasetError, load_split, write_skipped
-    from s3f_edge.errors import OutputExistsError
+    from s3f_edge.errors import InputError, OutputExistsError
     from s3f_edge.outputs import ensure_writable, refuse_existing
-    from s3f_edge.runtime.predictor import Predictor
+    from s3f_edge.runtime.predictor import Predictor, require_finite
+    from s3f_edge.train.metrics import plot_reliability
 
     out_dir = Path(out_dir)
     ensure_writable(out_dir, "--out", folder=True)
@@ -99,20 +152,43 @@ def evaluate_folder(model_path: str | Path, data_dir: str | Path, out_dir: str |
                                 f"(by default {Path(model_path).parent / 'evaluate-<folder>'})")
     predictor = Predictor.load(model_path)
     metadata, class_names, contract = predictor.metadata, predictor.class_names, predictor.contract
+    if ood_folders and predictor.ood_threshold is None:
+        raise InputError(f"{Path(model_path).name} has no out-of-distribution score to measure with --ood; calibrate "
+                         "it first with s3f-edge calibrate")
     dataset, split, excluded = labelled_split(data_dir, exclude)
     if dataset.class_names != class_names:
         raise DatasetError(f"the folder's classes {dataset.class_names} differ from the model's {class_names}")
     refuse_existing([out_dir / name for name in EVALUATE_FILES], overwrite=overwrite)  # replaced when written
+    for folder in ood_folders:  # refused before any decoding
+        _ood_files(Path(folder))
     images, labels, failures = load_split(split, contract, workers, progress=progress)
+    others = {Path(folder): _folder_images(Path(folder), contract, workers) for folder in ood_folders}
+    probabilities, scores = predictor.predict_all_scored(images, batch_size, progress=progress)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {
         "model": str(model_path), "model_sha256": predictor.sha256, "backend": predictor.provider,
         "data": str(data_dir),
         "excluded_files": excluded, "skipped_files": len(failures) + len(dataset.skipped),
         "protocol_of_model": metadata.get("protocol"),
-        "metrics": score_outputs(predictor.predict_all(images, batch_size, progress=progress), labels, class_names,
-                                 out_dir, "evaluate"),
+        "metrics": score_outputs(probabilities, labels, class_names, out_dir, "evaluate"),
     }
+    plot_reliability({Path(data_dir).name: (labels, probabilities)}, out_dir / "evaluate_reliability.png",
+                     f"{predictor.name}: reliability")
+    if scores is not None:
+        require_finite(scores, "out-of-distribution scores")
+        threshold = predictor.ood_threshold
+        accepted = scores <= threshold
+        correct = probabilities.argmax(axis=1) == labels
+        report["ood"] = {
+            "threshold": threshold, "refused": float(1 - accepted.mean()),
+            "accuracy_accepted": float(correct[accepted].mean()) if accepted.any() else None,
+            "folders": {},
+        }
+        for folder, (other_images, unreadable) in others.items():
+            other_scores = require_finite(predictor.predict_all_scored(other_images, batch_size)[1],
+                                          f"out-of-distribution scores of {folder}")
+            report["ood"]["folders"][str(folder)] = {**out_of_distribution_metrics(scores, other_scores, threshold),
+                                                      "unreadable": unreadable}
     write_skipped(out_dir / "skipped.csv", dataset.skipped + failures)
     write_json(out_dir / "metrics.json", report)
     return report

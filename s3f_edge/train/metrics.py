@@ -19,6 +19,67 @@ def selection_score(labels: np.ndarray, probabilities: np.ndarray, binary_positi
     return float(f1_score(labels, predicted, average="weighted", zero_division=0))
 
 
+ECE_BINS = 15
+
+
+def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bins: int = ECE_BINS) -> float | None:
+    """The gap between confidence and accuracy (Guo et al., ICML 2017): the top probability of each image, in
+    ``bins`` equal-width bins, |accuracy - mean confidence| weighted by the bin's share of images.
+
+    Args:
+        labels: true class indices (N,).
+        probabilities: (N, K), or (N, 1) for a single sigmoid unit.
+
+    Returns:
+        ECE in [0, 1], or None for no images.
+    """
+    labels = np.asarray(labels)
+    if len(labels) == 0:
+        return None
+    probabilities = class_probabilities(probabilities)
+    confidence, correct = probabilities.max(axis=1), probabilities.argmax(axis=1) == labels
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    gaps = [abs(correct[which == b].mean() - confidence[which == b].mean()) * (which == b).mean()
+            for b in range(bins) if (which == b).any()]
+    return float(np.sum(gaps))
+
+
+def reliability_bins(labels: np.ndarray, probabilities: np.ndarray, bins: int = ECE_BINS) -> list[dict]:
+    """Per confidence bin: its range, image count, mean confidence and accuracy (the reliability diagram's bars)."""
+    probabilities = class_probabilities(probabilities)
+    confidence, correct = probabilities.max(axis=1), probabilities.argmax(axis=1) == np.asarray(labels)
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    return [{"low": b / bins, "high": (b + 1) / bins, "count": int((which == b).sum()),
+             "confidence": float(confidence[which == b].mean()) if (which == b).any() else None,
+             "accuracy": float(correct[which == b].mean()) if (which == b).any() else None} for b in range(bins)]
+
+
+def plot_reliability(curves: dict[str, tuple[np.ndarray, np.ndarray]], out_path: Path, title: str) -> Path:
+    """A reliability diagram: accuracy against confidence per bin, one line per named (labels, probabilities)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], "k--", linewidth=0.8, label="perfect calibration")
+    for name, (labels, probabilities) in curves.items():
+        filled = [b for b in reliability_bins(labels, probabilities) if b["count"]]
+        ece = expected_calibration_error(labels, probabilities)
+        ax.plot([b["confidence"] for b in filled], [b["accuracy"] for b in filled], "o-",
+                label=f"{name} (ECE {ece:.3f})")
+    ax.set_xlabel("confidence (top probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return out_path
+
+
 def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, class_names: list[str]) -> dict:
     """Accuracy, macro/weighted F1, per-class P/R/F1, Cohen's kappa, MCC, ROC-AUC, confusion matrix."""
     from sklearn import metrics
@@ -42,6 +103,8 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, class_
             for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
         },
         "confusion_matrix": metrics.confusion_matrix(labels, predicted, labels=indices).tolist(),
+        "ece": expected_calibration_error(labels, probabilities),
+        "mean_confidence": float(probabilities.max(axis=1).mean()) if len(labels) else None,
         "roc_auc_macro": None,
         "roc_auc_weighted": None,
     }

@@ -147,7 +147,7 @@ def recompute_batchnorm_statistics(model, images, *, sample_size: int = DEFAULT_
     picked = sample_indices(len(images), sample_size, seed)
     if shard is not None:
         picked = picked[shard[1]::shard[0]]
-    sample = _Rows(images, picked)
+    sample = Rows(images, picked)
     statistics = input_moments(model, sample, batch_size, all_reduce)
     for layer, (mean, variance) in zip(batchnorm_layers(model), statistics):
         layer.moving_mean.assign(mean.astype(np.float32))
@@ -155,8 +155,8 @@ def recompute_batchnorm_statistics(model, images, *, sample_size: int = DEFAULT_
     return len(statistics)
 
 
-class _Rows:
-    """``images[indices]`` read lazily, a slice at a time."""
+class Rows:
+    """``images[indices]`` read lazily, a slice at a time (a memory-mapped dataset is never loaded whole)."""
 
     def __init__(self, images, indices: np.ndarray):
         self.images, self.indices = images, indices
@@ -202,6 +202,7 @@ def precise_bn_file(model_path: str | Path, images_dir: str | Path, out_path: st
     from s3f_edge.data.files import file_sha256, image_files
     from s3f_edge.data.preprocess import ImageDecodeError, Preprocessing, load_image
     from s3f_edge.model import load_model
+    from s3f_edge.model.calibration import is_calibrated, uncalibrated
     from s3f_edge.model.metadata import read_metadata, save_model_atomically
 
     from s3f_edge.outputs import ensure_writable, refuse_existing
@@ -212,6 +213,12 @@ def precise_bn_file(model_path: str | Path, images_dir: str | Path, out_path: st
     ensure_writable(out_path, "--out")
     model = load_model(model_path)
     metadata = read_metadata(model_path)
+    # New BatchNorm statistics change the features the out-of-distribution score was fitted on: the saved model
+    # is the uncalibrated one, to be calibrated again.
+    calibration_removed = is_calibrated(model)
+    if calibration_removed:
+        model = uncalibrated(model)
+        metadata = {key: value for key, value in metadata.items() if key != "calibration"} if metadata else None
     if metadata is not None and "preprocessing" in metadata:
         contract = Preprocessing.from_dict(metadata["preprocessing"])
     else:
@@ -247,4 +254,5 @@ def precise_bn_file(model_path: str | Path, images_dir: str | Path, out_path: st
             f"(precise BatchNorm, recomputed from {model_path.name} sha256 {file_sha256(model_path)[:12]})")
     save_model_atomically(model, out_path, {**metadata, "batchnorm_statistics": note} if metadata else None)
     return {"model": str(model_path), "out": str(out_path), "images_folder": str(folder), "images_used": len(images),
-            "unreadable": skipped, "layers_updated": updated, "largest_relative_variance_change": change}
+            "unreadable": skipped, "layers_updated": updated, "largest_relative_variance_change": change,
+            "calibration_removed": calibration_removed}

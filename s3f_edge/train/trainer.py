@@ -53,6 +53,7 @@ class TrainOptions:
     workers: int = 4
     cache: str = "memory"  # memory | disk (memory-mapped, reused by later runs)
     cache_dir: str | None = None  # default: s3f_edge.data.cache.default_cache_dir()
+    calibrate: bool = True  # fit the temperature and the out-of-distribution score at the end (clean protocol)
     verbose: int = 1
     extra: dict = field(default_factory=dict)
 
@@ -213,6 +214,26 @@ def train(options: TrainOptions, resume: bool = False, overwrite: bool = False) 
         keras.mixed_precision.set_global_policy(caller_policy)
 
 
+def _calibrate(model, model_path: Path, fit_x, fit_y, sel_x, sel_y, dataset: FolderDataset, options: TrainOptions):
+    """Fit the temperature and the out-of-distribution score on the run's own images; save the calibrated model
+    over the selected one. Returns (calibrated model, calibration)."""
+    from s3f_edge.model.metadata import read_metadata, save_model_atomically
+    from s3f_edge.train.calibrate import DEFAULT_FIT_IMAGES, calibrate_model, calibration_sample
+    from s3f_edge.train.precise_bn import Rows
+
+    picked = calibration_sample(len(fit_y), DEFAULT_FIT_IMAGES, options.seed)
+    provenance = {"data_file_list_sha256": dataset.file_list_hash(), "val_fraction": options.val_fraction,
+                  "seed": options.seed}
+    calibrated_model, calibration = calibrate_model(model, Rows(fit_x, picked), fit_y[picked], sel_x, sel_y,
+                                                    provenance=provenance, batch_size=options.batch_size * 2)
+    save_model_atomically(calibrated_model, model_path, {**read_metadata(model_path), "calibration": calibration})
+    _log(options, f"calibrated: temperature {calibration['temperature']:.3f} (validation ECE "
+                  f"{calibration['ece_validation']['before']:.4f} -> {calibration['ece_validation']['after']:.4f}); "
+                  f"images scoring over {calibration['ood']['threshold']:.2f} are refused as unlike the training "
+                  f"images ({calibration['ood']['validation_refused']:.1%} of validation)")
+    return calibrated_model, calibration
+
+
 def _train(options: TrainOptions, resume: bool, overwrite: bool, distribution, write_dir: Path) -> Path:
     import keras
 
@@ -277,6 +298,8 @@ def _train(options: TrainOptions, resume: bool, overwrite: bool, distribution, w
         "data_file_list_sha256": dataset.file_list_hash(),
         "versions": package_versions("tensorflow", "keras", "numpy", "scikit-learn"),
     }
+    if not options.paper_protocol:  # so that `s3f-edge calibrate` can carve the same validation split again
+        metadata["validation_split"] = {"fraction": options.val_fraction, "seed": options.seed}
     config = {
         "options": {**asdict(options), "image_size": list(options.image_size)},
         "class_names": dataset.class_names,
@@ -366,6 +389,14 @@ def _train(options: TrainOptions, resume: bool, overwrite: bool, distribution, w
         raise NonFiniteOutputError(f"no epoch gave a model with finite outputs on the {selection_name} split, so none "
                                    f"was selected; lower the learning rate (--lr) and train again")
     best = load_model(run_dir / "model.keras")
+    calibration = None
+    if options.calibrate and not options.paper_protocol:
+        from s3f_edge.train.calibrate import MIN_IMAGES
+
+        if min(len(fit_y), len(sel_y)) >= MIN_IMAGES:
+            best, calibration = _calibrate(best, run_dir / "model.keras", fit_x, fit_y, sel_x, sel_y, dataset, options)
+        else:
+            _log(options, f"not calibrated: fewer than {MIN_IMAGES} training or validation images")
     report = {
         "protocol": config["protocol"],
         "selection_split": selection_name,
@@ -374,12 +405,17 @@ def _train(options: TrainOptions, resume: bool, overwrite: bool, distribution, w
                    "train_images_per_second": None},
         "skipped_files": len(skipped),
         "distribution": distributed or {"strategy": distribution.name, "description": distribution.description},
+        **({"calibration": calibration} if calibration is not None else {}),
         selection_name: evaluate_arrays(best, sel_x, sel_y, dataset.class_names, run_dir, "validation", options.batch_size),
     }
     if dataset.test is not None and not options.paper_protocol:
         test_x, test_y, test_failures = _load(dataset.test, contract, options)
         report["test_skipped_files"] = len(test_failures)
         report["test"] = evaluate_arrays(best, test_x, test_y, dataset.class_names, run_dir, "test", options.batch_size)
+        if calibration is not None:
+            from s3f_edge.train.calibrate import calibration_report
+
+            report["calibration"]["test"] = calibration_report(best, calibration, test_x, test_y)
     history_path = run_dir / "history.csv"
     if history_path.exists():
         from s3f_edge.train.metrics import plot_history

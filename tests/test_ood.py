@@ -1,0 +1,341 @@
+"""Out-of-distribution refusal and calibrated probabilities: the scores against numpy references, the layer
+against the scores, and a model that refuses another kind of image end to end (train, infer, export, resume)."""
+import csv
+import json
+import re
+
+import cv2
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from s3f_edge.cli import main
+from s3f_edge.train.ood import block_scores, fit_blocks, fit_score, score, threshold_keeping
+
+
+@pytest.fixture
+def features(rng):
+    """Three classes of 40-d features with different means and a shared, correlated covariance."""
+    mixing = rng.normal(size=(40, 40)) / 6
+    labels = np.repeat([0, 1, 2], 60)
+    means = rng.normal(scale=3, size=(3, 40))
+    return means[labels] + rng.normal(size=(180, 40)) @ mixing, labels
+
+
+def test_mahalanobis_is_the_distance_to_the_nearest_class_mean_under_the_shared_covariance(features, rng):
+    from sklearn.covariance import LedoitWolf
+
+    x, labels = features
+    fitted = fit_score("mahalanobis", x, labels)
+    means = np.stack([x[labels == c].mean(axis=0) for c in range(3)])
+    covariance = LedoitWolf(assume_centered=True).fit(x - means[labels]).covariance_
+    queries = rng.normal(scale=3, size=(7, 40))
+    expected = np.min([np.einsum("nd,de,ne->n", queries - m, np.linalg.inv(covariance), queries - m) for m in means],
+                      axis=0)
+    got = score(fitted, queries)
+    assert np.isfinite(got).all() and np.isfinite(expected).all()
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_energy_msp_and_knn_match_their_definitions(features, rng):
+    from scipy.special import logsumexp, softmax
+
+    x, labels = features
+    logits = rng.normal(size=(7, 3)) * 3
+    queries = rng.normal(scale=3, size=(7, 40))
+    np.testing.assert_allclose(score(fit_score("energy", x, labels), queries, logits), -logsumexp(logits, axis=1))
+    np.testing.assert_allclose(score(fit_score("msp", x, labels), queries, logits), -softmax(logits, axis=1).max(1))
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    cosine = (queries / np.linalg.norm(queries, axis=1, keepdims=True)) @ unit.T
+    tenth = -np.sort(-cosine, axis=1)[:, 9]
+    np.testing.assert_allclose(score(fit_score("knn", x, labels), queries), 1 - tenth, rtol=1e-9)
+
+
+def test_the_threshold_keeps_the_share_asked_for():
+    scores = np.arange(1000, dtype=float)
+    threshold = threshold_keeping(scores, 0.99)
+    assert (scores <= threshold).mean() == pytest.approx(0.99, abs=0.002)
+    with pytest.raises(ValueError, match="finite"):
+        threshold_keeping(np.array([1.0, np.nan]))
+
+
+def test_the_layer_computes_the_numpy_score(features, rng):
+    from s3f_edge.model.ood_score import OutOfDistributionScore
+
+    x, labels = features
+    maps = [rng.random((180, 5, 5, 8)) + labels[:, None, None, None] * 0.3, x]  # a feature map and a vector
+    statistics = fit_blocks(maps, labels, [m[:60] for m in maps])
+    inputs = [keras.Input((5, 5, 8)), keras.Input((40,))]
+    layer = OutOfDistributionScore([8, 40], 3)
+    model = keras.Model(inputs, layer(inputs))
+    layer.set_statistics(statistics)
+    queries = [rng.random((9, 5, 5, 8)) * 2, rng.normal(scale=4, size=(9, 40))]
+    got = model.predict([q.astype(np.float32) for q in queries], verbose=0)
+    expected = block_scores(statistics, queries)
+    assert np.isfinite(got).all() and np.isfinite(expected).all()
+    np.testing.assert_allclose(got, expected, rtol=2e-4, atol=2e-4)
+
+
+def test_temperature_scaling_recovers_a_known_temperature_and_lowers_the_ece(rng):
+    from s3f_edge.train.calibrate import fit_temperature, scaled_probabilities
+    from s3f_edge.train.metrics import expected_calibration_error
+
+    true_logits = rng.normal(size=(4000, 4)) * 2
+    probabilities = scaled_probabilities(true_logits, 1.0)
+    labels = np.array([rng.choice(4, p=p) for p in probabilities])  # labels drawn from calibrated probabilities
+    overconfident = true_logits * 2.5  # what a model with temperature 2.5 too low would output
+    temperature = fit_temperature(overconfident, labels)
+    assert temperature == pytest.approx(2.5, rel=0.1)
+    before = expected_calibration_error(labels, scaled_probabilities(overconfident, 1.0))
+    after = expected_calibration_error(labels, scaled_probabilities(overconfident, temperature))
+    assert after < before / 3
+    assert (scaled_probabilities(overconfident, temperature).argmax(1) == overconfident.argmax(1)).all()
+
+
+def test_expected_calibration_error_of_known_bins():
+    from s3f_edge.train.metrics import expected_calibration_error
+
+    # 10 images at confidence 0.9, 8 right: |0.8 - 0.9|; 10 at 0.6, 6 right: 0; weighted equally.
+    probabilities = np.array([[0.9, 0.1]] * 10 + [[0.6, 0.4]] * 10)
+    labels = np.array([0] * 8 + [1] * 2 + [0] * 6 + [1] * 4)
+    assert expected_calibration_error(labels, probabilities) == pytest.approx(0.05)
+
+
+def other_kinds_of_image(folder, count: int = 12):
+    """Images no brain MRI model should accept: noise, colour bars, a page of text, gradients."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(7)
+    for index in range(count):
+        kind = index % 4
+        if kind == 0:
+            image = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)
+        elif kind == 1:
+            image = np.repeat(np.repeat(rng.integers(0, 256, (1, 8, 3), dtype=np.uint8), 96, 0), 12, 1)
+        elif kind == 2:
+            image = np.full((96, 96, 3), 245, np.uint8)
+            for line in range(6):
+                cv2.putText(image, "lorem ipsum", (2, 14 + 15 * line), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (20, 20, 20), 1)
+        else:
+            image = np.tile(np.linspace(0, 255, 96, dtype=np.uint8)[None, :, None], (96, 1, 3))
+        cv2.imwrite(str(folder / f"other_{index:02d}.png"), image)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def calibrated_run(tmp_path_factory, sample_dir):
+    from s3f_edge.train.trainer import TrainOptions, train
+
+    run_dir = tmp_path_factory.mktemp("ood") / "run"
+    train(TrainOptions(data_dir=str(sample_dir), out_dir=str(run_dir), epochs=8, image_size=(32, 32), batch_size=8,
+                       learning_rate=1e-3, val_fraction=0.25, workers=2, verbose=0))
+    return run_dir
+
+
+def rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_training_calibrates_and_records_it(calibrated_run):
+    from s3f_edge.model import load_model
+    from s3f_edge.model.calibration import is_calibrated
+    from s3f_edge.model.metadata import read_metadata
+
+    assert is_calibrated(load_model(calibrated_run / "model.keras"))
+    calibration = read_metadata(calibrated_run / "model.keras")["calibration"]
+    metrics = json.loads((calibrated_run / "metrics.json").read_text())
+    assert metrics["calibration"]["ood"]["threshold"] == calibration["ood"]["threshold"]
+    assert calibration["temperature"] > 0 and calibration["fitted_on"]["validation_images"] == 12
+    assert 0 <= metrics["calibration"]["test"]["refused"] <= 1 and metrics["test"]["ece"] is not None
+
+
+def test_a_model_refuses_another_kind_of_image_and_accepts_its_own(calibrated_run, sample_dir, tmp_path):
+    folder = tmp_path / "inputs"
+    other_kinds_of_image(folder / "other")
+    for image in sorted((sample_dir / "test").rglob("*.jpg")):
+        (folder / "mri").mkdir(parents=True, exist_ok=True)
+        (folder / "mri" / image.name).write_bytes(image.read_bytes())
+    out = tmp_path / "r.csv"
+    result = CliRunner().invoke(main, ["infer", str(folder), "--recursive", "--model", str(calibrated_run / "model.keras"),
+                                       "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output  # refusing is an answer, not a failure
+    found = rows(out)
+    other = [r for r in found if "/other/" in r["path"]]
+    mri = [r for r in found if "/mri/" in r["path"]]
+    assert all(r["status"] == "refused" and r["predicted_class"] == "" and float(r["ood_score"]) > 0 for r in other)
+    assert all(r["prob_glioma"] != "" for r in other)  # kept for audit
+    assert sum(r["status"] == "ok" for r in mri) >= 18, [r["ood_score"] for r in mri]
+    refused = sum(r["status"] == "refused" for r in found)
+    assert f"{refused} refused" in result.output and re.search(rf"\(refused\)\s+{refused}\n", result.output)
+    accepted = CliRunner().invoke(main, ["infer", str(folder), "--recursive", "--model",
+                                         str(calibrated_run / "model.keras"), "--out", str(tmp_path / "a.csv"),
+                                         "--quiet", "--accept-ood"])
+    assert accepted.exit_code == 0 and all(r["status"] == "ok" for r in rows(tmp_path / "a.csv"))
+
+
+def test_a_refused_row_round_trips_through_resume(calibrated_run, tmp_path):
+    from s3f_edge.runtime import Predictor, infer_folder
+
+    folder = other_kinds_of_image(tmp_path / "other", count=8)
+    predictor = Predictor.load(calibrated_run / "model.keras")
+    output = tmp_path / "r.csv"
+    infer_folder(folder, predictor, output, progress=False)
+    before = rows(output)
+    assert {r["status"] for r in before} == {"refused"}
+    (folder / "other_99.png").write_bytes((folder / "other_00.png").read_bytes())  # one new file
+    summary = infer_folder(folder, predictor, output, resume=True, progress=False)
+    assert summary.skipped_as_done == 8 and summary.refused == 1
+    after = rows(output)
+    assert after[:8] == before[:8] or [r for r in after if r["path"] != str(folder / "other_99.png")] == before
+
+
+def test_the_exported_model_gives_kerass_score_and_triton_serves_it(calibrated_run, sample_dir, tmp_path):
+    import onnxruntime as ort
+
+    from s3f_edge.export.onnx_export import ExportOptions, export_model
+    from s3f_edge.export.triton import validate_config
+    from s3f_edge.runtime import Predictor
+
+    result = export_model(calibrated_run / "model.keras", ExportOptions(out_dir=tmp_path / "x", triton_repo=tmp_path / "t"))
+    session = ort.InferenceSession(str(result.onnx_path), providers=["CPUExecutionProvider"])
+    assert sorted(o.name for o in session.get_outputs()) == ["ood_score", "probs"]
+    images = np.stack([cv2.resize(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), (32, 32), interpolation=cv2.INTER_AREA)
+                       for p in sorted((sample_dir / "test").rglob("*.jpg"))])[..., None].astype(np.float32) / 255
+    onnx_scores = session.run(["ood_score"], {"image": images})[0]
+    keras_scores = Predictor.load(calibrated_run / "model.keras").predict_scored(images)[1]
+    assert np.isfinite(onnx_scores).all() and np.isfinite(keras_scores).all()
+    assert np.ptp(keras_scores) > 0.1  # the score depends on the image
+    np.testing.assert_allclose(onnx_scores, keras_scores, rtol=1e-3, atol=1e-3)
+    parity = result.parity["fp32"]
+    assert all(p.score_max_rel_diff is not None and p.score_max_rel_diff <= 1e-3 for p in parity)
+    config = (tmp_path / "t" / "s3f_net" / "config.pbtxt").read_text()
+    assert 'name: "ood_score"' in config
+    validate_config(config)
+    metadata = json.loads((tmp_path / "x" / "model.json").read_text())
+    assert metadata["output_names"] == ["probs", "ood_score"] and metadata["calibration"]["ood"]["threshold"]
+
+
+def test_calibrate_fits_a_model_trained_without_it(sample_dir, tmp_path):
+    from s3f_edge.model import load_model
+    from s3f_edge.model.calibration import is_calibrated, uncalibrated
+    from s3f_edge.model.metadata import read_metadata
+    from s3f_edge.train.trainer import TrainOptions, train
+
+    run = train(TrainOptions(data_dir=str(sample_dir), out_dir=str(tmp_path / "run"), epochs=2, image_size=(32, 32),
+                             batch_size=8, val_fraction=0.25, workers=2, verbose=0, calibrate=False))
+    assert not is_calibrated(load_model(run / "model.keras"))
+    out = tmp_path / "calibrated.keras"
+    result = CliRunner().invoke(main, ["calibrate", str(run / "model.keras"), str(sample_dir), "--out", str(out),
+                                       "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "temperature" in result.output and "refused" in result.output
+    model = load_model(out)
+    assert is_calibrated(model)
+    metadata = read_metadata(out)
+    assert metadata["calibration"]["fitted_on"]["val_fraction"] == 0.25  # the split the run recorded
+    before = load_model(run / "model.keras")
+    x = np.random.default_rng(0).random((4, 32, 32, 1), dtype=np.float32)
+    np.testing.assert_allclose(uncalibrated(model).predict(x, verbose=0), before.predict(x, verbose=0), atol=1e-6)
+    again = CliRunner().invoke(main, ["calibrate", str(run / "model.keras"), str(sample_dir), "--out", str(out)])
+    assert again.exit_code == 1 and "--overwrite" in again.stderr
+
+
+def test_evaluate_measures_refusal_on_other_folders(calibrated_run, sample_dir, tmp_path):
+    other = other_kinds_of_image(tmp_path / "other")
+    result = CliRunner().invoke(main, ["evaluate", str(calibrated_run / "model.keras"), str(sample_dir / "test"),
+                                       "--ood", str(other), "--out", str(tmp_path / "e"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    folder = report["ood"]["folders"][str(other)]
+    assert folder["images"] == 12 and folder["refused"] >= 0.9 and folder["auroc"] >= 0.9
+    assert 0 <= report["ood"]["refused"] <= 1 and report["metrics"]["ece"] is not None
+    assert (tmp_path / "e" / "evaluate_reliability.png").stat().st_size > 1000
+
+
+def test_a_model_without_a_score_says_once_that_it_cannot_refuse(sample_dir, tmp_path):
+    from helpers import saved_model
+
+    model = saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1),
+                        class_names=["glioma", "meningioma", "notumor", "pituitary"])
+    result = CliRunner().invoke(main, ["infer", str(sample_dir / "test" / "glioma"), "--model", str(model),
+                                       "--out", str(tmp_path / "r.csv")])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("cannot refuse") == 1
+    assert {r["status"] for r in rows(tmp_path / "r.csv")} == {"ok"} and rows(tmp_path / "r.csv")[0]["ood_score"] == ""
+
+
+def test_precise_bn_of_a_calibrated_model_removes_the_stale_calibration(calibrated_run, sample_dir, tmp_path):
+    from s3f_edge.model import load_model
+    from s3f_edge.model.calibration import is_calibrated
+    from s3f_edge.model.metadata import read_metadata
+
+    out = tmp_path / "m.keras"
+    result = CliRunner().invoke(main, ["precise-bn", str(calibrated_run / "model.keras"), str(sample_dir), "--out",
+                                       str(out)])
+    assert result.exit_code == 0, result.output
+    assert "s3f-edge calibrate" in result.output
+    assert not is_calibrated(load_model(out)) and "calibration" not in read_metadata(out)
+
+
+def test_a_calibrated_model_loads_in_a_fresh_process(calibrated_run, sample_dir, tmp_path):
+    """Its layers must be registered by loading alone (a test process has imported them already)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "s3f_edge.cli", "infer", str(sample_dir / "test" / "glioma"),
+                           "--model", str(calibrated_run / "model.keras"), "--out", str(tmp_path / "r.csv"), "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert all(r["ood_score"] != "" for r in rows(tmp_path / "r.csv"))
+
+
+def test_a_single_sigmoid_unit_is_calibrated_too(sample_dir, tmp_path):
+    """The chest preset's head is one sigmoid unit: its temperature divides the one logit, and the score's class
+    statistics cover both classes."""
+    from helpers import saved_model
+
+    from s3f_edge.data.files import image_files
+    from s3f_edge.data.preprocess import Preprocessing, load_image
+    from s3f_edge.model import load_model
+    from s3f_edge.model.calibration import LOGITS, uncalibrated
+    from s3f_edge.train.calibrate import calibrate_model
+
+    path = saved_model(tmp_path / "chest.keras", "chest-xray", (48, 64, 1), class_names=["normal", "pneumonia"])
+    model = load_model(path)
+    assert model.output_shape == (None, 1)
+    contract = Preprocessing(height=48, width=64, channels=1)
+    images = np.stack([load_image(p, contract) for p in image_files(sample_dir)])
+    labels = np.arange(len(images)) % 2
+    calibrated, calibration = calibrate_model(model, images[:40], labels[:40], images[40:], labels[40:])
+    outputs = calibrated.predict(images[:6], verbose=0)
+    logits = keras.Model(calibrated.inputs, calibrated.get_layer(LOGITS).output).predict(images[:6], verbose=0)
+    expected = 1 / (1 + np.exp(-logits / calibration["temperature"]))
+    assert outputs["probs"].shape == (6, 1) and np.isfinite(outputs["ood_score"]).all()
+    np.testing.assert_allclose(outputs["probs"], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(uncalibrated(calibrated).predict(images[:6], verbose=0),
+                               model.predict(images[:6], verbose=0), atol=1e-6)
+
+
+def test_parity_fails_when_an_exported_score_drifts_or_flips_decisions(rng):
+    from s3f_edge.runtime.parity import compare_outputs, parity_failures
+
+    probabilities = rng.dirichlet(np.ones(4), size=20)
+    scores = rng.normal(size=20) * 2
+    reference = {"probs": probabilities, "ood_score": scores}
+    same = compare_outputs(reference, {"probs": probabilities, "ood_score": scores + 1e-5}, "real images",
+                           threshold=1.0)
+    assert parity_failures([same], "fp32") == [] and same.score_decision_agreement == 1.0
+    drifted = compare_outputs(reference, {"probs": probabilities, "ood_score": scores + 0.01}, "real images",
+                              threshold=1.0)
+    assert any("ood_score max relative difference" in f for f in parity_failures([drifted], "fp32"))
+    flipped = scores.copy()
+    flipped[np.argsort(np.abs(scores - 1.0))[:2]] = np.where(scores[np.argsort(np.abs(scores - 1.0))[:2]] > 1, 0, 2)
+    decisions = compare_outputs(reference, {"probs": probabilities, "ood_score": flipped}, "random", threshold=1.0)
+    assert decisions.score_decision_agreement == pytest.approx(0.9)
+    assert any("same refusal decision on 90.0%" in f for f in parity_failures([decisions], "int8"))
+    broken = compare_outputs(reference, {"probs": probabilities, "ood_score": np.full(20, np.nan)}, "random",
+                             threshold=1.0)
+    assert any("NaN" in f for f in parity_failures([broken], "fp16"))
+    with pytest.raises(ValueError, match="lost the ood_score"):
+        compare_outputs(reference, {"probs": probabilities}, "random")
