@@ -106,7 +106,7 @@ def main() -> None:
 
     from s3f_edge.data.folders import discover, load_split
     from s3f_edge.export.onnx_export import ExportOptions, export_model
-    from s3f_edge.export.precision import calibration_images, int8_float_nodes, spectral_node_names, to_int8
+    from s3f_edge.export.precision import calibration_images, int8_float_nodes, layer_node_names, to_int8
     from s3f_edge.model import load_model, spectral_filters
     from s3f_edge.runtime import Predictor
 
@@ -117,7 +117,7 @@ def main() -> None:
     test_x, test_y, _ = load_split(dataset.test, reference.contract)
     expected = reference.predict_all(test_x).argmax(1)
     proto = onnx.load(fp32)
-    spectral = spectral_node_names(proto, [layer.name for layer in spectral_filters(load_model(args.model))])
+    spectral = layer_node_names(proto, [layer.name for layer in spectral_filters(load_model(args.model))])
     train = args.data / "train"
 
     keep = int8_float_nodes(proto, load_model(args.model))  # spectral block, first convolution, classifier head

@@ -347,7 +347,7 @@ def precise_bn(model_path, images, out_path, overwrite, sample_size, seed):
 @click.option("--seed", type=int, default=None, help="The split's seed (default: the model's, else 0).")
 @click.option("--keep", type=click.FloatRange(0.5, 1.0), default=0.99, show_default=True,
               help="Share of the validation images the refusal threshold accepts.")
-@click.option("--fit-images", type=click.IntRange(10), default=4096, show_default=True,
+@click.option("--fit-images", type=click.IntRange(10), default=10000, show_default=True,
               help="Training images (seeded sample) for the out-of-distribution score's class statistics.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def calibrate(model_path, data, out_path, overwrite, val_fraction, seed, keep, fit_images, quiet):

@@ -3,6 +3,7 @@ against the scores, and a model that refuses another kind of image end to end (t
 import csv
 import json
 import re
+from pathlib import Path
 
 import cv2
 import keras
@@ -60,19 +61,21 @@ def test_the_threshold_keeps_the_share_asked_for():
         threshold_keeping(np.array([1.0, np.nan]))
 
 
-def test_the_layer_computes_the_numpy_score(features, rng):
+@pytest.mark.parametrize("pooling", ["mean", "mean_std"])
+def test_the_layer_computes_the_numpy_score(features, rng, pooling):
     from s3f_edge.model.ood_score import OutOfDistributionScore
 
     x, labels = features
-    maps = [rng.random((180, 5, 5, 8)) + labels[:, None, None, None] * 0.3, x]  # a feature map and a vector
-    statistics = fit_blocks(maps, labels, [m[:60] for m in maps])
+    # a feature map whose mean and spread depend on the class, and a vector
+    maps = [rng.random((180, 5, 5, 8)) * (1 + labels[:, None, None, None]) + labels[:, None, None, None] * 0.3, x]
+    statistics = fit_blocks(maps, labels, [m[:60] for m in maps], pooling)
     inputs = [keras.Input((5, 5, 8)), keras.Input((40,))]
-    layer = OutOfDistributionScore([8, 40], 3)
+    layer = OutOfDistributionScore([8, 40], 3, pooling)
     model = keras.Model(inputs, layer(inputs))
     layer.set_statistics(statistics)
     queries = [rng.random((9, 5, 5, 8)) * 2, rng.normal(scale=4, size=(9, 40))]
     got = model.predict([q.astype(np.float32) for q in queries], verbose=0)
-    expected = block_scores(statistics, queries)
+    expected = block_scores(statistics, queries, pooling)
     assert np.isfinite(got).all() and np.isfinite(expected).all()
     np.testing.assert_allclose(got, expected, rtol=2e-4, atol=2e-4)
 
@@ -161,8 +164,8 @@ def test_a_model_refuses_another_kind_of_image_and_accepts_its_own(calibrated_ru
                                        "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output  # refusing is an answer, not a failure
     found = rows(out)
-    other = [r for r in found if "/other/" in r["path"]]
-    mri = [r for r in found if "/mri/" in r["path"]]
+    other = [r for r in found if Path(r["path"]).parent.name == "other"]
+    mri = [r for r in found if Path(r["path"]).parent.name == "mri"]
     assert all(r["status"] == "refused" and r["predicted_class"] == "" and float(r["ood_score"]) > 0 for r in other)
     assert all(r["prob_glioma"] != "" for r in other)  # kept for audit
     assert sum(r["status"] == "ok" for r in mri) >= 18, [r["ood_score"] for r in mri]
@@ -187,7 +190,8 @@ def test_a_refused_row_round_trips_through_resume(calibrated_run, tmp_path):
     summary = infer_folder(folder, predictor, output, resume=True, progress=False)
     assert summary.skipped_as_done == 8 and summary.refused == 1
     after = rows(output)
-    assert after[:8] == before[:8] or [r for r in after if r["path"] != str(folder / "other_99.png")] == before
+    assert [r for r in after if r["path"] != str(folder / "other_99.png")] == before  # the earlier rows, unchanged
+    assert len(after) == 9 and after[-1]["status"] == "refused"
 
 
 def test_the_exported_model_gives_kerass_score_and_triton_serves_it(calibrated_run, sample_dir, tmp_path):
@@ -329,13 +333,79 @@ def test_parity_fails_when_an_exported_score_drifts_or_flips_decisions(rng):
     drifted = compare_outputs(reference, {"probs": probabilities, "ood_score": scores + 0.01}, "real images",
                               threshold=1.0)
     assert any("ood_score max relative difference" in f for f in parity_failures([drifted], "fp32"))
-    flipped = scores.copy()
-    flipped[np.argsort(np.abs(scores - 1.0))[:2]] = np.where(scores[np.argsort(np.abs(scores - 1.0))[:2]] > 1, 0, 2)
-    decisions = compare_outputs(reference, {"probs": probabilities, "ood_score": flipped}, "random", threshold=1.0)
+    far = np.r_[np.full(10, -5.0), np.full(10, 8.0)]  # well below and well above the threshold 1.0
+    flipped = far.copy()
+    flipped[[0, 10]] = [8.0, -5.0]  # two decisions flip
+    decisions = compare_outputs({"probs": probabilities, "ood_score": far},
+                                {"probs": probabilities, "ood_score": flipped}, "random", threshold=1.0)
     assert decisions.score_decision_agreement == pytest.approx(0.9)
     assert any("same refusal decision on 90.0%" in f for f in parity_failures([decisions], "int8"))
+    near = np.r_[np.full(10, 0.5), np.full(10, 1.6)]  # within SCORE_NEAR_THRESHOLD of it: flips are forgiven
+    forgiven = compare_outputs({"probs": probabilities, "ood_score": near},
+                               {"probs": probabilities, "ood_score": near[::-1]}, "random", threshold=1.0)
+    assert forgiven.score_decision_agreement == 1.0 and forgiven.score_near_threshold == 20
+    assert parity_failures([forgiven], "int8") == []
     broken = compare_outputs(reference, {"probs": probabilities, "ood_score": np.full(20, np.nan)}, "random",
                              threshold=1.0)
     assert any("NaN" in f for f in parity_failures([broken], "fp16"))
     with pytest.raises(ValueError, match="lost the ood_score"):
         compare_outputs(reference, {"probs": probabilities}, "random")
+
+
+def test_calibration_refuses_what_it_cannot_fit(sample_dir, tmp_path, rng):
+    """A head it would change, a class without training images, and a split that cannot give a temperature."""
+    from helpers import saved_model
+
+    from s3f_edge.model import load_model
+    from s3f_edge.train.calibrate import _temperature, calibrate_model, calibration_sample
+
+    model = load_model(saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1)))
+    images = rng.random((40, 32, 32, 1), dtype=np.float32)
+    with pytest.raises(ValueError, match="no training image of class"):
+        calibrate_model(model, images[:20], np.zeros(20, int), images[20:], np.arange(20) % 4)
+    linear = keras.Sequential([keras.Input((32, 32, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
+                               keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(4, name="probs")])
+    with pytest.raises(ValueError, match="needs a softmax"):
+        calibrate_model(linear, images[:20], np.arange(20) % 4, images[20:], np.arange(20) % 4)
+    logits = rng.normal(size=(30, 4))
+    temperature, note = _temperature(logits, logits.argmax(1))  # nothing misclassified: no evidence
+    assert temperature == 1.0 and "cannot be fitted" in note
+    labels = np.r_[np.zeros(10000, int), np.ones(9, int)]  # a rare class is never sampled away
+    assert set(labels[calibration_sample(labels, 100, seed=3)]) == {0, 1}
+
+
+def test_calibrate_uses_the_split_the_model_was_trained_with(calibrated_run, sample_dir, tmp_path):
+    wrong = CliRunner().invoke(main, ["calibrate", str(calibrated_run / "model.keras"), str(sample_dir), "--out",
+                                      str(tmp_path / "c.keras"), "--seed", "5"])
+    assert wrong.exit_code == 1 and "--seed 5 is not the 0 the model was trained with" in wrong.stderr
+
+
+def test_resume_refuses_rows_decided_with_another_threshold_and_an_uncalibrated_threshold(calibrated_run, tmp_path,
+                                                                                           sample_dir):
+    from helpers import saved_model
+
+    from s3f_edge.runtime import Predictor, infer_folder
+
+    folder = other_kinds_of_image(tmp_path / "other", count=4)
+    predictor = Predictor.load(calibrated_run / "model.keras")
+    output = tmp_path / "r.csv"
+    infer_folder(folder, predictor, output, progress=False)
+    with pytest.raises(ValueError, match="decided with the refusal threshold"):
+        infer_folder(folder, predictor, output, resume=True, accept_ood=True, progress=False)
+    plain = Predictor.load(saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1)))
+    with pytest.raises(ValueError, match="has no out-of-distribution score"):
+        infer_folder(folder, plain, tmp_path / "p.csv", ood_threshold=3.0, progress=False)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_reduced_precision_exports_keep_the_score_and_its_decisions(calibrated_run, sample_dir, tmp_path, precision):
+    from s3f_edge.export.onnx_export import ExportOptions, export_model
+    from s3f_edge.runtime import Predictor, infer_folder
+
+    result = export_model(calibrated_run / "model.keras", ExportOptions(
+        out_dir=tmp_path / "x", precision=precision, calib=sample_dir / "train", parity_images=sample_dir / "test"))
+    parity = result.parity[precision]
+    assert all(p.score_decision_agreement >= 0.99 and p.nonfinite_score_candidate == 0 for p in parity), parity
+    exported = Predictor.load(tmp_path / "x" / f"model.{precision}.onnx")
+    other = other_kinds_of_image(tmp_path / "other", count=8)
+    assert infer_folder(other, exported, tmp_path / "r.csv", progress=False).refused == 8

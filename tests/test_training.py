@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from s3f_edge.data.folders import DatasetError, discover, stratified_split
@@ -278,7 +279,14 @@ def test_mixed_precision_keeps_spectral_filter_and_output_float32(tmp_path, samp
     model = load_model(run_dir / "model.keras")
     assert all(layer.compute_dtype == "float32" for layer in spectral_filters(model))
     assert model.get_layer("spatial_block1_conv1").compute_dtype == "float16"
-    assert model.get_layer("probs").compute_dtype == "float32"
+    # Calibrated at the end: the head (now `logits`), its probabilities and the score all in float32, and the
+    # score finite on float16 feature maps.
+    from s3f_edge.model.calibration import is_calibrated
+
+    assert is_calibrated(model)
+    assert {model.get_layer(name).compute_dtype for name in ("logits", "probs", "ood_score")} == {"float32"}
+    scores = model.predict(np.random.default_rng(0).random((3, 32, 32, 1), dtype=np.float32), verbose=0)["ood_score"]
+    assert np.isfinite(scores).all()
 
 
 def test_resume_can_extend_the_epoch_budget(tmp_path, sample_dir):

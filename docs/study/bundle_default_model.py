@@ -138,10 +138,11 @@ def calibrate_bundle(data_root: Path, out_dir: Path = DEFAULT_MODEL_DIR) -> dict
                 scores[name] = {"official_test": summary(official), "deduplicated_test": summary(dedup),
                                 "excluded_duplicates": dedup["excluded_files"],
                                 "seconds": round(time.perf_counter() - started, 1)}
-        test_ece = {"before": _uncalibrated_test_ece(out_dir / "model.keras", brain / "test", scratch),
-                    "after": scores["model.keras"]["official_test"]["ece"]}
+        test = calibration_test_report(stage / "model.keras", calibration, brain / "test")
         card["evaluation"] = scores
-        card["calibration"] = {**calibration, "ece_test": test_ece, "refusal": refusal}
+        card["calibration"] = {**calibration, "ece_test": {"before": test["ece_before"], "after": test["ece_after"]},
+                               "test": test, "refusal": refusal,
+                               "score_shift": score_shift(files, brain / "test", calibration["ood"]["threshold"])}
         card["files"] = {name: {"bytes": (stage / name).stat().st_size, "sha256": file_sha256(stage / name)}
                          for name in ("model.keras", "model.onnx")}
         card["total_bytes"] = sum(f["bytes"] for f in card["files"].values())
@@ -160,8 +161,38 @@ def _set_name(folder: Path) -> str:
     return names.get(folder.name, folder.name)
 
 
-def _uncalibrated_test_ece(model_path: Path, test_dir: Path, scratch: Path) -> float:
-    return evaluate_folder(model_path, test_dir, scratch / "eval-uncalibrated")["metrics"]["ece"]
+def score_shift(files: dict[str, Path], test_dir: Path, threshold: float) -> dict:
+    """How far the FP16 and INT8 files move the score from model.onnx's on the test set, and which decisions flip."""
+    import numpy as np
+
+    from s3f_edge.data.folders import discover, load_split
+    from s3f_edge.runtime import Predictor
+
+    reference = Predictor.load(files["model.onnx"])
+    images, _, _ = load_split(discover(test_dir).train, reference.contract)
+    _, expected = reference.predict_all_scored(images)
+    shifts = {}
+    for name in ("model.fp16.onnx", "model.int8.onnx"):
+        _, got = Predictor.load(files[name]).predict_all_scored(images)
+        difference = np.abs(got - expected)
+        flipped = (got > threshold) != (expected > threshold)
+        shifts[name] = {"p99": float(np.percentile(difference, 99)), "max": float(difference.max()),
+                        "flipped": int(flipped.sum()), "images": int(len(images)),
+                        "flipped_farthest_from_threshold": float(np.abs(expected[flipped] - threshold).max())
+                        if flipped.any() else None}
+    return shifts
+
+
+def calibration_test_report(model_path: Path, calibration: dict, test_dir: Path) -> dict:
+    """ECE at T = 1 and at the fitted T, and the refused images' errors, on the test set (from the calibrated
+    model's logits: the same whether or not the bundle was calibrated before)."""
+    from s3f_edge.data.folders import discover, load_split
+    from s3f_edge.data.preprocess import Preprocessing
+    from s3f_edge.train.calibrate import calibration_report
+
+    split = discover(test_dir).train  # DATA/<class>/... : the folder's images are its "train" split
+    images, labels, _ = load_split(split, Preprocessing.from_dict(read_metadata(model_path)["preprocessing"]))
+    return calibration_report(load_model(model_path), calibration, images, labels)
 
 
 def _epochs_run(run_dir: Path) -> int:
@@ -258,8 +289,8 @@ def render_calibration(card: dict) -> str:
   {calibration['ece_validation']['after']:.4f} on validation, {calibration['ece_test']['before']:.4f} ->
   {calibration['ece_test']['after']:.4f} on the official test set. The predicted classes do not change.
 - Out-of-distribution score `{ood['method']}`: the Mahalanobis distance of each of the {len(ood['blocks'])}
-  convolutional blocks' mean-pooled output to the nearest class mean ({fitted['training_images']} training
-  images), standardised on validation; the largest of them. `s3f-edge infer` refuses an image scoring over
+  spatial blocks' output, summarised per channel by its mean and spread, to the nearest class mean
+  ({fitted['training_images']} training images), standardised on validation; the largest of them. `s3f-edge infer` refuses an image scoring over
   {ood['threshold']:.3f}, the threshold that accepts {ood['keep']:.0%} of the validation images. No image of
   another kind was used to fit it; those below only measure it.
 
@@ -291,9 +322,18 @@ def write_refusal_summary(card: dict) -> None:
     """docs/study/results/bundled_refusal.md: the refusal table and the temperature's effect, for the docs."""
     calibration = card["calibration"]
     ece_v, ece_t = calibration["ece_validation"], calibration["ece_test"]
-    text = (refusal_table(card) + f"\nTemperature {calibration['temperature']:.3f}: expected calibration error "
+    test = calibration["test"]
+    refused = round(test["refused"] * test["count"])
+    text = (refusal_table(card) + f"\nOf the {refused} brain MRI test images refused (model.keras), "
+            f"{test['errors_refused']} {'was' if test['errors_refused'] == 1 else 'were'} misclassified; accuracy on all {test['count']:,}: {_pct(test['accuracy'])}, on "
+            f"the accepted ones: {_pct(test['accuracy_accepted'])}.\n"
+            + "".join(f"\n{name} moves the score from model.onnx's by {shift['p99']:.3f} at the 99th percentile (at most "
+                      f"{shift['max']:.3f}) over the {shift['images']:,} test images; decisions flipped: {shift['flipped']}"
+                      + (f", all within {shift['flipped_farthest_from_threshold']:.2f} of the threshold."
+                         if shift["flipped"] else ".") for name, shift in calibration["score_shift"].items())
+            + f"\n\nTemperature {calibration['temperature']:.3f}: expected calibration error "
             f"(15 bins) {ece_v['before']:.4f} -> {ece_v['after']:.4f} on validation, {ece_t['before']:.4f} -> "
-            f"{ece_t['after']:.4f} on the official test set (1,311 images). Threshold {calibration['ood']['threshold']:.3f} "
+            f"{ece_t['after']:.4f} on the official test set ({test['count']:,} images). Threshold {calibration['ood']['threshold']:.3f} "
             f"(accepts {calibration['ood']['keep']:.0%} of the validation split). Measured by "
             f"`docs/study/bundle_default_model.py --calibrate` on {calibration['fitted']}.\n")
     (ROOT / "docs" / "study" / "results" / "bundled_refusal.md").write_text(text)

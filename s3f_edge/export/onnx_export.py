@@ -16,7 +16,8 @@ from s3f_edge.export.checks import ExportCheckError, check_onnx
 from s3f_edge.runtime.parity import (ParityResult, compare_outputs, image_labels, parity_failures, random_batch,
                                      real_batch)
 from s3f_edge.model import spectral_filters
-from s3f_edge.model.calibration import OUTPUTS, SCORE, head, is_calibrated
+from s3f_edge.contract import INPUT, OUTPUTS, PROBS
+from s3f_edge.model.calibration import SCORE, head, is_calibrated
 from s3f_edge.model.metadata import package_versions
 from s3f_edge.model.reference import float32_reference
 
@@ -77,7 +78,7 @@ class ExportResult:
 def model_outputs(model, image) -> dict:
     """The model's outputs by name: ``probs``, and ``ood_score`` for a calibrated model."""
     outputs = model(image, training=False)
-    return dict(outputs) if isinstance(outputs, dict) else {"probs": outputs}
+    return dict(outputs) if isinstance(outputs, dict) else {PROBS: outputs}
 
 
 def keras_to_onnx(model, fft: str = "matmul", opset: int = 17) -> onnx.ModelProto:
@@ -148,7 +149,7 @@ def _session_predict(session):
 def _keras_outputs(keras_model, batch: np.ndarray) -> dict:
     with float32_reference():
         outputs = keras_model.predict(batch, batch_size=16, verbose=0)
-    return dict(outputs) if isinstance(outputs, dict) else {"probs": outputs}
+    return dict(outputs) if isinstance(outputs, dict) else {PROBS: outputs}
 
 
 def _run_parity(keras_model, predict, contract: Preprocessing, parity_images: Path | None,
@@ -289,7 +290,7 @@ def _calibration_images(options: ExportOptions, contract: Preprocessing):
 
 def _export(model, keras_path: Path, metadata: dict, contract: Preprocessing, calib_images, trt_version,
             options: ExportOptions) -> ExportResult:
-    from s3f_edge.export.precision import int8_float_nodes, spectral_node_names, to_float16, to_int8
+    from s3f_edge.export.precision import int8_float_nodes, layer_node_names, to_float16, to_int8
 
     out_dir = Path(options.out_dir)
     spectral_names = [layer.name for layer in spectral_filters(model)]
@@ -298,7 +299,7 @@ def _export(model, keras_path: Path, metadata: dict, contract: Preprocessing, ca
     proto = keras_to_onnx(model, options.fft, options.opset)
     check_onnx(proto, options.opset, tensorrt=options.trt, trt_version=trt_version)
     metadata.update({"fft_lowering": options.fft, "opset": options.opset, "precision": "fp32",
-                     "input_name": "image", "output_names": list(OUTPUTS) if is_calibrated(model) else ["probs"],
+                     "input_name": INPUT, "output_names": list(OUTPUTS) if is_calibrated(model) else [PROBS],
                      "versions": package_versions("tensorflow", "tf2onnx", "onnx")})
     onnx_path = out_dir / "model.onnx"
     _attach_metadata(proto, metadata)
@@ -313,7 +314,7 @@ def _export(model, keras_path: Path, metadata: dict, contract: Preprocessing, ca
     if options.precision != "fp32":
         started = time.perf_counter()
         # FP16: the spectral block and the score stay FP32; INT8: also the layers measured to matter.
-        keep = (spectral_node_names(proto, spectral_names + score_names) if options.precision == "fp16"
+        keep = (layer_node_names(proto, spectral_names + score_names) if options.precision == "fp16"
                 else int8_float_nodes(proto, model))
         reduced_path = out_dir / f"model.{options.precision}.onnx"
         if options.precision == "fp16":

@@ -31,12 +31,12 @@ def int8_float_nodes(model: onnx.ModelProto, keras_model) -> list[str]:
                        and layer.name.startswith("spatial_block1_")), None)
     first_conv = first_conv or next((layer.name for layer in keras_model.layers
                                      if isinstance(layer, keras.layers.Conv2D)), None)
-    kept = set(spectral_node_names(model, named))
+    kept = set(layer_node_names(model, named))
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in model.graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
-    start = [n for n in model.graph.node if first_conv and n.name in spectral_node_names(model, [first_conv])]
+    start = [n for n in model.graph.node if first_conv and n.name in layer_node_names(model, [first_conv])]
     frontier = list(start)
     while frontier:
         node = frontier.pop()
@@ -48,9 +48,10 @@ def int8_float_nodes(model: onnx.ModelProto, keras_model) -> list[str]:
     return [node.name for node in model.graph.node if node.name in kept]
 
 
-def spectral_node_names(model: onnx.ModelProto, layer_names: list[str]) -> list[str]:
-    """Nodes that belong to a SpectralFilter layer (tf2onnx keeps the Keras layer name in node names,
-    as ``.../<layer>/...`` or ``.../<layer>_<n>/...``)."""
+def layer_node_names(model: onnx.ModelProto, layer_names: list[str]) -> list[str]:
+    """Nodes that belong to the named Keras layers (tf2onnx keeps the Keras layer name in node names, as
+    ``.../<layer>/...`` or ``.../<layer>_<n>/...``): the SpectralFilters, the head and the score that reduced
+    precision keeps in float."""
     patterns = [re.compile(rf"(^|/){re.escape(layer)}(_\d+)?/") for layer in layer_names]
     return [n.name for n in model.graph.node if any(p.search(n.name) for p in patterns)]
 

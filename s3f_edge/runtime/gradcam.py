@@ -6,6 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from s3f_edge.contract import PROBS
 from s3f_edge.errors import InputError
 
 
@@ -41,7 +42,7 @@ class GradCam:
         self.predictor, self.out_dir, self.classes = predictor, Path(out_dir), classes
         self.out_dir.mkdir(parents=True, exist_ok=True)
         model = predictor.model
-        probs = model.output["probs"] if isinstance(model.output, dict) else model.output  # a calibrated model: two
+        probs = model.output[PROBS] if isinstance(model.output, dict) else model.output  # a calibrated model: two
         self.features_and_output = keras.Model(model.inputs, [_target_layer(model).output, probs])
 
     def heatmaps(self, images: np.ndarray, class_indices: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from s3f_edge.data.preprocess import IMAGE_SUFFIXES, ImageDecodeError, load_image
+from s3f_edge.contract import OOD_SCORE
 from s3f_edge.errors import InputError, MissingFileError
 from s3f_edge.outputs import atomic_open, ensure_writable, read_csv, refuse_existing, remove_outputs, write_csv
 from s3f_edge.runtime.formats import RESULT_FORMATS
@@ -71,21 +72,28 @@ STATUSES = ("ok", "refused", "error")
 
 
 def _columns(class_names: list[str]) -> list[str]:
-    return ["path", "status", "reason", "predicted_class", *[f"prob_{name}" for name in class_names], "ood_score",
-            "model", "model_sha256"]
+    return ["path", "status", "reason", "predicted_class", *[f"prob_{name}" for name in class_names], OOD_SCORE,
+            "ood_threshold", "model", "model_sha256"]
 
 
 def refusal_reason(score: float, threshold: float) -> str:
+    """The reason of a refused row: what the score and the threshold were."""
     return (f"unlike the images the model was trained on (out-of-distribution score {score:.2f} > threshold "
             f"{threshold:.2f}): not classified")
 
 
+def _threshold_cell(threshold: float | None):
+    return "" if threshold is None else round(float(threshold), 6)
+
+
 def _row(path: Path, predictor, probabilities=None, reason: str = "", score: float | None = None,
-         refused: bool = False) -> dict:
-    """One result row: ok (a class), refused (probabilities kept for audit, no class) or error (no outputs)."""
+         refused: bool = False, threshold: float | None = None) -> dict:
+    """One result row: ok (a class), refused (probabilities kept for audit, no class) or error (no outputs). Each
+    answered row records the threshold it was decided with (empty: refusal was off or impossible)."""
     status = "error" if probabilities is None else "refused" if refused else "ok"
     row = {"path": str(path), "status": status, "reason": reason, "predicted_class": "",
-           "ood_score": "" if score is None else round(float(score), 4), "model": predictor.name,
+           OOD_SCORE: "" if score is None else round(float(score), 4),
+           "ood_threshold": "" if probabilities is None else _threshold_cell(threshold), "model": predictor.name,
            "model_sha256": predictor.sha256}
     for index, name in enumerate(predictor.class_names):
         row[f"prob_{name}"] = "" if probabilities is None else round(float(probabilities[index]), 6)
@@ -147,11 +155,17 @@ def _same_file_key(path: str | Path) -> str:
 
 
 def _previous_rows(output: Path, journal: Path, listed: dict[str, str], folder: Path, recursive: bool,
-                   predictor) -> dict:
+                   predictor, threshold: float | None) -> dict:
     """The rows an earlier run of the same model on the same folder wrote, keyed (and re-spelled) by the
-    current listing's paths (``listed``: same-file key -> path). Refuses rows of another model, or of files
-    this listing does not hold."""
+    current listing's paths (``listed``: same-file key -> path). Refuses rows of another model, of files
+    this listing does not hold, or decided with another refusal threshold."""
     rows = read_rows(output) + read_rows(journal)
+    decided = {str(r.get("ood_threshold", "")) for r in rows if r.get("status") in ("ok", "refused")}
+    if decided - {str(_threshold_cell(threshold))}:
+        earlier = ", ".join(sorted(value or "none (refusal off)" for value in decided))
+        now = "none (refusal off)" if threshold is None else f"{threshold:g}"
+        raise InputError(f"{output} holds rows decided with the refusal threshold {earlier}, not {now}; resume with "
+                         "the same --ood-threshold or --accept-ood, or write to another --out")
     others = {(r.get("model", "?"), r.get("model_sha256", "")) for r in rows if r.get("model_sha256") != predictor.sha256}
     if others:
         names = ", ".join(f"{name} (sha256 {sha[:12] or 'unknown'})" for name, sha in sorted(others))
@@ -209,6 +223,9 @@ def infer_folder(folder: str | Path, predictor, output: str | Path, batch_size: 
         raise InputError(f"output must end in one of {', '.join(RESULT_FORMATS)}, got {output.name!r}; choose one")
     if batch_size < 1 or workers < 1:
         raise InputError("batch size and workers must be at least 1")
+    if ood_threshold is not None and predictor.ood_threshold is None:
+        raise InputError(f"--ood-threshold: {predictor.name} has no out-of-distribution score to compare with it; "
+                         "calibrate the model first with s3f-edge calibrate")
     if resume and overwrite:
         raise InputError("--resume continues the output and --overwrite replaces it: give one of them")
     ensure_writable(output, "--out")
@@ -221,11 +238,12 @@ def infer_folder(folder: str | Path, predictor, output: str | Path, batch_size: 
     files = discover_files(folder, recursive)
     summary = InferSummary(total=len(files), output=output)
 
+    threshold = None if accept_ood else (ood_threshold if ood_threshold is not None else predictor.ood_threshold)
     previous: dict = {}
     listed: dict[str, str] = {}
     if resume:
         listed = {_same_file_key(f): str(f) for f in files}
-        previous = _previous_rows(output, journal, listed, folder, recursive, predictor)
+        previous = _previous_rows(output, journal, listed, folder, recursive, predictor, threshold)
         summary.skipped_as_done = len(previous)
         files = [f for f in files if str(f) not in previous]
     else:
@@ -238,7 +256,6 @@ def infer_folder(folder: str | Path, predictor, output: str | Path, batch_size: 
     if not files and not previous:
         raise _empty_folder_error(folder, recursive)
     output.parent.mkdir(parents=True, exist_ok=True)
-    threshold = None if accept_ood else (ood_threshold if ood_threshold is not None else predictor.ood_threshold)
     if log is not None:
         log(f"{len(files)} file(s) to classify{f', {len(previous)} already done' if previous else ''}; model "
             f"{predictor.name} ({predictor.backend}, {predictor.provider}); classes {predictor.class_names}")
@@ -280,10 +297,11 @@ def infer_folder(folder: str | Path, predictor, output: str | Path, batch_size: 
                         continue
                     score = None if scores is None else float(scores[index])
                     if threshold is not None and score is not None and score > threshold:
-                        rows.append(_row(path, predictor, probs, refusal_reason(score, threshold), score, refused=True))
+                        rows.append(_row(path, predictor, probs, refusal_reason(score, threshold), score, refused=True,
+                                         threshold=threshold))
                         summary.refused += 1
                         continue
-                    rows.append(_row(path, predictor, probs, score=score))
+                    rows.append(_row(path, predictor, probs, score=score, threshold=threshold))
                     summary.per_class[rows[-1]["predicted_class"]] += 1
                     summary.succeeded += 1
                 if explainer is not None:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from s3f_edge.data.preprocess import Preprocessing
 from s3f_edge.dependencies import require
-from s3f_edge.runtime.predictor import PROBS, Predictor, require_metadata
+from s3f_edge.contract import OUTPUTS, PROBS
+from s3f_edge.runtime.predictor import Predictor, require_metadata
 
 
 def check_keras_file(path: Path) -> None:
@@ -31,6 +32,9 @@ class KerasPredictor(Predictor):
             metadata = {**metadata, "preprocessing": Preprocessing(height=h, width=w, channels=c).to_dict()}
         super().__init__(path, require_metadata(path, found, metadata))
         self.model = getattr(self, "model", None) or load_model(path)
+        from s3f_edge.model.calibration import is_calibrated
+
+        self._set_outputs(OUTPUTS if is_calibrated(self.model) else (PROBS,))
         import tensorflow as tf
 
         self.provider = "tensorflow-" + ("gpu" if tf.config.list_physical_devices("GPU") else "cpu")

@@ -8,7 +8,8 @@ import warnings
 from pathlib import Path
 
 from s3f_edge.errors import InputError, MissingDependencyError
-from s3f_edge.runtime.predictor import OOD_SCORE, PROBS, ModelContractError, Predictor, require_metadata
+from s3f_edge.contract import OOD_SCORE, PROBS
+from s3f_edge.runtime.predictor import ModelContractError, Predictor, require_metadata
 
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -129,6 +130,7 @@ class OnnxPredictor(Predictor):
         self.input_name = inputs[0].name
         # A single output is the probabilities whatever its name; a calibrated model's are found by name.
         self.output_names = {PROBS: outputs[0].name} if len(outputs) == 1 else {name: name for name in names}
+        self._set_outputs(self.output_names)
 
     def _check_int8_weights(self) -> None:
         """Refuse an INT8 file with 8-bit weights where the CPU's int8 kernels would saturate (files without the

@@ -14,6 +14,7 @@ import numpy as np
 
 from s3f_edge.data.files import file_sha256
 from s3f_edge.data.preprocess import Preprocessing
+from s3f_edge.contract import OOD_SCORE, PROBS
 from s3f_edge.errors import InputError, MissingFileError, NonFiniteOutputError, S3FEdgeError
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default_model"
@@ -66,7 +67,6 @@ def require_metadata(path: Path, found: dict | None, supplied: dict | None) -> d
     return {**(found or {}), **(supplied or {})}
 
 
-PROBS, OOD_SCORE = "probs", "ood_score"  # the outputs of an s3f-edge model, by name, in every format
 
 
 class Predictor:
@@ -89,6 +89,15 @@ class Predictor:
     @property
     def name(self) -> str:
         return self.path.name
+
+    outputs: tuple[str, ...] = (PROBS,)  # set by each backend from its model (``_set_outputs``)
+
+    def _set_outputs(self, outputs) -> None:
+        """Record the model's outputs by name; a threshold in the metadata needs the ood_score output."""
+        self.outputs = tuple(outputs)
+        if self.calibration and OOD_SCORE not in self.outputs:
+            raise ModelContractError(f"{self.path}: its metadata holds a refusal threshold, but the model has no "
+                                     f"{OOD_SCORE} output; export it again from its .keras file with s3f-edge export")
 
     @property
     def calibration(self) -> dict | None:

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from s3f_edge.errors import BackendError, S3FEdgeError
-from s3f_edge.runtime.predictor import OOD_SCORE, PROBS, ModelContractError, Predictor
+from s3f_edge.contract import OOD_SCORE, PROBS
+from s3f_edge.runtime.predictor import ModelContractError, Predictor
 
 INSTALL_HINT = (
     "TensorRT is not installed. On a machine with an NVIDIA GPU and driver, install the gpu extra "
@@ -178,6 +179,7 @@ class TensorRTPredictor(Predictor):
         self.input_name = inputs[0]
         # A single output is the probabilities whatever its name; a calibrated model's are found by name.
         self.output_names = {PROBS: outputs[0]} if len(outputs) == 1 else {name: name for name in outputs}
+        self._set_outputs(self.output_names)
         # Take the I/O types from the engine: an engine may take or give FP16 even when the ONNX file was FP32.
         try:
             self.input_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))

@@ -5,7 +5,8 @@ from pathlib import Path
 
 from s3f_edge.errors import InputError
 from s3f_edge.runtime.parity import compare_outputs, parity_failures, real_batch
-from s3f_edge.runtime.predictor import OOD_SCORE, PROBS, Predictor
+from s3f_edge.contract import OOD_SCORE, PROBS
+from s3f_edge.runtime.predictor import Predictor
 
 
 def verify_backends(keras_path: str | Path, deployed: list[str | Path], images: str | Path | None,

@@ -11,44 +11,59 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from s3f_edge.errors import InputError
 
+if TYPE_CHECKING:
+    import keras
+
 DEFAULT_KEEP = 0.99  # the threshold accepts this share of the validation split
-DEFAULT_FIT_IMAGES = 4096  # training images (seeded sample) for the score's class statistics
+DEFAULT_FIT_IMAGES = 10000  # training images (seeded, stratified sample) for the score's class statistics
 MIN_IMAGES = 10  # below this, a threshold or a temperature would be a guess: calibration is refused
-SCORE_METHOD = "mahalanobis-blocks"  # s3f_edge.train.ood.block_scores: chosen by benchmarks/ood_methods.py
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+# The adopted score (s3f_edge.train.ood.block_scores), chosen by benchmarks/ood_methods.py: Mahalanobis distance on
+# the spatial tower's block outputs, each summarised per channel by its mean and spread over the image.
+SCORE_METHOD = "mahalanobis-blocks"
+SCORE_POOLING = "mean_std"
+SCORE_SPECTRAL_BLOCKS = False
 
 
-def block_features(model, images, batch_size: int = 64) -> tuple[list[np.ndarray], np.ndarray]:
-    """Mean-pooled outputs of every convolutional block, and the head's logits, for preprocessed images.
+def block_features(model: "keras.Model", images, batch_size: int = 64, blocks: list[str] | None = None,
+                   pooling: str = SCORE_POOLING) -> tuple[list[np.ndarray], np.ndarray]:
+    """The pooled outputs of the score's blocks, and the head's logits, for preprocessed images.
+
+    Pooled by the very function the ``OutOfDistributionScore`` layer uses (in float32, a mixed-precision model's
+    float16 maps cast first), so that what is fitted is what the model computes.
 
     Args:
         model: a trained model (calibrated or not).
         images: (N, H, W, C) float32 in [0, 1]; a memory map is read batch by batch.
         batch_size: images per forward pass.
+        blocks: layer names (default: the adopted ``block_layers``).
+        pooling: how each feature map is summarised (``model.ood_score.POOLINGS``).
 
     Returns:
-        (per block (N, C_b) features, (N, K) logits).
+        (per block (N, d_b) features, (N, K) logits), float64.
     """
     import keras
-    import tensorflow as tf
 
     from s3f_edge.model.calibration import block_layers, head, uncalibrated
+    from s3f_edge.model.forward import batched_outputs
+    from s3f_edge.model.ood_score import pool
 
     base = uncalibrated(model)
     dense = head(base)
-    blocks = block_layers(base)
-    extractor = keras.Model(base.inputs, [keras.ops.mean(layer.output, axis=(1, 2)) for layer in blocks]
-                            + [dense.input])
-    forward = tf.function(lambda x: extractor(x, training=False), reduce_retracing=True)
-    parts = [[output.numpy() for output in forward(np.asarray(images[i:i + batch_size], np.float32))]
-             for i in range(0, len(images), batch_size)]
-    outputs = [np.concatenate([part[j] for part in parts]).astype(np.float64) for j in range(len(blocks) + 1)]
-    kernel, bias = (weight.numpy().astype(np.float64) for weight in dense.weights)
-    return outputs[:-1], outputs[-1] @ kernel + bias
+    layers = [base.get_layer(name) for name in blocks] if blocks else block_layers(base, SCORE_SPECTRAL_BLOCKS)
+    pooled = [pool(layer.output, pooling) for layer in layers]
+    outputs = batched_outputs(keras.Model(base.inputs, pooled + [keras.ops.cast(dense.input, "float32")]), images,
+                              batch_size)
+    outputs = [output.astype(np.float64) for output in outputs]
+    weights = [weight.numpy().astype(np.float64) for weight in dense.weights]
+    logits = outputs[-1] @ weights[0] + (weights[1] if len(weights) > 1 else 0.0)
+    return outputs[:-1], logits
 
 
 def _negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
@@ -73,7 +88,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 
     logits, labels = np.asarray(logits, np.float64), np.asarray(labels)
     found = minimize_scalar(lambda log_t: _negative_log_likelihood(logits, labels, np.exp(log_t)),
-                            bounds=(np.log(0.05), np.log(20.0)), method="bounded", options={"xatol": 1e-4})
+                            bounds=tuple(np.log(TEMPERATURE_BOUNDS)), method="bounded", options={"xatol": 1e-4})
     return float(np.exp(found.x))
 
 
@@ -87,8 +102,9 @@ def scaled_probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
     return softmax(logits / temperature, axis=1)
 
 
-def calibrate_model(model, fit_images, fit_labels: np.ndarray, validation_images, validation_labels: np.ndarray, *,
-                    keep: float = DEFAULT_KEEP, provenance: dict | None = None, batch_size: int = 64):
+def calibrate_model(model: "keras.Model", fit_images, fit_labels: np.ndarray, validation_images,
+                    validation_labels: np.ndarray, *, keep: float = DEFAULT_KEEP, provenance: dict | None = None,
+                    batch_size: int = 64) -> tuple["keras.Model", dict]:
     """Fit the temperature and the out-of-distribution score; return the calibrated model and what was fitted.
 
     Args:
@@ -101,32 +117,48 @@ def calibrate_model(model, fit_images, fit_labels: np.ndarray, validation_images
 
     Returns:
         (calibrated model with outputs probs and ood_score, the ``calibration`` metadata dict).
+
+    Raises:
+        InputError: too few images, a class missing from the training images given, or a head calibration
+            cannot rebuild.
     """
-    from s3f_edge.model.calibration import SCORE, block_layers, calibrated, uncalibrated
+    import keras
+
+    from s3f_edge.model.calibration import SCORE, block_layers, calibrated, check_head, uncalibrated
+    from s3f_edge.model.forward import batched_outputs
     from s3f_edge.train.metrics import expected_calibration_error
     from s3f_edge.train.ood import block_scores, fit_blocks, threshold_keeping
 
     if min(len(validation_images), len(fit_images)) < MIN_IMAGES:
         raise InputError(f"calibration needs at least {MIN_IMAGES} training and {MIN_IMAGES} validation images, got "
                          f"{len(fit_images)} and {len(validation_images)}; give a larger dataset or --val-fraction")
-    fit_blocks_features, _ = block_features(model, fit_images, batch_size)
-    validation_features, validation_logits = block_features(model, validation_images, batch_size)
-    statistics = fit_blocks(fit_blocks_features, fit_labels, validation_features)
+    dense = check_head(uncalibrated(model))
+    classes = 2 if dense.units == 1 else dense.units
+    missing = sorted(set(range(classes)) - set(np.unique(fit_labels).tolist()))
+    if missing:
+        raise InputError(f"no training image of class(es) {missing} could be read to fit the out-of-distribution "
+                         "score; every class needs readable training images")
+    blocks = [layer.name for layer in block_layers(uncalibrated(model), SCORE_SPECTRAL_BLOCKS)]
+    fit_blocks_features, _ = block_features(model, fit_images, batch_size, blocks)
+    validation_features, validation_logits = block_features(model, validation_images, batch_size, blocks)
+    statistics = fit_blocks(fit_blocks_features, fit_labels, validation_features)  # features arrive pooled
     validation_scores = block_scores(statistics, validation_features)
     threshold = threshold_keeping(validation_scores, keep)
-    temperature = fit_temperature(validation_logits, validation_labels)
-    result = calibrated(model, temperature, statistics)
+    temperature, temperature_note = _temperature(validation_logits, validation_labels)
+    result = calibrated(model, temperature, statistics, blocks, SCORE_POOLING)
 
     # The graph must compute what was fitted: compare it with the numpy reference on validation images.
     check = min(len(validation_images), 32)
-    graph_scores = np.asarray(result.predict(np.asarray(validation_images[:check], np.float32), verbose=0)[SCORE])
+    score_model = keras.Model(result.inputs, result.get_layer(SCORE).output)
+    graph_scores = batched_outputs(score_model, np.asarray(validation_images[:check], np.float32))[0]
     if not np.allclose(graph_scores, validation_scores[:check], rtol=1e-3, atol=1e-3):
         raise RuntimeError("the calibrated model's ood_score differs from the fitted numbers: a bug in s3f-edge")
     before = expected_calibration_error(validation_labels, scaled_probabilities(validation_logits, 1.0))
     after = expected_calibration_error(validation_labels, scaled_probabilities(validation_logits, temperature))
     calibration = {
         "temperature": round(temperature, 6),
-        "ood": {"method": SCORE_METHOD, "blocks": [layer.name for layer in block_layers(uncalibrated(model))],
+        **({"temperature_note": temperature_note} if temperature_note else {}),
+        "ood": {"method": SCORE_METHOD, "blocks": blocks, "pooling": SCORE_POOLING,
                 "threshold": threshold, "keep": keep,
                 "validation_refused": float((validation_scores > threshold).mean())},
         "ece_validation": {"before": before, "after": after},
@@ -137,24 +169,31 @@ def calibrate_model(model, fit_images, fit_labels: np.ndarray, validation_images
     return result, calibration
 
 
-def logits_and_scores(model, images, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def logits_and_scores(model: "keras.Model", images, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """A calibrated model's logits (before the temperature) and out-of-distribution scores, in one pass."""
     import keras
-    import tensorflow as tf
 
     from s3f_edge.model.calibration import LOGITS, SCORE
+    from s3f_edge.model.forward import batched_outputs
 
     extractor = keras.Model(model.inputs, [model.get_layer(LOGITS).output, model.get_layer(SCORE).output])
-    forward = tf.function(lambda x: extractor(x, training=False), reduce_retracing=True)
-    parts = [[output.numpy() for output in forward(np.asarray(images[i:i + batch_size], np.float32))]
-             for i in range(0, len(images), batch_size)]
-    return (np.concatenate([part[0] for part in parts]).astype(np.float64),
-            np.concatenate([part[1] for part in parts]).astype(np.float64))
+    logits, scores = batched_outputs(extractor, images, batch_size)
+    return logits.astype(np.float64), scores.astype(np.float64)
 
 
-def calibration_report(model, calibration: dict, images, labels: np.ndarray, batch_size: int = 64) -> dict:
-    """What calibration did on labelled in-distribution images (e.g. the test set, scored once): ECE before and
-    after the temperature, the share refused at the threshold, and accuracy on all and on accepted images."""
+def calibration_report(model: "keras.Model", calibration: dict, images, labels: np.ndarray,
+                       batch_size: int = 64) -> dict:
+    """What calibration did on labelled in-distribution images (e.g. the test set, scored once).
+
+    Args:
+        model: the calibrated model.
+        calibration: its ``calibration`` metadata (temperature and threshold).
+        images, labels: the images (preprocessed) and their classes.
+
+    Returns:
+        count, ece_before and ece_after (the temperature's effect), refused (share over the threshold),
+        accuracy, accuracy_accepted, and errors_refused (misclassified images among the refused).
+    """
     from s3f_edge.train.metrics import expected_calibration_error
 
     logits, scores = logits_and_scores(model, images, batch_size)
@@ -164,14 +203,36 @@ def calibration_report(model, calibration: dict, images, labels: np.ndarray, bat
             "ece_before": expected_calibration_error(labels, scaled_probabilities(logits, 1.0)),
             "ece_after": expected_calibration_error(labels, scaled_probabilities(logits, calibration["temperature"])),
             "refused": float(1 - accepted.mean()), "accuracy": float(correct.mean()),
-            "accuracy_accepted": float(correct[accepted].mean()) if accepted.any() else None}
+            "accuracy_accepted": float(correct[accepted].mean()) if accepted.any() else None,
+            "errors_refused": int((~correct[~accepted]).sum())}
 
 
-def calibration_sample(count: int, limit: int = DEFAULT_FIT_IMAGES, seed: int = 0) -> np.ndarray:
-    """Sorted indices of a seeded sample of at most ``limit`` of ``count`` training images."""
-    if count <= limit:
-        return np.arange(count)
-    return np.sort(np.random.default_rng(seed).choice(count, size=limit, replace=False))
+def calibration_sample(labels: np.ndarray, limit: int = DEFAULT_FIT_IMAGES, seed: int = 0) -> np.ndarray:
+    """Sorted indices of a seeded sample of about ``limit`` training images, stratified by class so that every
+    class keeps images (at least 2 of each class that has them), whatever its share."""
+    labels = np.asarray(labels)
+    if len(labels) <= limit:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    picked = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        take = min(len(members), max(2, int(round(limit * len(members) / len(labels)))))
+        picked.append(rng.choice(members, size=take, replace=False))
+    return np.sort(np.concatenate(picked))
+
+
+def _temperature(logits: np.ndarray, labels: np.ndarray) -> tuple[float, str | None]:
+    """The fitted temperature, or 1 with the reason when the validation split cannot tell: with no wrong answer
+    the likelihood keeps rising as T falls (probabilities pushed to one-hot), and an optimum at the search's
+    bound is no optimum."""
+    predicted = logits.argmax(axis=1) if logits.shape[1] > 1 else (logits[:, 0] > 0).astype(int)
+    if (predicted == labels).all():
+        return 1.0, "no validation image is misclassified, so the temperature cannot be fitted: kept 1"
+    temperature = fit_temperature(logits, labels)
+    if not TEMPERATURE_BOUNDS[0] * 1.05 < temperature < TEMPERATURE_BOUNDS[1] / 1.05:
+        return 1.0, f"the fitted temperature ({temperature:.3f}) reached the search's bound: kept 1"
+    return temperature, None
 
 
 def calibrate_file(model_path: str | Path, data_dir: str | Path, out_path: str | Path, *,
@@ -180,17 +241,19 @@ def calibrate_file(model_path: str | Path, data_dir: str | Path, out_path: str |
                    progress: bool = False) -> dict:
     """Calibrate a saved model (trained by s3f-edge, before this feature or elsewhere) on its own dataset.
 
-    The validation split is carved from DATA's training images as training carved it: the fraction and seed the
-    model's metadata records, else ``val_fraction`` and ``seed`` (train's defaults: 0.15 and 0). Give the ones the
-    model was trained with, so that its validation images are ones it never trained on.
+    The validation split must be the one the model was trained with, so that its validation images are ones it
+    never trained on: the split the model's metadata records, else the one in the config.json of the run
+    directory it sits in, else ``val_fraction`` and ``seed``, which must then be given. A recorded split wins,
+    and a different ``val_fraction`` or ``seed`` is refused. A model trained under the paper protocol (selected
+    on the test set, no validation split) is refused.
 
     Args:
         model_path: the .keras model.
         data_dir: its dataset (DATA/train/<class>/... or DATA/<class>/...); the classes must be the model's.
         out_path: where to save the calibrated model (refused if it exists, unless ``overwrite``).
-        val_fraction, seed: the validation split, when the model does not record it.
+        val_fraction, seed: the validation split, for a model that records none.
         keep: the share of validation images the threshold accepts.
-        fit_images: training images (seeded sample) for the score's class statistics.
+        fit_images: training images (seeded, stratified sample) for the score's class statistics.
 
     Returns:
         The ``calibration`` metadata written into the model, plus ``out``.
@@ -216,11 +279,12 @@ def calibrate_file(model_path: str | Path, data_dir: str | Path, out_path: str |
     if dataset.class_names != metadata["class_names"]:
         raise DatasetError(f"the classes of {data_dir} ({', '.join(dataset.class_names)}) are not the model's "
                            f"({', '.join(metadata['class_names'])}); give the model's own dataset")
-    recorded = metadata.get("validation_split") or {}
-    val_fraction = val_fraction if val_fraction is not None else recorded.get("fraction", 0.15)
-    seed = seed if seed is not None else recorded.get("seed", 0)
+    from s3f_edge.model.calibration import check_head, uncalibrated
+
+    check_head(uncalibrated(model), len(dataset.class_names))
+    val_fraction, seed = _validation_split(model_path, metadata, val_fraction, seed)
     fit, validation = stratified_split(dataset.train, val_fraction, seed)
-    fit = fit.subset(calibration_sample(len(fit), fit_images, seed))
+    fit = fit.subset(calibration_sample(fit.labels, fit_images, seed))
     contract = Preprocessing.from_dict(metadata["preprocessing"])
     fit_x, fit_y, _ = load_split(fit, contract, workers, progress=progress)
     val_x, val_y, _ = load_split(validation, contract, workers, progress=progress)
@@ -230,6 +294,35 @@ def calibrate_file(model_path: str | Path, data_dir: str | Path, out_path: str |
     save_model_atomically(result, out_path, {**metadata, "calibration": calibration,
                                              "validation_split": {"fraction": val_fraction, "seed": seed}})
     return {**calibration, "out": str(out_path)}
+
+
+def _validation_split(model_path: Path, metadata: dict, val_fraction: float | None,
+                      seed: int | None) -> tuple[float, int]:
+    """The (fraction, seed) of the split the model was trained with (``calibrate_file`` says where from)."""
+    import json
+
+    config = model_path.parent / "config.json"
+    options = {}
+    if config.is_file():
+        try:
+            options = json.loads(config.read_text()).get("options", {})
+        except (ValueError, AttributeError):
+            options = {}
+    if metadata.get("protocol") == "paper" or options.get("paper_protocol"):
+        raise InputError(f"{model_path} was trained under --paper-protocol: it selected on the test set and kept no "
+                         "validation split to calibrate on; calibrate a model trained with the clean protocol")
+    recorded = metadata.get("validation_split") or (
+        {"fraction": options["val_fraction"], "seed": options["seed"]} if "val_fraction" in options else None)
+    if recorded is None:
+        if val_fraction is None or seed is None:
+            raise InputError(f"{model_path} does not record the validation split it was trained with; give "
+                             "--val-fraction and --seed as its training used them (train's defaults: 0.15 and 0)")
+        return val_fraction, seed
+    for option, given, kept in (("--val-fraction", val_fraction, recorded["fraction"]), ("--seed", seed, recorded["seed"])):
+        if given is not None and given != kept:
+            raise InputError(f"{option} {given} is not the {kept} the model was trained with (its validation images "
+                             f"would include training images); leave {option} out")
+    return float(recorded["fraction"]), int(recorded["seed"])
 
 
 def _sha256(path: Path) -> str:

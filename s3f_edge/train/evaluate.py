@@ -5,29 +5,24 @@ from pathlib import Path
 
 import numpy as np
 
+from s3f_edge.contract import PROBS
 from s3f_edge.train.metrics import classification_metrics, plot_confusion_and_roc, plot_names, write_json
 
 
 def batched_predict(model, batch_size: int):
-    """images -> outputs, one batch at a time through a plain forward pass.
+    """images -> the model's probabilities, one batch at a time (``model.forward.batched_outputs``)."""
+    import keras
 
-    Only one batch of a memory-mapped array is in memory at a time, and under MultiWorkerMirroredStrategy
-    it avoids ``model.predict``'s distributed path, which fails there (keras-team/keras#20585).
-    """
-    import tensorflow as tf
+    from s3f_edge.model.calibration import head, is_calibrated
+    from s3f_edge.model.forward import batched_outputs
 
-    def probabilities(x):
-        outputs = model(x, training=False)
-        return outputs["probs"] if isinstance(outputs, dict) else outputs  # a calibrated model also gives ood_score
-
-    forward = tf.function(probabilities, reduce_retracing=True)
-    units = model.get_layer("probs").output.shape[-1] if "probs" in {layer.name for layer in model.layers} else None
+    probabilities = keras.Model(model.inputs, model.get_layer(PROBS).output) if is_calibrated(model) else model
+    units = head(model).units
 
     def predict(images: np.ndarray) -> np.ndarray:
         if len(images) == 0:
-            return np.zeros((0, units or model.output_shape[-1]), np.float32)
-        return np.concatenate([forward(np.asarray(images[i:i + batch_size], np.float32)).numpy()
-                               for i in range(0, len(images), batch_size)])
+            return np.zeros((0, units), np.float32)
+        return batched_outputs(probabilities, images, batch_size)[0]
 
     return predict
 

@@ -11,11 +11,11 @@ Higher means less like the training images. Four scores are measured (``benchmar
 - ``knn``: the cosine distance to the k-th nearest training image in L2-normalised feature space (Sun et al.,
   ICML 2022).
 
-The score s3f-edge adopts (``block_scores``, measured best: docs) applies the Mahalanobis score to the
-mean-pooled output of every convolutional block, not only to the penultimate features: an image of another
-modality differs most in the early blocks' statistics, which the classifier's last features were trained to
-ignore. Each block's distance is standardised by its mean and spread over the validation split, and the score
-is the largest of them.
+The score s3f-edge adopts (``block_scores``, measured best: docs/calibration.md) applies the Mahalanobis
+score to the outputs of the convolutional blocks, summarised per channel by their mean and spread over the
+image, not only to the penultimate features: an image of another modality differs most in the blocks'
+statistics, which the classifier's last features were trained to ignore. Each block's distance is
+standardised by its mean and spread over the validation split, and the score is the largest of them.
 
 These functions are the reference: the ``OutOfDistributionScore`` layer computes ``block_scores`` inside the
 model graph (and so inside every exported file), and a test holds the two equal. The threshold is chosen on
@@ -47,6 +47,7 @@ class FittedScore:
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, stable for large logits."""
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=1, keepdims=True)
@@ -126,38 +127,45 @@ def score(fitted: FittedScore, features: np.ndarray, logits: np.ndarray | None =
     return 1.0 - kth
 
 
-def pooled(features: np.ndarray) -> np.ndarray:
-    """A feature map (N, H, W, C) averaged over height and width; a vector (N, d) as it is."""
+def pooled(features: np.ndarray, pooling: str = "mean") -> np.ndarray:
+    """A feature map (N, H, W, C) summarised per channel over height and width: its mean (N, C), or for
+    ``pooling="mean_std"`` its mean and standard deviation (N, 2C); a vector (N, d) as it is."""
     features = np.asarray(features, np.float64)
-    return features.mean(axis=(1, 2)) if features.ndim == 4 else features
+    if features.ndim != 4:
+        return features
+    mean = features.mean(axis=(1, 2))
+    return mean if pooling == "mean" else np.concatenate([mean, features.std(axis=(1, 2))], axis=1)
 
 
-def fit_blocks(fit_features: list[np.ndarray], labels: np.ndarray, validation_features: list[np.ndarray]) -> list[dict]:
+def fit_blocks(fit_features: list[np.ndarray], labels: np.ndarray, validation_features: list[np.ndarray],
+               pooling: str = "mean") -> list[dict]:
     """Fit the adopted score: per block, a Mahalanobis score on training images, standardised on validation ones.
 
     Args:
-        fit_features: per block, features of training images (N, ...).
+        fit_features: per block, feature maps (or already pooled features) of training images.
         labels: their class indices.
-        validation_features: per block, features of held-out in-distribution images (M, ...).
+        validation_features: per block, the same of held-out in-distribution images.
+        pooling: how a feature map is summarised (``pooled``).
 
     Returns:
         Per block: whitening, class_means (whitened), location and scale: the ``OutOfDistributionScore`` weights.
     """
     statistics = []
     for fit, validation in zip(fit_features, validation_features):
-        fitted = fit_score("mahalanobis", pooled(fit), labels)
-        distances = score(fitted, pooled(validation))
+        fitted = fit_score("mahalanobis", pooled(fit, pooling), labels)
+        distances = score(fitted, pooled(validation, pooling))
         statistics.append({"whitening": fitted.whitening, "class_means": fitted.class_means,
                            "location": float(distances.mean()), "scale": float(max(distances.std(), 1e-12))})
     return statistics
 
 
-def block_scores(statistics: list[dict], features: list[np.ndarray]) -> np.ndarray:
+def block_scores(statistics: list[dict], features: list[np.ndarray], pooling: str = "mean") -> np.ndarray:
     """The adopted score of each image: the largest standardised block distance (what the layer computes).
 
     Args:
         statistics: from ``fit_blocks``.
-        features: per block, features of the images to score.
+        features: per block, feature maps (or already pooled features) of the images to score.
+        pooling: as given to ``fit_blocks``.
 
     Returns:
         (N,) float64 scores.
@@ -165,7 +173,7 @@ def block_scores(statistics: list[dict], features: list[np.ndarray]) -> np.ndarr
     standardised = []
     for values, block in zip(statistics, features):
         fitted = FittedScore("mahalanobis", whitening=values["whitening"], class_means=values["class_means"])
-        standardised.append((score(fitted, pooled(block)) - values["location"]) / values["scale"])
+        standardised.append((score(fitted, pooled(block, pooling)) - values["location"]) / values["scale"])
     return np.max(np.stack(standardised, axis=1), axis=1)
 
 
@@ -175,6 +183,9 @@ def threshold_keeping(in_distribution_scores: np.ndarray, keep: float = 0.99) ->
     Args:
         in_distribution_scores: scores of held-out in-distribution images (the validation split).
         keep: the share of them to accept.
+
+    Returns:
+        The threshold (an observed score: the smallest at or above the ``keep`` quantile).
     """
     if not 0 < keep <= 1:
         raise InputError(f"the share of in-distribution images to keep must be in (0, 1], got {keep}")

@@ -221,7 +221,7 @@ def _calibrate(model, model_path: Path, fit_x, fit_y, sel_x, sel_y, dataset: Fol
     from s3f_edge.train.calibrate import DEFAULT_FIT_IMAGES, calibrate_model, calibration_sample
     from s3f_edge.train.precise_bn import Rows
 
-    picked = calibration_sample(len(fit_y), DEFAULT_FIT_IMAGES, options.seed)
+    picked = calibration_sample(fit_y, DEFAULT_FIT_IMAGES, options.seed)
     provenance = {"data_file_list_sha256": dataset.file_list_hash(), "val_fraction": options.val_fraction,
                   "seed": options.seed}
     calibrated_model, calibration = calibrate_model(model, Rows(fit_x, picked), fit_y[picked], sel_x, sel_y,
