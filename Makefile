@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 DEMO_DIR := demo-output
+# The example datasets for benchmarks and studies (brain_tumor_mri/, busi/): $S3F_EDGE_DATA, as s3f_edge.testing reads it.
+DATA ?= $(or $(S3F_EDGE_DATA),../shared/data)
 
 .PHONY: demo test bench install clean
 
@@ -38,6 +40,7 @@ demo: $(INSTALLED)
 		--batch-sizes 1,16 --duration 2 --warmup 0.5 --json $(DEMO_DIR)/bench.json --plot $(DEMO_DIR)/bench.png
 
 test: $(INSTALLED)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 # Speed figures (not part of `make test`): the pytest-benchmark suite, then every script whose tables the
@@ -45,14 +48,14 @@ test: $(INSTALLED)
 bench: $(INSTALLED)
 	$(BIN)/python -m pytest benchmarks --benchmark-only --benchmark-columns=min,median,max,rounds -q
 	$(BIN)/python benchmarks/ratios.py --out benchmarks/results
-	$(BIN)/python benchmarks/matrices.py --out benchmarks/results
+	$(BIN)/python benchmarks/accuracy_speed.py --out benchmarks/results
 	$(BIN)/python benchmarks/int8_variants.py --out benchmarks/results
 	$(BIN)/python benchmarks/int8_spread.py --out benchmarks/results
 	$(BIN)/python benchmarks/ort_session_options.py --out benchmarks/results
 	$(BIN)/python benchmarks/runtime_footprint.py --out benchmarks/results
 	$(BIN)/python benchmarks/training_speed.py --out benchmarks/results
-	$(BIN)/python benchmarks/training_speed.py --data ../shared/data/busi --preset busi --size 128 --images 128 --no-xla --out benchmarks/results
-	$(BIN)/python benchmarks/update_docs.py
+	$(BIN)/python benchmarks/training_speed.py --data $(DATA)/busi --preset busi --size 128 --images 128 --no-xla --out benchmarks/results
+	$(BIN)/python tools/update_docs.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

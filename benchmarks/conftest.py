@@ -1,16 +1,13 @@
 """Fixtures for the pytest-benchmark suite: brisc2025 models at 256x256 and 128x128, exported both ways."""
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from helpers import saved_model  # noqa: E402
 
 from s3f_edge.export.onnx_export import ExportOptions, export_model  # noqa: E402
+from s3f_edge.testing import saved_model  # noqa: E402
 
 SIZES = {"256": (256, 256, 1), "128": (128, 128, 1)}
 

@@ -58,7 +58,7 @@ status "GPU and TensorRT tests" $? "$OUT/gpu-tests.log"
 status "whole test suite (gpu extra)" $? "$OUT/all-tests.log"
 
 MODEL=s3f_edge/assets/default_model/model.keras
-DATA=${DATA:-../shared/data/brain_tumor_mri}
+DATA=${DATA:-${S3F_EDGE_DATA:-../shared/data}/brain_tumor_mri}
 CALIB=samples/brain_mri/train
 [[ -d $DATA/train ]] && CALIB=$DATA/train
 ENGINES=()

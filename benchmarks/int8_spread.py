@@ -1,7 +1,7 @@
 """How stable INT8's speed-up is on this machine: FP32 against the default INT8 file, timed again and again.
 
     python benchmarks/int8_spread.py [--model s3f_edge/assets/default_model/model.keras]
-        [--calib ../shared/data/brain_tumor_mri/train] [--repeats 8] [--out benchmarks/results]
+        [--calib $S3F_EDGE_DATA/brain_tumor_mri/train] [--repeats 8] [--out benchmarks/results]
 
 One matrix run gives one ratio per batch size; on a shared CPU the int8 kernels' latency moves more
 than FP32's between minutes. This script exports the model to FP32 and INT8 with `s3f-edge export`'s
@@ -22,14 +22,18 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
 from results_files import write_results  # noqa: E402  (benchmarks/ is the script's folder)
+
+from s3f_edge.testing import data_root  # noqa: E402
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=ROOT / "s3f_edge/assets/default_model/model.keras")
-    parser.add_argument("--calib", type=Path, default=ROOT.parent / "shared/data/brain_tumor_mri/train")
+    parser.add_argument("--calib", type=Path, default=data_root() / "brain_tumor_mri" / "train")
     parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=3.0, help="timing per file and repeat")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -38,14 +42,14 @@ def main() -> None:
     from s3f_edge.bench.runner import measure_in_turns
     from s3f_edge.export.onnx_export import ExportOptions, export_model
     from s3f_edge.export.precision import calibration_images
-    from s3f_edge.runtime import Predictor
+    from s3f_edge.runtime import load_predictor
 
     # The export itself (calibration sample, float nodes, parity gate), so the INT8 file is the one users get.
     scratch = Path(tempfile.mkdtemp(prefix="int8-spread-"))
     options = ExportOptions(out_dir=scratch, precision="int8", calib=args.calib)
     fp32_path = export_model(args.model, options).onnx_path
-    fp32 = Predictor.load(fp32_path, backend="onnx-cpu")
-    int8 = Predictor.load(scratch / "model.int8.onnx", backend="onnx-cpu")
+    fp32 = load_predictor(fp32_path, backend="onnx-cpu")
+    int8 = load_predictor(scratch / "model.int8.onnx", backend="onnx-cpu")
     sample = calibration_images(args.calib, fp32.contract, 64, seed=1)  # timing input: real images
 
     rows = []

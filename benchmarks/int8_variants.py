@@ -1,7 +1,7 @@
-"""How to quantize S3F-Net to INT8: every variant scored on a whole labelled test set, in one run (issue 14).
+"""How to quantize S3F-Net to INT8: every variant scored on a whole labelled test set, in one run.
 
     python benchmarks/int8_variants.py [--model s3f_edge/assets/default_model/model.keras]
-        [--data ../shared/data/brain_tumor_mri] [--out benchmarks/results]
+        [--data $S3F_EDGE_DATA/brain_tumor_mri] [--out benchmarks/results]
 
 Variants: the first export (asymmetric activations, quantized biases, MinMax ranges, the first 256
 training files in path order); then the form TensorRT takes (symmetric activations, zero points 0, float
@@ -27,7 +27,10 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from results_files import write_results  # noqa: E402  (benchmarks/ is the script's folder)
+
+from s3f_edge.testing import data_root  # noqa: E402
 
 
 def first_files_sample(folder: Path, contract, limit: int) -> np.ndarray:
@@ -96,7 +99,7 @@ def p50_ms_in_turns(predictors: list, images: np.ndarray, batch: int, seconds: f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=Path("s3f_edge/assets/default_model/model.keras"))
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/brain_tumor_mri"))
+    parser.add_argument("--data", type=Path, default=data_root() / "brain_tumor_mri")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
@@ -108,11 +111,11 @@ def main() -> None:
     from s3f_edge.export.onnx_export import ExportOptions, export_model
     from s3f_edge.export.precision import calibration_images, int8_float_nodes, layer_node_names, to_int8
     from s3f_edge.model import load_model, spectral_filters
-    from s3f_edge.runtime import Predictor
+    from s3f_edge.runtime import load_predictor
 
     scratch = Path(tempfile.mkdtemp(prefix="int8-variants-"))
     fp32 = export_model(args.model, ExportOptions(out_dir=scratch)).onnx_path
-    reference = Predictor.load(fp32, backend="onnx-cpu")
+    reference = load_predictor(fp32, backend="onnx-cpu")
     dataset = discover(args.data)
     test_x, test_y, _ = load_split(dataset.test, reference.contract)
     expected = reference.predict_all(test_x).argmax(1)
@@ -124,25 +127,26 @@ def main() -> None:
     first_block = keep + first_block_nodes(proto)
     samples = {count: calibration_images(train, reference.contract, count, seed=0) for count in (256, 1024)}
     # (label, method, calibration images, weight bits, fold BatchNorm first, float nodes); None: the first export
-    variants = [("first export: asymmetric activations, int32 biases, MinMax, first 256 files", None, 256, 8, False, spectral),
+    variants = [("first export: asymmetric activations, int32 biases, MinMax, first 256 files", None, 256, 8, False,
+                 spectral),
                 ("symmetric, BatchNorm not folded, 7-bit weights, percentile, 256 images, first block in float "
                  "(previous export)", "percentile", 256, 7, False, first_block),
                 ("BatchNorm folded, 7-bit weights, percentile, 256 images, first block in float", "percentile", 256, 7,
                  True, first_block),
-                ("BatchNorm folded, 7-bit weights, percentile, 1024 images, first block in float", "percentile", 1024, 7,
-                 True, first_block),
+                ("BatchNorm folded, 7-bit weights, percentile, 1024 images, first block in float", "percentile",
+                 1024, 7, True, first_block),
                 ("BatchNorm folded, 8-bit weights, percentile, 256 images, first block in float", "percentile", 256, 8,
                  True, first_block),
-                ("BatchNorm folded, 8-bit weights, percentile, 1024 images, first block in float", "percentile", 1024, 8,
-                 True, first_block),
+                ("BatchNorm folded, 8-bit weights, percentile, 1024 images, first block in float", "percentile",
+                 1024, 8, True, first_block),
                 ("BatchNorm folded, 8-bit weights, minmax, 1024 images, first convolution in float", "minmax", 1024, 8,
                  True, keep),
-                ("BatchNorm folded, 8-bit weights, entropy, 1024 images, first convolution in float", "entropy", 1024, 8,
-                 True, keep),
+                ("BatchNorm folded, 8-bit weights, entropy, 1024 images, first convolution in float", "entropy",
+                 1024, 8, True, keep),
                 ("BatchNorm folded, 7-bit weights, percentile, 1024 images, first convolution in float "
                  "(--int8-weight-bits 7)", "percentile", 1024, 7, True, keep),
-                ("BatchNorm folded, 8-bit weights, percentile, 1024 images, first convolution in float (export default)",
-                 "percentile", 1024, 8, True, keep)]
+                ("BatchNorm folded, 8-bit weights, percentile, 1024 images, first convolution in float "
+                 "(export default)", "percentile", 1024, 8, True, keep)]
     rows = [{"variant": "FP32 (reference)", "file": fp32, "nonzero_zero_points": "-"}]
     for name, method, count, bits, fold, exclude in variants:
         path = scratch / f"int8-{len(rows)}.onnx"
@@ -155,7 +159,7 @@ def main() -> None:
                      "seconds_to_quantize": round(time.perf_counter() - started, 1)})
     predictors = []
     for row in rows:
-        predictor = reference if row["file"] == fp32 else Predictor.load(row["file"], backend="onnx-cpu",
+        predictor = reference if row["file"] == fp32 else load_predictor(row["file"], backend="onnx-cpu",
                                                                         metadata=reference.metadata)
         predictors.append(predictor)
         predicted = predictor.predict_all(test_x).argmax(1)
@@ -175,12 +179,15 @@ def main() -> None:
     result = {"date": time.strftime("%Y-%m-%d"), "model": str(args.model), "test_images": int(len(test_y)),
               "cpus": os.cpu_count(), "rows": rows}
     lines = [f"INT8 variants of {args.model.name} on {len(test_y)} test images of {args.data.name} "
-             f"({result['date']}, {os.cpu_count()} CPUs, ONNX Runtime CPU, p50 of the fastest of 3 rounds taken in turns, {args.seconds:g} s each variant).", "",
-             "| variant | accuracy | macro-F1 | top-1 agreement with FP32 | non-zero zero points | MB | p50 ms, batch 1 | p50 ms, batch 32 |",
+             f"({result['date']}, {os.cpu_count()} CPUs, ONNX Runtime CPU, p50 of the fastest of 3 rounds taken in "
+             f"turns, {args.seconds:g} s each variant).", "",
+             "| variant | accuracy | macro-F1 | top-1 agreement with FP32 | non-zero zero points | MB "
+             "| p50 ms, batch 1 | p50 ms, batch 32 |",
              "|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        lines.append(f"| {row['variant']} | {row['accuracy']:.2%} | {row['f1_macro']:.3f} | {row['top1_agreement_with_fp32']:.2%} | "
-                     f"{row['nonzero_zero_points']} | {row['size_mb']} | {row['p50_ms_batch1']} | {row['p50_ms_batch32']} |")
+        lines.append(f"| {row['variant']} | {row['accuracy']:.2%} | {row['f1_macro']:.3f} | "
+                     f"{row['top1_agreement_with_fp32']:.2%} | {row['nonzero_zero_points']} | {row['size_mb']} | "
+                     f"{row['p50_ms_batch1']} | {row['p50_ms_batch32']} |")
     write_results(args.out, "int8_variants", result, lines)
 
 

@@ -33,7 +33,7 @@ def measure(seconds: float, repeats: int) -> dict:
     from s3f_edge.model import load_model
     from s3f_edge.model.calibration import is_calibrated, uncalibrated
     from s3f_edge.model.metadata import read_metadata, save_model_atomically
-    from s3f_edge.runtime import Predictor
+    from s3f_edge.runtime import load_predictor
     from s3f_edge.runtime.parity import real_batch
 
     bundled = DEFAULT_MODEL_DIR / "model.keras"
@@ -46,7 +46,7 @@ def measure(seconds: float, repeats: int) -> dict:
         save_model_atomically(uncalibrated(model), scratch / "plain.keras", metadata)
         files = {"with ood_score": export_model(bundled, ExportOptions(out_dir=scratch / "scored")).onnx_path,
                  "without": export_model(scratch / "plain.keras", ExportOptions(out_dir=scratch / "plain")).onnx_path}
-        predictors = {name: Predictor.load(path, backend="onnx-cpu") for name, path in files.items()}
+        predictors = {name: load_predictor(path, backend="onnx-cpu") for name, path in files.items()}
         pool = real_batch(predictors["without"].contract, None)
         rows = []
         for batch in BATCHES:
@@ -73,7 +73,8 @@ def markdown(result: dict) -> str:
                      f"{np.median([r['with_ms'] for r in rows]):.3f} | {ratio:.3f} (range "
                      f"{min(r['ratio'] for r in rows):.3f}-{max(r['ratio'] for r in rows):.3f}) |")
     return "\n".join(lines) + (f"\n\n{result['model']}, ONNX Runtime on the CPU, both files timed in turns in one "
-                               f"process, {len(result['rows']) // len(BATCHES)} repeats per batch ({result['date']}).\n")
+                               f"process, {len(result['rows']) // len(BATCHES)} repeats per batch "
+                               f"({result['date']}).\n")
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ on the penultimate features (the literature's defaults); Mahalanobis on every co
 towers, each summarised by its mean; and on the spatial tower's blocks, each summarised by its mean and
 spread (s3f_edge.train.ood.block_scores, as s3f_edge.train.calibrate fits it).
 
-    .venv/bin/python benchmarks/ood_methods.py --out benchmarks/results [--data ../shared/data]
+    .venv/bin/python benchmarks/ood_methods.py --out benchmarks/results [--data $S3F_EDGE_DATA]
 """
 from __future__ import annotations
 
@@ -28,10 +28,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from ood_sets import write_corrupted, write_other_modalities  # noqa: E402
-
 from results_files import write_results  # noqa: E402  (benchmarks/ is the script's folder)
 
 from s3f_edge.runtime.predictor import DEFAULT_MODEL_DIR  # noqa: E402
+from s3f_edge.testing import data_root  # noqa: E402
 
 KEEP = 0.99
 CANDIDATES = ("msp", "energy", "mahalanobis", "knn", "every-block-mean", "mahalanobis-blocks")
@@ -145,7 +145,7 @@ def markdown(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=data_root())
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ood-sets-") as scratch:
         result = measure(args.data, Path(scratch))

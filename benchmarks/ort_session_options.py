@@ -1,4 +1,4 @@
-"""Which ONNX Runtime session settings to ship: each candidate timed on the same models in one run (issue 14).
+"""Which ONNX Runtime session settings to ship: each candidate timed on the same models in one run.
 
     python benchmarks/ort_session_options.py [--out benchmarks/results]
 
@@ -23,8 +23,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 from results_files import write_results  # noqa: E402  (benchmarks/ is the script's folder)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
@@ -66,9 +66,9 @@ def main() -> None:
     args = parser.parse_args()
 
     import onnxruntime as ort
-    from helpers import saved_model
 
     from s3f_edge.export.onnx_export import ExportOptions, export_model
+    from s3f_edge.testing import saved_model  # noqa: E402
 
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -94,7 +94,8 @@ def main() -> None:
         row["vs_defaults"] = round(default["p50_ms"] / row["p50_ms"], 3)
     result = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "onnxruntime": ort.__version__, "rows": rows}
     lines = [f"ONNX Runtime {ort.__version__} session settings, FP32 ONNX on the CPU ({result['date']}, "
-             f"{os.cpu_count()} CPUs; p50 of the fastest of 3 rounds taken in turns, {args.seconds:g} s each; speed-up > 1 is faster than the defaults).", "",
+             f"{os.cpu_count()} CPUs; p50 of the fastest of 3 rounds taken in turns, {args.seconds:g} s each; "
+             "speed-up > 1 is faster than the defaults).", "",
              "| model | batch | settings | p50 ms | speed-up vs defaults |", "|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['batch']} | {r['settings']} | {r['p50_ms']} | {r['vs_defaults']} |" for r in rows]
     write_results(args.out, "ort_session_options", result, lines)

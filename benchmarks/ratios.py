@@ -24,14 +24,12 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from helpers import saved_model  # noqa: E402
 
 from s3f_edge.bench.runner import measure  # noqa: E402
 from s3f_edge.export.onnx_export import ExportOptions, export_model  # noqa: E402
-from s3f_edge.runtime import Predictor, infer_folder  # noqa: E402
+from s3f_edge.runtime import infer_folder, load_predictor  # noqa: E402
+from s3f_edge.testing import saved_model  # noqa: E402
 
 CLASSES = ["glioma", "meningioma", "notumor", "pituitary"]
 SAMPLES = ROOT / "samples" / "brain_mri"
@@ -87,7 +85,8 @@ def spectral_share(work: Path, duration: float) -> dict:
     keras_path = saved_model(work / "brisc-256.keras", "brisc2025", (256, 256, 1), class_names=CLASSES)
     inputs = keras.Input((256, 256, 1))
     alone = keras.Model(inputs, SpectralFilter(32)(inputs))
-    dense_w, factored_w = spectral_filter_flops(256, 256, 1, 32), spectral_filter_flops(256, 256, 1, 32, factor_width=True)
+    dense_w = spectral_filter_flops(256, 256, 1, 32)
+    factored_w = spectral_filter_flops(256, 256, 1, 32, factor_width=True)
     result = {"flops_per_image": {"fft": dense_w["fft"], "matmul, W dense (default)": dense_w["matmul"],
                                   "matmul, W factored": factored_w["matmul"]}}
     for form, (fft, factor_height, factor_width) in SPECTRAL_FORMS.items():
@@ -126,7 +125,7 @@ def pipeline(work: Path, duration: float) -> dict:
     for size in (256, 128):
         keras_path = saved_model(work / f"pipeline-{size}.keras", "brisc2025", (size, size, 1), class_names=CLASSES)
         export_model(keras_path, ExportOptions(out_dir=work / f"{size}-matmul"))
-    predictor = Predictor.load(work / "256-matmul" / "model.onnx")
+    predictor = load_predictor(work / "256-matmul" / "model.onnx")
     folder = _fill_folder(work / "images-1000", 1000)
     data = np.random.default_rng(0).random((32, 256, 256, 1), dtype=np.float32)
     compute = 32 / p50(predictor, data, duration)
@@ -136,13 +135,14 @@ def pipeline(work: Path, duration: float) -> dict:
     for count in (1000, 10000):
         images = _fill_folder(work / f"mem-{count}", count)
         # VmHWM is this process's own peak; getrusage's ru_maxrss would include the parent's (kept across exec).
-        script = ("import sys\nfrom s3f_edge.runtime import Predictor, infer_folder\n"
-                  "p = Predictor.load(sys.argv[1])\n"
+        script = ("import sys\nfrom s3f_edge.runtime import infer_folder, load_predictor\n"
+                  "p = load_predictor(sys.argv[1])\n"
                   "s = infer_folder(sys.argv[2], p, sys.argv[3], batch_size=32, progress=False)\n"
                   "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
                   "print(s.succeeded, hwm)\n")
         out = subprocess.run([sys.executable, "-c", script, str(work / "128-matmul" / "model.onnx"), str(images),
-                              str(work / f"mem-{count}.csv")], capture_output=True, text=True, check=True).stdout.split()
+                              str(work / f"mem-{count}.csv")],
+                             capture_output=True, text=True, check=True).stdout.split()
         memory[count] = {"images": int(out[-2]), "peak_rss_mb": round(int(out[-1]) / 1024, 1)}
     return {"compute_only_images_per_second": round(compute, 1), "end_to_end_images_per_second": round(end_to_end, 1),
             "end_to_end_fraction": round(end_to_end / compute, 3), "peak_memory": memory}

@@ -1,4 +1,4 @@
-"""What a deployment costs: start-up time, peak memory and install size of `s3f-edge infer` (issue 12).
+"""What a deployment costs: start-up time, peak memory and install size of `s3f-edge infer`.
 
     python benchmarks/runtime_footprint.py [--out benchmarks/results] [--repeat 5]
 
@@ -137,8 +137,8 @@ def main() -> None:
     runtime_python = ensure_runtime_venv()
     full_python = REPO / ".venv" / "bin" / "python"
     installations = {
-        "runtime only ([cpu])": lambda folder, out: [str(runtime_python), "-c", CLI_PROBE, "infer", str(folder), "--out",
-                                                     str(out), "--quiet"],
+        "runtime only ([cpu])": lambda folder, out: [str(runtime_python), "-c", CLI_PROBE, "infer", str(folder),
+                                                     "--out", str(out), "--quiet"],
         "full ([train,cpu,...])": lambda folder, out: [str(full_python), "-c", CLI_PROBE, "infer", str(folder), "--out",
                                                        str(out), "--quiet"],
     }
@@ -146,7 +146,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         for count in (1, 24):
-            minimal = measure("minimal ONNX Runtime script", lambda folder, out: [
+            minimal = measure("minimal ONNX Runtime script", lambda folder, out, count=count: [
                 str(runtime_python), "-c", MINIMAL, str(MODEL), str(folder), str(out), str(count)], count, scratch,
                 args.repeat)
             rows.append(minimal)
@@ -170,7 +170,8 @@ def main() -> None:
               "rows": rows, "install_mb": install, "goals_met": goals}
     lines = [f"`s3f-edge infer` with the bundled ONNX model, process start to exit, median of {args.repeat} runs "
              f"({result['date']}, {os.cpu_count()} CPUs).", "",
-             "| installation | images | wall s | peak RSS MB | × minimal (time) | × minimal (RSS) |", "|---|---|---|---|---|---|"]
+             "| installation | images | wall s | peak RSS MB | × minimal (time) | × minimal (RSS) |",
+             "|---|---|---|---|---|---|"]
     for row in rows:
         lines.append(f"| {row['installation']} | {row['images']} | {row['seconds']} | {row['peak_rss_mb']} | "
                      f"{row.get('time_vs_minimal', '-')} | {row.get('rss_vs_minimal', '-')} |")

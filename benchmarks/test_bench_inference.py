@@ -5,14 +5,14 @@ Run with `make bench`. Compare groups within one run; absolute times depend on t
 import numpy as np
 import pytest
 
-from s3f_edge.runtime import Predictor
+from s3f_edge.runtime import load_predictor
 
 
 @pytest.mark.parametrize("batch", [1, 32])
 @pytest.mark.parametrize("size", ["256", "128"])
 @pytest.mark.parametrize("backend", ["keras", "matmul", "dft"])
 def test_predict(benchmark, exported, size, batch, backend):
-    predictor = Predictor.load(exported[size][backend])
+    predictor = load_predictor(exported[size][backend])
     images = np.random.default_rng(batch).random((batch, *predictor.contract.input_shape), dtype=np.float32)
     predictor.predict(images)  # warm-up: graph tracing, thread pools
     benchmark.group = f"brisc2025 {size}x{size} batch {batch}"

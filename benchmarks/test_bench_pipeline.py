@@ -2,12 +2,12 @@
 import pytest
 
 from s3f_edge.export.onnx_export import ExportOptions, export_model
-from s3f_edge.runtime import Predictor, infer_folder
+from s3f_edge.runtime import infer_folder, load_predictor
 
 
 @pytest.mark.parametrize("backend", ["matmul", "dft"])
 def test_infer_folder_end_to_end(benchmark, exported, sample_dir, tmp_path, backend):
-    predictor = Predictor.load(exported["128"][backend])
+    predictor = load_predictor(exported["128"][backend])
     counter = iter(range(10_000))
 
     def run():

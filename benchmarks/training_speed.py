@@ -1,6 +1,6 @@
-"""Training throughput on this machine, every option measured in one run (issue 11).
+"""Training throughput on this machine, every option measured in one run.
 
-    python benchmarks/training_speed.py [--data ../shared/data/brain_tumor_mri] [--size 64] [--out benchmarks/results]
+    python benchmarks/training_speed.py [--data $S3F_EDGE_DATA/brain_tumor_mri] [--size 64] [--out benchmarks/results]
 
 Trains S3F-Net (the preset's architecture at --size) on real training images through s3f-edge's
 own input pipeline and times whole epochs after a warm-up epoch, for: the SpectralFilter's FFT and
@@ -22,7 +22,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from results_files import write_results  # noqa: E402  (benchmarks/ is the script's folder)
+
+from s3f_edge.testing import data_root  # noqa: E402
 
 
 def load_images(data: Path, size: int, count: int, seed: int):
@@ -86,11 +89,14 @@ def render(result: dict) -> list[str]:
         row["images_per_second"] = max(row["rounds"]) if row["rounds"] else None
     reference = rows[1]["images_per_second"]
     for row in rows[1:]:
-        row["vs_default"] = round(row["images_per_second"] / reference, 2) if row["images_per_second"] and reference else None
-    lines = [f"Training throughput, {setup['preset']} S3F-Net ({setup['fusion']}) at {setup['size']}x{setup['size']}, batch "
-             f"{setup['batch_size']}, {images} real images, best of {setup['epochs']} timed epochs taken in turns "
-             f"after a warm-up epoch; {result['machine']['cpus']} CPUs, TensorFlow {result['machine']['tensorflow']}, "
-             f"{result['date']}.", "", "| configuration | images/s | vs default (fft, no XLA) | every round |", "|---|---|---|---|"]
+        row["vs_default"] = (round(row["images_per_second"] / reference, 2)
+                             if row["images_per_second"] and reference else None)
+    lines = [f"Training throughput, {setup['preset']} S3F-Net ({setup['fusion']}) at {setup['size']}x{setup['size']}, "
+             f"batch {setup['batch_size']}, {images} real images, best of {setup['epochs']} timed epochs taken in "
+             f"turns after a warm-up epoch; {result['machine']['cpus']} CPUs, "
+             f"TensorFlow {result['machine']['tensorflow']}, {result['date']}.", "",
+             "| configuration | images/s | vs default (fft, no XLA) | every round |",
+             "|---|---|---|---|"]
     for row in rows:
         rate = "failed: " + row.get("error", "") if row["images_per_second"] is None else f"{row['images_per_second']}"
         lines.append(f"| {row['configuration']} | {rate} | {row.get('vs_default') or '-'} | "
@@ -100,7 +106,7 @@ def render(result: dict) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/brain_tumor_mri"))
+    parser.add_argument("--data", type=Path, default=data_root() / "brain_tumor_mri")
     parser.add_argument("--preset", default="brisc2025")
     parser.add_argument("--fusion", default="concat")
     parser.add_argument("--size", type=int, default=64)
@@ -108,7 +114,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5, help="timed epochs (rounds) per configuration")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument("--no-xla", action="store_true", help="skip the XLA configurations (slow to compile and run here)")
+    parser.add_argument("--no-xla", action="store_true",
+                        help="skip the XLA configurations (slow to compile and run here)")
     parser.add_argument("--render", type=Path, default=None, help="only rewrite the Markdown of this results JSON")
     args = parser.parse_args()
     if args.render:
@@ -124,12 +131,14 @@ def main() -> None:
     print(rows[-1], flush=True)
     # Every configuration is built and warmed up first, then their epochs alternate round by round, so that
     # a busy moment of this shared machine hits all of them alike; the best round is reported (render).
-    configurations = [(mode, jit, False) for mode in ("fft", "matmul") for jit in ((False,) if args.no_xla else (False, True))]
+    configurations = [(mode, jit, False) for mode in ("fft", "matmul")
+                      for jit in ((False,) if args.no_xla else (False, True))]
     configurations.append(("fft", False, True))
     epochs, notes = {}, {}
     for key in configurations:
         try:
-            epochs[key] = trainer(images, labels, args.preset, args.fusion, *key[:2], args.batch_size, numpy_input=key[2])
+            epochs[key] = trainer(images, labels, args.preset, args.fusion, *key[:2], args.batch_size,
+                                  numpy_input=key[2])
         except Exception as error:  # e.g. an op XLA cannot compile on this device: report, don't hide
             notes[key] = f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"
     rates = {key: [] for key in epochs}
@@ -139,14 +148,15 @@ def main() -> None:
     for key in configurations:
         mode, jit, numpy_input = key
         measured = rates.get(key, [])
-        label = f"train, SpectralFilter {mode}{', XLA' if jit else ''}" + (", fit on numpy arrays" if numpy_input else "")
+        label = (f"train, SpectralFilter {mode}{', XLA' if jit else ''}"
+                 + (", fit on numpy arrays" if numpy_input else ""))
         rows.append({"configuration": label, "spectral_form": mode, "xla": jit, "numpy_input": numpy_input,
                      "rounds": [round(r, 2) for r in measured], "error": notes.get(key, "")})
         print(rows[-1], flush=True)
     result = {"date": time.strftime("%Y-%m-%d"), "machine": {"processor": platform.processor() or platform.machine(),
                                                              "cpus": os.cpu_count(), "tensorflow": tf.__version__},
-              "setup": {**{k: str(v) for k, v in vars(args).items()}, "images_timed_per_config": args.epochs * len(labels),
-                        "images": len(labels)},
+              "setup": {**{k: str(v) for k, v in vars(args).items()},
+                        "images_timed_per_config": args.epochs * len(labels), "images": len(labels)},
               "rows": rows}
     write_results(args.out, f"training_speed_{args.preset}_{args.size}", result, render(result))
 

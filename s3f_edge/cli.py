@@ -12,9 +12,16 @@ from pathlib import Path
 
 import click
 
-from s3f_edge.cli_support import (EXIT_ERROR, EXIT_SOME_FILES_FAILED, AliasedOption, ExistingPath, Group,
-                                  overwrite_option, set_interrupt_hint)
-from s3f_edge.export.formats import CALIBRATION_METHODS, FFT_LOWERINGS, PRECISIONS
+from s3f_edge.cli_support import (
+    EXIT_ERROR,
+    EXIT_SOME_FILES_FAILED,
+    AliasedOption,
+    ExistingPath,
+    Group,
+    overwrite_option,
+    set_interrupt_hint,
+)
+from s3f_edge.export.choices import CALIBRATION_METHODS, FFT_LOWERINGS, PRECISIONS
 from s3f_edge.model.presets import FUSIONS, KINDS, PRESETS, VARIANTS
 from s3f_edge.runtime.formats import BACKENDS, MODEL_SUFFIXES, RESULT_FORMATS
 
@@ -133,8 +140,9 @@ def presets(count_params: bool) -> None:
               help="Original configuration: input size, channels, SpectraNet variant, fusion, epochs, patiences.")
 @click.option("--model", "kind", default="s3f", show_default=True, type=click.Choice(KINDS),
               help="S3F-Net, the spatial-only baseline, or the spectral-only SpectraNet.")
-@click.option("--image-size", default=None, callback=_size_option, help="Train at HxW (or one number for square) instead of the preset's size; "
-              "smaller trains much faster on a CPU.")
+@click.option("--image-size", default=None, callback=_size_option,
+              help="Train at HxW (or one number for square) instead of the preset's size; "
+                   "smaller trains much faster on a CPU.")
 @click.option("--variant", type=click.Choice(VARIANTS), default=None, help="SpectraNet variant (default: preset's).")
 @click.option("--fusion", type=click.Choice(FUSIONS), default=None, help="Fusion (default: preset's).")
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Maximum epochs (default: preset's, 100-200).")
@@ -234,7 +242,8 @@ def _print_report(report: dict, run_dir: Path) -> None:
         if split in report:
             m = report[split]
             auc = "-" if m["roc_auc_macro"] is None else f"{m['roc_auc_macro']:.4f}"
-            rows.append([split, m["count"], f"{m['accuracy']:.4f}", f"{m['f1_weighted']:.4f}", f"{m['cohen_kappa']:.4f}", auc])
+            rows.append([split, m["count"], f"{m['accuracy']:.4f}", f"{m['f1_weighted']:.4f}",
+                         f"{m['cohen_kappa']:.4f}", auc])
     click.echo()
     click.echo(_table(["split", "images", "accuracy", "F1 weighted", "kappa", "AUC macro"], rows))
     if report["protocol"].startswith("PAPER"):
@@ -247,8 +256,8 @@ def _print_report(report: dict, run_dir: Path) -> None:
                 callback=_suffix(*MODEL_SUFFIXES, what="MODEL"))
 @click.argument("data", type=ExistingPath(file_okay=False, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
-              help="Where to write metrics.json, skipped.csv and the plots (default: beside the model, evaluate-<folder>; "
-                   "runs/default-model/evaluate-<folder> for the bundled model).")
+              help="Where to write metrics.json, skipped.csv and the plots (default: beside the model, "
+                   "evaluate-<folder>; runs/default-model/evaluate-<folder> for the bundled model).")
 @overwrite_option("--out")
 @click.option("--exclude", type=ExistingPath(dir_okay=False, path_type=Path), default=None,
               help="File of names or relative paths to leave out (e.g. duplicates of training images), one per line.")
@@ -278,11 +287,11 @@ def evaluate(model_path, data, out_dir, overwrite, exclude, ood_folders, batch_s
                              progress=not quiet, ood_folders=list(ood_folders))
     m = report["metrics"]
     auc = "-" if m["roc_auc_macro"] is None else f"{m['roc_auc_macro']:.4f}"
-    click.echo(_table(["images", "excluded", "skipped", "accuracy", "F1 macro", "F1 weighted", "kappa", "MCC", "AUC macro",
-                       "ECE"],
+    click.echo(_table(["images", "excluded", "skipped", "accuracy", "F1 macro", "F1 weighted", "kappa", "MCC",
+                       "AUC macro", "ECE"],
                       [[m["count"], report["excluded_files"], report["skipped_files"], f"{m['accuracy']:.4f}",
-                        f"{m['f1_macro']:.4f}", f"{m['f1_weighted']:.4f}", f"{m['cohen_kappa']:.4f}", f"{m['mcc']:.4f}", auc,
-                        f"{m['ece']:.4f}"]]))
+                        f"{m['f1_macro']:.4f}", f"{m['f1_weighted']:.4f}", f"{m['cohen_kappa']:.4f}",
+                        f"{m['mcc']:.4f}", auc, f"{m['ece']:.4f}"]]))
     ood = report.get("ood")
     if ood:
         accepted = "-" if ood["accuracy_accepted"] is None else f"{ood['accuracy_accepted']:.4f}"
@@ -412,7 +421,8 @@ def _batch_profile(value: str) -> tuple[int, int, int]:
 @click.option("--images", "parity_images", type=ExistingPath(file_okay=False, path_type=Path), default=None,
               help="Real images for the parity check (default: 8 brain MRI images shipped with s3f-edge).")
 @click.option("--trt", is_flag=True, help="Also build a TensorRT engine (needs an NVIDIA GPU and the gpu extra).")
-@click.option("--trt-batch", default="1,8,32", show_default=True, help="TensorRT optimisation profile: min,opt,max batch.")
+@click.option("--trt-batch", default="1,8,32", show_default=True,
+              help="TensorRT optimisation profile: min,opt,max batch.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="TensorRT timing cache to reuse across builds (default: <out>/timing.cache).")
 @click.option("--triton", "triton_repo", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -475,10 +485,10 @@ def _names(value: str | None) -> list[str] | None:
 
 
 def _load_predictor(model_path: Path, providers: str | None, class_names: str | None):
-    from s3f_edge.runtime.predictor import Predictor
+    from s3f_edge.runtime.formats import load_predictor
 
     metadata = {"class_names": _names(class_names)} if class_names else None
-    return Predictor.load(model_path, providers=_names(providers), metadata=metadata)
+    return load_predictor(model_path, providers=_names(providers), metadata=metadata)
 
 
 @main.command()
@@ -504,7 +514,8 @@ def _load_predictor(model_path: Path, providers: str | None, class_names: str | 
               help="Comma-separated class names, only for models without s3f-edge metadata.")
 @click.option("--explain", "explain_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write Grad-CAM overlays of the spatial branch here (.keras models only).")
-@click.option("--explain-classes", default=None, help="Only explain images predicted as these classes (comma-separated).")
+@click.option("--explain-classes", default=None,
+              help="Only explain images predicted as these classes (comma-separated).")
 @click.option("--accept-ood", is_flag=True,
               help="Classify images unlike the model's training images too, instead of refusing them (each row "
                    "still gets its ood_score).")
@@ -629,7 +640,8 @@ def _check_outputs(paths: list[tuple[Path | None, str]], overwrite: bool) -> Non
               help="Batch sizes to time, comma-separated.")
 @click.option("--duration", type=click.FloatRange(0.1), default=5.0, show_default=True,
               help="Seconds of timed runs per backend and batch (after warm-up).")
-@click.option("--warmup", type=click.FloatRange(0), default=1.0, show_default=True, help="Seconds of untimed runs first.")
+@click.option("--warmup", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="Seconds of untimed runs first.")
 @click.option("--images", default=None, callback=_image_folder,
               help="Folder of real input images, or 'random' for fresh random tensors (default: the packaged images).")
 @click.option("--end-to-end", "e2e_dir", type=ExistingPath(file_okay=False, path_type=Path), default=None,
@@ -672,9 +684,9 @@ def bench(models, backends, batches, duration, warmup, images, e2e_dir, gemm, js
         from s3f_edge.model import load_model
 
         flops = model_flops(load_model(keras_models[0]))
-        click.echo(f"FLOPs per image ({keras_models[0].name}): {flops['total_fft'] / 1e9:.2f} G with FFT spectral layers "
-                   f"({flops['spectral_fft'] / 1e9:.3f} G spectral), {flops['total_matmul'] / 1e9:.2f} G as executed "
-                   f"with DFT-as-matmul ({flops['spectral_matmul'] / 1e9:.3f} G spectral)")
+        click.echo(f"FLOPs per image ({keras_models[0].name}): {flops['total_fft'] / 1e9:.2f} G with FFT spectral "
+                   f"layers ({flops['spectral_fft'] / 1e9:.3f} G spectral), {flops['total_matmul'] / 1e9:.2f} G as "
+                   f"executed with DFT-as-matmul ({flops['spectral_matmul'] / 1e9:.3f} G spectral)")
     gemm_rate, rates = None, {}
     if gemm:
         from s3f_edge.bench.gemm import gemm_rates
@@ -683,20 +695,23 @@ def bench(models, backends, batches, duration, warmup, images, e2e_dir, gemm, js
         gemm_rate = max(rates.values())
         click.echo("float32 GEMM 2048^2: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in rates.items()))
     results, skipped = bench_models(list(models), wanted, batch_sizes, duration, warmup, images, e2e_dir,
-                                    flops["total_fft"] if flops else None, gemm_rate, log=lambda m: click.echo(m, err=True))
+                                    flops["total_fft"] if flops else None, gemm_rate,
+                                    log=lambda m: click.echo(m, err=True))
     dash = lambda value: "-" if value is None else value  # noqa: E731
     click.echo(_table(
-        ["model", "backend", "mode", "batch", "p50 ms", "p90 ms", "p99 ms", "max ms", "img/s", "cold s", "GFLOP/s", "of GEMM",
-         "status"],
+        ["model", "backend", "mode", "batch", "p50 ms", "p90 ms", "p99 ms", "max ms", "img/s", "cold s", "GFLOP/s",
+         "of GEMM", "status"],
         [[r.model, r.backend, r.mode, dash(r.batch), dash(r.p50_ms), dash(r.p90_ms), dash(r.p99_ms), dash(r.max_ms),
           dash(r.images_per_second), dash(r.cold_start_s), dash(r.gflops_per_second),
           "-" if r.fraction_of_gemm is None else f"{r.fraction_of_gemm:.0%}", r.status] for r in results]))
     for note in skipped:
         click.echo(f"skipped: {note}")
-    machine = {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()}
+    machine = {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+               "python": platform.python_version()}
     if json_out:
-        atomic_write_text(json_out, json.dumps({"machine": machine, "gemm_flops_per_second": rates, "flops_per_image": flops,
-                                                "results": [r.to_dict() for r in results], "skipped": skipped}, indent=2))
+        atomic_write_text(json_out, json.dumps({"machine": machine, "gemm_flops_per_second": rates,
+                                                "flops_per_image": flops, "results": [r.to_dict() for r in results],
+                                                "skipped": skipped}, indent=2))
     ok = [r for r in results if r.status == "ok"]
     if plot_out and ok:
         plot(ok, plot_out)
@@ -720,7 +735,8 @@ def bench(models, backends, batches, duration, warmup, images, e2e_dir, gemm, js
               help="Seconds of timed runs per artefact and batch.")
 @click.option("--fft", type=click.Choice(FFT_LOWERINGS), default="matmul", show_default=True,
               help="How the ONNX artefacts lower the FFT.")
-@click.option("--trt/--no-trt", default=None, help="Build and time TensorRT engines (default: when TensorRT and a GPU are here).")
+@click.option("--trt/--no-trt", default=None,
+              help="Build and time TensorRT engines (default: when TensorRT and a GPU are here).")
 def matrix(model_path, data, out_dir, overwrite, calib, batches, duration, fft, trt):
     """Accuracy x speed of every deployable form of MODEL (.keras): one row per artefact.
 

@@ -37,3 +37,35 @@ class NonFiniteOutputError(S3FEdgeError, ValueError):
 
 class BackendError(S3FEdgeError, RuntimeError):
     """An inference engine (ONNX Runtime, TensorRT, CUDA) failed to load or run a model."""
+
+
+class DatasetError(S3FEdgeError, ValueError):
+    """The folder cannot be used as a dataset; the message says what to fix."""
+
+
+class ImageDecodeError(S3FEdgeError, ValueError):
+    """A file that cannot be turned into model pixels; the message says why."""
+
+
+class ModelContractError(S3FEdgeError, ValueError):
+    """The model lacks, or carries an unusable, description of its classes and input pixels."""
+
+
+class TensorRTUnavailable(S3FEdgeError, RuntimeError):
+    """TensorRT, cuda-python or an NVIDIA GPU is missing here."""
+
+
+class EngineMismatch(S3FEdgeError, RuntimeError):
+    """The engine was built for another GPU model or TensorRT version (or has no sidecar)."""
+
+
+class ExportCheckError(S3FEdgeError, RuntimeError):
+    """The exported graph is not a valid, standard, deployable ONNX model; the message lists why."""
+
+
+class ParityError(S3FEdgeError, RuntimeError):
+    """The exported model does not compute the Keras model's function within tolerance."""
+
+
+class WorkersDisagreeError(S3FEdgeError, RuntimeError):
+    """The workers reached different decisions; their weights or their data are not in sync."""

@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from s3f_edge.testing import data_root
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples" / "brain_mri"
-SHARED_DATA = REPO.parent / "shared" / "data"
+SHARED_DATA = data_root()
 
 
 @cache

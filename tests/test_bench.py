@@ -6,13 +6,14 @@ import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import saved_model
 
 from s3f_edge import SpectralFilter
 from s3f_edge.bench.flops import model_flops, spectral_filter_flops
 from s3f_edge.bench.runner import measure, summarise
-from s3f_edge.runtime.formats import unavailable_reason
 from s3f_edge.cli import main
+from s3f_edge.errors import InputError
+from s3f_edge.runtime.formats import unavailable_reason
+from s3f_edge.testing import saved_model
 
 
 def test_flops_of_conv_dense_and_spectral_layers():
@@ -54,7 +55,8 @@ def test_a_bench_that_can_run_nothing_fails_with_the_reasons(monkeypatch, tmp_pa
     from s3f_edge.runtime.predictor import DEFAULT_MODEL_DIR
 
     monkeypatch.setattr(runner, "unavailable_reason", lambda backend: f"{backend} is not installed (test)")
-    with pytest.raises(ValueError, match="nothing could be measured: default_model/model.keras on keras: keras is not installed"):
+    with pytest.raises(InputError,
+                       match="nothing could be measured: default_model/model.keras on keras: keras is not installed"):
         runner.bench_models([DEFAULT_MODEL_DIR / "model.keras"], ["keras"], [1], 0.1, 0.0)
     result = CliRunner().invoke(main, ["bench", str(DEFAULT_MODEL_DIR / "model.onnx"), "--no-gemm", "--duration", "0.1",
                                        "--json", str(tmp_path / "b.json")])
@@ -74,7 +76,8 @@ def test_bench_command_end_to_end(tmp_path, sample_dir):
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "b.json").read_text())
     combos = {(r["backend"], r["mode"], r["batch"]) for r in report["results"]}
-    assert {("keras", "compute", 1), ("keras", "compute", 4), ("onnx-cpu", "compute", 1), ("onnx-cpu", "end-to-end", 4)} <= combos
+    assert {("keras", "compute", 1), ("keras", "compute", 4), ("onnx-cpu", "compute", 1),
+            ("onnx-cpu", "end-to-end", 4)} <= combos
     cuda_here = "CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers()
     assert cuda_here or any("onnx-cuda" in note for note in report["skipped"])
     assert all(r["p50_ms"] > 0 and r["p99_ms"] >= r["p50_ms"] for r in report["results"])
@@ -166,17 +169,19 @@ def test_contenders_timed_in_turns_keep_their_fastest_round_and_a_failure_is_rep
 
 
 def test_a_backend_that_fails_to_load_a_real_model_is_a_row_and_the_others_go_on(monkeypatch):
+    import s3f_edge.runtime.formats as formats
     from s3f_edge.bench.runner import bench_models
-    from s3f_edge.runtime.predictor import DEFAULT_MODEL_DIR, ModelContractError, Predictor
+    from s3f_edge.errors import ModelContractError
+    from s3f_edge.runtime.predictor import DEFAULT_MODEL_DIR
 
-    load = Predictor.load
+    load = formats.load_predictor
 
     def refusing(path, backend=None, **kwargs):
         if backend == "onnx-cpu":  # as an 8-bit INT8 file is refused on a CPU without VNNI
             raise ModelContractError("refused on this CPU (test)")
         return load(path, backend=backend, **kwargs)
 
-    monkeypatch.setattr(Predictor, "load", staticmethod(refusing))
+    monkeypatch.setattr(formats, "load_predictor", refusing)
     results, _ = bench_models([DEFAULT_MODEL_DIR / "model.keras", DEFAULT_MODEL_DIR / "model.onnx"],
                               ["keras", "onnx-cpu"], [1], 0.1, 0.0)
     status = {r.backend: r.status for r in results}
@@ -188,5 +193,5 @@ def test_a_text_file_given_as_a_model_stops_the_bench_before_any_measurement(tmp
     from s3f_edge.runtime.predictor import DEFAULT_MODEL_DIR
 
     (tmp_path / "fake.onnx").write_text("not a model")
-    with pytest.raises(ValueError, match="fake.onnx is not an ONNX model"):
+    with pytest.raises(InputError, match="fake.onnx is not an ONNX model"):
         bench_models([DEFAULT_MODEL_DIR / "model.onnx", tmp_path / "fake.onnx"], ["onnx-cpu"], [1], 0.1, 0.0)

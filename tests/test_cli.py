@@ -53,10 +53,13 @@ def test_bugs_keep_their_traceback(monkeypatch, sample_dir, tmp_path):
 
 
 def test_error_family_keeps_the_old_bases():
-    from s3f_edge.data.folders import DatasetError
-    from s3f_edge.data.preprocess import ImageDecodeError
-    from s3f_edge.runtime.predictor import ModelContractError
-    from s3f_edge.runtime.tensorrt_backend import EngineMismatch, TensorRTUnavailable
+    from s3f_edge.errors import (
+        DatasetError,
+        EngineMismatch,
+        ImageDecodeError,
+        ModelContractError,
+        TensorRTUnavailable,
+    )
 
     for error, base in ((DatasetError, ValueError), (ImageDecodeError, ValueError), (ModelContractError, ValueError),
                         (TensorRTUnavailable, RuntimeError), (EngineMismatch, RuntimeError), (InputError, ValueError),
@@ -64,8 +67,39 @@ def test_error_family_keeps_the_old_bases():
         assert issubclass(error, S3FEdgeError) and issubclass(error, base)
 
 
+@pytest.mark.parametrize("module, name", [
+    ("s3f_edge.data.folders", "DatasetError"), ("s3f_edge.data.preprocess", "ImageDecodeError"),
+    ("s3f_edge.runtime.predictor", "ModelContractError"), ("s3f_edge.runtime.tensorrt_backend", "EngineMismatch"),
+    ("s3f_edge.runtime.tensorrt_backend", "TensorRTUnavailable"), ("s3f_edge.export.checks", "ExportCheckError"),
+    ("s3f_edge.export.onnx_export", "ParityError"), ("s3f_edge.train.loop", "WorkersDisagreeError"),
+])
+def test_errors_live_in_errors_py_and_stay_importable_where_they_were(module, name):
+    import importlib
+
+    import s3f_edge.errors
+
+    moved = getattr(importlib.import_module(module), name)
+    assert moved is getattr(s3f_edge.errors, name) and moved.__module__ == "s3f_edge.errors"
+
+
+def test_errors_py_defines_every_exception_class_of_the_package():
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent.parent / "s3f_edge"
+    elsewhere = []
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and path.name != "errors.py" and any(
+                    isinstance(base, ast.Name) and (base.id.endswith(("Error", "Exception")) or base.id in (
+                        "EngineMismatch", "TensorRTUnavailable")) for base in node.bases):
+                elsewhere.append(f"{path.relative_to(package)}:{node.name}")
+    assert not elsewhere, f"exception classes outside errors.py: {elsewhere}"
+
+
 def test_noise_filter_drops_absl_and_cuda_lines_only():
-    assert is_noise("I0000 00:00:1795570371.632856    9542 cudart_stub.cc:31] Could not find cuda drivers on your machine")
+    assert is_noise("I0000 00:00:1795570371.632856    9542 cudart_stub.cc:31] "
+                    "Could not find cuda drivers on your machine")
     assert is_noise("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR")
     assert is_noise("E0000 00:00:1795570396.235683    9556 cuda_platform.cc:52] failed call to cuInit: INTERNAL")
     assert not is_noise("E0000 00:00:1795570396.235683    9556 some_kernel.cc:52] a real error")
@@ -78,7 +112,8 @@ def test_commands_are_quiet_unless_verbose(verbose, sample_dir):
     """fft-check imports TensorFlow and runs it: its native start-up lines appear only with --verbose, which
     may come before or after the command's name."""
     command = [sys.executable, "-m", "s3f_edge.cli", *(["--verbose"] if verbose == "before" else []), "fft-check",
-               str(sample_dir / "test"), "--limit", "1", "--size", "32x32", *(["--verbose"] if verbose == "after" else [])]
+               str(sample_dir / "test"), "--limit", "1", "--size", "32x32",
+               *(["--verbose"] if verbose == "after" else [])]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "ok: both forms within" in done.stdout
@@ -146,5 +181,6 @@ def test_evaluate_shows_its_progress_unless_quiet(tmp_path, sample_dir):
     shown = CliRunner().invoke(main, ["evaluate", model, str(sample_dir / "test"), "--out", str(tmp_path / "a")])
     assert shown.exit_code == 0, shown.output
     assert "decoding" in shown.stderr and "predicting" in shown.stderr
-    quiet = CliRunner().invoke(main, ["evaluate", model, str(sample_dir / "test"), "--out", str(tmp_path / "b"), "--quiet"])
+    quiet = CliRunner().invoke(main, ["evaluate", model, str(sample_dir / "test"), "--out", str(tmp_path / "b"),
+                                      "--quiet"])
     assert quiet.exit_code == 0 and quiet.stderr == ""

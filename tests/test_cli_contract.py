@@ -24,7 +24,8 @@ ADVICE = {
     "unwritable": re.compile(r"cannot write .*; choose a location you can write to"),
     "fake model": re.compile(r"(is not a Keras model file|is not an ONNX model|ONNX Runtime cannot load).*; give |"
                              r"s3f-edge did not build it; build |must end in .*\(see '"),
-    "empty folder": re.compile(r"(no images|no readable images|no files|one sub-folder of images per class).*(; give|pass --recursive)"),
+    "empty folder": re.compile(r"(no images|no readable images|no files|one sub-folder of images per class)"
+                               r".*(; give|pass --recursive)"),
     "missing path": re.compile(r"no such (file|folder|file or folder): .*; check the path"),
     "unknown option": re.compile(r"No such option:? '?--no-such-option.*\(see 's3f-edge [\w-]+ --help'\)"),
 }
@@ -75,7 +76,7 @@ def unwritable_cases(world: Path) -> list[Case]:
     cases = []
     # /proc refuses new files even to root; a path under a regular file cannot be a folder for anyone.
     for label, place in (("proc", Path("/proc/s3f-edge-test")), ("under a file", world / "blocker" / "sub")):
-        def case(command, param, argv, target):
+        def case(command, param, argv, target, label=label):
             cases.append(Case(command, f"unwritable ({label})", argv, "error", Path(target).name, param))
 
         case("train", "out_dir", ["train", str(SAMPLES), "--out", str(place / "run-dir")], "run-dir")

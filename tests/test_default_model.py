@@ -5,9 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from s3f_edge.runtime.predictor import DEFAULT_MODEL_DIR, Predictor, default_model
+from s3f_edge.runtime.formats import load_predictor
+from s3f_edge.runtime.predictor import DEFAULT_MODEL_DIR, default_model
+from s3f_edge.testing import data_root
 
-BRAIN_MRI = Path(__file__).resolve().parents[2] / "shared" / "data" / "brain_tumor_mri"
+BRAIN_MRI = data_root() / "brain_tumor_mri"
 DUPLICATES = Path(__file__).resolve().parents[1] / "docs" / "brain_mri_test_duplicates.txt"
 
 
@@ -25,7 +27,7 @@ def test_bundle_is_complete_small_and_matches_its_card(card):
     for name, entry in card["files"].items():
         assert file_sha256(DEFAULT_MODEL_DIR / name) == entry["sha256"], f"{name} changed since its card was written"
     assert "Not for clinical use" in (DEFAULT_MODEL_DIR / "MODEL_CARD.md").read_text()
-    keras_model, onnx_model = Predictor.load(DEFAULT_MODEL_DIR / "model.keras"), Predictor.load(default_model())
+    keras_model, onnx_model = load_predictor(DEFAULT_MODEL_DIR / "model.keras"), load_predictor(default_model())
     assert keras_model.class_names == onnx_model.class_names == card["class_names"]
     assert keras_model.contract == onnx_model.contract
     assert keras_model.contract.to_dict() == card["preprocessing"]
@@ -44,7 +46,7 @@ def test_infer_uses_the_bundled_model_without_model_option(tmp_path, sample_dir)
     # Every file answered; the bundled model refuses about 2 % of its own test set (docs/calibration.md).
     assert len(rows) == 24 and {row["status"] for row in rows} <= {"ok", "refused"}
     assert sum(row["status"] == "ok" for row in rows) >= 22
-    assert {row["model_sha256"] for row in rows} == {Predictor.load(default_model()).sha256}
+    assert {row["model_sha256"] for row in rows} == {load_predictor(default_model()).sha256}
     correct = sum(row["predicted_class"] == Path(row["path"]).parent.name for row in rows)
     assert correct >= 12, f"the bundled model got only {correct}/24 sample images right"
 

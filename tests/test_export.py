@@ -6,11 +6,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 from conftest import hardware_missing
-from helpers import original_layout_files, saved_model
+from helpers import original_layout_files
 
+from s3f_edge.errors import InputError, OutputExistsError
 from s3f_edge.export.checks import ExportCheckError, check_onnx
 from s3f_edge.export.onnx_export import ExportOptions, ParityError, export_model
 from s3f_edge.runtime.parity import FP32_MAX_ABS_DIFF
+from s3f_edge.testing import saved_model
 
 PRESET_SHAPES = {"brisc2025": (48, 64, 1), "chest-xray": (48, 64, 1), "busi": (32, 48, 1), "ham10000": (45, 60, 3)}
 
@@ -42,7 +44,8 @@ def test_full_size_presets_export(tmp_path, preset, fft):
     from s3f_edge.model import get_preset
 
     shape = get_preset(preset).input_shape
-    result = export_model(saved_model(tmp_path / "m.keras", preset, shape), ExportOptions(out_dir=tmp_path / "out", fft=fft))
+    result = export_model(saved_model(tmp_path / "m.keras", preset, shape),
+                          ExportOptions(out_dir=tmp_path / "out", fft=fft))
     assert_exported(result, fft)
 
 
@@ -61,7 +64,7 @@ def test_metadata_travels_in_onnx_and_json(tmp_path):
 
 def test_original_release_layout_exports(tmp_path):
     path, x, expected = original_layout_files(tmp_path)
-    with pytest.raises(ValueError, match="--class-names"):
+    with pytest.raises(InputError, match="--class-names"):
         export_model(path, ExportOptions(out_dir=tmp_path / "out"))
     for fft in ("matmul", "dft"):
         result = export_model(path, ExportOptions(out_dir=tmp_path / fft, fft=fft, class_names=list("abcd")))
@@ -88,7 +91,8 @@ def test_fp16_keeps_the_spectral_block_in_fp32(tmp_path):
 
 def test_int8_static_quantization_on_real_images(tmp_path, sample_dir, monkeypatch):
     model_path = saved_model(tmp_path / "m.keras", "brisc2025", (64, 64, 1))
-    result = export_model(model_path, ExportOptions(out_dir=tmp_path / "out", precision="int8", calib=sample_dir / "train"))
+    result = export_model(model_path, ExportOptions(out_dir=tmp_path / "out", precision="int8",
+                                                    calib=sample_dir / "train"))
     quantized = onnx.load(tmp_path / "out" / "model.int8.onnx")
     ops = [n.op_type for n in quantized.graph.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
@@ -98,7 +102,8 @@ def test_int8_static_quantization_on_real_images(tmp_path, sample_dir, monkeypat
     conv1 = next(n for n in quantized.graph.node if n.op_type == "Conv" and "spatial_block1_conv1" in n.name)
     relu = consumers[conv1.output[0]]
     assert spectral and relu.op_type == "Relu"
-    for node in spectral + [conv1, relu]:  # these read float tensors (kept in float by measurement), never dequantized ones
+    # these read float tensors (kept in float by measurement), never dequantized ones
+    for node in spectral + [conv1, relu]:
         assert all(producers[i].op_type != "DequantizeLinear" for i in node.input if i in producers), node.name
     quantize = consumers[relu.output[0]]  # the second convolution is quantized: Relu -> Q -> DQ -> Conv
     dequantize = consumers[quantize.output[0]]
@@ -137,29 +142,30 @@ def test_int8_static_quantization_on_real_images(tmp_path, sample_dir, monkeypat
     for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
         options = ort.SessionOptions()
         options.graph_optimization_level = level
-        session = ort.InferenceSession(str(tmp_path / "out" / "model.int8.onnx"), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(tmp_path / "out" / "model.int8.onnx"), options,
+                                       providers=["CPUExecutionProvider"])
         outputs.append(session.run(None, {"image": images})[0])
     assert np.isfinite(outputs[1]).all()
     # (rounding differs between the Q/DQ reference and the fused kernels, so near-ties may flip)
     assert (outputs[0].argmax(1) == outputs[1].argmax(1)).mean() >= 0.9 and np.abs(outputs[0] - outputs[1]).max() < 0.05
-    with pytest.raises(ValueError, match="--calib"):
+    with pytest.raises(InputError, match="--calib"):
         ExportOptions(out_dir=tmp_path, precision="int8").validate()
     # The runtime refuses 8-bit weights where they would saturate, and says how to re-export.
-    from s3f_edge.runtime import Predictor, onnx_backend
+    from s3f_edge.runtime import load_predictor, onnx_backend
     from s3f_edge.runtime.predictor import ModelContractError
 
     int8_file = tmp_path / "out" / "model.int8.onnx"
     for cpu, outcome in ((False, None), (None, RuntimeWarning), (True, ModelContractError)):
         monkeypatch.setattr(onnx_backend, "x86_without_vnni", lambda cpu=cpu: cpu)
         if outcome is None:
-            Predictor.load(int8_file, backend="onnx-cpu")
+            load_predictor(int8_file, backend="onnx-cpu")
         elif outcome is RuntimeWarning:
             with pytest.warns(RuntimeWarning, match="int8-weight-bits 7"):
-                Predictor.load(int8_file, backend="onnx-cpu")
+                load_predictor(int8_file, backend="onnx-cpu")
         else:
             with pytest.raises(ModelContractError, match="int8-weight-bits 7"):
-                Predictor.load(int8_file, backend="onnx-cpu")
-    Predictor.load(tmp_path / "out" / "model.onnx", backend="onnx-cpu")  # FP32 runs anywhere
+                load_predictor(int8_file, backend="onnx-cpu")
+    load_predictor(tmp_path / "out" / "model.onnx", backend="onnx-cpu")  # FP32 runs anywhere
 
 
 def test_quantization_check_refuses_what_tensorrt_would():
@@ -167,7 +173,8 @@ def test_quantization_check_refuses_what_tensorrt_would():
 
     def qdq(zero_point, scale=(0.1,), activation=True):
         tensors = [onnx.numpy_helper.from_array(np.array(scale, np.float32).reshape(-1 if len(scale) > 1 else ()), "s"),
-                   onnx.numpy_helper.from_array(np.asarray(zero_point).reshape(np.shape(scale) if len(scale) > 1 else ()), "z")]
+                   onnx.numpy_helper.from_array(
+                       np.asarray(zero_point).reshape(np.shape(scale) if len(scale) > 1 else ()), "z")]
         if not activation:
             tensors.append(onnx.numpy_helper.from_array(np.ones((len(scale), 2), np.float32), "x"))
         node = onnx.helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"], name="q",
@@ -201,7 +208,8 @@ def test_parity_failure_stops_the_export(tmp_path, monkeypatch):
 
     monkeypatch.setattr(exporter, "keras_to_onnx", tampered)
     with pytest.raises(ParityError, match="disagrees with Keras"):
-        export_model(saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1)), ExportOptions(out_dir=tmp_path / "out"))
+        export_model(saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1)),
+                     ExportOptions(out_dir=tmp_path / "out"))
     assert not (tmp_path / "out" / "model.onnx").exists()
     assert (tmp_path / "out" / "model.onnx.failed").exists()  # kept for inspection under a name that says so
 
@@ -211,7 +219,7 @@ def test_a_reexport_never_mixes_the_files_of_two_models(tmp_path):
     second = saved_model(tmp_path / "b.keras", "brisc2025", (32, 32, 1), seed=1)
     out = tmp_path / "out"
     export_model(first, ExportOptions(out_dir=out, precision="fp16"))
-    with pytest.raises(FileExistsError, match="model.fp16.onnx.*--overwrite"):
+    with pytest.raises(OutputExistsError, match="model.fp16.onnx.*--overwrite"):
         export_model(second, ExportOptions(out_dir=out))
     assert json.loads((out / "model.json").read_text())["source_model"] == "a.keras"  # refused: untouched
     (out / "timing.cache").write_bytes(b"kernel timings of one GPU: valid for any model")
@@ -237,12 +245,12 @@ def test_a_failed_export_leaves_only_failed_files(tmp_path, monkeypatch):
 def test_what_can_be_refused_is_refused_before_anything_is_written(tmp_path):
     model = saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no readable images for the parity check"):
+    with pytest.raises(InputError, match="no readable images for the parity check"):
         export_model(model, ExportOptions(out_dir=tmp_path / "out", parity_images=tmp_path / "empty"))
-    with pytest.raises(ValueError, match="no images to calibrate"):
+    with pytest.raises(InputError, match="no images to calibrate"):
         export_model(model, ExportOptions(out_dir=tmp_path / "out", precision="int8", calib=tmp_path / "empty"))
     (tmp_path / "text.keras").write_text("not a model")
-    with pytest.raises(ValueError, match="not a Keras model file"):
+    with pytest.raises(InputError, match="not a Keras model file"):
         export_model(tmp_path / "text.keras", ExportOptions(out_dir=tmp_path / "out"))
     assert not (tmp_path / "out").exists()
 
@@ -284,7 +292,8 @@ def test_dft_needs_tensorrt_11_2():
     from s3f_edge.export.tensorrt_ops import tensorrt_problems
 
     node = onnx.helper.make_node("DFT", ["x"], ["y"], onesided=1)
-    graph = onnx.helper.make_graph([node], "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 8, 1])],
+    graph = onnx.helper.make_graph([node], "g",
+                                   [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 8, 1])],
                                    [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 5, 2])])
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
     assert any("11.2" in p for p in tensorrt_problems(model, (10, 15)))
@@ -298,7 +307,7 @@ def test_dft_needs_tensorrt_11_2():
     ({"trt_batch": (8, 4, 32)}, "min <= opt <= max"),
 ])
 def test_bad_options_are_refused(tmp_path, kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InputError, match=message):
         ExportOptions(out_dir=tmp_path, **kwargs).validate()
 
 
@@ -308,7 +317,8 @@ def test_triton_repository_config_is_valid_against_triton_schema(tmp_path):
     from s3f_edge.export.triton import validate_config
 
     model_path = saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1), class_names=["a", "b", "c", "d"])
-    export_model(model_path, ExportOptions(out_dir=tmp_path / "out", triton_repo=tmp_path / "repo", trt_batch=(1, 4, 16)))
+    export_model(model_path, ExportOptions(out_dir=tmp_path / "out", triton_repo=tmp_path / "repo",
+                                           trt_batch=(1, 4, 16)))
     text = (tmp_path / "repo" / "s3f_net" / "config.pbtxt").read_text()
     config = validate_config(text)
     assert config.platform == "onnxruntime_onnx" and config.max_batch_size == 16
@@ -335,15 +345,17 @@ def test_trt_without_tensorrt_fails_fast_with_install_hint(tmp_path):
 @pytest.mark.tensorrt
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_tensorrt_engine_builds_and_refuses_other_gpus(tmp_path, precision):
-    from s3f_edge.runtime.tensorrt_backend import EngineMismatch, check_engine_compatible
+    from s3f_edge.errors import EngineMismatch
+    from s3f_edge.runtime.tensorrt_env import check_engine_compatible
 
     model_path = saved_model(tmp_path / "m.keras", "brisc2025", (64, 64, 1))
-    export_model(model_path, ExportOptions(out_dir=tmp_path / "out", precision=precision, trt=True, trt_batch=(1, 2, 4)))
+    export_model(model_path, ExportOptions(out_dir=tmp_path / "out", precision=precision, trt=True,
+                                           trt_batch=(1, 2, 4)))
     engine = tmp_path / "out" / f"model.{precision}.engine"
-    from s3f_edge.runtime import Predictor
+    from s3f_edge.runtime import load_predictor
     from s3f_edge.runtime.verify import verify_backends
 
-    predictor = Predictor.load(engine)
+    predictor = load_predictor(engine)
     assert predictor.backend == "tensorrt" and predictor.class_names == ["class_0", "class_1", "class_2", "class_3"]
     (report,) = verify_backends(model_path, [engine], None)
     assert not report["failures"], report
@@ -364,21 +376,22 @@ def test_accuracy_change_is_reported_on_labelled_images(tmp_path, sample_dir):
     # The reported accuracies, recomputed here independently: Keras and each ONNX file on the 24 labelled images.
     from s3f_edge.data.folders import discover, load_split
     from s3f_edge.model import load_model
-    from s3f_edge.runtime import Predictor
+    from s3f_edge.runtime import load_predictor
 
     test = discover(sample_dir).test
-    images, labels, _ = load_split(test, Predictor.load(result.onnx_path).contract)
+    images, labels, _ = load_split(test, load_predictor(result.onnx_path).contract)
     keras_accuracy = float((load_model(model_path).predict(images, verbose=0).argmax(1) == labels).mean())
     for precision, onnx_file in (("fp32", result.onnx_path), ("fp16", tmp_path / "out" / "model.fp16.onnx")):
         real = result.parity[precision][0]
         assert real.count == 24 and real.inputs == "real images"
         assert real.reference_accuracy == pytest.approx(keras_accuracy, abs=1e-12)
-        onnx_accuracy = float((Predictor.load(onnx_file).predict(images).argmax(1) == labels).mean())
+        onnx_accuracy = float((load_predictor(onnx_file).predict(images).argmax(1) == labels).mean())
         assert real.candidate_accuracy == pytest.approx(onnx_accuracy, abs=1e-12)
     assert 0.0 < keras_accuracy < 1.0  # input-sensitive model: the comparison is not between constants
     packaged = export_model(model_path, ExportOptions(out_dir=tmp_path / "packaged"))  # '<class>_' file names
     assert packaged.parity["fp32"][0].reference_accuracy is not None
-    unlabelled = export_model(saved_model(tmp_path / "u.keras", "brisc2025", (32, 32, 1)), ExportOptions(out_dir=tmp_path / "u"))
+    unlabelled = export_model(saved_model(tmp_path / "u.keras", "brisc2025", (32, 32, 1)),
+                              ExportOptions(out_dir=tmp_path / "u"))
     assert unlabelled.parity["fp32"][0].reference_accuracy is None
 
 
@@ -463,8 +476,8 @@ def test_nan_outputs_fail_export_verify_evaluate_and_bench(nan_models, tmp_path,
     benched = runner.invoke(main, ["bench", str(nan_models["nan_onnx"]), "--batch-sizes", "1", "--duration", "0.1",
                                    "--no-gemm", "--backends", "onnx-cpu"])
     assert benched.exit_code == 1 and "NaN" in benched.output, benched.output
-    inferred = runner.invoke(main, ["infer", str(sample_dir / "test"), "--recursive", "--model", str(nan_models["nan_onnx"]),
-                                    "--out", str(tmp_path / "r.csv"), "--quiet"])
+    inferred = runner.invoke(main, ["infer", str(sample_dir / "test"), "--recursive", "--model",
+                                    str(nan_models["nan_onnx"]), "--out", str(tmp_path / "r.csv"), "--quiet"])
     assert inferred.exit_code == 3  # every file gets a row, none a class
     rows = (tmp_path / "r.csv").read_text().splitlines()[1:]
     assert len(rows) == 24 and all(",error,model output is NaN" in row for row in rows)
@@ -477,7 +490,7 @@ def test_a_triton_repository_shared_with_other_models_keeps_theirs(tmp_path):
     (repo / "other_model" / "config.pbtxt").write_text('name: "other_model"\n')
     (repo / "other_model" / "1" / "model.onnx").write_bytes(b"another team's model")
     export_model(model, ExportOptions(out_dir=tmp_path / "a", triton_repo=repo))
-    with pytest.raises(FileExistsError, match="s3f_net"):  # our own earlier model is refused...
+    with pytest.raises(OutputExistsError, match="s3f_net"):  # our own earlier model is refused...
         export_model(model, ExportOptions(out_dir=tmp_path / "b", triton_repo=repo))
     export_model(model, ExportOptions(out_dir=tmp_path / "b", triton_repo=repo, overwrite=True))
     # ...and the other model is neither a reason to refuse nor touched by --overwrite

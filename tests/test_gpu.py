@@ -9,11 +9,11 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import saved_model
 
 from s3f_edge.export.onnx_export import ExportOptions, export_model
-from s3f_edge.runtime import Predictor
+from s3f_edge.runtime import load_predictor
 from s3f_edge.runtime.parity import compare, parity_failures, real_batch
+from s3f_edge.testing import saved_model
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +25,9 @@ def exported(tmp_path_factory):
 
 
 def _parity(keras_path, deployed, backend, precision):
-    reference = Predictor.load(keras_path)
+    reference = load_predictor(keras_path)
     batch = real_batch(reference.contract)
-    candidate = Predictor.load(deployed, backend=backend)
+    candidate = load_predictor(deployed, backend=backend)
     result = compare(reference.predict_all(batch), candidate.predict_all(batch), "real images")
     return candidate, result, parity_failures([result], precision)
 
@@ -62,7 +62,7 @@ def test_tensorrt_engine_from_each_onnx_precision(tmp_path, sample_dir, precisio
                                                     trt_batch=(1, 4, 8), calib=sample_dir / "train"))
     engine = tmp_path / "out" / f"model.{precision}.engine"
     assert engine.is_file() and result.parity[f"tensorrt {precision}"]
-    predictor = Predictor.load(engine)
+    predictor = load_predictor(engine)
     outputs = predictor.predict(np.random.default_rng(0).random((8, 64, 64, 1), dtype=np.float32))
     assert np.isfinite(outputs).all() and outputs.shape == (8, 4)
     np.testing.assert_allclose(outputs.sum(1), 1.0, atol=1e-3)
@@ -74,8 +74,8 @@ def _runs_in_a_fresh_process(engine, expected: np.ndarray) -> None:
     batch above the profile's maximum (chunked) and then a smaller one (device buffers reused)."""
     script = (
         "import json, sys, numpy as np\n"
-        "from s3f_edge.runtime import Predictor\n"
-        "p = Predictor.load(sys.argv[1])\n"
+        "from s3f_edge.runtime import load_predictor\n"
+        "p = load_predictor(sys.argv[1])\n"
         "x = np.random.default_rng(0).random((8, 64, 64, 1), dtype=np.float32)\n"
         "big = p.predict(np.concatenate([x, x, x[:4]]))\n"
         "small = p.predict(x[:3])\n"
@@ -102,7 +102,7 @@ def test_tensorrt_engine_with_onnx_dft_nodes(tmp_path):
                                                     trt_batch=(1, 4, 8)))
     engine = tmp_path / "out" / "model.fp32.engine"
     assert not parity_failures(result.parity["tensorrt fp32"], "fp32")
-    outputs = Predictor.load(engine).predict(np.random.default_rng(0).random((8, 64, 64, 1), dtype=np.float32))
+    outputs = load_predictor(engine).predict(np.random.default_rng(0).random((8, 64, 64, 1), dtype=np.float32))
     _runs_in_a_fresh_process(engine, outputs)
 
 
@@ -117,8 +117,8 @@ def test_a_calibrated_model_keeps_its_ood_score_in_a_tensorrt_engine(tmp_path, s
         out_dir=tmp_path / "out", precision=precision, trt=True, trt_batch=(1, 4, 8), calib=sample_dir / "train"))
     parity = result.parity[f"tensorrt {precision}"]
     assert all(p.score_max_rel_diff is not None and p.score_decision_agreement >= 0.99 for p in parity), parity
-    engine = Predictor.load(tmp_path / "out" / f"model.{precision}.engine")
-    keras_model = Predictor.load(DEFAULT_MODEL_DIR / "model.keras")
+    engine = load_predictor(tmp_path / "out" / f"model.{precision}.engine")
+    keras_model = load_predictor(DEFAULT_MODEL_DIR / "model.keras")
     batch = real_batch(keras_model.contract)
     _, engine_scores = engine.predict_scored(batch)
     _, keras_scores = keras_model.predict_scored(batch)

@@ -27,7 +27,7 @@ FRAMEWORKS = {"tensorflow", "keras", "tf2onnx", "onnx"}  # never imported by dat
 # Modules that load whenever the CLI starts or a deployment runs: no heavy import at module level.
 LIGHT = ["s3f_edge/__init__.py", "s3f_edge/cli.py", "s3f_edge/cli_support.py", "s3f_edge/errors.py",
          "s3f_edge/dependencies.py", "s3f_edge/logs.py", "s3f_edge/outputs.py", "s3f_edge/contract.py",
-         "s3f_edge/model/__init__.py", "s3f_edge/model/presets.py", "s3f_edge/export/formats.py",
+         "s3f_edge/model/__init__.py", "s3f_edge/model/presets.py", "s3f_edge/export/choices.py",
          *[str(p.relative_to(PACKAGE.parent)) for p in (PACKAGE / "runtime").glob("*.py")],
          *[str(p.relative_to(PACKAGE.parent)) for p in (PACKAGE / "data").glob("*.py")]]
 # The runtime's only ways into the training stack, taken only when a .keras model is handed to it.
@@ -108,8 +108,8 @@ def test_infer_and_bench_on_onnx_load_no_training_stack(tmp_path, sample_dir):
     infer = run_cli_and_report_imports("infer", str(sample_dir / "test"), "--recursive", "--out",
                                        str(tmp_path / "r.csv"), "--quiet", cwd=tmp_path)
     assert infer == {"exit": None, "loaded": []} or infer == {"exit": 0, "loaded": []}, infer
-    bench = run_cli_and_report_imports("bench", str(bundled), "--batch-sizes", "1", "--duration", "0.1", "--warmup", "0",
-                                       "--no-gemm", cwd=tmp_path)
+    bench = run_cli_and_report_imports("bench", str(bundled), "--batch-sizes", "1", "--duration", "0.1", "--warmup",
+                                       "0", "--no-gemm", cwd=tmp_path)
     assert bench["loaded"] == [] and bench["exit"] in (None, 0), bench
 
 
@@ -118,3 +118,57 @@ def test_import_s3f_edge_is_cheap():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'onnx')))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def import_graph() -> dict[str, set[str]]:
+    """s3f_edge module -> the s3f_edge modules it imports (lazily or not), from the source."""
+    modules = {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in sources()}
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for module, _ in imports(path):
+            while module and module not in modules:  # `from s3f_edge.pkg.mod import name`: the module itself
+                module = module.rpartition(".")[0]
+            if module and module != name and module != "s3f_edge":
+                targets.add(module)
+        graph[name] = targets
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on_stack, found, counter = {}, {}, [], set(), [], [0]
+
+    def visit(node):
+        index[node] = low[node] = counter[0]
+        counter[0] += 1
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph.get(node, ()):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_package_has_no_import_circle():
+    assert circles(import_graph()) == []
+    # the check itself finds a circle when there is one
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from s3f_edge.errors import InputError
 from s3f_edge.train.distribute import cluster_from_tf_config, is_chief_task
 
 
@@ -50,7 +51,8 @@ def test_two_workers_train_one_model_in_step(tmp_path, sample_dir):
     outputs = [output for _, output in results]
 
     # Both took part: each trained on its own half of every global batch, and they ended with the same weights.
-    reports = [re.search(r"worker (\d)/2: trained on (\d+) images; weights sha256 ([0-9a-f]{64})", out) for out in outputs]
+    reports = [re.search(r"worker (\d)/2: trained on (\d+) images; weights sha256 ([0-9a-f]{64})", out)
+               for out in outputs]
     assert all(reports), outputs
     assert sorted(r.group(1) for r in reports) == ["1", "2"]
     # 36 training images, global batch 8 -> 5 steps of 4 images per worker per epoch, 6 epochs.
@@ -89,11 +91,12 @@ def test_workers_that_see_different_pixels_stop_with_a_clear_error(tmp_path, sam
 
 
 def test_tf_config_errors_say_how_to_fix_them():
-    with pytest.raises(ValueError, match="needs TF_CONFIG"):
+    with pytest.raises(InputError, match="needs TF_CONFIG"):
         cluster_from_tf_config({})
-    with pytest.raises(ValueError, match="not a valid cluster"):
-        cluster_from_tf_config({"TF_CONFIG": '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}'})
-    with pytest.raises(ValueError, match="not a valid cluster"):
+    with pytest.raises(InputError, match="not a valid cluster"):
+        cluster_from_tf_config({"TF_CONFIG": '{"cluster": {"worker": ["a:1"]}, '
+                                             '"task": {"type": "worker", "index": 3}}'})
+    with pytest.raises(InputError, match="not a valid cluster"):
         cluster_from_tf_config({"TF_CONFIG": "not json"})
     cluster, kind, index = cluster_from_tf_config(
         {"TF_CONFIG": '{"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "worker", "index": 0}}'})

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from s3f_edge.cli import main
+from s3f_edge.errors import InputError
 from s3f_edge.train.ood import block_scores, fit_blocks, fit_score, score, threshold_keeping
 
 
@@ -57,7 +58,7 @@ def test_the_threshold_keeps_the_share_asked_for():
     scores = np.arange(1000, dtype=float)
     threshold = threshold_keeping(scores, 0.99)
     assert (scores <= threshold).mean() == pytest.approx(0.99, abs=0.002)
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(InputError, match="finite"):
         threshold_keeping(np.array([1.0, np.nan]))
 
 
@@ -160,8 +161,8 @@ def test_a_model_refuses_another_kind_of_image_and_accepts_its_own(calibrated_ru
         (folder / "mri").mkdir(parents=True, exist_ok=True)
         (folder / "mri" / image.name).write_bytes(image.read_bytes())
     out = tmp_path / "r.csv"
-    result = CliRunner().invoke(main, ["infer", str(folder), "--recursive", "--model", str(calibrated_run / "model.keras"),
-                                       "--out", str(out), "--quiet"])
+    result = CliRunner().invoke(main, ["infer", str(folder), "--recursive", "--model",
+                                       str(calibrated_run / "model.keras"), "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output  # refusing is an answer, not a failure
     found = rows(out)
     other = [r for r in found if Path(r["path"]).parent.name == "other"]
@@ -178,10 +179,10 @@ def test_a_model_refuses_another_kind_of_image_and_accepts_its_own(calibrated_ru
 
 
 def test_a_refused_row_round_trips_through_resume(calibrated_run, tmp_path):
-    from s3f_edge.runtime import Predictor, infer_folder
+    from s3f_edge.runtime import infer_folder, load_predictor
 
     folder = other_kinds_of_image(tmp_path / "other", count=8)
-    predictor = Predictor.load(calibrated_run / "model.keras")
+    predictor = load_predictor(calibrated_run / "model.keras")
     output = tmp_path / "r.csv"
     infer_folder(folder, predictor, output, progress=False)
     before = rows(output)
@@ -199,15 +200,16 @@ def test_the_exported_model_gives_kerass_score_and_triton_serves_it(calibrated_r
 
     from s3f_edge.export.onnx_export import ExportOptions, export_model
     from s3f_edge.export.triton import validate_config
-    from s3f_edge.runtime import Predictor
+    from s3f_edge.runtime import load_predictor
 
-    result = export_model(calibrated_run / "model.keras", ExportOptions(out_dir=tmp_path / "x", triton_repo=tmp_path / "t"))
+    result = export_model(calibrated_run / "model.keras",
+                          ExportOptions(out_dir=tmp_path / "x", triton_repo=tmp_path / "t"))
     session = ort.InferenceSession(str(result.onnx_path), providers=["CPUExecutionProvider"])
     assert sorted(o.name for o in session.get_outputs()) == ["ood_score", "probs"]
     images = np.stack([cv2.resize(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), (32, 32), interpolation=cv2.INTER_AREA)
                        for p in sorted((sample_dir / "test").rglob("*.jpg"))])[..., None].astype(np.float32) / 255
     onnx_scores = session.run(["ood_score"], {"image": images})[0]
-    keras_scores = Predictor.load(calibrated_run / "model.keras").predict_scored(images)[1]
+    keras_scores = load_predictor(calibrated_run / "model.keras").predict_scored(images)[1]
     assert np.isfinite(onnx_scores).all() and np.isfinite(keras_scores).all()
     assert np.ptp(keras_scores) > 0.1  # the score depends on the image
     np.testing.assert_allclose(onnx_scores, keras_scores, rtol=1e-3, atol=1e-3)
@@ -258,7 +260,7 @@ def test_evaluate_measures_refusal_on_other_folders(calibrated_run, sample_dir, 
 
 
 def test_a_model_without_a_score_says_once_that_it_cannot_refuse(sample_dir, tmp_path):
-    from helpers import saved_model
+    from s3f_edge.testing import saved_model
 
     model = saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1),
                         class_names=["glioma", "meningioma", "notumor", "pituitary"])
@@ -297,12 +299,11 @@ def test_a_calibrated_model_loads_in_a_fresh_process(calibrated_run, sample_dir,
 def test_a_single_sigmoid_unit_is_calibrated_too(sample_dir, tmp_path):
     """The chest preset's head is one sigmoid unit: its temperature divides the one logit, and the score's class
     statistics cover both classes."""
-    from helpers import saved_model
-
     from s3f_edge.data.files import image_files
     from s3f_edge.data.preprocess import Preprocessing, load_image
     from s3f_edge.model import load_model
     from s3f_edge.model.calibration import LOGITS, uncalibrated
+    from s3f_edge.testing import saved_model
     from s3f_edge.train.calibrate import calibrate_model
 
     path = saved_model(tmp_path / "chest.keras", "chest-xray", (48, 64, 1), class_names=["normal", "pneumonia"])
@@ -348,24 +349,23 @@ def test_parity_fails_when_an_exported_score_drifts_or_flips_decisions(rng):
     broken = compare_outputs(reference, {"probs": probabilities, "ood_score": np.full(20, np.nan)}, "random",
                              threshold=1.0)
     assert any("NaN" in f for f in parity_failures([broken], "fp16"))
-    with pytest.raises(ValueError, match="lost the ood_score"):
+    with pytest.raises(InputError, match="lost the ood_score"):
         compare_outputs(reference, {"probs": probabilities}, "random")
 
 
 def test_calibration_refuses_what_it_cannot_fit(sample_dir, tmp_path, rng):
     """A head it would change, a class without training images, and a split that cannot give a temperature."""
-    from helpers import saved_model
-
     from s3f_edge.model import load_model
+    from s3f_edge.testing import saved_model
     from s3f_edge.train.calibrate import _temperature, calibrate_model, calibration_sample
 
     model = load_model(saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1)))
     images = rng.random((40, 32, 32, 1), dtype=np.float32)
-    with pytest.raises(ValueError, match="no training image of class"):
+    with pytest.raises(InputError, match="no training image of class"):
         calibrate_model(model, images[:20], np.zeros(20, int), images[20:], np.arange(20) % 4)
     linear = keras.Sequential([keras.Input((32, 32, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
                                keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(4, name="probs")])
-    with pytest.raises(ValueError, match="needs a softmax"):
+    with pytest.raises(InputError, match="needs a softmax"):
         calibrate_model(linear, images[:20], np.arange(20) % 4, images[20:], np.arange(20) % 4)
     logits = rng.normal(size=(30, 4))
     temperature, note = _temperature(logits, logits.argmax(1))  # nothing misclassified: no evidence
@@ -382,30 +382,29 @@ def test_calibrate_uses_the_split_the_model_was_trained_with(calibrated_run, sam
 
 def test_resume_refuses_rows_decided_with_another_threshold_and_an_uncalibrated_threshold(calibrated_run, tmp_path,
                                                                                            sample_dir):
-    from helpers import saved_model
-
-    from s3f_edge.runtime import Predictor, infer_folder
+    from s3f_edge.runtime import infer_folder, load_predictor
+    from s3f_edge.testing import saved_model
 
     folder = other_kinds_of_image(tmp_path / "other", count=4)
-    predictor = Predictor.load(calibrated_run / "model.keras")
+    predictor = load_predictor(calibrated_run / "model.keras")
     output = tmp_path / "r.csv"
     infer_folder(folder, predictor, output, progress=False)
-    with pytest.raises(ValueError, match="decided with the refusal threshold"):
+    with pytest.raises(InputError, match="decided with the refusal threshold"):
         infer_folder(folder, predictor, output, resume=True, accept_ood=True, progress=False)
-    plain = Predictor.load(saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1)))
-    with pytest.raises(ValueError, match="has no out-of-distribution score"):
+    plain = load_predictor(saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1)))
+    with pytest.raises(InputError, match="has no out-of-distribution score"):
         infer_folder(folder, plain, tmp_path / "p.csv", ood_threshold=3.0, progress=False)
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_reduced_precision_exports_keep_the_score_and_its_decisions(calibrated_run, sample_dir, tmp_path, precision):
     from s3f_edge.export.onnx_export import ExportOptions, export_model
-    from s3f_edge.runtime import Predictor, infer_folder
+    from s3f_edge.runtime import infer_folder, load_predictor
 
     result = export_model(calibrated_run / "model.keras", ExportOptions(
         out_dir=tmp_path / "x", precision=precision, calib=sample_dir / "train", parity_images=sample_dir / "test"))
     parity = result.parity[precision]
     assert all(p.score_decision_agreement >= 0.99 and p.nonfinite_score_candidate == 0 for p in parity), parity
-    exported = Predictor.load(tmp_path / "x" / f"model.{precision}.onnx")
+    exported = load_predictor(tmp_path / "x" / f"model.{precision}.onnx")
     other = other_kinds_of_image(tmp_path / "other", count=8)
     assert infer_folder(other, exported, tmp_path / "r.csv", progress=False).refused == 8

@@ -14,7 +14,8 @@ def test_each_gpu_extra_pins_one_cuda_major():
     for extra, cuda in (("gpu", 12), ("gpu-cu13", 13)):
         requirements = {re.split(r"[<>=~ ]", r)[0]: r for r in EXTRAS[extra]}
         assert f"tensorrt-cu{cuda}" in requirements, (extra, requirements)
-        assert f">={cuda}" in requirements["cuda-python"] and f"<{cuda + 1}" in requirements["cuda-python"], requirements
+        assert (f">={cuda}" in requirements["cuda-python"]
+                and f"<{cuda + 1}" in requirements["cuda-python"]), requirements
         assert "onnxruntime" not in requirements and "onnxruntime-gpu" in requirements
     assert "onnxruntime-gpu" not in str(EXTRAS["cpu"]) and "tensorrt" not in str(EXTRAS["cpu"])
 

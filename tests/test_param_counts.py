@@ -2,6 +2,7 @@
 import pytest
 
 from s3f_edge import build_model
+from s3f_edge.errors import InputError
 
 EXPECTED = {
     # preset: (S3F-Net, spatial baseline, spectral only)
@@ -57,10 +58,10 @@ def test_bilinear_fusion_is_2048_wide():
     ],
 )
 def test_bad_builder_arguments_are_refused(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InputError, match=message):
         build_model(**kwargs)
 
 
 def test_unknown_preset_lists_choices():
-    with pytest.raises(ValueError, match="brisc2025"):
+    with pytest.raises(InputError, match="brisc2025"):
         build_model("imagenet")

@@ -8,6 +8,7 @@ from click.testing import CliRunner
 from helpers import original_layout_files
 
 from s3f_edge.cli import main
+from s3f_edge.errors import InputError
 from s3f_edge.model import load_model
 from s3f_edge.model.metadata import read_metadata
 from s3f_edge.train.precise_bn import input_moments, recompute_batchnorm_statistics, sample_indices
@@ -93,7 +94,8 @@ def test_workers_pool_their_moments_exactly(rng):
 def test_precise_bn_command_recalibrates_an_original_layout_file(tmp_path, sample_dir):
     source, _, _ = original_layout_files(tmp_path)
     assert read_metadata(source) is None
-    result = CliRunner().invoke(main, ["precise-bn", str(source), str(sample_dir), "--out", str(tmp_path / "fixed.keras")])
+    result = CliRunner().invoke(main, ["precise-bn", str(source), str(sample_dir), "--out",
+                                       str(tmp_path / "fixed.keras")])
     assert result.exit_code == 0, result.output
     assert "from 48 images of" in result.output  # train/ only: the 24 test images are not read
     before, after = load_model(source), load_model(tmp_path / "fixed.keras")
@@ -117,7 +119,7 @@ def test_the_reported_variance_change_stays_meaningful_where_a_variance_was_zero
 
 
 def test_precise_bn_refuses_another_datasets_classes_and_an_existing_output(tmp_path, sample_dir):
-    from helpers import saved_model
+    from s3f_edge.testing import saved_model
 
     model = saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1),
                         class_names=["glioma", "meningioma", "notumor", "pituitary"])
@@ -155,7 +157,7 @@ def test_training_records_the_choice(tmp_path, sample_dir):
 def test_bad_sample_size_is_refused(tmp_path, sample_dir, bad):
     from s3f_edge.train.trainer import TrainOptions, train
 
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(InputError, match="at least 1"):
         train(TrainOptions(data_dir=str(sample_dir), out_dir=str(tmp_path / "run"), precise_bn_images=bad, verbose=0))
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from s3f_edge.data.preprocess import ImageDecodeError, Preprocessing, decode_image, load_image
+from s3f_edge.errors import InputError
 
 GRAY = Preprocessing(height=32, width=48, channels=1)
 RGB = Preprocessing(height=32, width=48, channels=3)
@@ -107,9 +108,9 @@ def test_missing_file_is_an_image_error(tmp_path):
 
 def test_contract_round_trips_and_refuses_unknown_versions():
     assert Preprocessing.from_dict(GRAY.to_dict()) == GRAY
-    with pytest.raises(ValueError, match="Upgrade s3f-edge"):
+    with pytest.raises(InputError, match="Upgrade s3f-edge"):
         Preprocessing.from_dict({**GRAY.to_dict(), "version": 99})
-    with pytest.raises(ValueError, match="1 \\(grayscale\\) or 3"):
+    with pytest.raises(InputError, match="1 \\(grayscale\\) or 3"):
         Preprocessing(height=8, width=8, channels=2)
 
 
@@ -152,7 +153,8 @@ SIZE = Preprocessing(height=8, width=8, channels=1)  # the files' own size: no r
 
 def dicom_value(tmp_path, raw: float, **tags) -> float:
     """The model pixel that a uniform DICOM image of stored value ``raw`` becomes."""
-    image = load_image(write_dicom(tmp_path / f"{len(list(tmp_path.iterdir()))}.dcm", np.full((8, 8), raw), **tags), SIZE)
+    image = load_image(write_dicom(tmp_path / f"{len(list(tmp_path.iterdir()))}.dcm", np.full((8, 8), raw), **tags),
+                       SIZE)
     assert np.isfinite(image).all() and np.ptp(image) == 0
     return float(image[0, 0, 0])
 

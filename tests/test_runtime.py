@@ -12,11 +12,12 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import saved_model
 
 from s3f_edge.cli import main
+from s3f_edge.errors import InputError, OutputExistsError
 from s3f_edge.export.onnx_export import ExportOptions, export_model
-from s3f_edge.runtime import ModelContractError, Predictor, infer_folder
+from s3f_edge.runtime import ModelContractError, infer_folder, load_predictor
+from s3f_edge.testing import saved_model
 
 CLASSES = ["glioma", "meningioma", "notumor", "pituitary"]
 
@@ -38,7 +39,7 @@ def test_keras_and_onnx_give_the_same_classes(models, sample_dir, tmp_path):
     keras_path, onnx_path = models
     results = {}
     for path in models:
-        summary = infer_folder(sample_dir / "test", Predictor.load(path), tmp_path / f"{path.suffix[1:]}.csv",
+        summary = infer_folder(sample_dir / "test", load_predictor(path), tmp_path / f"{path.suffix[1:]}.csv",
                                batch_size=5, recursive=True, progress=False)
         assert summary.succeeded == 24 and summary.failed == 0
         results[path.suffix] = rows_of(tmp_path / f"{path.suffix[1:]}.csv")
@@ -53,27 +54,27 @@ def test_keras_and_onnx_give_the_same_classes(models, sample_dir, tmp_path):
 
 def test_predictor_reports_backend_and_refuses_bad_batches(models):
     keras_path, onnx_path = models
-    predictor = Predictor.load(onnx_path)
+    predictor = load_predictor(onnx_path)
     assert predictor.backend == "onnx" and predictor.provider == predictor.session.get_providers()[0]
-    assert Predictor.load(onnx_path, backend="onnx-cpu").provider == "CPUExecutionProvider"
+    assert load_predictor(onnx_path, backend="onnx-cpu").provider == "CPUExecutionProvider"
     assert predictor.class_names == CLASSES and predictor.contract.height == 48
     good = np.random.default_rng(0).random((2, 48, 48, 1), dtype=np.float32)
     probabilities = predictor.predict(good)
     assert probabilities.shape == (2, 4) and np.allclose(probabilities.sum(1), 1, atol=1e-5)
-    with pytest.raises(ValueError, match="add a batch axis"):
+    with pytest.raises(InputError, match="add a batch axis"):
         predictor.predict(good[0])
-    with pytest.raises(ValueError, match="48x48"):
+    with pytest.raises(InputError, match="48x48"):
         predictor.predict(np.zeros((1, 32, 48, 1), np.float32))
-    with pytest.raises(ValueError, match="1 channel"):
+    with pytest.raises(InputError, match="1 channel"):
         predictor.predict(np.zeros((1, 48, 48, 3), np.float32))
-    with pytest.raises(ValueError, match="float pixels"):
+    with pytest.raises(InputError, match="float pixels"):
         predictor.predict(np.zeros((1, 48, 48, 1), np.uint8))
-    with pytest.raises(ValueError, match="unknown model type"):
-        Predictor.load(Path(__file__))
+    with pytest.raises(InputError, match="unknown model type"):
+        load_predictor(Path(__file__))
     not_onnx = Path(keras_path).with_name("not-a-model.onnx")
     not_onnx.write_bytes(b"this is not a protobuf")
-    with pytest.raises(ValueError, match="ONNX Runtime cannot load"):
-        Predictor.load(not_onnx)
+    with pytest.raises(InputError, match="ONNX Runtime cannot load"):
+        load_predictor(not_onnx)
 
 
 def test_model_without_metadata_is_refused_unless_supplied(tmp_path, models):
@@ -84,14 +85,15 @@ def test_model_without_metadata_is_refused_unless_supplied(tmp_path, models):
     del bare.metadata_props[:]
     onnx.save(bare, tmp_path / "bare.onnx")
     with pytest.raises(ModelContractError, match="no s3f-edge metadata"):
-        Predictor.load(tmp_path / "bare.onnx")
+        load_predictor(tmp_path / "bare.onnx")
     contract = {"height": 48, "width": 48, "channels": 1}
-    predictor = Predictor.load(tmp_path / "bare.onnx", metadata={"class_names": list("abcd"), "preprocessing": contract})
+    predictor = load_predictor(tmp_path / "bare.onnx",
+                               metadata={"class_names": list("abcd"), "preprocessing": contract})
     assert predictor.class_names == list("abcd")
     future = {**json.loads({p.key: p.value for p in onnx.load(onnx_path).metadata_props}["s3f_edge"])}
     future["preprocessing"]["version"] = 99
     with pytest.raises(ModelContractError, match="Upgrade"):
-        Predictor.load(tmp_path / "bare.onnx", metadata=future)
+        load_predictor(tmp_path / "bare.onnx", metadata=future)
 
 
 def make_bad_folder(folder: Path, sample_dir: Path) -> dict[str, str]:
@@ -166,8 +168,8 @@ def test_exit_codes(models, sample_dir, tmp_path):
 
 KILLER = textwrap.dedent('''
     import os, signal, sys
-    from s3f_edge.runtime import Predictor, infer_folder
-    predictor = Predictor.load(sys.argv[1])
+    from s3f_edge.runtime import infer_folder, load_predictor, Predictor
+    predictor = load_predictor(sys.argv[1])
     calls = {"n": 0}
     original = predictor.predict_scored
     def dying_predict(batch):
@@ -190,7 +192,7 @@ def test_killed_run_resumes_to_a_complete_duplicate_free_output(models, sample_d
     assert not output.exists(), "a killed run must not leave a half-written output"
     journal = output.with_name(f".{output.name}.partial.jsonl")
     assert 0 < len(journal.read_text().splitlines()) < 72
-    summary = infer_folder(sample_dir, Predictor.load(models[1]), output, batch_size=4, recursive=True,
+    summary = infer_folder(sample_dir, load_predictor(models[1]), output, batch_size=4, recursive=True,
                            resume=True, progress=False)
     # three batches of 4 images ran before the kill, plus the sample folder's README.md and
     # manifest.csv, which sort first and get error rows
@@ -205,10 +207,10 @@ def test_killed_run_resumes_to_a_complete_duplicate_free_output(models, sample_d
 def test_resume_refuses_rows_from_another_model(models, sample_dir, tmp_path):
     keras_path, onnx_path = models
     output = tmp_path / "results.csv"
-    first = Predictor.load(onnx_path)
+    first = load_predictor(onnx_path)
     infer_folder(sample_dir / "test" / "glioma", first, output, progress=False)
-    other = Predictor.load(keras_path)  # same classes and contract, another file: another model as far as rows go
-    with pytest.raises(ValueError, match="holds rows from model.onnx") as refused:
+    other = load_predictor(keras_path)  # same classes and contract, another file: another model as far as rows go
+    with pytest.raises(InputError, match="holds rows from model.onnx") as refused:
         infer_folder(sample_dir / "test", other, output, recursive=True, resume=True, progress=False)
     assert "m.keras" in str(refused.value)
     assert len(rows_of(output)) == 6  # untouched
@@ -218,7 +220,7 @@ def test_resume_refuses_rows_from_another_model(models, sample_dir, tmp_path):
 
 def test_gradcam_overlays_for_chosen_classes(models, sample_dir, tmp_path):
     keras_path, onnx_path = models
-    predictor = Predictor.load(keras_path)
+    predictor = load_predictor(keras_path)
     infer_folder(sample_dir / "test", predictor, tmp_path / "r.csv", recursive=True, progress=False,
                  explain_dir=tmp_path / "cams")
     cams = sorted((tmp_path / "cams").glob("*.gradcam.png"))
@@ -230,8 +232,8 @@ def test_gradcam_overlays_for_chosen_classes(models, sample_dir, tmp_path):
     infer_folder(sample_dir / "test", predictor, tmp_path / "r2.csv", recursive=True, progress=False,
                  explain_dir=tmp_path / "some", explain_classes={chosen})
     assert len(list((tmp_path / "some").glob("*.png"))) == sum(r["predicted_class"] == chosen for r in rows)
-    with pytest.raises(ValueError, match=".keras model"):
-        infer_folder(sample_dir / "test", Predictor.load(onnx_path), tmp_path / "r3.csv", explain_dir=tmp_path / "x")
+    with pytest.raises(InputError, match=".keras model"):
+        infer_folder(sample_dir / "test", load_predictor(onnx_path), tmp_path / "r3.csv", explain_dir=tmp_path / "x")
 
 
 def test_verify_command(models, sample_dir, tmp_path):
@@ -256,16 +258,17 @@ def test_infer_uses_the_bundled_model_when_no_model_is_given(models, sample_dir,
     bundled.mkdir()
     shutil.copy(models[1], bundled / "model.onnx")
     monkeypatch.setattr(predictor_module, "DEFAULT_MODEL_DIR", bundled)
-    result = CliRunner().invoke(main, ["infer", str(sample_dir / "test" / "glioma"), "--out", str(tmp_path / "b.csv"), "--quiet"])
+    result = CliRunner().invoke(main, ["infer", str(sample_dir / "test" / "glioma"), "--out", str(tmp_path / "b.csv"),
+                                       "--quiet"])
     assert result.exit_code == 0, result.output
     assert {r["model"] for r in rows_of(tmp_path / "b.csv")} == {"model.onnx"}
 
 
 def test_resume_refuses_the_rows_of_another_folder_and_respells_the_same_one(models, sample_dir, tmp_path, monkeypatch):
-    predictor = Predictor.load(models[1])
+    predictor = load_predictor(models[1])
     output = tmp_path / "results.csv"
     infer_folder(sample_dir / "test" / "glioma", predictor, output, progress=False)
-    with pytest.raises(ValueError, match="not in .*meningioma") as refused:  # another folder's rows never merge
+    with pytest.raises(InputError, match="not in .*meningioma") as refused:  # another folder's rows never merge
         infer_folder(sample_dir / "test" / "meningioma", predictor, output, resume=True, progress=False)
     assert "another folder" in str(refused.value)
     assert len(rows_of(output)) == 6  # untouched
@@ -281,33 +284,34 @@ def test_resume_refuses_the_rows_of_another_folder_and_respells_the_same_one(mod
 def test_results_are_readable_by_the_group_and_others_as_the_umask_says(models, sample_dir, tmp_path, suffix):
     previous = os.umask(0o022)
     try:
-        infer_folder(sample_dir / "test" / "glioma", Predictor.load(models[1]), tmp_path / f"r{suffix}", progress=False)
+        infer_folder(sample_dir / "test" / "glioma", load_predictor(models[1]), tmp_path / f"r{suffix}", progress=False)
     finally:
         os.umask(previous)
     assert (tmp_path / f"r{suffix}").stat().st_mode & 0o777 == 0o644
 
 
 def test_nothing_to_classify_is_an_error_and_writes_nothing(models, sample_dir, tmp_path):
-    predictor = Predictor.load(models[1])
+    predictor = load_predictor(models[1])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no files to classify"):
+    with pytest.raises(InputError, match="no files to classify"):
         infer_folder(tmp_path / "empty", predictor, tmp_path / "a.csv", progress=False)
-    with pytest.raises(ValueError, match="pass --recursive"):  # class sub-folders only
+    with pytest.raises(InputError, match="pass --recursive"):  # class sub-folders only
         infer_folder(sample_dir / "test", predictor, tmp_path / "b.csv", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
 
 
 def test_an_existing_output_is_replaced_only_with_overwrite(models, sample_dir, tmp_path):
-    predictor = Predictor.load(models[1])
+    predictor = load_predictor(models[1])
     output = tmp_path / "r.csv"
     infer_folder(sample_dir / "test" / "glioma", predictor, output, progress=False)
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match="--overwrite"):
         infer_folder(sample_dir / "test" / "pituitary", predictor, output, progress=False)
     infer_folder(sample_dir / "test" / "pituitary", predictor, output, progress=False, overwrite=True)
     assert {Path(r["path"]).parent.name for r in rows_of(output)} == {"pituitary"}
 
 
-FORMULA_NAMES = ["=cmd|' -C calc'!A0.jpg", "+1+1.jpg", "-2+3.jpg", "@SUM(A1).jpg", "\tx.jpg", "'quoted.jpg", "plain.jpg"]
+FORMULA_NAMES = ["=cmd|' -C calc'!A0.jpg", "+1+1.jpg", "-2+3.jpg", "@SUM(A1).jpg", "\tx.jpg", "'quoted.jpg",
+                 "plain.jpg"]
 
 
 def test_csv_cells_cannot_run_as_spreadsheet_formulas(models, sample_dir, tmp_path, monkeypatch):
@@ -317,7 +321,7 @@ def test_csv_cells_cannot_run_as_spreadsheet_formulas(models, sample_dir, tmp_pa
     for name in FORMULA_NAMES:
         shutil.copy(image, folder / name)
     monkeypatch.chdir(folder)  # `cd DATA && s3f-edge infer .`: the path cells are the bare file names
-    predictor = Predictor.load(models[1])
+    predictor = load_predictor(models[1])
     infer_folder(Path("."), predictor, tmp_path / "r.csv", progress=False)
     infer_folder(Path("."), predictor, tmp_path / "r.jsonl", progress=False)
     with open(tmp_path / "r.csv", newline="", encoding="utf-8") as handle:
@@ -337,7 +341,7 @@ def test_csv_cells_cannot_run_as_spreadsheet_formulas(models, sample_dir, tmp_pa
 def test_resuming_onto_a_file_that_is_not_a_results_file_is_one_clear_error(models, sample_dir, tmp_path):
     (tmp_path / "other.json").write_text('{"something": "else"}')
     (tmp_path / "other.csv").write_text("name,value\nx,1\n")
-    predictor = Predictor.load(models[1])
+    predictor = load_predictor(models[1])
     for name in ("other.json", "other.csv"):
-        with pytest.raises(ValueError, match=f"{name} is not an s3f-edge results file"):
+        with pytest.raises(InputError, match=f"{name} is not an s3f-edge results file"):
             infer_folder(sample_dir / "test" / "glioma", predictor, tmp_path / name, resume=True, progress=False)

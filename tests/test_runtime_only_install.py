@@ -63,8 +63,8 @@ def test_infer_and_bench_run_on_the_runtime_alone(runtime_python, tmp_path, samp
     assert sum(",ok," in row for row in rows) >= 22 and all(",error," not in row for row in rows)
     assert "cuda" not in output.lower() and "absl" not in output  # quiet by default
     bundled = REPO / "s3f_edge" / "assets" / "default_model" / "model.onnx"
-    report, output = run(runtime_python, "bench", str(bundled), "--batch-sizes", "1,4", "--duration", "0.2", "--warmup", "0.05",
-                         "--json", str(tmp_path / "bench.json"), cwd=tmp_path)
+    report, output = run(runtime_python, "bench", str(bundled), "--batch-sizes", "1,4", "--duration", "0.2",
+                         "--warmup", "0.05", "--json", str(tmp_path / "bench.json"), cwd=tmp_path)
     assert report == {"exit": 0, "loaded": []}, output
     results = json.loads((tmp_path / "bench.json").read_text())["results"]
     assert {(r["backend"], r["batch"], r["status"]) for r in results} >= {("onnx-cpu", 1, "ok"), ("onnx-cpu", 4, "ok")}

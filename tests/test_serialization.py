@@ -7,9 +7,11 @@ import pytest
 from helpers import original_layout_files
 
 from s3f_edge import BilinearFusion, SpectralFilter, build_model, load_model, set_spectral_mode
+from s3f_edge.errors import InputError, MissingFileError
 
 
-@pytest.mark.parametrize("kind,fusion,variant", [("s3f", "bilinear", "sn1"), ("s3f", "concat", "sn2"), ("spectral", "concat", "sn1"), ("baseline", "concat", "sn1")])
+@pytest.mark.parametrize("kind,fusion,variant", [("s3f", "bilinear", "sn1"), ("s3f", "concat", "sn2"),
+                                                 ("spectral", "concat", "sn1"), ("baseline", "concat", "sn1")])
 def test_keras_round_trip_is_identical(tmp_path, rng, kind, fusion, variant):
     model = build_model(kind=kind, input_shape=(32, 40, 1), num_classes=3, fusion=fusion, variant=variant)
     x = rng.random((2, 32, 40, 1), dtype=np.float32)
@@ -59,11 +61,11 @@ def test_switching_the_form_takes_effect_for_predict(monkeypatch, rng):
 
 
 def test_load_model_explains_bad_paths(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(MissingFileError):
         load_model(tmp_path / "missing.keras")
     onnx_file = tmp_path / "m.onnx"
     onnx_file.write_bytes(b"x")
-    with pytest.raises(ValueError, match="runtime"):
+    with pytest.raises(InputError, match="runtime"):
         load_model(onnx_file)
 
 
@@ -80,7 +82,8 @@ def test_original_release_layout_loads_and_exports_to_matmul(tmp_path):
 def test_fresh_process_loads_after_import(tmp_path):
     path = tmp_path / "m.keras"
     build_model("busi", input_shape=(32, 32, 1)).save(path)
-    code = f"import keras, s3f_edge; m = keras.saving.load_model({str(path)!r}); print(type(m.get_layer('spectral_filter2')).__name__)"
+    code = (f"import keras, s3f_edge; m = keras.saving.load_model({str(path)!r}); "
+            "print(type(m.get_layer('spectral_filter2')).__name__)")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip().endswith("SpectralFilter")
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from s3f_edge.data.folders import DatasetError, discover, stratified_split
+from s3f_edge.errors import OutputExistsError
 from s3f_edge.train.trainer import TrainOptions, train
 
 FAST = dict(image_size=(32, 32), batch_size=8, learning_rate=1e-3, val_fraction=0.25, workers=2, verbose=0)
@@ -121,7 +122,7 @@ def test_paper_protocol_says_so(tmp_path, sample_dir):
 
 
 def test_existing_run_is_not_overwritten(trained_run, sample_dir):
-    with pytest.raises(FileExistsError, match="--resume .* --overwrite"):
+    with pytest.raises(OutputExistsError, match="--resume .* --overwrite"):
         train(TrainOptions(data_dir=str(sample_dir), out_dir=str(trained_run), epochs=1, **FAST))
 
 
@@ -137,13 +138,13 @@ def test_overwrite_replaces_an_earlier_run_and_only_its_files(tmp_path, sample_d
 def test_a_run_directory_never_holds_a_new_model_beside_an_old_models_outputs(trained_run, sample_dir, tmp_path):
     from s3f_edge.train.evaluate import evaluate_folder
 
-    with pytest.raises(FileExistsError, match="training run's directory"):  # its metrics.json is train's
+    with pytest.raises(OutputExistsError, match="training run's directory"):  # its metrics.json is train's
         evaluate_folder(trained_run / "model.keras", sample_dir / "test", trained_run, overwrite=True)
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run, run_dir)
     (run_dir / "export").mkdir()
     (run_dir / "export" / "model.onnx").write_bytes(b"the earlier model's export")
-    with pytest.raises(FileExistsError, match="made from its earlier model \\(export\\)"):
+    with pytest.raises(OutputExistsError, match="made from its earlier model \\(export\\)"):
         train(TrainOptions(data_dir=str(sample_dir), out_dir=str(run_dir), epochs=1, **FAST), overwrite=True)
     assert (run_dir / "export" / "model.onnx").exists() and (run_dir / "model.keras").exists()
 
@@ -181,7 +182,8 @@ def test_an_empty_or_unusable_dataset_leaves_no_run_directory(tmp_path, sample_d
         train(TrainOptions(data_dir=str(tmp_path / "empty"), out_dir=str(tmp_path / "run"), epochs=1, **FAST))
     tiny = copy_sample(sample_dir, tmp_path / "tiny", per_class=3)
     with pytest.raises(DatasetError, match="--val-fraction between 0.26 and 0.66"):
-        train(TrainOptions(data_dir=str(tiny), out_dir=str(tmp_path / "run"), epochs=1, **{**FAST, "val_fraction": 0.15}))
+        train(TrainOptions(data_dir=str(tiny), out_dir=str(tmp_path / "run"), epochs=1,
+                           **{**FAST, "val_fraction": 0.15}))
     assert not (tmp_path / "run").exists()
 
 
@@ -208,9 +210,9 @@ def test_a_log_file_gets_plain_lines_and_an_estimate_of_the_time_left(tmp_path, 
     log = tmp_path / "train.log"
     with open(log, "w") as handle:
         done = subprocess.run([sys.executable, "-m", "s3f_edge.cli", "train", str(sample_dir), "--out",
-                               str(tmp_path / "run"), "--image-size", "32", "--batch-size", "8", "--val-fraction", "0.25",
-                               "--epochs", "3", "--patience", "50"], stdout=handle, stderr=subprocess.PIPE, text=True,
-                              timeout=600)
+                               str(tmp_path / "run"), "--image-size", "32", "--batch-size", "8", "--val-fraction",
+                               "0.25", "--epochs", "3", "--patience", "50"], stdout=handle, stderr=subprocess.PIPE,
+                              text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     text = log.read_text()
     assert "\x1b[" not in text and "\r" not in text and "\b" not in text, repr(text[:500])
@@ -356,7 +358,8 @@ def test_ctrl_c_during_training_says_how_to_resume(tmp_path, sample_dir):
     run_dir = tmp_path / "run"
     process = subprocess.Popen([sys.executable, "-m", "s3f_edge.cli", "train", str(sample_dir), "--out", str(run_dir),
                                 "--image-size", "32", "--batch-size", "8", "--val-fraction", "0.25", "--epochs", "200",
-                                "--patience", "200", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                "--patience", "200", "--quiet"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while not (run_dir / "state.json").exists() and time.monotonic() < deadline:
         time.sleep(0.1)

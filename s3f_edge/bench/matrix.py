@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from s3f_edge.bench.runner import measure_in_turns
-from s3f_edge.runtime.formats import unavailable_reason
+from s3f_edge.runtime.formats import load_predictor, unavailable_reason
 from s3f_edge.runtime.predictor import nonfinite_rows
-
 
 TIMED_ONLY = "timed only: failed its parity gate (speed-only matrix)"
 
@@ -49,7 +48,7 @@ def _artefacts(keras_path: Path, out_dir: Path, calib: Path | None, trt: bool, f
     None. ``speed_only`` (no labelled data, e.g. random weights, whose near-uniform outputs make top-1 parity a
     coin toss): a file that failed only its parity gate is still timed, under a name and status that say so."""
     from s3f_edge.errors import S3FEdgeError
-    from s3f_edge.export.formats import engine_file_name, onnx_file_name
+    from s3f_edge.export.choices import engine_file_name, onnx_file_name
     from s3f_edge.export.onnx_export import ExportOptions, ParityError, export_model
 
     found = [("Keras (TensorFlow)", keras_path, "keras", "fp32", None)]
@@ -79,7 +78,8 @@ def _artefacts(keras_path: Path, out_dir: Path, calib: Path | None, trt: bool, f
         log(f"exported {precision} in {time.perf_counter() - started:.0f} s")
         found += [(name, folder / onnx_file_name(precision), backend, precision, None) for backend in onnx_backends]
         if trt:
-            found.append((f"TensorRT {precision.upper()}", folder / engine_file_name(precision), "trt", precision, None))
+            found.append((f"TensorRT {precision.upper()}", folder / engine_file_name(precision), "trt", precision,
+                          None))
     return found
 
 
@@ -89,22 +89,43 @@ def accuracy_speed_matrix(keras_path: str | Path, out_dir: str | Path, data: str
                           overwrite: bool = False) -> dict:
     """Export, score and time every artefact of ``keras_path``; write matrix.json and matrix.md in ``out_dir``.
 
-    ``data``: a labelled folder (DATA/<class>/... or a dataset root with test/) for accuracy; without it the
-    matrix is speed only (timed on the packaged images). ``trt``: build engines (default: when available).
-    An earlier matrix in ``out_dir`` (its tables or its exports) is refused unless ``overwrite``.
-    """
-    from s3f_edge.export.onnx_export import export_artefacts
-    from s3f_edge.outputs import atomic_write_text, claim_outputs, ensure_writable
+    An artefact that fails to export, load or run becomes a row saying why; the others go on.
 
+    Args:
+        keras_path: the trained .keras model.
+        out_dir: where matrix.json, matrix.md and the exports (fp32/, fp16/, int8/) go.
+        data: a labelled folder (DATA/<class>/... or a dataset root with test/) for accuracy; None: the matrix is
+            speed only (timed on the packaged images).
+        calib: images for INT8 calibration; None: no INT8 artefact (its row says so).
+        batches: the batch sizes timed.
+        duration: timed seconds per artefact and batch, split over rounds (``measure_in_turns``).
+        warmup: seconds of untimed calls before each artefact's first round.
+        fft: the SpectralFilter lowering of the exports: ``"matmul"`` or ``"dft"``.
+        trt: build and time TensorRT engines; None: when TensorRT and a GPU are available.
+        log: called with progress lines.
+        overwrite: replace an earlier matrix in ``out_dir`` (its tables and its exports); else it is refused.
+
+    Returns:
+        What matrix.json holds: model, date, data, images scored, batches, machine, GEMM rates, FLOPs per image, and
+        a row per (artefact, backend): size, status, accuracy, macro-F1, top-1 agreement with Keras, and per batch
+        the p50 latency, images/s and speed-up over Keras.
+
+    Raises:
+        InputError: the folder's classes are not the model's.
+        DatasetError: ``data`` is no usable labelled folder.
+        OutputExistsError: an earlier matrix in ``out_dir`` and ``overwrite`` is false.
+        OutputError: ``out_dir`` cannot be written.
+    """
     from s3f_edge.bench.gemm import gemm_rates, int8_gemm_rate
     from s3f_edge.data.folders import load_split
+    from s3f_edge.export.onnx_export import export_artefacts
+    from s3f_edge.outputs import atomic_write_text, claim_outputs, ensure_writable
     from s3f_edge.runtime.parity import real_batch
-    from s3f_edge.runtime.predictor import Predictor
 
     keras_path, out_dir = Path(keras_path), Path(out_dir)
     ensure_writable(out_dir, "--out", folder=True)
     trt = (unavailable_reason("trt") is None) if trt is None else trt
-    reference = Predictor.load(keras_path)
+    reference = load_predictor(keras_path)
     images = labels = None
     if data is not None:
         from s3f_edge.train.evaluate import labelled_split
@@ -113,7 +134,8 @@ def accuracy_speed_matrix(keras_path: str | Path, out_dir: str | Path, data: str
         if dataset.class_names != reference.class_names:
             from s3f_edge.errors import InputError
 
-            raise InputError(f"the folder's classes {dataset.class_names} differ from the model's {reference.class_names}")
+            raise InputError(f"the folder's classes {dataset.class_names} differ from the model's "
+                             f"{reference.class_names}")
         images, labels, _ = load_split(split, reference.contract)
     timing_pool = images if images is not None else real_batch(reference.contract, None)
     earlier = [out_dir / name for name in MATRIX_FILES]
@@ -124,15 +146,15 @@ def accuracy_speed_matrix(keras_path: str | Path, out_dir: str | Path, data: str
     rows: list[MatrixRow] = []
     expected = None
     timed: dict[int, tuple[MatrixRow, object]] = {}  # every artefact that scored, timed together afterwards
-    for name, path, backend, precision, problem in _artefacts(keras_path, out_dir, Path(calib) if calib else None,
-                                                                 trt, fft, log, speed_only=images is None):
+    for name, path, backend, _precision, problem in _artefacts(keras_path, out_dir, Path(calib) if calib else None,
+                                                                  trt, fft, log, speed_only=images is None):
         row = MatrixRow(name, backend, str(path) if path else "-", status=problem or "ok")
         rows.append(row)
         if problem and problem != TIMED_ONLY:
             continue
         row.size_mb = round(Path(path).stat().st_size / 1e6, 2)
         try:
-            predictor = reference if backend == "keras" else Predictor.load(path, backend=backend)
+            predictor = reference if backend == "keras" else load_predictor(path, backend=backend)
             if images is not None:
                 probabilities = predictor.predict_all(images)
                 if nonfinite_rows(probabilities).any():
@@ -168,7 +190,8 @@ def accuracy_speed_matrix(keras_path: str | Path, out_dir: str | Path, data: str
         "model": str(keras_path), "date": time.strftime("%Y-%m-%d"), "data": str(data) if data else None,
         "images_scored": int(len(labels)) if labels is not None else 0, "batches": list(batches),
         "machine": {"processor": _processor(), "cpus": os.cpu_count(), "python": platform.python_version()},
-        "gemm_ops_per_second": {**{f"fp32 {k}": v for k, v in gemm_rates().items()}, "int8 onnxruntime": int8_gemm_rate()},
+        "gemm_ops_per_second": {**{f"fp32 {k}": v for k, v in gemm_rates().items()},
+                                "int8 onnxruntime": int8_gemm_rate()},
         "flops_per_image": _flops(reference),
         "rows": [asdict(row) for row in rows],
     }
@@ -214,8 +237,10 @@ def markdown(result: dict) -> str:
     for row in result["rows"]:
         cells = [row["artefact"], row["backend"], dash(row["size_mb"])]
         if scored:
-            cells += [dash(row["accuracy"], "{:.2%}"), dash(row["f1_macro"], "{:.3f}"), dash(row["top1_agreement"], "{:.2%}")]
-        cells += [dash(_get(row["p50_ms"], b)) for b in batches] + [dash(_get(row["images_per_second"], b)) for b in batches]
+            cells += [dash(row["accuracy"], "{:.2%}"), dash(row["f1_macro"], "{:.3f}"),
+                      dash(row["top1_agreement"], "{:.2%}")]
+        cells += ([dash(_get(row["p50_ms"], b)) for b in batches]
+                  + [dash(_get(row["images_per_second"], b)) for b in batches])
         cells += [dash(_get(row["speedup_vs_keras"], b), "{}×") for b in batches] + [row["status"]]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     gemm = ", ".join(f"{name} {rate / 1e9:.0f} G/s" for name, rate in result["gemm_ops_per_second"].items() if rate)

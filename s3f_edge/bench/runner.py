@@ -55,7 +55,18 @@ def input_batch(contract, batch: int, images: Path | None, seed: int) -> np.ndar
 
 
 def measure(predict, batch: np.ndarray, warmup_s: float, duration_s: float, min_runs: int = 5) -> np.ndarray:
-    """Latencies (s) of ``predict(batch)`` over ``duration_s`` after ``warmup_s`` of untimed runs."""
+    """Latencies (s) of ``predict(batch)`` over ``duration_s`` after ``warmup_s`` of untimed runs.
+
+    Args:
+        predict: the function timed, called with ``batch``.
+        batch: its input.
+        warmup_s: seconds of untimed calls first.
+        duration_s: seconds of timed calls (the last one may end after it).
+        min_runs: at least this many timed calls, however long they take.
+
+    Returns:
+        Each timed call's latency in seconds, in call order.
+    """
     started = time.perf_counter()
     while time.perf_counter() - started < warmup_s:
         predict(batch)
@@ -70,12 +81,25 @@ def measure(predict, batch: np.ndarray, warmup_s: float, duration_s: float, min_
 
 def measure_in_turns(contenders: dict, batch: np.ndarray, warmup_s: float, duration_s: float,
                      rounds: int = 3, min_runs_per_round: int = 2) -> tuple[dict, dict]:
-    """Latencies of several ``predict`` functions on the same batch, taken in turns: ``rounds`` rounds of
-    ``duration_s / rounds`` seconds each, keeping for each contender its round with the lowest median. A
-    shared machine that switches between a fast and a throttled state then compares like with like instead
-    of whichever state each contender happened to meet; ``min_runs_per_round`` keeps a slow contender (a
-    batch of 32 at 256x256 takes seconds) from tripling the run. Returns (latencies by name, errors by name): a
-    contender that raises is dropped with its error, the others go on."""
+    """Latencies of several ``predict`` functions on the same batch, taken in turns.
+
+    ``rounds`` rounds of ``duration_s / rounds`` seconds each, keeping for each contender its round with the
+    lowest median. A shared machine that switches between a fast and a throttled state then compares like with
+    like instead of whichever state each contender happened to meet; ``min_runs_per_round`` keeps a slow
+    contender (a batch of 32 at 256x256 takes seconds) from tripling the run.
+
+    Args:
+        contenders: ``predict`` functions by name.
+        batch: the input every contender is timed on.
+        warmup_s: seconds of untimed calls before a contender's first round.
+        duration_s: timed seconds per contender, split over the rounds.
+        rounds: how many rounds.
+        min_runs_per_round: timed calls per round at least, however long they take.
+
+    Returns:
+        (latencies in seconds by name, errors by name): a contender that raises is dropped with its error
+        (``"Type: message"``), the others go on.
+    """
     best: dict = {}
     errors: dict = {}
     for _ in range(rounds):
@@ -98,17 +122,44 @@ def summarise(model: str, backend: str, provider: str, mode: str, batch: int, la
     p50, p90, p99 = np.percentile(latencies, [50, 90, 99]) * 1e3
     throughput = batch / float(np.mean(latencies))
     gflops = throughput * flops_per_image / 1e9 if flops_per_image else None
-    return BenchResult(model, backend, provider, mode, batch, len(latencies), round(p50, 3), round(p90, 3), round(p99, 3),
-                       round(float(latencies.max()) * 1e3, 3), round(throughput, 2), round(cold_start, 3),
-                       round(gflops, 2) if gflops else None,
+    return BenchResult(model, backend, provider, mode, batch, len(latencies), round(p50, 3), round(p90, 3),
+                       round(p99, 3), round(float(latencies.max()) * 1e3, 3), round(throughput, 2),
+                       round(cold_start, 3), round(gflops, 2) if gflops else None,
                        round(gflops * 1e9 / gemm_rate, 4) if gflops and gemm_rate else None)
 
 
 def bench_models(models: list[Path], backends: list[str], batches: list[int], duration_s: float, warmup_s: float,
-                 images: Path | str | None = None, end_to_end_dir: Path | None = None, flops_per_image: float | None = None,
-                 gemm_rate: float | None = None, log=print) -> tuple[list[BenchResult], list[str]]:
-    """Benchmark every (model, applicable backend, batch). Returns results and 'skipped' notes."""
-    from s3f_edge.runtime.predictor import Predictor, nonfinite_rows
+                 images: Path | str | None = None, end_to_end_dir: Path | None = None,
+                 flops_per_image: float | None = None, gemm_rate: float | None = None,
+                 log=print) -> tuple[list[BenchResult], list[str]]:
+    """Benchmark every (model, applicable backend, batch).
+
+    A backend unavailable here is skipped with a note; one that fails to load or run becomes a failed row, and the
+    others go on.
+
+    Args:
+        models: the model files (.keras, .onnx, TensorRT engines).
+        backends: the backend names to use (``BACKENDS``); each model runs on those that run its format.
+        batches: the batch sizes timed.
+        duration_s: seconds of timed calls per (model, backend, batch), at least 5 calls.
+        warmup_s: seconds of untimed calls before each measurement.
+        images: a folder of real images tiled to each batch, ``"random"`` for fresh random inputs, or None for the
+            packaged parity images.
+        end_to_end_dir: also time `infer` on the files under this folder, at the largest batch; None: not.
+        flops_per_image: the model's FLOPs per image, for GFLOP/s; None: not reported.
+        gemm_rate: the machine's GEMM rate in FLOP/s, for the fraction of it reached; None: not reported.
+        log: called with a line per measurement.
+
+    Returns:
+        (results, skipped): a ``BenchResult`` per measurement or failure, and a note per skipped backend.
+
+    Raises:
+        MissingFileError: a model file does not exist (all are checked before any measurement).
+        InputError: a file that is no model, or nothing could be measured.
+        EngineMismatch: a TensorRT engine without a valid s3f-edge sidecar.
+    """
+    from s3f_edge.runtime.formats import load_predictor
+    from s3f_edge.runtime.predictor import nonfinite_rows
 
     results, skipped = [], []
     for path in models:  # a file that is no model at all is one error, before any measurement
@@ -123,7 +174,7 @@ def bench_models(models: list[Path], backends: list[str], batches: list[int], du
                 continue
             started = time.perf_counter()
             try:
-                predictor = Predictor.load(path, backend=backend)
+                predictor = load_predictor(path, backend=backend)
                 first = predictor.predict(input_batch(predictor.contract, 1, images, seed=1))
             except Exception as error:  # an engine's own error types: report it in its row, keep the others
                 results.append(failed(display_name(path), backend, f"{type(error).__name__}: {error}"))
@@ -146,7 +197,8 @@ def bench_models(models: list[Path], backends: list[str], batches: list[int], du
                 log(f"  {result.model:<24} {backend:<9} batch {batch:>3}: p50 {result.p50_ms:9.2f} ms, "
                     f"{result.images_per_second:8.1f} img/s")
             if end_to_end_dir is not None:
-                results.append(end_to_end(predictor, display_name(path), backend, end_to_end_dir, max(batches), cold_start))
+                results.append(end_to_end(predictor, display_name(path), backend, end_to_end_dir, max(batches),
+                                          cold_start))
     if not results:  # an empty table is no benchmark: say why nothing ran
         why = "; ".join(skipped) or f"none of the backends {', '.join(backends)} runs {', '.join(map(str, models))}"
         raise InputError(f"nothing could be measured: {why}")

@@ -9,12 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from s3f_edge.data.preprocess import IMAGE_SUFFIXES, ImageDecodeError, Preprocessing, load_image
-from s3f_edge.errors import S3FEdgeError
+from s3f_edge.errors import DatasetError
 from s3f_edge.outputs import write_csv
-
-
-class DatasetError(S3FEdgeError, ValueError):
-    """The folder cannot be used as a dataset; the message says what to fix."""
 
 
 @dataclass
@@ -69,12 +65,28 @@ def _scan_split(folder: Path, class_names: list[str], skipped: list) -> Split:
             else:
                 skipped.append((path, f"not an image file (suffix {path.suffix or 'none'!r})"))
         if found == 0:
-            raise DatasetError(f"class folder {class_dir} holds no images ({', '.join(IMAGE_SUFFIXES)}); remove it or add images")
+            raise DatasetError(f"class folder {class_dir} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
+                               "remove it or add images")
     return Split(paths, np.asarray(labels, dtype=np.int64))
 
 
 def discover(root: str | Path) -> FolderDataset:
-    """Find classes and files; refuse layouts that cannot train a classifier, before any work."""
+    """Find classes and files; refuse layouts that cannot train a classifier, before any work.
+
+    The layout is ``root/train/<class>/`` (with an optional ``root/test/<class>/``) or ``root/<class>/``. Class
+    folders are searched recursively and hidden ones ignored; files without an image suffix are listed as skipped.
+
+    Args:
+        root: the dataset folder.
+
+    Returns:
+        The ``FolderDataset``: class names (sorted folder names), the train split, the test split (None without
+        ``test/``) and the skipped files.
+
+    Raises:
+        DatasetError: no such folder, fewer than two classes, a class folder without images, or test classes that
+            differ from train's.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist")
@@ -103,7 +115,20 @@ def discover(root: str | Path) -> FolderDataset:
 
 
 def stratified_split(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
-    """Seeded, stratified (remaining, held_out) split; held_out gets ``fraction`` of each class."""
+    """Seeded, stratified (remaining, held_out) split; held_out gets ``fraction`` of each class.
+
+    Args:
+        split: the split to divide.
+        fraction: the share held out, strictly between 0 and 1.
+        seed: the split's random state (the same seed gives the same split).
+
+    Returns:
+        (remaining, held_out), each keeping the order of ``split``.
+
+    Raises:
+        DatasetError: ``fraction`` out of range, a class with fewer than 2 images, or a split that would leave
+            either side without an image of every class.
+    """
     from sklearn.model_selection import train_test_split
 
     if not 0.0 < fraction < 1.0:
@@ -152,10 +177,19 @@ def decode_split(split: Split, contract: Preprocessing, workers: int = 4, progre
 def load_split(
     split: Split, contract: Preprocessing, workers: int = 4, progress: bool = False
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[Path, str]]]:
-    """Decode and preprocess every file into memory.
+    """Decode and preprocess every file into memory, in parallel.
 
-    Returns (images, labels, failures): files that cannot be decoded are returned with the
-    reason, never silently dropped.
+    Files that cannot be decoded are returned with the reason, never silently dropped.
+
+    Args:
+        split: the files and their labels.
+        contract: the model's ``Preprocessing``.
+        workers: decoding threads.
+        progress: show a progress bar on stderr while decoding.
+
+    Returns:
+        (images (N, H, W, C) float32, labels (N,) int64, failures as (path, reason)), N counting the decoded
+        files only, in the order of ``split``.
     """
     images, labels, failures = [], [], []
     for path, label, image, error in decode_split(split, contract, workers, progress):

@@ -21,15 +21,12 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from s3f_edge.errors import InputError, S3FEdgeError  # noqa: E402
+from s3f_edge.errors import ImageDecodeError, InputError  # noqa: E402
 
 CONTRACT_VERSION = 1
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
 _INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}
 
-
-class ImageDecodeError(S3FEdgeError, ValueError):
-    """A file that cannot be turned into model pixels; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +71,21 @@ class Preprocessing:
 
 
 def decode_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode a file (or its bytes) with OpenCV, unchanged: uint8/uint16, 1, 3 or 4 channels (BGR[A])."""
+    """Decode a file (or its bytes) with OpenCV, unchanged: uint8/uint16, 1, 3 or 4 channels (BGR[A]).
+
+    A DICOM file (``DICM`` at byte 128) goes to ``decode_dicom`` instead.
+
+    Args:
+        source: a file path, or the file's bytes.
+        max_pixels: refuse an image whose header (PNG, BMP, DICOM) declares more pixels, before decoding it;
+            OpenCV's own limit, ``MAX_PIXELS``, applies to every format as well.
+
+    Returns:
+        (H, W) grayscale or (H, W, 3|4) BGR[A] pixels, uint8 or uint16 (float32 from a float file or DICOM).
+
+    Raises:
+        ImageDecodeError: the file cannot be read, is empty, corrupt or too large, or has an unsupported pixel type.
+    """
     if isinstance(source, (bytes, bytearray)):
         data = np.frombuffer(source, dtype=np.uint8)
     else:
@@ -106,6 +117,17 @@ def decode_dicom(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     Sequence, else the first Window Center/Width with its VOILUTFunction: LINEAR, LINEAR_EXACT or
     SIGMOID), scaled by that step's output range; without a VOI LUT, the image's own min-max. A
     MONOCHROME1 image is inverted last, so that bright means dense, as in MONOCHROME2.
+
+    Args:
+        data: the whole DICOM file's bytes.
+        max_pixels: refuse an image of more pixels (rows x columns) than this.
+
+    Returns:
+        (H, W) float32 in [0, 1] for a grayscale image, or (H, W, 3) uint8 BGR for an RGB one.
+
+    Raises:
+        ImageDecodeError: pydicom is not installed, or the image is too large, multi-frame, in an unsupported colour
+            space or unreadable.
     """
     import io
 
@@ -202,7 +224,19 @@ def _scale_to_unit(image: np.ndarray) -> np.ndarray:
 
 
 def preprocess_array(image: np.ndarray, contract: Preprocessing) -> np.ndarray:
-    """Decoded image -> float32 (H, W, C) in [0, 1], per ``contract``."""
+    """Decoded image -> float32 (H, W, C) in [0, 1], per ``contract``.
+
+    Args:
+        image: pixels as ``decode_image`` gives them: (H, W) or (H, W, 3|4) BGR[A], uint8, uint16 or float.
+        contract: the model's ``Preprocessing`` (size, channels, interpolation).
+
+    Returns:
+        A contiguous float32 array (height, width, channels) of the contract: integer pixels divided by their
+        type's maximum, float pixels clipped to [0, 1].
+
+    Raises:
+        ImageDecodeError: an image with a channel count other than 1, 3 or 4.
+    """
     converted = to_channels(image, contract.channels)
     if converted.shape[:2] != (contract.height, contract.width):
         # Resize before scaling: INTER_AREA on integers matches the original notebooks.
@@ -216,5 +250,16 @@ def preprocess_array(image: np.ndarray, contract: Preprocessing) -> np.ndarray:
 
 
 def load_image(source: str | Path | bytes, contract: Preprocessing) -> np.ndarray:
-    """Read one file and apply the contract: the function every s3f-edge path uses."""
+    """Read one file and apply the contract: the function every s3f-edge path uses.
+
+    Args:
+        source: a file path, or the file's bytes.
+        contract: the model's ``Preprocessing``.
+
+    Returns:
+        float32 (H, W, C) pixels in [0, 1] (``preprocess_array``).
+
+    Raises:
+        ImageDecodeError: the file cannot be read or decoded into the contract's pixels.
+    """
     return preprocess_array(decode_image(source), contract)

@@ -3,13 +3,10 @@ from __future__ import annotations
 
 import onnx
 
-from s3f_edge.errors import S3FEdgeError
+from s3f_edge.errors import ExportCheckError
 
 COMPLEX_TYPES = {onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128}
 
-
-class ExportCheckError(S3FEdgeError, RuntimeError):
-    """The exported graph is not a valid, standard, deployable ONNX model; the message lists why."""
 
 
 def standard_op_problems(model: onnx.ModelProto, opset: int) -> list[str]:
@@ -43,7 +40,8 @@ def tensorrt_support_problems(model: onnx.ModelProto, trt_version: tuple[int, in
     if unavailable_reason("trt") is None:
         from s3f_edge.export.tensorrt import parser_problems
 
-        return parser_problems(model.SerializeToString(), node_names=[f"{n.name} ({n.op_type})" for n in model.graph.node])
+        return parser_problems(model.SerializeToString(),
+                               node_names=[f"{n.name} ({n.op_type})" for n in model.graph.node])
     from s3f_edge.export.tensorrt_ops import tensorrt_problems
 
     return tensorrt_problems(model, trt_version)
@@ -54,8 +52,19 @@ def check_onnx(model: onnx.ModelProto, opset: int, tensorrt: bool = False,
     """Full onnx.checker, standard ops only, no complex tensors; optionally what TensorRT's parser
     refuses, and (``quantized``) the Q/DQ rules both ONNX Runtime and TensorRT need (zero points 0).
 
-    Raises ExportCheckError listing every problem. tf2onnx's Python API can write an invalid graph
-    without raising, so nothing is trusted before this passes.
+    tf2onnx's Python API can write an invalid graph without raising, so nothing is trusted before this passes.
+
+    Args:
+        model: the ONNX model to check.
+        opset: the opset at which every node must be a standard ONNX op.
+        tensorrt: also check what TensorRT would refuse: its own parser where TensorRT and a GPU are installed,
+            else s3f-edge's op table.
+        trt_version: (major, minor) of the TensorRT to check against with the op table; None: a version before
+            DFT support.
+        quantized: also check the Q/DQ nodes (positive constant scales, int8 zero points 0, per-tensor activations).
+
+    Raises:
+        ExportCheckError: listing every problem (the first 20 in full).
     """
     problems = []
     try:

@@ -72,7 +72,8 @@ def _unique(node, prefix: str) -> str:
 
 def complex_handler(ctx, node, name, args):
     real, imag = node.input[0], node.input[1]
-    stacked = ctx.make_node("Concat", [_unsqueeze_last(ctx, node, real), _unsqueeze_last(ctx, node, imag)], attr={"axis": -1}, op_name_scope=node.name)
+    stacked = ctx.make_node("Concat", [_unsqueeze_last(ctx, node, real), _unsqueeze_last(ctx, node, imag)],
+                            attr={"axis": -1}, op_name_scope=node.name)
     _become(ctx, node, stacked.output[0], _complex_shape(ctx, node))
 
 
@@ -90,8 +91,8 @@ def rfft_handler(ctx, node, name, args):
     input_shape = _shape(ctx, node.input[0])
     if input_shape is not None and input_shape[-1] not in (-1, length):
         raise ValueError(f"{node.name}: RFFT with padding or cropping is not supported")
-    dft = ctx.make_node("DFT", [_unsqueeze_last(ctx, node, node.input[0])], attr={"axis": -2, "onesided": 1, "inverse": 0},
-                        op_name_scope=node.name)
+    dft = ctx.make_node("DFT", [_unsqueeze_last(ctx, node, node.input[0])],
+                        attr={"axis": -2, "onesided": 1, "inverse": 0}, op_name_scope=node.name)
     _become(ctx, node, dft.output[0], _complex_shape(ctx, node, length // 2 + 1))
 
 

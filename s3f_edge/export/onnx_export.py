@@ -9,23 +9,24 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from s3f_edge.data.preprocess import Preprocessing
-from s3f_edge.errors import InputError, S3FEdgeError
-from s3f_edge.outputs import atomic_write_text, claim_outputs, ensure_writable
-from s3f_edge.export.checks import ExportCheckError, check_onnx
-from s3f_edge.runtime.parity import (ParityResult, compare_outputs, image_labels, parity_failures, random_batch,
-                                     real_batch)
-from s3f_edge.model import spectral_filters
 from s3f_edge.contract import INPUT, OUTPUTS, PROBS
+from s3f_edge.data.preprocess import Preprocessing
+from s3f_edge.errors import InputError, ParityError
+from s3f_edge.export.checks import ExportCheckError, check_onnx
+from s3f_edge.export.choices import CALIBRATION_METHODS, FFT_LOWERINGS, INT8_WEIGHT_BITS, MAX_TF2ONNX_OPSET, PRECISIONS
+from s3f_edge.model import spectral_filters
 from s3f_edge.model.calibration import SCORE, head, is_calibrated
 from s3f_edge.model.metadata import package_versions
 from s3f_edge.model.reference import float32_reference
-
-from s3f_edge.export.formats import CALIBRATION_METHODS, FFT_LOWERINGS, INT8_WEIGHT_BITS, MAX_TF2ONNX_OPSET, PRECISIONS
-
-
-class ParityError(S3FEdgeError, RuntimeError):
-    """The exported model does not compute the Keras model's function within tolerance."""
+from s3f_edge.outputs import atomic_write_text, claim_outputs, ensure_writable
+from s3f_edge.runtime.parity import (
+    ParityResult,
+    compare_outputs,
+    image_labels,
+    parity_failures,
+    random_batch,
+    real_batch,
+)
 
 
 @dataclass
@@ -55,7 +56,8 @@ class ExportOptions:
         lowest = 17 if self.fft == "dft" else 13
         if not lowest <= self.opset <= MAX_TF2ONNX_OPSET:
             raise InputError(f"--opset {self.opset}: use {lowest}-{MAX_TF2ONNX_OPSET} with --fft {self.fft} "
-                             f"({'ONNX DFT exists from opset 17; ' if self.fft == 'dft' else ''}tf2onnx 1.17 writes up to 18)")
+                             f"({'ONNX DFT exists from opset 17; ' if self.fft == 'dft' else ''}"
+                             "tf2onnx 1.17 writes up to 18)")
         if self.precision == "int8" and self.calib is None:
             raise InputError("--precision int8 needs --calib IMAGES (a folder of representative images)")
         if self.calib_method not in CALIBRATION_METHODS or self.calib_images < 1:
@@ -83,7 +85,19 @@ def model_outputs(model, image) -> dict:
 
 def keras_to_onnx(model, fft: str = "matmul", opset: int = 17) -> onnx.ModelProto:
     """Convert with every SpectralFilter lowered; input ``image`` (dynamic batch), outputs ``probs`` and, for a
-    calibrated model, ``ood_score``."""
+    calibrated model, ``ood_score``.
+
+    The SpectralFilters' own modes are restored afterwards. The graph is not checked here (``check_onnx``).
+
+    Args:
+        model: the Keras model (TensorFlow backend).
+        fft: the SpectralFilter form exported (``FFT_LOWERINGS``): ``"matmul"`` (real matrix products, any opset)
+            or ``"dft"`` (ONNX ``DFT`` nodes, opset 17 and later).
+        opset: the ONNX opset written.
+
+    Returns:
+        The ONNX model, without s3f-edge metadata.
+    """
     import tensorflow as tf
     import tf2onnx
 
@@ -175,6 +189,11 @@ def export_artefacts(out_dir: str | Path, triton_repo: str | Path | None = None,
     """The files an export wrote: in ``out_dir``, only names `export` itself writes; in ``triton_repo``, only
     model ``triton_name``'s files (a Triton repository holds other models too).
 
+    Args:
+        out_dir: an export folder (it need not exist).
+        triton_repo: a Triton model repository to search too; None: none.
+        triton_name: the model's name in ``triton_repo`` (its ``<name>_trt`` files included).
+
     Returns:
         The existing files, sorted.
     """
@@ -261,7 +280,7 @@ def export_model(keras_path: str | Path, options: ExportOptions) -> ExportResult
         ensure_writable(options.triton_repo, "--triton", folder=True)
     trt_version = None
     if options.trt:  # fail before minutes of conversion, not after
-        from s3f_edge.runtime.tensorrt_backend import gpu_identity, import_tensorrt, version_tuple
+        from s3f_edge.runtime.tensorrt_env import gpu_identity, import_tensorrt, version_tuple
 
         trt_version = version_tuple(import_tensorrt().__version__)
         gpu_identity()
@@ -363,7 +382,7 @@ def _export(model, keras_path: Path, metadata: dict, contract: Preprocessing, ca
 def _build_and_check_engine(model, onnx_file: Path, out_dir: Path, contract: Preprocessing, metadata: dict,
                             options: ExportOptions, parity: dict, result: ExportResult) -> Path:
     """Build the engine from the file that passed its checks, then hold it to the same parity as that file."""
-    from s3f_edge.export.formats import engine_file_name
+    from s3f_edge.export.choices import engine_file_name
     from s3f_edge.export.tensorrt import EngineOptions, build_engine
     from s3f_edge.runtime.tensorrt_backend import TensorRTPredictor
 

@@ -13,7 +13,7 @@ import onnx
 
 from s3f_edge.data.preprocess import Preprocessing
 from s3f_edge.errors import InputError
-from s3f_edge.export.formats import CALIBRATION_METHODS, INT8_WEIGHT_BITS
+from s3f_edge.export.choices import CALIBRATION_METHODS, INT8_WEIGHT_BITS
 
 
 def int8_float_nodes(model: onnx.ModelProto, keras_model) -> list[str]:
@@ -61,6 +61,13 @@ def to_float16(model: onnx.ModelProto, keep_fp32_nodes: list[str]) -> onnx.Model
 
     An unnormalised forward DFT of a bright image exceeds FP16's range (65504), and the
     full-size complex kernels lose their small coefficients, so the spectral block stays FP32.
+
+    Args:
+        model: the FP32 ONNX model (left unchanged).
+        keep_fp32_nodes: names of the nodes kept in FP32 (the spectral block, and the score of a calibrated model).
+
+    Returns:
+        A new ONNX model with FP16 weights and compute, FP32 input and outputs, and the kept nodes in FP32.
     """
     from onnxconverter_common import float16
 
@@ -95,6 +102,18 @@ def to_int8(model_path: Path, out_path: Path, calibration_images: np.ndarray, ex
     (runtime/onnx_backend.py). With symmetric activations ONNX Runtime keeps every Relu (onnxruntime#11660);
     the export's parity check verifies the outputs regardless. ``fold_batchnorm=False`` skips the graph
     optimisation below (for the benchmark that measured it).
+
+    Args:
+        model_path: the FP32 ONNX file.
+        out_path: where the INT8 file is written (a temporary ``<stem>.prep.onnx`` beside it is removed).
+        calibration_images: preprocessed images (N, H, W, C) float32 that set the activation ranges.
+        exclude_nodes: names of the nodes kept in float.
+        method: how activation ranges are calibrated: ``"minmax"``, ``"percentile"`` (99.999th) or ``"entropy"``.
+        weight_bits: 8, or 7 to keep every weight within +-64 (see above).
+        fold_batchnorm: fold each BatchNorm into its convolution before quantizing.
+
+    Raises:
+        InputError: an unknown ``method`` or ``weight_bits``.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -123,8 +142,8 @@ def to_int8(model_path: Path, out_path: Path, calibration_images: np.ndarray, ex
             quantize_static(
                 str(source), str(out_path), _ImageCalibrationReader(calibration_images, "image"),
                 quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                per_channel=True, reduce_range=weight_bits == 7, calibrate_method=calibrate, nodes_to_exclude=exclude_nodes,
-                op_types_to_quantize=["Conv", "MatMul", "Gemm"],
+                per_channel=True, reduce_range=weight_bits == 7, calibrate_method=calibrate,
+                nodes_to_exclude=exclude_nodes, op_types_to_quantize=["Conv", "MatMul", "Gemm"],
                 extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
                                "CalibPercentile": 99.999},
             )
@@ -168,7 +187,8 @@ def quantization_problems(model: onnx.ModelProto) -> list[str]:
         if zero is None:
             problems.append(f"{where}: zero point must be given (int8, all zeros)")
         elif zero.dtype != np.int8 or np.any(zero != 0):
-            problems.append(f"{where}: zero point must be int8 zeros (symmetric), got {zero.dtype} {np.unique(zero)[:4]}")
+            problems.append(f"{where}: zero point must be int8 zeros (symmetric), got {zero.dtype} "
+                            f"{np.unique(zero)[:4]}")
         activation = node.input[0] not in constants
         if activation and scale is not None and np.size(scale) != 1:
             problems.append(f"{where}: activations must be quantized per tensor")

@@ -19,8 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from s3f_edge.errors import BackendError, InputError
-from s3f_edge.runtime.tensorrt_backend import (gpu_identity, import_tensorrt, register_plugins, sidecar_path, trt_logger,
-                                               version_tuple)
+from s3f_edge.runtime.tensorrt_env import (
+    gpu_identity,
+    import_tensorrt,
+    register_plugins,
+    sidecar_path,
+    trt_logger,
+    version_tuple,
+)
 
 
 @dataclass
@@ -83,13 +89,32 @@ def parser_problems(model_bytes: bytes, path: str | None = None, node_names: lis
 def _has_quantize_nodes(onnx_path: Path) -> bool:
     import onnx
 
-    return any(node.op_type == "QuantizeLinear" for node in onnx.load(str(onnx_path), load_external_data=False).graph.node)
+    return any(node.op_type == "QuantizeLinear"
+               for node in onnx.load(str(onnx_path), load_external_data=False).graph.node)
 
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, input_shape: tuple[int, int, int],
                  options: EngineOptions, model_metadata: dict | None = None) -> dict:
     """Parse ``onnx_path`` into a strongly typed network, build and serialize an engine to ``engine_path``
-    and write its sidecar JSON (GPU, TensorRT version, ONNX sha256, profile, I/O, model metadata)."""
+    and write its sidecar JSON (GPU, TensorRT version, ONNX sha256, profile, I/O, model metadata).
+
+    Args:
+        onnx_path: the exported ONNX file; for INT8, the Q/DQ file that ``export --precision int8`` writes.
+        engine_path: where the engine goes; its sidecar is written to ``<engine_path>.json``.
+        input_shape: (H, W, C) of one image; the batch axis comes from the profile.
+        options: the file's precision, the batch profile (min, opt, max), the workspace in GiB and a timing cache
+            (read when it exists, then updated).
+        model_metadata: s3f-edge metadata (class names, preprocessing, ...) recorded in the sidecar; None: none.
+
+    Returns:
+        The sidecar written.
+
+    Raises:
+        TensorRTUnavailable: no TensorRT or no NVIDIA GPU here.
+        InputError: INT8 asked of an ONNX file without QuantizeLinear nodes.
+        BackendError: TensorRT could not parse the model, refused the batch profile or the timing cache, or failed
+            to build the engine.
+    """
     from s3f_edge.data.files import file_sha256
 
     trt = import_tensorrt()

@@ -84,7 +84,21 @@ def repository_files(repo: str | Path, name: str) -> list[Path]:
 def write_repository(repo: str | Path, name: str, model_files: list[Path], input_shape: tuple[int, int, int],
                      class_names: list[str], num_outputs: int, max_batch_size: int,
                      with_score: bool = False) -> list[Path]:
-    """REPO/<name>/ for the ONNX model and REPO/<name>_trt/ for a TensorRT plan, version 1 each."""
+    """REPO/<name>/ for the ONNX model and REPO/<name>_trt/ for a TensorRT plan, version 1 each.
+
+    Args:
+        repo: the model repository (created if missing; other models in it are left alone).
+        name: the model's name in Triton.
+        model_files: the files to serve: an .onnx file and/or a TensorRT engine (.engine or .plan), copied in.
+        input_shape: (H, W, C) of one image.
+        class_names: the classes, written to labels.txt when there is one per output.
+        num_outputs: the width of the ``probs`` output (1 for a single sigmoid unit, which gets no labels.txt).
+        max_batch_size: Triton's max_batch_size; dynamic batching prefers those of 4, 8, 16 and 32 up to it.
+        with_score: declare the ``ood_score`` output too (a calibrated model).
+
+    Returns:
+        The model folders written.
+    """
     written = []
     for model_file in model_files:
         suffix = ".plan" if model_file.suffix in (".plan", ".engine") else model_file.suffix

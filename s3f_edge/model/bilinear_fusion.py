@@ -11,9 +11,20 @@ class BilinearFusion(keras.layers.Layer):
 
     Matches the original: ``sign(z) * sqrt(|z| + 1e-5)`` and ``tf.nn.l2_normalize``
     (epsilon 1e-12 on the squared norm).
+
+    Args:
+        **kwargs: ``keras.layers.Layer`` arguments (``name``, ``dtype``, ...); the layer has no options of its own.
     """
 
     def call(self, inputs):
+        """Fuse each image's spatial and spectral vectors.
+
+        Args:
+            inputs: ``[spatial, spectral]``, of shapes (B, Ds) and (B, Df).
+
+        Returns:
+            (B, Ds * Df) L2-normalised vectors: entry ``i * Df + j`` comes from ``spatial[:, i] * spectral[:, j]``.
+        """
         spatial, spectral = inputs
         outer = ops.expand_dims(spatial, -1) * ops.expand_dims(spectral, 1)
         flat = ops.reshape(outer, (-1, spatial.shape[-1] * spectral.shape[-1]))

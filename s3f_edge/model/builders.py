@@ -29,12 +29,25 @@ def build_model(
     and the defaults are SN1 with concatenation and a softmax head.
 
     Args:
-        kind: ``"s3f"`` (both towers), ``"baseline"`` (spatial only) or ``"spectral"``.
-        input_shape: (H, W, C); the SpectralFilter is tied to this size.
-        num_classes: K. With ``sigmoid_head`` (binary only) the head is one sigmoid unit.
-        variant: ``"sn1"`` or ``"sn2"`` SpectraNet.
-        fusion: ``"concat"`` (516-d) or ``"bilinear"`` (2048-d).
-        spectral_mode: ``"fft"`` or ``"matmul"`` for every SpectralFilter (same weights).
+        preset: a preset name (``presets.PRESETS``); None: every option is given explicitly.
+        kind: ``"s3f"`` (both towers), ``"baseline"`` (spatial only) or ``"spectral"`` (spectral only).
+        input_shape: (H, W, C), H and W at least 16; the SpectralFilter is tied to this size. None: the preset's.
+        num_classes: K, at least 2. With ``sigmoid_head`` (binary only) the head is one sigmoid unit. None: the
+            preset's.
+        variant: ``"sn1"`` or ``"sn2"`` SpectraNet. None: the preset's, else ``"sn1"``.
+        fusion: ``"concat"`` (516-d) or ``"bilinear"`` (2048-d), for ``kind="s3f"``. None: the preset's, else
+            ``"concat"``.
+        sigmoid_head: one sigmoid unit instead of a softmax (``num_classes=2`` only). None: the preset's choice for
+            a binary model, else False.
+        spectral_mode: ``"fft"``, ``"matmul"`` or ``"dft"`` for every SpectralFilter (same weights).
+        name: the model's name. None: one derived from ``kind``, ``fusion`` and ``variant``.
+
+    Returns:
+        An uncompiled ``keras.Model`` with input ``image`` and output layer ``probs``: (N, K) softmax
+        probabilities, or (N, 1) for a sigmoid head.
+
+    Raises:
+        InputError: an unknown preset or option, no input shape or class count, or an invalid one.
     """
     base = get_preset(preset) if preset else None
     input_shape = tuple(input_shape) if input_shape is not None else (base.input_shape if base else None)
@@ -85,5 +98,6 @@ def build_model(
         outputs = layers.Dense(num_classes, activation="softmax", name="probs", dtype=head_dtype)(features)
 
     if name is None:
-        name = {"s3f": f"s3f_net_{fusion}_{variant}", "baseline": "spatial_baseline", "spectral": f"spectranet_{variant}"}[kind]
+        name = {"s3f": f"s3f_net_{fusion}_{variant}", "baseline": "spatial_baseline",
+                "spectral": f"spectranet_{variant}"}[kind]
     return keras.Model(inputs, outputs, name=name)

@@ -18,7 +18,8 @@ classic trick for real signals): the even and odd pixels become the real and ima
 M-point complex signal, whose DFT is factored M = p * q in the same way; a few element-wise operations
 and two gathers then give the W//2+1 bins of the real DFT, and the inverse runs the same steps
 backwards (imaginary parts of DC and Nyquist dropped, as a c2r transform does). That is O(W (p + q))
-work per row instead of O(W^2); in ONNX Runtime on the CPU it was faster at batch 1 and slower at batch 32 (see dft_plan).
+work per row instead of O(W^2); in ONNX Runtime on the CPU it was faster at batch 1 and slower at batch
+32 (see dft_plan).
 
 Forward and inverse are each scaled by 1/sqrt(H * W), which gives TensorFlow's 1/(H * W) on the
 round trip while keeping intermediate values at the input's magnitude (no FP16 overflow).

@@ -21,7 +21,16 @@ def relative_l2_error(actual, expected) -> float:
 
 
 def compare_forms(x: np.ndarray, filters: int = 32, seed: int = 0) -> dict[str, float]:
-    """Relative L2 error of the 'fft' and 'matmul' forms of a fresh layer on ``x`` (B, H, W, C)."""
+    """Relative L2 error of the 'fft' and 'matmul' forms of a fresh layer on ``x``, against float64 numpy.
+
+    Args:
+        x: inputs (B, H, W, C); the layer is built for their (H, W, C) and run on them as float32.
+        filters: the layer's output channels F.
+        seed: Keras's global random seed, set before the layer's Glorot-uniform weights are drawn.
+
+    Returns:
+        ``{"fft": error, "matmul": error}``, each ``||y - y_ref|| / ||y_ref||`` over the whole output.
+    """
     import keras
 
     keras.utils.set_random_seed(seed)

@@ -45,7 +45,8 @@ KERAS_MEMBERS = ("config.json", "model.weights.h5")  # what every Keras 3 .keras
 
 
 def _not_a_keras_file(path: str | Path, reason: str) -> InputError:
-    return InputError(f"{path} is not a Keras model file ({reason}); give a .keras file saved by s3f-edge train or Keras")
+    return InputError(f"{path} is not a Keras model file ({reason}); "
+                      "give a .keras file saved by s3f-edge train or Keras")
 
 
 def check_keras_archive(keras_path: str | Path) -> None:

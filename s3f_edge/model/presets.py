@@ -43,6 +43,17 @@ PRESETS: dict[str, Preset] = {
 
 
 def get_preset(name: str) -> Preset:
+    """The preset of that name.
+
+    Args:
+        name: one of ``PRESETS``: brisc2025, chest-xray, busi or ham10000.
+
+    Returns:
+        Its ``Preset``: input shape, classes, architecture and training schedule.
+
+    Raises:
+        InputError: no preset of that name.
+    """
     try:
         return PRESETS[name]
     except KeyError:

@@ -6,9 +6,8 @@ from pathlib import Path
 import keras
 
 from s3f_edge.errors import InputError, MissingFileError
-from s3f_edge.model.metadata import check_keras_archive
-
 from s3f_edge.model.bilinear_fusion import BilinearFusion
+from s3f_edge.model.metadata import check_keras_archive
 from s3f_edge.model.ood_score import OutOfDistributionScore  # noqa: F401  (registers it: calibrated models hold it)
 from s3f_edge.model.spectral_filter import SpectralFilter
 from s3f_edge.model.temperature_scaling import TemperatureScaling  # noqa: F401  (registers it, likewise)
@@ -36,16 +35,30 @@ LEGACY_CUSTOM_OBJECTS = {
 
 
 def spectral_filters(model: keras.Model) -> list[SpectralFilter]:
-    """Every SpectralFilter in ``model``, nested models included."""
+    """Every SpectralFilter in ``model``, nested models included.
+
+    Args:
+        model: any Keras model.
+
+    Returns:
+        Its SpectralFilter layers (the original release's aliases included), in layer order.
+    """
     return [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, SpectralFilter)]
 
 
 def set_spectral_mode(model: keras.Model, mode: str) -> keras.Model:
-    """Switch every SpectralFilter to ``"fft"``, ``"matmul"`` or ``"dft"`` (weights unchanged); returns model.
+    """Switch every SpectralFilter to ``"fft"``, ``"matmul"`` or ``"dft"`` (weights unchanged).
 
     Keras keeps the graphs it traced for ``predict``/``fit``/``evaluate``, and a graph traced before the
     switch would go on running the old form, so they are dropped here and traced again on next use.
     (A ``tf.function`` of your own that calls the model must be re-created the same way.)
+
+    Args:
+        model: the model to switch, in place.
+        mode: ``"fft"``, ``"matmul"`` or ``"dft"`` (``SpectralFilter`` describes the three forms).
+
+    Returns:
+        ``model`` itself.
     """
     for layer in spectral_filters(model):
         layer.mode = mode
@@ -58,8 +71,20 @@ def set_spectral_mode(model: keras.Model, mode: str) -> keras.Model:
 def load_model(path: str | Path, *, spectral_mode: str | None = None, compile: bool = False) -> keras.Model:
     """Load a ``.keras`` file saved by s3f-edge or by the original S3F-Net notebooks.
 
-    Loads in Keras safe mode (no Lambda layers are executed). ``spectral_mode`` switches every
-    SpectralFilter after loading.
+    Loads in Keras safe mode (no Lambda layers are executed).
+
+    Args:
+        path: the ``.keras`` file.
+        spectral_mode: switch every SpectralFilter to this form after loading (``set_spectral_mode``); None keeps
+            the saved form.
+        compile: also restore the saved optimizer, loss and metrics (to go on training); False: an uncompiled model.
+
+    Returns:
+        The loaded ``keras.Model``.
+
+    Raises:
+        MissingFileError: no file at ``path``.
+        InputError: not a ``.keras`` file, or not a valid Keras model archive.
     """
     path = Path(path)
     if not path.is_file():

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import keras
-from keras import ops
-
 import numpy as np
+from keras import ops
 
 from s3f_edge.model.dft import DFTPlan, dft_plan
 from s3f_edge.model.presets import SPECTRAL_MODES
@@ -19,17 +18,19 @@ class SpectralFilter(keras.layers.Layer):
     ``(C, F, H, W // 2 + 1)`` (Glorot-uniform) and ``bias`` of shape ``(F,)`` (zeros), in that
     order, exactly as the original S3F-Net layer.
 
+    Odd widths are supported (the inverse transform is told the true width), unlike the
+    original code, whose inferred inverse length drops a column for odd W.
+
     Args:
-        filters: number of output channels F.
-        mode: ``"fft"`` uses ``tf.signal`` (fast for training, TensorFlow backend only);
+        filters: number of output channels F (at least 1).
+        mode: ``"fft"`` (the default) uses ``tf.signal`` (fast for training, TensorFlow backend only);
             ``"matmul"`` computes the same transform as real matrix products with no complex
             tensors (exportable to ONNX and TensorRT, runs on every Keras backend). The mode
             can be changed on a built layer; the weights do not change. ``"dft"`` is an export
             form: 1-D ``tf.signal`` transforms whose complex values never meet any other op, so
             s3f-edge's tf2onnx handlers turn each into a standard ONNX ``DFT`` node.
-
-    Odd widths are supported (the inverse transform is told the true width), unlike the
-    original code, whose inferred inverse length drops a column for odd W.
+        **kwargs: ``keras.layers.Layer`` arguments (``name``, ...); ``dtype`` defaults to float32, also under
+            mixed precision.
     """
 
     def __init__(self, filters: int, mode: str = "fft", **kwargs):
@@ -75,6 +76,14 @@ class SpectralFilter(keras.layers.Layer):
         return (input_shape[0], input_shape[1], input_shape[2], self.filters)
 
     def call(self, inputs):
+        """Filter ``inputs`` in the current ``mode``.
+
+        Args:
+            inputs: (B, H, W, C) images of the size the layer was built for; computed in float32.
+
+        Returns:
+            (B, H, W, F) float32 filtered maps, bias added.
+        """
         inputs = ops.cast(inputs, "float32")
         if self.mode == "fft":
             return self._call_fft(inputs) + self.bias
@@ -130,16 +139,19 @@ class SpectralFilter(keras.layers.Layer):
         # Complex DFT along H (last axis) = (m1, m2): a left-multiplication over m1, a twiddle, a right one over m2.
         if a > 1:
             real, imag = _left_complex(plan.forward_a, real, imag, (-1, c, bins, a, b))
-            real, imag = _complex_multiply(real, imag, (plan.forward_twiddle[0][..., 0], plan.forward_twiddle[1][..., 0]),
+            real, imag = _complex_multiply(real, imag,
+                                           (plan.forward_twiddle[0][..., 0], plan.forward_twiddle[1][..., 0]),
                                            (-1, c, bins, a, b))
         real, imag = _right_complex(ops.reshape(real, (-1, c, bins, a, b)), ops.reshape(imag, (-1, c, bins, a, b)),
                                     plan.forward_b)
         kernel = self._factored_kernel(a, b, w_major=True)
-        real, imag = self._apply_kernel(ops.reshape(real, (-1, c, bins, h)), ops.reshape(imag, (-1, c, bins, h)), kernel)
+        real, imag = self._apply_kernel(ops.reshape(real, (-1, c, bins, h)), ops.reshape(imag, (-1, c, bins, h)),
+                                        kernel)
         real, imag = _right_complex(ops.reshape(real, (-1, f, bins, a, b)), ops.reshape(imag, (-1, f, bins, a, b)),
                                     plan.inverse_b)
         if a > 1:
-            real, imag = _complex_multiply(real, imag, (plan.inverse_twiddle[0][..., 0], plan.inverse_twiddle[1][..., 0]),
+            real, imag = _complex_multiply(real, imag,
+                                           (plan.inverse_twiddle[0][..., 0], plan.inverse_twiddle[1][..., 0]),
                                            (-1, f, bins, a, b))
             real, imag = _left_complex(plan.inverse_a, real, imag, (-1, f, bins, a, b))
         # c2r along W: pair the bins, then the half-length inverse DFT, then interleave even and odd rows.
@@ -175,8 +187,8 @@ class SpectralFilter(keras.layers.Layer):
             real, imag = _complex_multiply(real, imag, plan.inverse_twiddle, (-1, f, a, b, bins))
             real, imag = _left_complex(plan.inverse_a, real, imag, (-1, f, a, b * bins))  # (.., m1, m2 Wr)
         # Hermitian inverse along W: (B, F, H, Wr) x 2 -> (B, F, H, W).
-        spatial = _inverse_real_dft_along_w(plan, ops.reshape(real, (-1, f, h, bins)), ops.reshape(imag, (-1, f, h, bins)),
-                                            f, h)
+        spatial = _inverse_real_dft_along_w(plan, ops.reshape(real, (-1, f, h, bins)),
+                                            ops.reshape(imag, (-1, f, h, bins)), f, h)
         return ops.transpose(spatial, (0, 2, 3, 1))
 
     def _factored_kernel(self, a: int, b: int, w_major: bool = False):
@@ -200,7 +212,8 @@ class SpectralFilter(keras.layers.Layer):
         def along_h(real, imag, transform):
             # tf.signal transforms the last axis: bring H there and back around the transform.
             spectrum = transform(tf.complex(tf.transpose(real, [0, 1, 3, 2]), tf.transpose(imag, [0, 1, 3, 2])))
-            return tf.transpose(tf.math.real(spectrum), [0, 1, 3, 2]), tf.transpose(tf.math.imag(spectrum), [0, 1, 3, 2])
+            return (tf.transpose(tf.math.real(spectrum), [0, 1, 3, 2]),
+                    tf.transpose(tf.math.imag(spectrum), [0, 1, 3, 2]))
 
         spectrum = tf.signal.rfft(tf.transpose(inputs, [0, 3, 1, 2]), fft_length=[self.width])
         spec_real, spec_imag = along_h(tf.math.real(spectrum), tf.math.imag(spectrum), tf.signal.fft)
@@ -272,12 +285,14 @@ def _real_dft_along_w(plan: DFTPlan, pixels, channels: int, height: int):
         real, imag = _left_complex(half.forward_p, real, imag, grid)
         real, imag = _complex_multiply(real, imag, half.forward_twiddle, grid)
     else:  # a prime M: one dense DFT of length q = M; the 1 x 1 first stage is just the scale
-        real, imag = ops.reshape(real, grid) * half.forward_p[0][0, 0], ops.reshape(imag, grid) * half.forward_p[0][0, 0]
+        real, imag = (ops.reshape(real, grid) * half.forward_p[0][0, 0],
+                      ops.reshape(imag, grid) * half.forward_p[0][0, 0])
     real, imag = _right_complex(real, imag, half.forward_q)
     real, imag = ops.reshape(real, (-1, channels, height, m)), ops.reshape(imag, (-1, channels, height, m))
     # Z[k] and conj(Z[M - k]) give the DFTs of the even (E) and odd (O) pixels; X[k] = E[k] + e^{-2 pi i k / W} O[k].
     a_real, a_imag = ops.take(real, half.forward_take, axis=-1), ops.take(imag, half.forward_take, axis=-1)
-    b_real, b_imag = ops.take(real, half.forward_take_mirror, axis=-1), ops.take(imag, half.forward_take_mirror, axis=-1)
+    b_real, b_imag = (ops.take(real, half.forward_take_mirror, axis=-1),
+                      ops.take(imag, half.forward_take_mirror, axis=-1))
     even_real, even_imag = (a_real + b_real) * 0.5, (a_imag - b_imag) * 0.5
     odd_real, odd_imag = (a_imag + b_imag) * 0.5, (b_real - a_real) * 0.5
     cos, sin = half.forward_phase
@@ -291,9 +306,11 @@ def _inverse_real_dft_along_w(plan: DFTPlan, real, imag, filters: int, height: i
         return ops.matmul(real, plan.inverse_w[0]) + ops.matmul(imag, plan.inverse_w[1])
     m, p, q = half.m, half.p, half.q
     imag = imag * half.imag_mask
-    # Z = E + i O in the permuted order, where E[k] = Y[k] + conj(Y[M-k]), O[k] = (Y[k] - conj(Y[M-k])) e^{2 pi i k / W}.
+    # Z = E + i O in the permuted order, where E[k] = Y[k] + conj(Y[M-k]),
+    # O[k] = (Y[k] - conj(Y[M-k])) e^{2 pi i k / W}.
     a_real, a_imag = ops.take(real, half.inverse_take, axis=-1), ops.take(imag, half.inverse_take, axis=-1)
-    b_real, b_imag = ops.take(real, half.inverse_take_mirror, axis=-1), ops.take(imag, half.inverse_take_mirror, axis=-1)
+    b_real, b_imag = (ops.take(real, half.inverse_take_mirror, axis=-1),
+                      ops.take(imag, half.inverse_take_mirror, axis=-1))
     difference_real, difference_imag = a_real - b_real, a_imag + b_imag
     cos, sin = half.inverse_phase
     odd_real, odd_imag = difference_real * cos - difference_imag * sin, difference_real * sin + difference_imag * cos
@@ -305,7 +322,8 @@ def _inverse_real_dft_along_w(plan: DFTPlan, real, imag, filters: int, height: i
         real, imag = _complex_multiply(real, imag, half.inverse_twiddle, grid)
         real, imag = _left_complex(half.inverse_p, real, imag, grid)
     # z[m] = y[2m] + i y[2m+1]: interleave the two parts back into pixels.
-    pixels = ops.stack([ops.reshape(real, (-1, filters, height, m)), ops.reshape(imag, (-1, filters, height, m))], axis=-1)
+    pixels = ops.stack([ops.reshape(real, (-1, filters, height, m)), ops.reshape(imag, (-1, filters, height, m))],
+                       axis=-1)
     return ops.reshape(pixels, (-1, filters, height, 2 * m))
 
 

@@ -7,7 +7,8 @@ from importlib import import_module
 
 _EXPORTS = {
     "InferSummary": "s3f_edge.runtime.infer", "infer_folder": "s3f_edge.runtime.infer",
-    "ModelContractError": "s3f_edge.runtime.predictor", "Predictor": "s3f_edge.runtime.predictor",
+    "ModelContractError": "s3f_edge.errors", "Predictor": "s3f_edge.runtime.predictor",
+    "load_predictor": "s3f_edge.runtime.formats",
 }
 __all__ = sorted(_EXPORTS)
 

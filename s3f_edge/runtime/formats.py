@@ -1,5 +1,5 @@
 """The model formats and inference backends s3f-edge runs: one table that the CLI's choices, the
-loader (``Predictor.load``) and the benchmark all read.
+loader (``load_predictor``) and the benchmark all read.
 
 A backend's code is imported only when a file of its format is loaded, so a deployment machine with
 ONNX Runtime alone never imports TensorFlow, Keras or TensorRT.
@@ -10,7 +10,7 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from s3f_edge.errors import InputError, MissingFileError
+from s3f_edge.errors import InputError, MissingFileError, TensorRTUnavailable
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,18 @@ def model_format(path: str | Path) -> ModelFormat:
 
 
 def backends_for(path: str | Path) -> tuple[str, ...]:
-    """Every backend that can run this file, in table order."""
+    """Every backend that can run this file, in table order.
+
+    Args:
+        path: a model file; only its suffix is read.
+
+    Returns:
+        Names of ``BACKENDS`` (e.g. onnx-cpu, onnx-cuda and onnx-trt for an .onnx file), available here or not
+        (``unavailable_reason`` tells).
+
+    Raises:
+        InputError: an unknown model suffix.
+    """
     name = model_format(path).name
     return tuple(b.name for b in BACKENDS.values() if b.format == name)
 
@@ -86,7 +97,7 @@ def unavailable_reason(backend: str) -> str | None:
         if absent:
             return f"ONNX Runtime here has no {', '.join(absent)} (needs onnxruntime-gpu and an NVIDIA GPU)"
         return None
-    from s3f_edge.runtime.tensorrt_backend import TensorRTUnavailable, gpu_identity, import_cudart, import_tensorrt
+    from s3f_edge.runtime.tensorrt_env import gpu_identity, import_cudart, import_tensorrt
 
     try:
         import_tensorrt()
@@ -98,12 +109,17 @@ def unavailable_reason(backend: str) -> str | None:
 
 
 def check_model_file(path: str | Path) -> None:
-    """Raise an S3FEdgeError unless ``path`` looks like a model of its format, without loading it on any backend:
-    a file that is no model is one error, while a backend that fails to run a real model is that backend's problem.
+    """Raise an S3FEdgeError unless ``path`` looks like a model of its format, without loading it on any backend.
+
+    A file that is no model is one error, while a backend that fails to run a real model is that backend's problem.
+
+    Args:
+        path: a .keras, .onnx or TensorRT engine (.engine, .plan) file.
 
     Raises:
         MissingFileError: no file at ``path``.
-        InputError: not a model of the format its suffix names.
+        InputError: an unknown suffix, or not a model of the format its suffix names.
+        EngineMismatch: a TensorRT engine without a valid s3f-edge sidecar.
     """
     path = Path(path)
     if not path.is_file():
@@ -120,7 +136,7 @@ def check_model_file(path: str | Path) -> None:
             raise InputError(f"{path} is not an ONNX model (it does not begin as one); give an .onnx model written by "
                              "s3f-edge export")
     else:
-        from s3f_edge.runtime.tensorrt_backend import read_sidecar
+        from s3f_edge.runtime.tensorrt_env import read_sidecar
 
         read_sidecar(path)
 
@@ -132,7 +148,29 @@ def predictor_class(model_format_name: str):
 
 def load_predictor(path: str | Path, backend: str | None = None, providers: list[str] | None = None,
                    metadata: dict | None = None):
-    """Load ``path`` with ``backend`` (default: the first of its format; for ONNX, the best providers here)."""
+    """Load ``path`` with ``backend`` (default: its format's predictor; for ONNX, the best providers here).
+
+    Args:
+        path: a .keras, .onnx or TensorRT engine (.engine, .plan) file; its suffix picks the format.
+        backend: a name of ``BACKENDS`` that runs this format (``backends_for``); None: the format's default.
+        providers: ONNX Runtime execution providers in order of preference (ONNX files only); None: the backend's,
+            or without a backend the best available here.
+        metadata: s3f-edge metadata (``class_names``, ``preprocessing``) overriding the file's own key by key; needed
+            for a file that carries none.
+
+    Returns:
+        The loaded ``Predictor`` (Keras, ONNX Runtime or TensorRT).
+
+    Raises:
+        MissingFileError: no file at ``path``.
+        InputError: an unknown suffix or backend, a backend of another format, unavailable providers, or a file
+            the backend cannot load.
+        ModelContractError: no usable class names and preprocessing contract, from the file or ``metadata``.
+        MissingDependencyError: the format's runtime (TensorFlow, ONNX Runtime) is not installed.
+        TensorRTUnavailable: an engine, but no TensorRT, cuda-python or NVIDIA GPU here.
+        EngineMismatch: an engine without a valid sidecar, or built for another GPU or TensorRT version.
+        BackendError: TensorRT cannot load the engine.
+    """
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"no model file at {path}")
@@ -141,7 +179,8 @@ def load_predictor(path: str | Path, backend: str | None = None, providers: list
         if backend not in BACKENDS:
             raise InputError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
         if BACKENDS[backend].format != found.name:
-            raise InputError(f"{path.name} is a {found.name} file; backend {backend} runs {BACKENDS[backend].format} files")
+            raise InputError(f"{path.name} is a {found.name} file; backend {backend} runs "
+                             f"{BACKENDS[backend].format} files")
         if found.name == "onnx" and providers is None:
             providers = list(BACKENDS[backend].providers)
     cls = predictor_class(found.name)

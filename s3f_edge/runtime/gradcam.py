@@ -24,7 +24,15 @@ def _target_layer(model):
 
 
 def check_explainable(predictor, classes: set[str] | None = None) -> None:
-    """Raise InputError unless Grad-CAM can explain ``predictor``'s answers for ``classes`` (checked before any work)."""
+    """Raise InputError unless Grad-CAM can explain ``predictor``'s answers for ``classes`` (checked before any work).
+
+    Args:
+        predictor: a loaded ``Predictor``; Grad-CAM needs the Keras backend (it reads gradients).
+        classes: the class names to explain; None: every class.
+
+    Raises:
+        InputError: not a Keras model, or a class the model does not have.
+    """
     if predictor.backend != "keras":
         raise InputError("--explain needs a .keras model (Grad-CAM reads gradients); "
                          f"{predictor.name} runs on {predictor.backend}: give the .keras file it was exported from")
@@ -35,6 +43,17 @@ def check_explainable(predictor, classes: set[str] | None = None) -> None:
 
 
 class GradCam:
+    """Grad-CAM overlays of the spatial branch's last feature map, for the class each image was predicted as.
+
+    Args:
+        predictor: a Keras ``Predictor``.
+        out_dir: where the overlay PNGs go (created if missing).
+        classes: explain only images predicted as one of these class names; None: every image.
+
+    Raises:
+        InputError: see ``check_explainable``.
+    """
+
     def __init__(self, predictor, out_dir: Path, classes: set[str] | None = None):
         check_explainable(predictor, classes)
         import keras
@@ -46,6 +65,15 @@ class GradCam:
         self.features_and_output = keras.Model(model.inputs, [_target_layer(model).output, probs])
 
     def heatmaps(self, images: np.ndarray, class_indices: np.ndarray) -> np.ndarray:
+        """Grad-CAM maps of the given class of each image.
+
+        Args:
+            images: preprocessed images (N, H, W, C), float32 in [0, 1].
+            class_indices: (N,) the class to explain for each image.
+
+        Returns:
+            (N, h, w) maps at the feature map's resolution, each scaled to a peak of 1 (an all-zero map stays zero).
+        """
         import tensorflow as tf
 
         inputs = tf.convert_to_tensor(images)
@@ -61,8 +89,19 @@ class GradCam:
         return cams / np.where(peaks > 0, peaks, 1.0)
 
     def explain(self, paths: list[Path], images: np.ndarray, probabilities: np.ndarray) -> list[Path]:
+        """Write an overlay for each image whose predicted class is among ``classes``.
+
+        Args:
+            paths: the images' files; their stems name the overlays.
+            images: the same images, preprocessed: (N, H, W, C) float32 in [0, 1].
+            probabilities: the model's (N, K) probabilities; the top class is the one explained.
+
+        Returns:
+            The PNGs written, ``<stem>.<class>.gradcam.png`` in ``out_dir``.
+        """
         predicted = probabilities.argmax(axis=1)
-        chosen = [i for i, c in enumerate(predicted) if self.classes is None or self.predictor.class_names[c] in self.classes]
+        chosen = [i for i, c in enumerate(predicted)
+                  if self.classes is None or self.predictor.class_names[c] in self.classes]
         if not chosen:
             return []
         cams = self.heatmaps(images[chosen], predicted[chosen])

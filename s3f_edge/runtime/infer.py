@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from s3f_edge.data.preprocess import IMAGE_SUFFIXES, ImageDecodeError, load_image
 from s3f_edge.contract import OOD_SCORE
+from s3f_edge.data.preprocess import IMAGE_SUFFIXES, ImageDecodeError, load_image
 from s3f_edge.errors import InputError, MissingFileError
 from s3f_edge.outputs import atomic_open, ensure_writable, read_csv, refuse_existing, remove_outputs, write_csv
 from s3f_edge.runtime.formats import RESULT_FORMATS
@@ -46,7 +46,18 @@ class InferSummary:
 
 
 def discover_files(folder: str | Path, recursive: bool = False) -> list[Path]:
-    """Every file (and broken link) under ``folder``, sorted by path; hidden files excluded."""
+    """Every file (and broken link) under ``folder``, sorted by path; hidden files excluded.
+
+    Args:
+        folder: the folder to list.
+        recursive: also list its sub-folders' files (hidden folders excluded); else only the files directly in it.
+
+    Returns:
+        The files, whatever their suffix, sorted by their path as text.
+
+    Raises:
+        MissingFileError: ``folder`` is not a folder.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise MissingFileError(f"{folder} is not a folder")
@@ -166,7 +177,8 @@ def _previous_rows(output: Path, journal: Path, listed: dict[str, str], folder: 
         now = "none (refusal off)" if threshold is None else f"{threshold:g}"
         raise InputError(f"{output} holds rows decided with the refusal threshold {earlier}, not {now}; resume with "
                          "the same --ood-threshold or --accept-ood, or write to another --out")
-    others = {(r.get("model", "?"), r.get("model_sha256", "")) for r in rows if r.get("model_sha256") != predictor.sha256}
+    others = {(r.get("model", "?"), r.get("model_sha256", "")) for r in rows
+              if r.get("model_sha256") != predictor.sha256}
     if others:
         names = ", ".join(f"{name} (sha256 {sha[:12] or 'unknown'})" for name, sha in sorted(others))
         raise InputError(f"{output} holds rows from {names}, not from {predictor.name} (sha256 "
@@ -203,19 +215,32 @@ def infer_folder(folder: str | Path, predictor, output: str | Path, batch_size: 
     """Classify every file under ``folder`` with ``predictor``; write one row per file to ``output``.
 
     Args:
-        folder: the files to classify (hidden files excluded; sub-folders with ``recursive``).
+        folder: the files to classify (hidden files excluded; a file that is no image gets an error row).
         predictor: a loaded ``Predictor``.
         output: .csv, .jsonl or .json. An existing output is continued with ``resume`` (same model, same files),
             replaced with ``overwrite``, and otherwise refused.
-        batch_size, workers: images per model call, and parallel decoders.
-        explain_dir, explain_classes: Grad-CAM overlays (.keras models), for the predicted classes given.
+        batch_size: images per model call.
+        recursive: also classify the files of sub-folders.
+        workers: parallel decoding threads.
+        resume: continue an earlier run's output and journal, classifying only the files they lack.
+        progress: show a progress bar on stderr.
+        explain_dir: a folder for Grad-CAM overlays (.keras models only); None: no overlays.
+        explain_classes: overlay only images predicted as one of these classes; None: every class.
+        overwrite: replace an existing output (and the overlays in ``explain_dir``).
         log: called with lines describing the run, after every check passed.
         accept_ood: never refuse (rows still get their out-of-distribution score).
-        ood_threshold: refuse above this score instead of the model's own threshold.
+        ood_threshold: refuse above this score instead of the model's own threshold (a calibrated model only).
 
     Returns:
-        The counts (``InferSummary``). Raises an ``S3FEdgeError`` before any work when the output cannot be
-        written, exists, or the folder holds no file.
+        The counts and timing (``InferSummary``).
+
+    Raises:
+        InputError: an invalid option, no file to classify, or an output to resume that another model, folder or
+            refusal threshold wrote (checked before any work).
+        MissingFileError: ``folder`` is not a folder.
+        OutputExistsError: the output (or its journal or overlays) exists and neither ``resume`` nor ``overwrite``
+            was given.
+        OutputError: the output or ``explain_dir`` cannot be written.
     """
     output = Path(output)
     folder = Path(folder)

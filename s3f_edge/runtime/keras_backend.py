@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from s3f_edge.contract import OUTPUTS, PROBS
 from s3f_edge.data.preprocess import Preprocessing
 from s3f_edge.dependencies import require
-from s3f_edge.contract import OUTPUTS, PROBS
 from s3f_edge.runtime.predictor import Predictor, require_metadata
 
 

@@ -7,8 +7,8 @@ import platform
 import warnings
 from pathlib import Path
 
-from s3f_edge.errors import InputError, MissingDependencyError
 from s3f_edge.contract import OOD_SCORE, PROBS
+from s3f_edge.errors import InputError, MissingDependencyError
 from s3f_edge.runtime.predictor import ModelContractError, Predictor, require_metadata
 
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -143,7 +143,8 @@ class OnnxPredictor(Predictor):
                    "without VNNI can saturate (wrong outputs)")
         if lacking:
             raise ModelContractError(f"{problem}, and this CPU has no VNNI. Re-export with "
-                                     "`s3f-edge export ... --precision int8 --int8-weight-bits 7`, or run the FP32 file.")
+                                     "`s3f-edge export ... --precision int8 --int8-weight-bits 7`, "
+                                     "or run the FP32 file.")
         if lacking is None:
             warnings.warn(f"{problem}; this CPU's flags could not be read. If it predates VNNI (Intel before Cascade "
                           "Lake, AMD before Zen 4), re-export with --int8-weight-bits 7.", RuntimeWarning, stacklevel=3)

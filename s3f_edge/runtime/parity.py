@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from s3f_edge.contract import OOD_SCORE, PROBS
 from s3f_edge.data.files import image_files
 from s3f_edge.data.preprocess import Preprocessing, load_image
 from s3f_edge.errors import InputError
-from s3f_edge.contract import OOD_SCORE, PROBS
 from s3f_edge.runtime.predictor import class_probabilities, nonfinite_rows
 
 PARITY_ASSETS = Path(__file__).resolve().parent.parent / "assets" / "parity"
@@ -92,7 +92,23 @@ def random_batch(contract: Preprocessing, count: int = 8, seed: int | None = Non
     return np.random.default_rng(seed).random((count, *contract.input_shape), dtype=np.float32)
 
 
-def compare(reference: np.ndarray, candidate: np.ndarray, inputs: str, labels: np.ndarray | None = None) -> ParityResult:
+def compare(reference: np.ndarray, candidate: np.ndarray, inputs: str,
+            labels: np.ndarray | None = None) -> ParityResult:
+    """Agreement of a candidate's probabilities with the reference's, on the same inputs.
+
+    Args:
+        reference: the reference's ``probs`` output, (N, K), or (N, 1) for one sigmoid unit.
+        candidate: the candidate's ``probs`` output, of the same shape.
+        inputs: what the inputs were ("real images", "random"), recorded in the result.
+        labels: true class indices (N,), for both accuracies; None (or another length): no accuracies.
+
+    Returns:
+        The ``ParityResult``: max |difference| over rows finite on both sides, top-1 agreement (near ties forgiven,
+        a non-finite row never agreeing), non-finite row counts and, with labels, both accuracies.
+
+    Raises:
+        InputError: the two outputs differ in shape.
+    """
     reference, candidate = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
     if reference.shape != candidate.shape:
         raise InputError(f"outputs differ in shape: {reference.shape} vs {candidate.shape}")
@@ -102,7 +118,8 @@ def compare(reference: np.ndarray, candidate: np.ndarray, inputs: str, labels: n
     ref_top1, cand_top1 = probabilities.argmax(1), class_probabilities(candidate).argmax(1)
     rows = np.arange(len(reference))
     with np.errstate(invalid="ignore"):
-        near_tie = (ref_top1 != cand_top1) & (probabilities[rows, ref_top1] - probabilities[rows, cand_top1] <= NEAR_TIE)
+        near_tie = ((ref_top1 != cand_top1)
+                    & (probabilities[rows, ref_top1] - probabilities[rows, cand_top1] <= NEAR_TIE))
     # A row with a non-finite output on either side counts as a disagreement, never as a match.
     agree = ((ref_top1 == cand_top1) | near_tie) & both
     max_diff = float(np.abs(reference[both] - candidate[both]).max()) if both.any() else 0.0
@@ -147,8 +164,18 @@ def compare_outputs(reference: dict, candidate: dict, inputs: str, labels: np.nd
 
 
 def parity_failures(results: list[ParityResult], precision: str) -> list[str]:
-    """Every input set: all outputs finite. fp32: max |p - p_ref| <= 1e-4 and scores within 1e-3 (relative);
-    fp16/int8: top-1 agreement >= 99% on real images, and the same refusal decision on >= 99% of every set."""
+    """The parity gate: what fails it, per input set.
+
+    Every input set: all outputs finite. fp32: max |p - p_ref| <= 1e-4 and scores within 1e-3 (relative);
+    fp16/int8: top-1 agreement >= 99% on real images, and the same refusal decision on >= 99% of every set.
+
+    Args:
+        results: one ``ParityResult`` per input set (``compare_outputs``).
+        precision: the candidate's precision; ``"fp32"`` gets the fp32 gate, any other the reduced one.
+
+    Returns:
+        One message per failed check, naming its input set; empty when the candidate passes.
+    """
     failures = []
     for result in results:
         if result.nonfinite_reference:

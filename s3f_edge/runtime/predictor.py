@@ -3,8 +3,8 @@
 A Predictor is a loaded model plus its metadata (class names, preprocessing contract and, for a calibrated
 model, the out-of-distribution threshold). ``predict(batch)`` takes preprocessed (N, H, W, C) float32 pixels
 in [0, 1] and returns class probabilities; ``predict_scored(batch)`` also returns each image's
-out-of-distribution score (None for a model without one). ``Predictor.load`` picks the backend from the file
-(see ``formats.py``).
+out-of-distribution score (None for a model without one). ``formats.load_predictor`` loads a file with the
+backend its format calls for; the base class knows no backend.
 """
 from __future__ import annotations
 
@@ -12,25 +12,29 @@ from pathlib import Path
 
 import numpy as np
 
+from s3f_edge.contract import OOD_SCORE, PROBS
 from s3f_edge.data.files import file_sha256
 from s3f_edge.data.preprocess import Preprocessing
-from s3f_edge.contract import OOD_SCORE, PROBS
-from s3f_edge.errors import InputError, MissingFileError, NonFiniteOutputError, S3FEdgeError
+from s3f_edge.errors import InputError, MissingFileError, ModelContractError, NonFiniteOutputError
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default_model"
 
 
 def default_model() -> Path:
-    """The bundled model (ONNX) that `infer` uses when no --model is given."""
+    """The bundled model (ONNX) that `infer` uses when no --model is given.
+
+    Returns:
+        The path of the bundled model.onnx.
+
+    Raises:
+        MissingFileError: this installation has no bundled model.
+    """
     path = DEFAULT_MODEL_DIR / "model.onnx"
     if not path.is_file():
         raise MissingFileError("this s3f-edge has no bundled default model; pass --model MODEL "
                                "(a .keras, .onnx or .engine file exported by s3f-edge)")
     return path
 
-
-class ModelContractError(S3FEdgeError, ValueError):
-    """The model lacks, or carries an unusable, description of its classes and input pixels."""
 
 
 def class_probabilities(raw: np.ndarray) -> np.ndarray:
@@ -110,18 +114,20 @@ class Predictor:
         calibration = self.calibration
         return float(calibration["ood"]["threshold"]) if calibration and "ood" in calibration else None
 
-    @staticmethod
-    def load(path: str | Path, providers: list[str] | None = None, metadata: dict | None = None,
-             backend: str | None = None) -> "Predictor":
-        """Load ``path`` with the backend its format calls for (or ``backend``, e.g. "onnx-cuda").
-
-        ``metadata`` (class_names and preprocessing) is required only for files that carry none.
-        """
-        from s3f_edge.runtime.formats import load_predictor
-
-        return load_predictor(path, backend=backend, providers=providers, metadata=metadata)
 
     def check_batch(self, batch) -> np.ndarray:
+        """Check a batch against the model's input contract.
+
+        Args:
+            batch: preprocessed images (N, H, W, C) of the model's size and channels, float (the values are not
+                range-checked).
+
+        Returns:
+            The batch as a C-contiguous float32 array (copied only when needed).
+
+        Raises:
+            InputError: one image without a batch axis, another rank, size or channel count, or non-float pixels.
+        """
         batch = np.asarray(batch)
         if batch.ndim == 3:
             raise InputError(f"expected a batch (N, H, W, C), got one image of shape {batch.shape}; add a batch axis")
@@ -138,18 +144,35 @@ class Predictor:
         return np.ascontiguousarray(batch, dtype=np.float32)
 
     def predict(self, batch) -> np.ndarray:
-        """Class probabilities (N, K); a single-sigmoid model gives [1 - p, p]. Rows may be NaN if the
-        model is broken: callers check with ``nonfinite_rows`` / ``require_finite``."""
+        """Class probabilities (N, K); a single-sigmoid model gives [1 - p, p].
+
+        Rows may be NaN if the model is broken: callers check with ``nonfinite_rows`` / ``require_finite``.
+
+        Args:
+            batch: preprocessed images (N, H, W, C), float in [0, 1]; N may be 0.
+
+        Returns:
+            float32 probabilities (N, K), K the number of classes.
+
+        Raises:
+            InputError: the batch does not fit the model (``check_batch``).
+            BackendError: the TensorRT engine failed to run it (e.g. a batch over its profile's maximum).
+        """
         return self.predict_scored(batch)[0]
 
     def predict_scored(self, batch) -> tuple[np.ndarray, np.ndarray | None]:
         """Class probabilities (N, K) and out-of-distribution scores (N,), or None for a model without a score.
 
         Args:
-            batch: preprocessed images (N, H, W, C), float in [0, 1].
+            batch: preprocessed images (N, H, W, C), float in [0, 1]; N may be 0.
 
         Returns:
-            (probabilities, scores); either may hold NaN for a broken model (check with ``nonfinite_rows``).
+            (probabilities (N, K), scores (N,) or None), float32; either may hold NaN for a broken model (check with
+            ``nonfinite_rows``).
+
+        Raises:
+            InputError: the batch does not fit the model (``check_batch``).
+            BackendError: the TensorRT engine failed to run it (e.g. a batch over its profile's maximum).
         """
         batch = self.check_batch(batch)
         if len(batch) == 0:
@@ -161,13 +184,32 @@ class Predictor:
         return probabilities, None if scores is None else np.asarray(scores, np.float32).reshape(len(batch))
 
     def predict_all(self, images, batch_size: int = 32, progress: bool = False) -> np.ndarray:
-        """``predict`` over any number of images (see ``predict_all_scored``)."""
+        """``predict`` over any number of images, ``batch_size`` at a time.
+
+        Args and Raises: as ``predict_all_scored``.
+
+        Returns:
+            float32 probabilities (N, K).
+        """
         return self.predict_all_scored(images, batch_size, progress)[0]
 
     def predict_all_scored(self, images, batch_size: int = 32,
                            progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """``predict_scored`` over any number of images, ``batch_size`` at a time (a memory map is read batch by
-        batch); ``progress`` shows a progress bar on stderr."""
+        """``predict_scored`` over any number of images, ``batch_size`` at a time (a memory map is read batch by batch).
+
+        Args:
+            images: preprocessed images (N, H, W, C), float in [0, 1]: an array, a memory map or anything with
+                ``len`` and slicing.
+            batch_size: images per model call.
+            progress: show a progress bar on stderr.
+
+        Returns:
+            (probabilities (N, K), scores (N,) or None for a model without a score), float32.
+
+        Raises:
+            InputError: the images are not (N, H, W, C) at the model's size and channel count.
+            BackendError: the TensorRT engine failed to run a batch.
+        """
         if len(images) == 0:
             return self.predict_scored(np.zeros((0, *self.contract.input_shape), np.float32))
         starts = range(0, len(images), batch_size)

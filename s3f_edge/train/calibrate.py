@@ -109,11 +109,14 @@ def calibrate_model(model: "keras.Model", fit_images, fit_labels: np.ndarray, va
 
     Args:
         model: the trained model (single output; a calibrated one is fitted afresh).
-        fit_images, fit_labels: training images (preprocessed) and labels, for the score's class statistics.
-        validation_images, validation_labels: held-out in-distribution images, for the temperature, the score's
-            standardisation and the threshold.
+        fit_images: preprocessed training images (N, H, W, C), for the score's class statistics.
+        fit_labels: their class indices (N,); every class must be present.
+        validation_images: held-out in-distribution images, for the temperature, the score's standardisation and
+            the threshold.
+        validation_labels: their class indices.
         keep: the share of validation images the threshold accepts.
-        provenance: where the images came from (recorded in the result).
+        provenance: where the images came from (recorded in the result's ``fitted_on``).
+        batch_size: images per forward pass.
 
     Returns:
         (calibrated model with outputs probs and ood_score, the ``calibration`` metadata dict).
@@ -250,13 +253,25 @@ def calibrate_file(model_path: str | Path, data_dir: str | Path, out_path: str |
     Args:
         model_path: the .keras model.
         data_dir: its dataset (DATA/train/<class>/... or DATA/<class>/...); the classes must be the model's.
-        out_path: where to save the calibrated model (refused if it exists, unless ``overwrite``).
-        val_fraction, seed: the validation split, for a model that records none.
+        out_path: where to save the calibrated model; not ``model_path``.
+        val_fraction: the validation split's fraction, for a model that records none; None: the recorded one.
+        seed: the validation split's seed, likewise.
         keep: the share of validation images the threshold accepts.
         fit_images: training images (seeded, stratified sample) for the score's class statistics.
+        overwrite: replace an existing ``out_path``; else it is refused.
+        workers: decoding threads.
+        progress: show progress bars on stderr while decoding.
 
     Returns:
         The ``calibration`` metadata written into the model, plus ``out``.
+
+    Raises:
+        InputError: ``out_path`` is the model, the model is no .keras file or has a head calibration cannot use,
+            no usable validation split (paper protocol, unrecorded, or one contradicting the record), too few
+            images, or a class without readable training images.
+        DatasetError: ``data_dir`` is no usable dataset, or its classes are not the model's.
+        OutputExistsError: ``out_path`` exists and ``overwrite`` is false.
+        OutputError: ``out_path`` cannot be written.
     """
     from s3f_edge.data.folders import DatasetError, discover, load_split, stratified_split
     from s3f_edge.data.preprocess import Preprocessing
@@ -318,7 +333,8 @@ def _validation_split(model_path: Path, metadata: dict, val_fraction: float | No
             raise InputError(f"{model_path} does not record the validation split it was trained with; give "
                              "--val-fraction and --seed as its training used them (train's defaults: 0.15 and 0)")
         return val_fraction, seed
-    for option, given, kept in (("--val-fraction", val_fraction, recorded["fraction"]), ("--seed", seed, recorded["seed"])):
+    for option, given, kept in (("--val-fraction", val_fraction, recorded["fraction"]),
+                                ("--seed", seed, recorded["seed"])):
         if given is not None and given != kept:
             raise InputError(f"{option} {given} is not the {kept} the model was trained with (its validation images "
                              f"would include training images); leave {option} out")

@@ -13,8 +13,8 @@ import numpy as np
 
 from s3f_edge.model.metadata import save_model_atomically
 from s3f_edge.outputs import atomic_write_text
-from s3f_edge.train.evaluate import batched_predict
 from s3f_edge.runtime.predictor import class_probabilities, nonfinite_rows
+from s3f_edge.train.evaluate import batched_predict
 from s3f_edge.train.metrics import selection_score
 
 

@@ -126,18 +126,31 @@ def evaluate_folder(model_path: str | Path, data_dir: str | Path, out_dir: str |
         model_path: the model to score.
         data_dir: the labelled folder; its classes must be the model's.
         out_dir: where metrics.json, skipped.csv and the plots go; earlier ones are refused unless ``overwrite``.
-        exclude: a list of file names or relative paths to leave out.
+        exclude: a file listing file names or paths relative to ``data_dir`` to leave out (one per line, or a
+            CSV's first column); None: none.
+        batch_size: images per model call.
+        workers: decoding threads.
+        overwrite: replace earlier results in ``out_dir``.
         progress: progress bars on stderr while decoding and predicting.
         ood_folders: folders of images of other kinds, to measure refusal on (a calibrated model only).
 
     Returns:
         The report written to ``out_dir / "metrics.json"``: metrics (with ECE), and for a calibrated model the share
         refused and the accuracy on accepted images, and per ``ood_folders`` entry AUROC, FPR at 95 % and refusal.
+
+    Raises:
+        InputError: ``ood_folders`` for a model without a score, or an ``ood_folders`` entry without readable images.
+        DatasetError: ``data_dir`` is no usable dataset, or its classes are not the model's.
+        OutputExistsError: ``out_dir`` is a training run's directory, or holds earlier results and ``overwrite`` is
+            false.
+        OutputError: ``out_dir`` cannot be written.
+        NonFiniteOutputError: the model gives NaN or infinite outputs.
     """
     from s3f_edge.data.folders import DatasetError, load_split, write_skipped
     from s3f_edge.errors import InputError, OutputExistsError
     from s3f_edge.outputs import ensure_writable, refuse_existing
-    from s3f_edge.runtime.predictor import Predictor, require_finite
+    from s3f_edge.runtime.formats import load_predictor
+    from s3f_edge.runtime.predictor import require_finite
     from s3f_edge.train.metrics import plot_reliability
 
     out_dir = Path(out_dir)
@@ -145,7 +158,7 @@ def evaluate_folder(model_path: str | Path, data_dir: str | Path, out_dir: str |
     if (out_dir / "config.json").exists():  # train's metrics.json and skipped.csv live there under the same names
         raise OutputExistsError(f"--out {out_dir} is a training run's directory; evaluate into a folder of its own "
                                 f"(by default {Path(model_path).parent / 'evaluate-<folder>'})")
-    predictor = Predictor.load(model_path)
+    predictor = load_predictor(model_path)
     metadata, class_names, contract = predictor.metadata, predictor.class_names, predictor.contract
     if ood_folders and predictor.ood_threshold is None:
         raise InputError(f"{Path(model_path).name} has no out-of-distribution score to measure with --ood; calibrate "

@@ -14,13 +14,9 @@ import math
 
 import numpy as np
 
-from s3f_edge.errors import InputError, S3FEdgeError
+from s3f_edge.errors import InputError, WorkersDisagreeError
 from s3f_edge.train.distribute import Distribution
 from s3f_edge.train.pipeline import input_pipeline
-
-
-class WorkersDisagreeError(S3FEdgeError, RuntimeError):
-    """The workers reached different decisions; their weights or their data are not in sync."""
 
 
 def weights_digest(model) -> str:

@@ -137,12 +137,24 @@ def input_moments(model, images, batch_size: int = DEFAULT_BATCH_SIZE,
 def recompute_batchnorm_statistics(model, images, *, sample_size: int = DEFAULT_SAMPLE_SIZE, seed: int = 0,
                                    batch_size: int = DEFAULT_BATCH_SIZE, shard: tuple[int, int] | None = None,
                                    all_reduce: Callable[[np.ndarray], np.ndarray] | None = None) -> int:
-    """Set every trainable BatchNorm layer's moving mean/variance to population statistics over a seeded
-    sample of ``images`` (preprocessed, N x H x W x C). Returns the number of layers updated.
+    """Set every trainable BatchNorm layer's moving mean/variance to population statistics over a seeded sample.
 
     The images are read batch by batch (a memory-mapped array is never loaded whole). Under multi-worker
     training, ``shard`` = (workers, this worker) splits the sample and ``all_reduce`` pools the moments,
     so every worker ends with the statistics of the whole sample.
+
+    Args:
+        model: the Keras model, updated in place (only the moving statistics; dropout is off while measuring).
+        images: preprocessed images (N, H, W, C) in [0, 1], an array or a memory map.
+        sample_size: images sampled, seeded and without replacement; all of them when N is not larger.
+        seed: the sample's random seed.
+        batch_size: images per forward pass.
+        shard: (number of workers, this worker's index): this worker measures every ``workers``-th sampled image;
+            None: the whole sample.
+        all_reduce: sums a float64 vector across the workers, pooling their moments; None: no pooling.
+
+    Returns:
+        The number of BatchNorm layers updated.
     """
     picked = sample_indices(len(images), sample_size, seed)
     if shard is not None:
@@ -204,7 +216,6 @@ def precise_bn_file(model_path: str | Path, images_dir: str | Path, out_path: st
     from s3f_edge.model import load_model
     from s3f_edge.model.calibration import is_calibrated, uncalibrated
     from s3f_edge.model.metadata import read_metadata, save_model_atomically
-
     from s3f_edge.outputs import ensure_writable, refuse_existing
 
     model_path, images_dir, out_path = Path(model_path), Path(images_dir), Path(out_path)
@@ -248,8 +259,8 @@ def precise_bn_file(model_path: str | Path, images_dir: str | Path, out_path: st
     norms = batchnorm_layers(model)
     before = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in norms]
     updated = recompute_batchnorm_statistics(model, np.stack(images), sample_size=len(images), batch_size=batch_size)
-    change = max((relative_variance_change(var, layer.moving_variance.numpy()) for layer, (_, var) in zip(norms, before)),
-                 default=0.0)
+    change = max((relative_variance_change(var, layer.moving_variance.numpy())
+                  for layer, (_, var) in zip(norms, before)), default=0.0)
     note = (f"population statistics over {len(images)} images of {folder} (seed {seed}), dropout off "
             f"(precise BatchNorm, recomputed from {model_path.name} sha256 {file_sha256(model_path)[:12]})")
     save_model_atomically(model, out_path, {**metadata, "batchnorm_statistics": note} if metadata else None)

@@ -191,10 +191,21 @@ def train(options: TrainOptions, resume: bool = False, overwrite: bool = False) 
 
     Returns:
         The run directory; None on a non-chief worker of a multi-worker run (the chief writes the run directory).
-    """
-    from s3f_edge.train.distribute import make_distribution
 
+    Raises:
+        InputError: an invalid option, or a dataset or run that does not fit it (e.g. --resume with other files).
+        DatasetError: the data folder cannot be used as a dataset, or split as asked.
+        MissingFileError: ``resume``, but ``options.out_dir`` holds no resumable run.
+        OutputExistsError: an earlier run in ``options.out_dir`` and neither ``resume`` nor ``overwrite``, or (with
+            ``overwrite``) exports and reports made from its model still beside it.
+        OutputError: ``options.out_dir`` (or the disk cache) cannot be written.
+        NonFiniteOutputError: no epoch gave a model with finite outputs.
+        WorkersDisagreeError: multi-worker training whose workers reached different selection, learning-rate or
+            stop decisions.
+    """
     import keras
+
+    from s3f_edge.train.distribute import make_distribution
 
     options = options.resolved()
     if options.precise_bn_images < 1:
@@ -234,17 +245,54 @@ def _calibrate(model, model_path: Path, fit_x, fit_y, sel_x, sel_y, dataset: Fol
     return calibrated_model, calibration
 
 
+@dataclass
+class _Run:
+    """What one training run carries from step to step (``_train``)."""
+
+    options: TrainOptions
+    resume: bool
+    distribution: object
+    write_dir: Path  # where this process writes: the run directory (chief) or a scratch one (other workers)
+    run_dir: Path
+    dataset: FolderDataset
+    fit_split: object
+    selection_split: object
+    selection_name: str
+    state: dict | None = None  # a resumed run's counters
+    contract: Preprocessing | None = None
+    sigmoid_head: bool = False
+    fit_x: object = None
+    fit_y: np.ndarray | None = None
+    sel_x: object = None
+    sel_y: np.ndarray | None = None
+    skipped: list = field(default_factory=list)
+    decode_seconds: float = 0.0
+    metadata: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+    model: object = None
+    initial_epoch: int = 0
+    selection: object = None
+    train_seconds: float = 0.0
+    distributed: dict | None = None
+
+
 def _train(options: TrainOptions, resume: bool, overwrite: bool, distribution, write_dir: Path) -> Path:
-    import keras
+    """One run, in named steps: check and prepare the run directory, load the data, record the run, build or
+    resume the model, fit, and (on the chief) select, calibrate and report."""
+    run = _prepare_run_directory(options, resume, overwrite, distribution, write_dir)
+    _load_data(run)
+    _record_run(run)
+    _build_or_resume(run)
+    _fit(run)
+    if not distribution.is_chief:
+        return write_dir
+    return _final_report(run)
 
-    from s3f_edge.model import build_model, load_model
-    from s3f_edge.train.callbacks import BudgetNote, RunState, ValidationSelection, truncate_history
-    from s3f_edge.train.evaluate import evaluate_arrays
-    from s3f_edge.train.loop import fit_multiworker
-    from s3f_edge.train.pipeline import input_pipeline
 
+def _prepare_run_directory(options: TrainOptions, resume: bool, overwrite: bool, distribution,
+                           write_dir: Path) -> _Run:
+    """Everything that can be refused, checked before a file is written or a pixel decoded."""
     run_dir = Path(options.out_dir)
-    # Everything that can be refused is checked before a file is written or a pixel decoded.
     dataset = discover(options.data_dir)
     fit_split, selection_split, selection_name = _selection_split(dataset, options)
     state = None
@@ -259,94 +307,116 @@ def _train(options: TrainOptions, resume: bool, overwrite: bool, distribution, w
         ensure_writable(run_dir, "--out", folder=True)
         derived = derived_outputs(run_dir)
         if derived and overwrite:
-            raise OutputExistsError(f"{run_dir} also holds outputs made from its earlier model ("
-                                    f"{', '.join(p.name for p in derived)}); remove them first, or choose another --out "
-                                    "(a new model beside an old model's export would mix two models)")
+            names = ", ".join(p.name for p in derived)
+            raise OutputExistsError(f"{run_dir} also holds outputs made from its earlier model ({names}); remove them "
+                                    "first, or choose another --out (a new model beside an old model's export would "
+                                    "mix two models)")
         claim_outputs(run_files(run_dir), overwrite=overwrite, instead=f"--resume {run_dir} to continue the run")
     if options.cache == "disk":
         from s3f_edge.data.cache import default_cache_dir
 
         ensure_writable(options.cache_dir or default_cache_dir(), "--cache-dir", folder=True)
     write_dir.mkdir(parents=True, exist_ok=True)
+    return _Run(options, resume, distribution, write_dir, run_dir, dataset, fit_split, selection_split,
+                selection_name, state)
 
+
+def _load_data(run: _Run) -> None:
+    """Decode the fit and selection splits (what cannot be read is listed, never dropped silently)."""
+    options, dataset = run.options, run.dataset
     preset = get_preset(options.preset)
     height, width = options.image_size
-    contract = Preprocessing(height=height, width=width, channels=preset.input_shape[2])
-    _log(options, f"classes: {dataset.class_names}; train {len(fit_split)}, {selection_name} {len(selection_split)}, "
-                  f"test {len(dataset.test) if dataset.test else 0}; {height}x{width}, up to {options.epochs} epochs")
-    if "CPU" in distribution.description and height * width > 128 * 128:
+    run.contract = Preprocessing(height=height, width=width, channels=preset.input_shape[2])
+    run.sigmoid_head = preset.sigmoid_head and len(dataset.class_names) == 2
+    test = len(dataset.test) if dataset.test else 0
+    _log(options, f"classes: {dataset.class_names}; train {len(run.fit_split)}, {run.selection_name} "
+                  f"{len(run.selection_split)}, test {test}; {height}x{width}, up to {options.epochs} epochs")
+    if "CPU" in run.distribution.description and height * width > 128 * 128:
         _log(options, f"no GPU: {height}x{width} trains slowly on a CPU (the time per epoch is shown after the first); "
                       "--image-size 64 or 128 trains several times faster")
-
     started = time.perf_counter()
-    fit_x, fit_y, failures = _load(fit_split, contract, options, progress=bool(options.verbose))
-    sel_x, sel_y, sel_failures = _load(selection_split, contract, options)
-    skipped = dataset.skipped + failures + sel_failures
-    decode_seconds = time.perf_counter() - started
-    if len(np.unique(fit_y)) < len(dataset.class_names):
+    run.fit_x, run.fit_y, failures = _load(run.fit_split, run.contract, options, progress=bool(options.verbose))
+    run.sel_x, run.sel_y, sel_failures = _load(run.selection_split, run.contract, options)
+    run.skipped = dataset.skipped + failures + sel_failures
+    run.decode_seconds = time.perf_counter() - started
+    if len(np.unique(run.fit_y)) < len(dataset.class_names):
         raise InputError("after skipping unreadable files, some class has no training image left")
 
-    sigmoid_head = preset.sigmoid_head and len(dataset.class_names) == 2
-    metadata = {
-        "format": "s3f-edge-model", "class_names": dataset.class_names, "preprocessing": contract.to_dict(),
+
+def _record_run(run: _Run) -> None:
+    """The model's metadata, config.json (every option used) and skipped.csv."""
+    options, dataset = run.options, run.dataset
+    run.metadata = {
+        "format": "s3f-edge-model", "class_names": dataset.class_names, "preprocessing": run.contract.to_dict(),
         "preset": options.preset, "kind": options.model, "variant": options.variant, "fusion": options.fusion,
-        "sigmoid_head": sigmoid_head, "protocol": "paper" if options.paper_protocol else "clean",
-        "batchnorm_statistics": (f"population statistics over {min(options.precise_bn_images, len(fit_y))} training "
-                                 f"images{' (augmented)' if options.augment else ''}, dropout off (precise BatchNorm)")
+        "sigmoid_head": run.sigmoid_head, "protocol": "paper" if options.paper_protocol else "clean",
+        "batchnorm_statistics": (f"population statistics over {min(options.precise_bn_images, len(run.fit_y))} "
+                                 f"training images{' (augmented)' if options.augment else ''}, dropout off "
+                                 "(precise BatchNorm)")
                                 if options.precise_bn else
                                 "moving averages from training (original recipe)",
         "data_file_list_sha256": dataset.file_list_hash(),
         "versions": package_versions("tensorflow", "keras", "numpy", "scikit-learn"),
     }
     if not options.paper_protocol:  # so that `s3f-edge calibrate` can carve the same validation split again
-        metadata["validation_split"] = {"fraction": options.val_fraction, "seed": options.seed}
-    config = {
+        run.metadata["validation_split"] = {"fraction": options.val_fraction, "seed": options.seed}
+    counts = {"train": run.fit_split.counts(dataset.class_names),
+              run.selection_name: run.selection_split.counts(dataset.class_names),
+              "test": dataset.test.counts(dataset.class_names) if dataset.test else None}
+    run.config = {
         "options": {**asdict(options), "image_size": list(options.image_size)},
-        "class_names": dataset.class_names,
-        "counts": {"train": fit_split.counts(dataset.class_names), selection_name: selection_split.counts(dataset.class_names),
-                   "test": dataset.test.counts(dataset.class_names) if dataset.test else None},
-        "skipped": len(skipped), "file_list_sha256": dataset.file_list_hash(),
-        "preprocessing": contract.to_dict(), "versions": metadata["versions"],
+        "class_names": dataset.class_names, "counts": counts,
+        "skipped": len(run.skipped), "file_list_sha256": dataset.file_list_hash(),
+        "preprocessing": run.contract.to_dict(), "versions": run.metadata["versions"],
         "protocol": PAPER_PROTOCOL_WARNING if options.paper_protocol else
         "clean: a stratified validation split carved from train drives selection; test is scored once at the end",
     }
-    atomic_write_text(write_dir / "config.json", json.dumps(config, indent=2))
-    write_skipped(write_dir / "skipped.csv", skipped)
-    if skipped:
-        _log(options, f"skipped {len(skipped)} unreadable or non-image files (see {write_dir / 'skipped.csv'})")
+    atomic_write_text(run.write_dir / "config.json", json.dumps(run.config, indent=2))
+    write_skipped(run.write_dir / "skipped.csv", run.skipped)
+    if run.skipped:
+        _log(options, f"skipped {len(run.skipped)} unreadable or non-image files (see {run.write_dir / 'skipped.csv'})")
 
+
+def _build_or_resume(run: _Run) -> None:
+    """A new compiled model, or the last checkpoint of the run being resumed (its history cut to match)."""
+    import keras
+
+    from s3f_edge.model import build_model, load_model
+    from s3f_edge.train.callbacks import truncate_history
+
+    options = run.options
     keras.utils.set_random_seed(options.seed)
     keras.mixed_precision.set_global_policy("mixed_float16" if options.mixed_precision else "float32")
-    with distribution.strategy.scope():
-        if resume:
-            model = load_model(run_dir / "last.keras", compile=True)
-            truncate_history(write_dir / "history.csv", state["epochs_done"], options.learning_rate)
-            initial_epoch = state["epochs_done"]
-            _log(options, f"resuming after epoch {initial_epoch}")
-        else:
-            model = build_model(
-                options.preset, kind=options.model, input_shape=contract.input_shape,
-                num_classes=len(dataset.class_names), variant=options.variant, fusion=options.fusion,
-                sigmoid_head=sigmoid_head,
-            )
-            model.compile(
-                optimizer=keras.optimizers.Adam(options.learning_rate),
-                loss="binary_crossentropy" if sigmoid_head else "sparse_categorical_crossentropy",
-                metrics=["accuracy"],
-            )
-            initial_epoch = 0
+    with run.distribution.strategy.scope():
+        if run.resume:
+            run.model = load_model(run.run_dir / "last.keras", compile=True)
+            truncate_history(run.write_dir / "history.csv", run.state["epochs_done"], options.learning_rate)
+            run.initial_epoch = run.state["epochs_done"]
+            _log(options, f"resuming after epoch {run.initial_epoch}")
+            return
+        run.model = build_model(
+            options.preset, kind=options.model, input_shape=run.contract.input_shape,
+            num_classes=len(run.dataset.class_names), variant=options.variant, fusion=options.fusion,
+            sigmoid_head=run.sigmoid_head,
+        )
+        run.model.compile(
+            optimizer=keras.optimizers.Adam(options.learning_rate),
+            loss="binary_crossentropy" if run.sigmoid_head else "sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
 
-    class_weight = None
-    if options.class_weights:
-        from sklearn.utils.class_weight import compute_class_weight
 
-        weights = compute_class_weight("balanced", classes=np.arange(len(dataset.class_names)), y=fit_y)
-        class_weight = {i: float(w) for i, w in enumerate(weights)}
+def _callbacks(run: _Run) -> list:
+    """Selection on the validation split, the learning-rate schedule, the crash-safe run state, the time estimate."""
+    import keras
 
-    selection = ValidationSelection(
-        sel_x, sel_y, write_dir / "model.keras", metadata, options.patience, sigmoid_head, options.batch_size,
-        best_score=state["best_score"] if state else -1.0, wait=state["wait"] if state else 0,
-        before_scoring=_precise_bn(options, distribution, fit_x) if options.precise_bn else None,
+    from s3f_edge.train.callbacks import BudgetNote, RunState, ValidationSelection
+
+    options, state = run.options, run.state
+    run.selection = ValidationSelection(
+        run.sel_x, run.sel_y, run.write_dir / "model.keras", run.metadata, options.patience, run.sigmoid_head,
+        options.batch_size, best_score=state["best_score"] if state else -1.0, wait=state["wait"] if state else 0,
+        before_scoring=_precise_bn(options, run.distribution, run.fit_x) if options.precise_bn else None,
     )
     plateau = keras.callbacks.ReduceLROnPlateau(
         monitor="val_loss", factor=options.lr_factor, patience=options.lr_patience, min_lr=options.min_learning_rate,
@@ -356,60 +426,81 @@ def _train(options: TrainOptions, resume: bool, overwrite: bool, distribution, w
         plateau.wait, plateau.best = state["plateau"]["wait"], state["plateau"]["best"]
         plateau.cooldown_counter = state["plateau"]["cooldown_counter"]
         plateau._reset = lambda: None  # keep the restored counters when fit() starts
-    run_state = RunState(write_dir, selection, plateau, metadata)
-    callbacks = [selection, plateau, run_state]
-    if options.verbose and distribution.is_chief:
+    callbacks = [run.selection, plateau, RunState(run.write_dir, run.selection, plateau, run.metadata)]
+    if options.verbose and run.distribution.is_chief:
         callbacks.append(BudgetNote(options.epochs, lambda line: _log(options, line)))
+    return callbacks
 
+
+def _fit(run: _Run) -> None:
+    """Train the remaining epochs: Keras's fit on one device or several local ones, the custom loop across hosts."""
+    from s3f_edge.train.loop import fit_multiworker
+    from s3f_edge.train.pipeline import input_pipeline
+
+    options, distribution = run.options, run.distribution
+    class_weight = None
+    if options.class_weights:
+        from sklearn.utils.class_weight import compute_class_weight
+
+        weights = compute_class_weight("balanced", classes=np.arange(len(run.dataset.class_names)), y=run.fit_y)
+        class_weight = {i: float(w) for i, w in enumerate(weights)}
+    callbacks = _callbacks(run)
     started = time.perf_counter()
-    distributed = None
-    finished = bool(state and state.get("stopped")) or initial_epoch >= options.epochs
+    finished = bool(run.state and run.state.get("stopped")) or run.initial_epoch >= options.epochs
     if not finished and distribution.custom_loop:
-        distributed = fit_multiworker(
-            model, distribution, fit_x, fit_y, epochs=options.epochs, initial_epoch=initial_epoch,
+        run.distributed = fit_multiworker(
+            run.model, distribution, run.fit_x, run.fit_y, epochs=options.epochs, initial_epoch=run.initial_epoch,
             batch_size=options.batch_size, seed=options.seed, augment=options.augment, class_weight=class_weight,
-            sigmoid_head=sigmoid_head, callbacks=callbacks, verbose=options.verbose,
+            sigmoid_head=run.sigmoid_head, callbacks=callbacks, verbose=options.verbose,
         )
         print(f"worker {distribution.worker_index + 1}/{distribution.num_workers}: trained on "
-              f"{distributed['examples_seen_by_this_worker']} images; weights sha256 {distributed['weights_sha256']}",
-              flush=True)
+              f"{run.distributed['examples_seen_by_this_worker']} images; weights sha256 "
+              f"{run.distributed['weights_sha256']}", flush=True)
     elif not finished:
-        model.fit(
-            input_pipeline(fit_x, fit_y, options.batch_size, options.seed, options.augment),
-            epochs=options.epochs, initial_epoch=initial_epoch, class_weight=class_weight, callbacks=callbacks,
+        run.model.fit(
+            input_pipeline(run.fit_x, run.fit_y, options.batch_size, options.seed, options.augment),
+            epochs=options.epochs, initial_epoch=run.initial_epoch, class_weight=class_weight, callbacks=callbacks,
             verbose=options.verbose,
             shuffle=False,  # the tf.data pipeline shuffles, seeded
         )
-    train_seconds = time.perf_counter() - started
-    if not distribution.is_chief:
-        return write_dir
+    run.train_seconds = time.perf_counter() - started
 
-    # The test set is touched once, here, with the selected checkpoint.
+
+def _final_report(run: _Run) -> Path:
+    """The selected model, calibrated; the test set touched once, here; metrics.json and the plots."""
+    from s3f_edge.model import load_model
+    from s3f_edge.train.evaluate import evaluate_arrays
+    from s3f_edge.train.metrics import plot_history, write_json
+
+    options, dataset, run_dir = run.options, run.dataset, run.run_dir
     if not (run_dir / "model.keras").exists():
-        raise NonFiniteOutputError(f"no epoch gave a model with finite outputs on the {selection_name} split, so none "
-                                   f"was selected; lower the learning rate (--lr) and train again")
+        raise NonFiniteOutputError(f"no epoch gave a model with finite outputs on the {run.selection_name} split, so "
+                                   "none was selected; lower the learning rate (--lr) and train again")
     best = load_model(run_dir / "model.keras")
     calibration = None
     if options.calibrate and not options.paper_protocol:
         from s3f_edge.train.calibrate import MIN_IMAGES
 
-        if min(len(fit_y), len(sel_y)) >= MIN_IMAGES:
-            best, calibration = _calibrate(best, run_dir / "model.keras", fit_x, fit_y, sel_x, sel_y, dataset, options)
+        if min(len(run.fit_y), len(run.sel_y)) >= MIN_IMAGES:
+            best, calibration = _calibrate(best, run_dir / "model.keras", run.fit_x, run.fit_y, run.sel_x, run.sel_y,
+                                           dataset, options)
         else:
             _log(options, f"not calibrated: fewer than {MIN_IMAGES} training or validation images")
     report = {
-        "protocol": config["protocol"],
-        "selection_split": selection_name,
-        "best_selection_score": selection.best_score,
-        "timing": {"decode_seconds": round(decode_seconds, 2), "train_seconds": round(train_seconds, 2),
+        "protocol": run.config["protocol"],
+        "selection_split": run.selection_name,
+        "best_selection_score": run.selection.best_score,
+        "timing": {"decode_seconds": round(run.decode_seconds, 2), "train_seconds": round(run.train_seconds, 2),
                    "train_images_per_second": None},
-        "skipped_files": len(skipped),
-        "distribution": distributed or {"strategy": distribution.name, "description": distribution.description},
+        "skipped_files": len(run.skipped),
+        "distribution": run.distributed or {"strategy": run.distribution.name,
+                                            "description": run.distribution.description},
         **({"calibration": calibration} if calibration is not None else {}),
-        selection_name: evaluate_arrays(best, sel_x, sel_y, dataset.class_names, run_dir, "validation", options.batch_size),
+        run.selection_name: evaluate_arrays(best, run.sel_x, run.sel_y, dataset.class_names, run_dir, "validation",
+                                            options.batch_size),
     }
     if dataset.test is not None and not options.paper_protocol:
-        test_x, test_y, test_failures = _load(dataset.test, contract, options)
+        test_x, test_y, test_failures = _load(dataset.test, run.contract, options)
         report["test_skipped_files"] = len(test_failures)
         report["test"] = evaluate_arrays(best, test_x, test_y, dataset.class_names, run_dir, "test", options.batch_size)
         if calibration is not None:
@@ -418,14 +509,11 @@ def _train(options: TrainOptions, resume: bool, overwrite: bool, distribution, w
             report["calibration"]["test"] = calibration_report(best, calibration, test_x, test_y)
     history_path = run_dir / "history.csv"
     if history_path.exists():
-        from s3f_edge.train.metrics import plot_history
-
-        rows = sum(1 for _ in open(history_path)) - 1
-        epochs_run = rows - (initial_epoch if resume else 0)
-        if train_seconds > 0 and epochs_run > 0:
-            report["timing"]["train_images_per_second"] = round(epochs_run * len(fit_y) / train_seconds, 1)
+        with open(history_path) as handle:
+            rows = sum(1 for _ in handle) - 1
+        epochs_run = rows - (run.initial_epoch if run.resume else 0)
+        if run.train_seconds > 0 and epochs_run > 0:
+            report["timing"]["train_images_per_second"] = round(epochs_run * len(run.fit_y) / run.train_seconds, 1)
         plot_history(history_path, run_dir / "training_curves.png")
-    from s3f_edge.train.metrics import write_json
-
     write_json(run_dir / "metrics.json", report)
     return run_dir

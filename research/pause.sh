@@ -4,7 +4,7 @@
 # no work; then let the study go on (SIGCONT). Pauses never overlap (a lock): a second one waits for the
 # first. The pause is written to RUNS/wall_times.txt as a negative entry for the run it stopped, so
 # table.py's wall times leave it out.
-#   bash docs/study/pause.sh RUNS COMMAND [ARG...]
+#   bash research/pause.sh RUNS COMMAND [ARG...]
 set -uo pipefail
 RUNS=${1:?usage: pause.sh RUNS COMMAND [ARG...]}
 shift

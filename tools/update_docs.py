@@ -1,10 +1,11 @@
-"""Put generated tables into README.md and docs/reproduction.md, so that no number there is typed by hand.
+"""Put generated tables into README.md and the pages under docs/, so that no number there is typed by hand.
 
-    python benchmarks/update_docs.py [--check]
+    python tools/update_docs.py [--check]
 
 Between the lines ``<!-- generated: PATH -->`` and ``<!-- end generated -->`` the documents hold the
 content of PATH (relative to the repository), a Markdown file written by a committed script:
-benchmarks/*.py write benchmarks/results/, docs/study/table.py writes docs/study/results/. With
+benchmarks/*.py write benchmarks/results/, research/table.py writes research/results/,
+tools/bundle_default_model.py writes docs/generated/. With
 --check, nothing is written and the exit code says whether the documents are up to date.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DOCUMENTS = [REPO / "README.md", REPO / "docs" / "reproduction.md", REPO / "docs" / "calibration.md"]
+DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 BLOCK = re.compile(r"(<!-- generated: (?P<path>\S+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
 
 

@@ -1,12 +1,12 @@
 """Compare trained runs whose validation splits differ, on the images that none of them trained on.
 
-    python docs/study/common_held_out.py RUN_DIR RUN_DIR [RUN_DIR...] [--out docs/study/results/common_held_out.md]
+    python research/common_held_out.py RUN_DIR RUN_DIR [RUN_DIR...] [--out research/results/common_held_out.md]
 
 Every seed carves its own validation split, so one run's validation accuracy is not comparable with
 another's. This rebuilds each run's split from its config.json (same function, fraction and seed as
 `s3f-edge train`), keeps the training images held out by every run, drops any whose bytes equal an
 image some run trained on (duplicates inside the training folder would leak), and scores every run's
-selected model on what is left, paired against the first run (docs/study/compare.py). The test set is
+selected model on what is left, paired against the first run (research/compare.py). The test set is
 not touched, so the choice of a model to bundle stays a validation-only decision.
 """
 from __future__ import annotations
@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "docs" / "study"))
+sys.path.insert(0, str(ROOT / "research"))
 
 from compare import compare, correct_on  # noqa: E402
+
 from s3f_edge.data.files import file_sha256  # noqa: E402
 from s3f_edge.data.folders import Split, discover, stratified_split  # noqa: E402
 

@@ -1,10 +1,10 @@
 """The study's tables (Markdown) from its run directories, so no number is copied by hand.
 
-    python docs/study/table.py RUNS [--out docs/study/results]
+    python research/table.py RUNS [--out research/results]
 
 RUNS is the folder given to run_study.sh. Writes one Markdown file per table into --out (the files
-that docs/reproduction.md and the README embed, through benchmarks/update_docs.py) and prints them.
-Paired comparisons score both models on the same test images (docs/study/compare.py).
+that docs/reproduction.md and the README embed, through tools/update_docs.py) and prints them.
+Paired comparisons score both models on the same test images (research/compare.py).
 """
 from __future__ import annotations
 
@@ -16,10 +16,14 @@ import statistics
 import sys
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT))
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-DUPLICATES = Path(__file__).resolve().parents[1] / "brain_mri_test_duplicates.txt"
+from s3f_edge.testing import data_root  # noqa: E402
+
+DATA = data_root()
+DUPLICATES = ROOT / "docs" / "brain_mri_test_duplicates.txt"
 RECIPE_CHANGES = {
     "baseline-moving": "original recipe (BatchNorm moving averages)",
     "baseline-precise": "precise BatchNorm statistics (the new default)",
@@ -206,7 +210,8 @@ def bar_summary(summaries: list[dict]) -> str:
     missed = [str(s["seed"]) for s in summaries if not meets_done_when_bar(s)]
     return (f"{len(summaries) - len(missed)} of {len(summaries)} seeds"
             + (f" (not seed{'s' if len(missed) > 1 else ''} {', '.join(missed)})" if missed else "")
-            + (f", {len(summaries)} of the {DONE_WHEN_SEEDS} planned finished" if len(summaries) < DONE_WHEN_SEEDS else ""))
+            + (f", {len(summaries)} of the {DONE_WHEN_SEEDS} planned finished"
+               if len(summaries) < DONE_WHEN_SEEDS else ""))
 
 
 def done_when_line(runs: Path) -> str | None:
@@ -216,9 +221,10 @@ def done_when_line(runs: Path) -> str | None:
     accuracy_bar, kappa_bar = DONE_WHEN_BAR
     tests = [s["test"] for s in summaries]
     seed0 = seed_zero(summaries)
-    return (f"The issue's done-when command (BUSI, baseline, 64×64, {DONE_WHEN_EPOCHS} epochs, default recipe): "
+    return (f"The reference command (BUSI, baseline, 64×64, {DONE_WHEN_EPOCHS} epochs, default recipe): "
             f"≥ {accuracy_bar * 100:.0f} % test accuracy and κ ≥ {kappa_bar} on {bar_summary(summaries)}"
-            + (f"; test accuracy over the {len(tests)} seeds {mean_sd(tests, lambda v: f'{v:.1%}')}" if len(tests) > 1 else "")
+            + (f"; test accuracy over the {len(tests)} seeds {mean_sd(tests, lambda v: f'{v:.1%}')}"
+               if len(tests) > 1 else "")
             + (f"; the command's default seed 0: {seed0['test']:.1%}, κ {seed0['kappa']:.3f}" if seed0 else "")
             + ".")
 
@@ -246,14 +252,15 @@ def budget_table(runs: Path) -> str:
         seed0 = seed_zero(summaries)
         gains = [] if epochs == DONE_WHEN_EPOCHS else [(s["test"] - issue_budget[s["seed"]]) * 100 for s in summaries
                                                         if s["seed"] in issue_budget]
-        rows.append([f"{epochs}" + (" (the issue's)" if epochs == DONE_WHEN_EPOCHS else ""),
+        rows.append([f"{epochs}" + (" (the reference)" if epochs == DONE_WHEN_EPOCHS else ""),
                      ", ".join(str(s["seed"]) for s in summaries),
                      mean_sd([s["val"] for s in summaries], lambda v: f"{v:.1%}"),
                      mean_sd([s["test"] for s in summaries], lambda v: f"{v:.1%}"),
                      mean_sd([s["kappa"] for s in summaries], lambda v: f"{v:.3f}")] + mean_recalls(summaries)
                     + [bar_summary(summaries), f"{seed0['test']:.1%}, κ {seed0['kappa']:.3f}" if seed0 else "-",
                        ", ".join(percent(s["test"]) for s in summaries),
-                       f"{statistics.mean(gains):+.1f} ({sum(g > 0 for g in gains)} of {len(gains)} higher)" if gains else "-",
+                       f"{statistics.mean(gains):+.1f} ({sum(g > 0 for g in gains)} of {len(gains)} higher)"
+                       if gains else "-",
                        f"{min(s['best_epoch'] for s in summaries)}–{max(s['best_epoch'] for s in summaries)}",
                        f"{statistics.mean(s['train_accuracy_last'] for s in summaries):.3f}"])
     return table(["Epochs", "Seeds", "Val acc", "Test acc", "κ"] + [f"Recall {name}" for name in names]
@@ -282,12 +289,13 @@ def results_table(runs: Path, prefix: str) -> str:
     summaries = [summary for run in runs.glob(f"{prefix}-*") if run.is_dir() and (summary := run_summary(run))]
     for summary in sorted(summaries, key=lambda s: (s["lr_patience"], s["seed"], s["name"])):  # each pair together
         name = summary["name"]
-        rows.append([model_name(name), summary["seed"], summary["size"], f"{summary['epochs']} ({summary['best_epoch']})",
-                     summary["lr_patience"], percent(summary["val"]), percent(summary["test"]), percent(summary["dedup"]),
+        rows.append([model_name(name), summary["seed"], summary["size"],
+                     f"{summary['epochs']} ({summary['best_epoch']})", summary["lr_patience"],
+                     percent(summary["val"]), percent(summary["test"]), percent(summary["dedup"]),
                      f"{summary['f1']:.3f}", f"{summary['kappa']:.3f}", f"{summary['auc']:.3f}",
                      summary["lr_floor_epoch"] or "-", f"{wall[name] / 60:.0f}" if name in wall else "-"])
-    return table(["Model", "Seed", "Size", "Epochs (best)", "LR-plateau patience", "Val acc", "Test acc", "Test acc de-dup",
-                  "Macro-F1", "κ", "AUC", "LR at its floor after epoch", "Wall min"], rows)
+    return table(["Model", "Seed", "Size", "Epochs (best)", "LR-plateau patience", "Val acc", "Test acc",
+                  "Test acc de-dup", "Macro-F1", "κ", "AUC", "LR at its floor after epoch", "Wall min"], rows)
 
 
 def seed_groups(runs: Path, pattern: str) -> dict[str, list[dict]]:
@@ -317,7 +325,8 @@ def seed_summary(groups: dict[str, list[dict]], dedup: bool = True) -> str:
         dedups = [s["dedup"] for s in summaries if s["dedup"] is not None]
         rows.append([model, ", ".join(str(s["seed"]) for s in summaries), mean_sd(tests, lambda v: f"{v:.2%}")]
                     + ([mean_sd(dedups, lambda v: f"{v:.2%}")] if dedup else []) + [", ".join(map(percent, tests))])
-    return table(["Model", "Seeds", "Test acc (mean ± sd)"] + (["De-dup (mean ± sd)"] if dedup else []) + ["Per seed"], rows)
+    return table(["Model", "Seeds", "Test acc (mean ± sd)"] + (["De-dup (mean ± sd)"] if dedup else []) + ["Per seed"],
+                 rows)
 
 
 def paired_results(runs: Path, pairs: list[tuple[str, str, str]]) -> list[dict]:
@@ -335,7 +344,8 @@ def paired_results(runs: Path, pairs: list[tuple[str, str, str]]) -> list[dict]:
         sets = [("official", None)] + ([("de-duplicated", DUPLICATES)] if run_a.startswith("brain") else [])
         for name, exclude in sets:
             results.append({"label": label, "set": name, "seed": trained_seed(runs / run_a),
-                            **compare(correct_per_image(a, data / "test", exclude), correct_per_image(b, data / "test", exclude))})
+                            **compare(correct_per_image(a, data / "test", exclude),
+                                      correct_per_image(b, data / "test", exclude))})
     return results
 
 
@@ -396,10 +406,11 @@ def seed_verdict(dataset: str, pairs: list[dict], groups: dict[str, list[dict]])
                            ("s3f-concat", "baseline"))
     above = sum(r["difference_95ci"][0] > 0 for r in pairs)
     below = sum(r["difference_95ci"][1] < 0 for r in pairs)
-    return (f"**{dataset}, verdict: {noise_verdict(pairs, list(spreads.values()))}.** S³F-Net (concatenation) minus the "
-            f"baseline on the official test set: {statistics.mean(differences):+.2f} points on average over {len(pairs)} "
-            "seed(s) (per seed: " + ", ".join(f"{d:+.2f}" for d in differences) + "); the paired 95 % interval lies "
-            f"above zero on {above} and below zero on {below} of them; seed-to-seed standard deviation of test accuracy: "
+    return (f"**{dataset}, verdict: {noise_verdict(pairs, list(spreads.values()))}.** S³F-Net (concatenation) minus "
+            f"the baseline on the official test set: {statistics.mean(differences):+.2f} points on average over "
+            f"{len(pairs)} seed(s) (per seed: " + ", ".join(f"{d:+.2f}" for d in differences) + "); the paired 95 % "
+            f"interval lies above zero on {above} and below zero on {below} of them; seed-to-seed standard deviation "
+            "of test accuracy: "
             + ", ".join(f"{model} {spread:.2f}" for model, spread in sorted(spreads.items()))
             + " points. (Rule: every seed's interval on one side of zero, and the mean difference larger than both "
             "models' seed-to-seed standard deviation.)")
@@ -407,7 +418,8 @@ def seed_verdict(dataset: str, pairs: list[dict], groups: dict[str, list[dict]])
 
 def busi_lines(runs: Path, busi: list[dict]) -> list[str]:
     """Each finished BUSI pair; the preset schedule's verdict over seeds; finished runs whose pair has not finished;
-    the pairs not finished; and the 75 % bar, counted per schedule: the seeds on which both models of the pair reach it."""
+    the pairs not finished; and the 75 % bar, counted per schedule: the seeds on which both models of the pair
+    reach it."""
     lines = []
     finished = {r["label"]: r for r in busi if r["label"] in BUSI_PAIRS}
     by_schedule: dict[str, list[dict]] = {}
@@ -441,13 +453,15 @@ def busi_lines(runs: Path, busi: list[dict]) -> list[str]:
         parts = " ".join(waiting_parts)
         several = sum(map(len, waiting.values())) > 1
         lines.append("BUSI at 128×128, " + "; ".join(f"{schedule}, seed{'s' if len(seeds) > 1 else ''} "
-                                                     f"{', '.join(map(str, seeds))}" for schedule, seeds in waiting.items())
-                     + f": {'pairs' if several else 'pair'} not finished (`bash docs/study/run_study.sh RUNS {parts}` "
+                                                     f"{', '.join(map(str, seeds))}"
+                                                     for schedule, seeds in waiting.items())
+                     + f": {'pairs' if several else 'pair'} not finished (`bash research/run_study.sh RUNS {parts}` "
                      + f"runs or resumes {'them' if several else 'it'}).")
     counts = [f"{sum(r['accuracy_a'] >= BUSI_BAR and r['accuracy_b'] >= BUSI_BAR for r in results)} of {len(results)} "
-              f"finished seed{'s' if len(results) > 1 else ''} with {schedule}" for schedule, results in by_schedule.items()]
-    lines.append(f"The issue's bar (BUSI 128×128, both models at ≥ {BUSI_BAR * 100:.0f} % at the same budget), seeds on "
-                 "which it is met: " + ("; ".join(counts) if counts else "no pair has finished yet") + ".")
+              f"finished seed{'s' if len(results) > 1 else ''} with {schedule}"
+              for schedule, results in by_schedule.items()]
+    lines.append(f"The bar (BUSI 128×128, both models at ≥ {BUSI_BAR * 100:.0f} % at the same budget), "
+                 "seeds on which it is met: " + ("; ".join(counts) if counts else "no pair has finished yet") + ".")
     return lines
 
 
@@ -459,36 +473,18 @@ def conclusion(runs: Path, brain: list[dict], busi: list[dict]) -> str:
         lines.append(seed_verdict("Brain MRI", concat, brain_seed_groups(runs)))
         if len(concat) < PLANNED_SEEDS:
             lines[-1] += (f" Both models have finished {len(concat)} of the {PLANNED_SEEDS} planned seeds; "
-                          "`bash docs/study/run_study.sh RUNS brain` resumes the rest.")
+                          "`bash research/run_study.sh RUNS brain` resumes the rest.")
     bilinear = [r for r in brain if r["label"].startswith("S³F bilinear") and r["set"] == "official"]
     if not bilinear:
         lines.append("Bilinear fusion (seed 0): not run yet.")
     else:
-        lines.append(f"Bilinear fusion minus the baseline (seed 0, official test set): {bilinear[0]['difference'] * 100:+.2f} "
-                     f"points ({interval(bilinear[0])}).")
+        lines.append(f"Bilinear fusion minus the baseline (seed 0, official test set): "
+                     f"{bilinear[0]['difference'] * 100:+.2f} points ({interval(bilinear[0])}).")
     lines += busi_lines(runs, busi)
     for line in (done_when_line(runs), budget_line(runs)):
         if line:
             lines.append(line)
     return "\n\n".join(lines) + "\n" if lines else "(no finished runs yet)\n"
-
-
-def bundled_model_table(card_path: Path) -> str:
-    """The bundled default model's card (docs/study/bundle_default_model.py) as the README's summary table."""
-    card = json.loads(card_path.read_text())
-    training, evaluation = card["training"], card["evaluation"]
-    rows = []
-    for name in ("model.keras", "model.onnx"):
-        official, dedup = evaluation[name]["official_test"], evaluation[name]["deduplicated_test"]
-        rows.append([name, f"{training['validation']['accuracy']:.2%}", f"{official['accuracy']:.2%} ({official['count']:,})",
-                     f"{dedup['accuracy']:.2%} ({dedup['count']:,})",
-                     f"{official['f1_macro']:.3f}", f"{official['cohen_kappa']:.3f}"])
-    options = training["options"]
-    note = (f"\n{card['name']}, {options['epochs']} epochs (best: {training['best_epoch']}), seed {options['seed']}, "
-            f"trained over {training['train_seconds'] / 60:.0f} min of wall-clock time on a 2-core CPU (pauses included); "
-            f"both files {card['total_bytes'] / 1e6:.1f} MB together; bundled {card['created']}.\n")
-    return table(["File", "Validation acc", "Official test acc (images)", "De-duplicated test acc (images)", "Macro-F1",
-                  "κ"], rows) + note
 
 
 def main() -> None:
@@ -500,10 +496,12 @@ def main() -> None:
     seeds = sorted({run_seed(run) for run in args.runs.glob("brain-*-seed*") if run.is_dir()})
     brain_pairs = paired_results(args.runs, [(f"S³F concat vs baseline, seed {s}", f"brain-s3f-concat-seed{s}",
                                               f"brain-baseline-seed{s}") for s in seeds]
-                                 + [("S³F bilinear vs baseline, seed 0", "brain-s3f-bilinear-seed0", "brain-baseline-seed0")])
+                                 + [("S³F bilinear vs baseline, seed 0", "brain-s3f-bilinear-seed0",
+                                     "brain-baseline-seed0")])
     busi_pairs = paired_results(args.runs, [(label, a, b) for label, (_, _, a, b, _) in BUSI_PAIRS.items()]
                                 + [("baseline: LR-plateau patience 40 vs 4", "busi-baseline-lrpat40", "busi-baseline"),
-                                   ("S³F-Net: LR-plateau patience 40 vs 4", "busi-s3f-concat-lrpat40", "busi-s3f-concat")])
+                                   ("S³F-Net: LR-plateau patience 40 vs 4", "busi-s3f-concat-lrpat40",
+                                    "busi-s3f-concat")])
     recipe_pairs = paired_results(args.runs, [("baseline: precise vs moving (64×64)", "recipe-baseline-precise",
                                                "recipe-baseline-moving")])
     outputs = {
@@ -517,8 +515,6 @@ def main() -> None:
         "brain.md": results_table(args.runs, "brain"),
         "brain_seeds.md": seed_summary(brain_seed_groups(args.runs)),
         "busi_seeds.md": seed_summary(busi_seed_groups(args.runs), dedup=False),
-        "bundled_model.md": bundled_model_table(Path(__file__).resolve().parents[2] / "s3f_edge" / "assets"
-                                                / "default_model" / "card.json"),
         "brain_paired.md": paired_table(brain_pairs),
         "conclusion.md": conclusion(args.runs, brain_pairs, busi_pairs),
     }

@@ -1,6 +1,6 @@
 """How sure is a difference in test accuracy between two models scored on the same images?
 
-    python docs/study/compare.py MODEL_A.keras MODEL_B.keras TEST_DIR [--exclude FILE]
+    python research/compare.py MODEL_A.keras MODEL_B.keras TEST_DIR [--exclude FILE]
 
 Prints both accuracies, the difference with a paired bootstrap 95 % interval (images resampled,
 both models kept paired) and the exact McNemar test on the images where the two models disagree.
@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import binomtest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from s3f_edge.data.folders import Split, load_split  # noqa: E402
-from s3f_edge.runtime.predictor import Predictor  # noqa: E402
+from s3f_edge.runtime.formats import load_predictor
 from s3f_edge.train.evaluate import labelled_split  # noqa: E402
 
 
@@ -35,7 +35,7 @@ def correct_per_image(model: Path, test_dir: Path, exclude: Path | None) -> np.n
 
 def correct_on(model: Path, split: Split) -> np.ndarray:
     """Whether ``model`` classifies each image of ``split`` right (finite outputs checked first)."""
-    predictor = Predictor.load(model)
+    predictor = load_predictor(model)
     images, labels, failures = load_split(split, predictor.contract)
     if failures:
         raise SystemExit(f"{len(failures)} images could not be read; compare on readable sets only")

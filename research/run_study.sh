@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The study behind docs/reproduction.md: every training one after another, logs and run directories in
 # $RUNS. Re-running skips runs whose metrics.json exists and resumes interrupted ones.
-#   bash docs/study/run_study.sh [RUNS] [PART...]    (RUNS defaults to ./runs/study; PART: recipe busi brain busi-lr busi-seeds budget)
-#   python docs/study/table.py RUNS                   the tables of docs/reproduction.md
+#   bash research/run_study.sh [RUNS] [PART...]    (RUNS defaults to ./runs/study; PART: recipe busi brain busi-lr busi-seeds budget)
+#   python research/table.py RUNS                   the tables of docs/reproduction.md
 set -uo pipefail
 RUNS=${1:-runs/study}
 shift || true
 PARTS=${*:-recipe busi brain busi-lr busi-seeds budget}
-DATA=${DATA:-../shared/data}
+DATA=${DATA:-${S3F_EDGE_DATA:-../shared/data}}
 S3F=${S3F:-.venv/bin/s3f-edge}
 DUPLICATES=docs/brain_mri_test_duplicates.txt
 mkdir -p "$RUNS"

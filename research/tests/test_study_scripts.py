@@ -1,4 +1,4 @@
-"""The study's table script (docs/study/table.py) must not report a run that is still training, nor a wall
+"""The study's table script (research/table.py) must not report a run that is still training, nor a wall
 time for a sitting that has not ended: its tables go into the README unedited."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-TABLE_PY = Path(__file__).resolve().parents[1] / "docs" / "study" / "table.py"
+TABLE_PY = Path(__file__).resolve().parents[1] / "table.py"
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,8 @@ def _fake_run(run: Path, *, epochs_planned: int, epochs_done: int, history_rows:
     test = {"accuracy": accuracy, "f1_macro": 0.6, "cohen_kappa": kappa, "roc_auc_macro": 0.8,
             "confusion_matrix": [list(row) for row in confusion_matrix]}
     (run / "metrics.json").write_text(json.dumps({"validation": {"accuracy": 0.75}, "test": test, "timing": {}}))
-    (run / "config.json").write_text(json.dumps({"class_names": ["a", "b"], "options": {"seed": seed, "image_size": [64, 64],
+    (run / "config.json").write_text(json.dumps({"class_names": ["a", "b"],
+                                                 "options": {"seed": seed, "image_size": [64, 64],
                                                              "epochs": epochs_planned, "min_learning_rate": 1e-6,
                                                              "lr_patience": lr_patience}}))
     (run / "state.json").write_text(json.dumps({"epochs_done": epochs_done, "stopped": False}))
@@ -73,19 +74,23 @@ def test_busi_bar_counts_per_schedule_the_seeds_on_which_both_models_of_the_pair
     patience_4, *patience_40 = table.BUSI_PAIRS  # patience 40: seeds 0, 1, 2
     bar = lambda busi: table.conclusion(tmp_path, [], busi).strip().splitlines()[-1]  # noqa: E731
     # one model above the bar in each pair is not "both at the same budget"
-    assert bar([_busi_pair(patience_4, 0.76, 0.72)] + [_busi_pair(label, 0.70, 0.78) for label in patience_40]).endswith(
-        ": 0 of 1 finished seed with LR-plateau patience 4; 0 of 3 finished seeds with LR-plateau patience 40 (the preset's).")
+    assert bar([_busi_pair(patience_4, 0.76, 0.72)]
+               + [_busi_pair(label, 0.70, 0.78) for label in patience_40]).endswith(
+        ": 0 of 1 finished seed with LR-plateau patience 4; 0 of 3 finished seeds with LR-plateau patience 40 "
+        "(the preset's).")
     # every schedule is reported, the one that did worse over more seeds too
     assert bar([_busi_pair(patience_4, 0.76, 0.75), _busi_pair(patience_40[0], 0.75, 0.78),
                 _busi_pair(patience_40[1], 0.80, 0.74), _busi_pair(patience_40[2], 0.76, 0.76)]).endswith(
-        ": 1 of 1 finished seed with LR-plateau patience 4; 2 of 3 finished seeds with LR-plateau patience 40 (the preset's).")
+        ": 1 of 1 finished seed with LR-plateau patience 4; 2 of 3 finished seeds with LR-plateau patience 40 "
+        "(the preset's).")
     assert bar([]).endswith(": no pair has finished yet.")
     waiting = table.conclusion(tmp_path, [], [_busi_pair(patience_4, 0.70, 0.72)])
     assert ("LR-plateau patience 40 (the preset's), seeds 0, 1, 2: pairs not finished "
-            "(`bash docs/study/run_study.sh RUNS busi-lr busi-seeds` runs or resumes them)" in waiting)
-    one_waiting = table.conclusion(tmp_path, [], [_busi_pair(label, 0.8, 0.8) for label in (patience_4, *patience_40[:2])])
-    assert "(the preset's), seed 2: pair not finished (`bash docs/study/run_study.sh RUNS busi-seeds` runs or resumes it)" \
-        in one_waiting
+            "(`bash research/run_study.sh RUNS busi-lr busi-seeds` runs or resumes them)" in waiting)
+    one_waiting = table.conclusion(tmp_path, [], [_busi_pair(label, 0.8, 0.8)
+                                                  for label in (patience_4, *patience_40[:2])])
+    assert ("(the preset's), seed 2: pair not finished (`bash research/run_study.sh RUNS busi-seeds` runs or resumes "
+            "it)" in one_waiting)
     # over two or more seeds of the preset's schedule, the verdict of the brain MRI rule; not on one seed
     assert "**BUSI at 128×128, LR-plateau patience 40 (the preset's), verdict:" in one_waiting
     one_seed = table.conclusion(tmp_path, [], [_busi_pair(patience_4, 0.8, 0.8), _busi_pair(patience_40[0], 0.8, 0.8)])
@@ -97,8 +102,8 @@ def test_finished_busi_runs_whose_pair_is_not_finished_are_reported_on_their_own
                                  ("busi-baseline-lrpat40-seed1", 1, 0.74)]:
         _fake_run(tmp_path / name, epochs_planned=60, epochs_done=60, history_rows=60, lr_patience=40, seed=seed,
                   accuracy=accuracy)
-    text = table.conclusion(tmp_path, [], [_busi_pair(table.PRESET_SCHEDULE.join(["S³F-Net concat vs baseline, ", ", seed 0"]),
-                                                      0.83, 0.76)])
+    text = table.conclusion(tmp_path, [], [
+        _busi_pair(table.PRESET_SCHEDULE.join(["S³F-Net concat vs baseline, ", ", seed 0"]), 0.83, 0.76)])
     assert "finished runs whose pair has not finished, test accuracy: baseline seed 1 74.0%." in text
 
 
@@ -156,8 +161,8 @@ def test_done_when_counts_only_the_default_recipe_and_both_bars(table, tmp_path)
     assert "on 2 of 4 seeds (not seeds 0, 2), 4 of the 8 planned finished;" in line
     assert "default seed 0: 57.0%, κ 0.360" in line
     # the recipe comparison keeps to the seeds every recipe ran on; every fake run recalls 3 of 4 in each class
-    assert "| precise BatchNorm statistics (the new default) | 3 | 61.3% ± 4.5% | 0.353 ± 0.060 | 0.600 ± 0.000 | 0.75 | 0.75 |" \
-        in table.recipe_seed_table(tmp_path)
+    assert ("| precise BatchNorm statistics (the new default) | 3 | 61.3% ± 4.5% | 0.353 ± 0.060 | 0.600 ± 0.000 "
+            "| 0.75 | 0.75 |" in table.recipe_seed_table(tmp_path))
 
 
 def test_budget_table_groups_the_done_when_command_by_epochs_with_recalls_and_the_bar_per_seed(table, tmp_path):
@@ -175,7 +180,7 @@ def test_budget_table_groups_the_done_when_command_by_epochs_with_recalls_and_th
     run("budget-baseline-epochs36-seed0", 0, 0.90, 0.90, epochs=36)  # not a budget of the study
     rows = table.budget_table(tmp_path).splitlines()[2:]
     assert len(rows) == 3
-    assert rows[0].startswith("| 12 (the issue's) | 0, 1 | ")
+    assert rows[0].startswith("| 12 (the reference) | 0, 1 | ")
     assert rows[1].startswith("| 24 | 0, 1, 2 | 75.0% ± 0.0% | 66.7% ± 3.1% | 0.413 ± 0.110 | 0.67 | 0.75 | ")
     assert "| 1 of 2 seeds (not seed 0), 2 of the 8 planned finished | 57.0%, κ 0.360 | 57.0%, 61.0% | - |" in rows[0]
     # the change from 12 epochs pairs runs by seed: seed 0 +7, seed 1 +5; seed 2 has no 12-epoch run

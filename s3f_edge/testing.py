@@ -1,0 +1,92 @@
+"""For tests, benchmarks and studies, not for deployment: where the example datasets are, and synthetic models
+whose outputs really depend on their input (a freshly built network's hardly do).
+
+Nothing here is imported by the package itself. Keras is imported only when a model is made.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DATA_ENV = "S3F_EDGE_DATA"
+CHECKOUT = Path(__file__).resolve().parent.parent  # the repository, when the package runs from a checkout
+SAMPLE_IMAGES = CHECKOUT / "samples" / "brain_mri"
+
+
+def data_root() -> Path:
+    """The folder holding the example datasets (brain_tumor_mri/, busi/): $S3F_EDGE_DATA, else ../shared/data
+    beside the checkout. Tests that need it skip when it is absent."""
+    return Path(os.environ.get(DATA_ENV) or CHECKOUT.parent / "shared" / "data")
+
+
+def _statistics_images(height: int, width: int, channels: int):
+    import numpy as np
+
+    from s3f_edge.data.files import image_files
+    from s3f_edge.data.preprocess import Preprocessing, load_image
+
+    folder = SAMPLE_IMAGES / "train"
+    if not folder.is_dir():  # an installed package without the checkout's samples: the packaged parity images
+        folder = Path(__file__).resolve().parent / "assets" / "parity"
+    contract = Preprocessing(height=height, width=width, channels=channels)
+    return np.stack([load_image(path, contract) for path in image_files(folder)[::3]])
+
+
+def input_sensitive(model, seed: int = 0, logit_scale: float = 4.0):
+    """Give a freshly built model's BatchNorm layers real statistics and widen its head's logits, so that parity
+    checks and benchmarks compare something.
+
+    Args:
+        model: a Keras model built by ``s3f_edge.build_model``.
+        seed: unused (the statistics come from fixed real images); kept for the callers' signature.
+        logit_scale: factor on the head's kernel.
+
+    Returns:
+        The same model, changed in place.
+    """
+    import keras
+
+    height, width, channels = model.input_shape[1:]
+    # Real images, so that the statistics fit the images the tests feed (uniform noise would not).
+    x = _statistics_images(height, width, channels)
+    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in norms:
+        layer.momentum = 0.0
+    model(x, training=True)
+    for layer in norms:
+        layer.momentum = 0.99
+    head = model.get_layer("probs") if any(layer.name == "probs" for layer in model.layers) else model.layers[-1]
+    head.kernel.assign(head.kernel.numpy() * logit_scale)
+    return model
+
+
+def saved_model(path: str | Path, preset: str, input_shape, kind: str = "s3f", class_names: list[str] | None = None,
+                seed: int = 0, **kwargs) -> Path:
+    """Build a model (seeded: results must not depend on the draw), make it input-sensitive and save it with
+    s3f-edge metadata, as train would.
+
+    Args:
+        path: the .keras file to write.
+        preset, input_shape, kind, kwargs: as for ``s3f_edge.build_model``.
+        class_names: its classes (default class_0, class_1, ...).
+        seed: seeds the weights.
+
+    Returns:
+        ``path``.
+    """
+    import keras
+
+    from s3f_edge.data.preprocess import Preprocessing
+    from s3f_edge.model import build_model
+    from s3f_edge.model.metadata import save_model_atomically
+
+    keras.utils.set_random_seed(seed)
+    model = input_sensitive(build_model(preset, kind=kind, input_shape=input_shape, **kwargs), seed=seed)
+    outputs = model.output_shape[-1]
+    names = class_names or [f"class_{i}" for i in range(2 if outputs == 1 else outputs)]
+    height, width, channels = input_shape
+    metadata = {"class_names": names, "preprocessing": Preprocessing(height=height, width=width,
+                                                                     channels=channels).to_dict(),
+                "preset": preset, "kind": kind}
+    save_model_atomically(model, path, metadata)
+    return Path(path)
