@@ -8,7 +8,7 @@ DEMO_DIR := demo-output
 # The example datasets for benchmarks and studies (brain_tumor_mri/, busi/): $S3F_EDGE_DATA, as s3f_edge.testing reads it.
 DATA ?= $(or $(S3F_EDGE_DATA),../shared/data)
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench install browser clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,9 @@ $(INSTALLED): pyproject.toml
 install: $(INSTALLED)
 
 # The bundled default model on the sample test images, and refusing three ultrasound images it was never
-# trained on; then the whole pipeline on the 72 sample brain MRI images: train -> evaluate -> export
-# (verified) -> infer -> latency. 36 training images and 8 epochs show the pipeline, not accuracy: expect
+# trained on, with a page to review both (demo-output/review.html) and one of its evaluation; then the whole
+# pipeline on the 72 sample brain MRI images: train -> evaluate -> export (verified) -> infer (with Grad-CAM
+# and its review page) -> latency. 36 training images and 8 epochs show the pipeline, not accuracy: expect
 # chance-level scores from that tiny model.
 demo: $(INSTALLED)
 	rm -rf $(DEMO_DIR)
@@ -28,7 +29,9 @@ demo: $(INSTALLED)
 	cut -d, -f1,2,4 $(DEMO_DIR)/default-model.csv
 	$(BIN)/s3f-edge infer samples/ultrasound/images --out $(DEMO_DIR)/ultrasound.csv --quiet
 	cut -d, -f1,2,3 $(DEMO_DIR)/ultrasound.csv
-	$(BIN)/s3f-edge evaluate s3f_edge/assets/default_model/model.onnx samples/brain_mri/test --out $(DEMO_DIR)/default-model-evaluate
+	$(BIN)/s3f-edge report $(DEMO_DIR)/default-model.csv $(DEMO_DIR)/ultrasound.csv --out $(DEMO_DIR)/review.html --quiet
+	$(BIN)/s3f-edge evaluate s3f_edge/assets/default_model/model.onnx samples/brain_mri/test --out $(DEMO_DIR)/default-model-evaluate \
+		--ood samples/ultrasound/images --report $(DEMO_DIR)/evaluation.html --quiet
 	$(BIN)/s3f-edge presets --no-count-params
 	$(BIN)/s3f-edge fft-check samples/brain_mri --limit 2
 	$(BIN)/s3f-edge train samples/brain_mri --image-size 64 --epochs 8 --lr 1e-3 --val-fraction 0.25 --out $(DEMO_DIR)/run
@@ -36,16 +39,31 @@ demo: $(INSTALLED)
 	$(BIN)/s3f-edge export $(DEMO_DIR)/run/model.keras --out $(DEMO_DIR)/export --precision fp16
 	$(BIN)/s3f-edge export $(DEMO_DIR)/run/model.keras --out $(DEMO_DIR)/export-dft --fft dft
 	$(BIN)/s3f-edge infer samples/brain_mri/test --recursive --model $(DEMO_DIR)/export/model.onnx --out $(DEMO_DIR)/results.csv --quiet
+	$(BIN)/s3f-edge infer samples/brain_mri/test --recursive --model $(DEMO_DIR)/run/model.keras --out $(DEMO_DIR)/explained.csv \
+		--explain $(DEMO_DIR)/gradcam --report $(DEMO_DIR)/explained-review.html --quiet
 	$(BIN)/s3f-edge bench $(DEMO_DIR)/run/model.keras $(DEMO_DIR)/export/model.onnx $(DEMO_DIR)/export-dft/model.onnx \
 		--batch-sizes 1,16 --duration 2 --warmup 0.5 --json $(DEMO_DIR)/bench.json --plot $(DEMO_DIR)/bench.png
 
-test: $(INSTALLED)
+# The review pages' tests open them in Debian's Chromium and chromedriver: installed here when missing (as root, or
+# with sudo); S3F_EDGE_SKIP_BROWSER=1 skips those tests instead.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ -n "$(S3F_EDGE_SKIP_BROWSER)" ]; then echo "S3F_EDGE_SKIP_BROWSER is set: the browser tests will skip"; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q chromium chromium-driver >/dev/null \
+		|| { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }; \
+	elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then \
+		sudo apt-get install -y -q chromium chromium-driver >/dev/null; \
+	else echo "the browser tests need chromium and chromedriver: install them, or set S3F_EDGE_SKIP_BROWSER=1"; \
+		exit 1; fi
+
+test: $(INSTALLED) browser
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	S3F_EDGE_REQUIRE_BROWSER=$(if $(S3F_EDGE_SKIP_BROWSER),,1) $(BIN)/python -m pytest
 
 # Speed figures (not part of `make test`): the pytest-benchmark suite, then every script whose tables the
 # README and docs/reproduction.md show, then those tables copied into the documents. About 1.5 hours.
-bench: $(INSTALLED)
+bench: $(INSTALLED) browser
 	$(BIN)/python -m pytest benchmarks --benchmark-only --benchmark-columns=min,median,max,rounds -q
 	$(BIN)/python benchmarks/ratios.py --out benchmarks/results
 	$(BIN)/python benchmarks/accuracy_speed.py --out benchmarks/results
@@ -55,6 +73,7 @@ bench: $(INSTALLED)
 	$(BIN)/python benchmarks/runtime_footprint.py --out benchmarks/results
 	$(BIN)/python benchmarks/training_speed.py --out benchmarks/results
 	$(BIN)/python benchmarks/training_speed.py --data $(DATA)/busi --preset busi --size 128 --images 128 --no-xla --out benchmarks/results
+	$(BIN)/python benchmarks/review_page.py --out benchmarks/results
 	$(BIN)/python tools/update_docs.py
 
 clean:

@@ -264,9 +264,13 @@ def _print_report(report: dict, run_dir: Path) -> None:
 @click.option("--ood", "ood_folders", multiple=True, type=ExistingPath(file_okay=False, path_type=Path),
               help="A folder of images of another kind (repeat for several): measure how well the model's "
                    "out-of-distribution score refuses them (AUROC, FPR at 95%, share refused). Calibrated models only.")
+@click.option("--report", "report_page", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              callback=_suffix(".html", what="--report"),
+              help="Also write a review page: one self-contained HTML file with the metrics, a confusion matrix "
+                   "that opens onto its images, the curves and the most confident mistakes.")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def evaluate(model_path, data, out_dir, overwrite, exclude, ood_folders, batch_size, quiet):
+def evaluate(model_path, data, out_dir, overwrite, exclude, ood_folders, report_page, batch_size, quiet):
     """Score MODEL (.keras from s3f-edge train, or an .onnx/.engine from s3f-edge export) on the labelled folder DATA.
 
     DATA is DATA/<class>/* (or a dataset root with test/). The classes must match the model's.
@@ -284,7 +288,7 @@ def evaluate(model_path, data, out_dir, overwrite, exclude, ood_folders, batch_s
         bundled = model_path.resolve().parent == DEFAULT_MODEL_DIR.resolve()
         out_dir = (Path("runs") / "default-model" if bundled else model_path.parent) / f"evaluate-{data.name}"
     report = evaluate_folder(model_path, data, out_dir, exclude=exclude, batch_size=batch_size, overwrite=overwrite,
-                             progress=not quiet, ood_folders=list(ood_folders))
+                             progress=not quiet, ood_folders=list(ood_folders), report_page=report_page)
     m = report["metrics"]
     auc = "-" if m["roc_auc_macro"] is None else f"{m['roc_auc_macro']:.4f}"
     click.echo(_table(["images", "excluded", "skipped", "accuracy", "F1 macro", "F1 weighted", "kappa", "MCC",
@@ -303,7 +307,7 @@ def evaluate(model_path, data, out_dir, overwrite, exclude, ood_folders, batch_s
         click.echo(_table(["folder", "images", "refused", "AUROC", "FPR at 95%", "note"], rows))
     elif m["count"]:
         click.echo("\n(this model has no out-of-distribution score: it cannot refuse; see s3f-edge calibrate)")
-    click.echo(f"\nreport: {out_dir / 'metrics.json'}")
+    click.echo(f"\nreport: {out_dir / 'metrics.json'}" + (f"; review page: {report_page}" if report_page else ""))
 
 
 @main.command("precise-bn")
@@ -502,7 +506,11 @@ def _load_predictor(model_path: Path, providers: str | None, class_names: str | 
 @click.option("--out", "output", type=click.Path(dir_okay=False, path_type=Path), default=Path("results.csv"),
               show_default=True, callback=_suffix(*RESULT_FORMATS, what="--out"),
               help="Results file: .csv, .jsonl or .json (chosen by the suffix).")
-@overwrite_option("--out (and the overlays in --explain)")
+@click.option("--report", "report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              callback=_suffix(".html", what="--report"),
+              help="Also write a review page: one self-contained HTML file with each image, its answer, "
+                   "probabilities and Grad-CAM overlay (with --explain); opens offline in any browser.")
+@overwrite_option("--out (and the overlays in --explain, and --report)")
 @click.option("--recursive", is_flag=True, help="Include sub-folders.")
 @click.option("--workers", type=click.IntRange(1), default=4, show_default=True, help="Parallel image decoders.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run: skip files already in --out or its journal "
@@ -523,8 +531,8 @@ def _load_predictor(model_path: Path, providers: str | None, class_names: str | 
               help="Refuse images whose out-of-distribution score is above this, instead of the model's own threshold "
                    "(fitted to accept 99% of its validation images).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def infer(folder, model_path, batch_size, output, overwrite, recursive, workers, resume, providers, class_names,
-          explain_dir, explain_classes, accept_ood, ood_threshold, quiet):
+def infer(folder, model_path, batch_size, output, report, overwrite, recursive, workers, resume, providers,
+          class_names, explain_dir, explain_classes, accept_ood, ood_threshold, quiet):
     """Classify every file in FOLDER: one row per file, a prediction or the reason there is none.
 
     Rows are sorted by path and hold: path, status, reason, predicted class, every class
@@ -532,6 +540,7 @@ def infer(folder, model_path, batch_size, output, overwrite, recursive, workers,
     refused (the image is unlike the model's training images: no class, probabilities kept for
     audit) or error (unreadable). The output is written atomically; --resume never duplicates a
     row. Exit code 0 when every file was answered (refusing is an answer), 3 when some failed.
+    --report writes a page to review the rows by eye (also: s3f-edge report RESULTS).
     """
     from s3f_edge.runtime.infer import infer_folder
     from s3f_edge.runtime.predictor import default_model
@@ -542,6 +551,10 @@ def infer(folder, model_path, batch_size, output, overwrite, recursive, workers,
         raise click.UsageError("--accept-ood refuses nothing and --ood-threshold sets what to refuse: give one of them")
     if model_path is None:
         model_path = default_model()
+    if report is not None:  # checked before the long work; a resumed run's page is redrawn from all its rows
+        from s3f_edge.report.results_page import check_report_path
+
+        check_report_path(report, overwrite or resume)
     predictor = _load_predictor(model_path, providers, class_names)
     set_interrupt_hint(lambda: "rows already answered are kept; run the same command with --resume (instead of "
                                "--overwrite) to continue" if overwrite else
@@ -555,10 +568,49 @@ def infer(folder, model_path, batch_size, output, overwrite, recursive, workers,
     rows += [["(refused)", summary.refused], ["(errors)", summary.failed]]
     click.echo(_table(["class", "files"], rows))
     done = f", {summary.skipped_as_done} already done" if summary.skipped_as_done else ""
+    if summary.errors_in_output > summary.failed:
+        done += f" ({summary.errors_in_output - summary.failed} of them error rows)"
     click.echo(f"\n{summary.succeeded} ok, {summary.refused} refused, {summary.failed} failed{done}; "
                f"{summary.images_per_second:.1f} images/s; results: {summary.output}")
-    if summary.failed:
+    if report is not None:
+        from s3f_edge.report.results_page import write_results_report
+
+        run = {"Folder": str(folder), "Backend": f"{predictor.backend} ({predictor.provider})",
+               "Run": f"{summary.succeeded + summary.refused + summary.failed} file(s) in {summary.seconds:.1f} s"
+                      + (f", {summary.skipped_as_done} answered by an earlier run" if summary.skipped_as_done else "")}
+        page = write_results_report(summary.output, report, explain_dir=explain_dir, run=run, workers=workers,
+                                    progress=not quiet, overwrite=True)
+        click.echo(f"review page: {page}")
+    if summary.errors_in_output:  # after --resume, earlier runs' error rows count too: the output is what's judged
         sys.exit(EXIT_SOME_FILES_FAILED)
+
+
+@main.command()
+@click.argument("results", nargs=-1, required=True, type=ExistingPath(dir_okay=False, path_type=Path),
+                callback=_suffix(*RESULT_FORMATS, what="RESULTS"))
+@click.option("--out", "output", type=click.Path(dir_okay=False, path_type=Path), default=Path("review.html"),
+              show_default=True, callback=_suffix(".html", what="--out"), help="The page to write.")
+@click.option("--explain", "explain_dir", type=ExistingPath(file_okay=False, path_type=Path), default=None,
+              help="The folder infer --explain wrote Grad-CAM overlays into: shown beside each image.")
+@click.option("--thumbnail-size", type=click.IntRange(16, 512), default=96, show_default=True,
+              help="Longer side of each embedded image, in pixels (about 3 KB per image at 96).")
+@click.option("--workers", type=click.IntRange(1), default=4, show_default=True, help="Parallel image decoders.")
+@overwrite_option("--out")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def report(results, output, explain_dir, thumbnail_size, workers, overwrite, quiet):
+    """Write a review page of infer RESULTS files (.csv, .jsonl or .json; several go on one page).
+
+    One self-contained HTML file (no network; opens from disk): a summary (model, sha256, counts
+    per class, refused and error rows), then one row per file with its image, status and reason,
+    answer, every probability as a bar and the out-of-distribution score; filter by status, class
+    and confidence, sort, search, and move with the keyboard (j/k rows, n/p pages). Images are
+    read from the paths in RESULTS, so run it where those paths resolve.
+    """
+    from s3f_edge.report.results_page import write_results_report
+
+    page = write_results_report(list(results), output, explain_dir=explain_dir, thumbnail_size=thumbnail_size,
+                                workers=workers, progress=not quiet, overwrite=overwrite, option="--out")
+    click.echo(f"review page: {page}")
 
 
 @main.command()

@@ -90,3 +90,47 @@ def saved_model(path: str | Path, preset: str, input_shape, kind: str = "s3f", c
                 "preset": preset, "kind": kind}
     save_model_atomically(model, path, metadata)
     return Path(path)
+
+
+BROWSER_ENV = "S3F_EDGE_REQUIRE_BROWSER"  # set by `make test`: a missing browser fails the browser tests
+
+
+def browser_missing() -> str | None:
+    """Why the review pages cannot be opened in Chromium here (no chromium/chromedriver, no selenium), or None."""
+    import shutil
+
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[dev]')"
+    missing = [name for name in ("chromium", "chromedriver") if shutil.which(name) is None]
+    return f"{' and '.join(missing)} not found (apt-get install chromium chromium-driver)" if missing else None
+
+
+def headless_chromium(width: int = 1400, height: int = 1000):
+    """A Selenium driver of the system's headless Chromium that records the console and every network request.
+
+    Returns:
+        A ``selenium.webdriver.Chrome``; read ``get_log("browser")`` for the console and ``get_log("performance")``
+        for the DevTools network events. Quit it when done.
+    """
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     f"--window-size={width},{height}", "--disable-extensions", "--no-first-run"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    return webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+
+
+def network_requests(driver) -> list[str]:
+    """The URLs the page asked for since the last call (DevTools ``Network.requestWillBeSent`` events)."""
+    import json
+
+    events = (json.loads(entry["message"])["message"] for entry in driver.get_log("performance"))
+    return [event["params"]["request"]["url"] for event in events if event["method"] == "Network.requestWillBeSent"]

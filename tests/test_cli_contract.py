@@ -69,6 +69,10 @@ def world(tmp_path_factory) -> Path:
     (root / "blocker").write_text("a file where a folder would have to be created")
     for suffix in MODEL_SUFFIXES:
         (root / f"fake{suffix}").write_text("this is a text file, not a model\n")
+    image = sorted((SAMPLES / "test").rglob("*.jpg"))[0]
+    (root / "results.csv").write_text(  # what infer writes, for the report command
+        "path,status,reason,predicted_class,prob_a,prob_b,ood_score,ood_threshold,model,model_sha256\n"
+        f"{image},ok,,a,0.9,0.1,,,model.onnx,0\n")
     return root
 
 
@@ -100,6 +104,12 @@ def unwritable_cases(world: Path) -> list[Case]:
         case("matrix", "out_dir", ["matrix", str(KERAS), "--out", str(place / "matrix-dir")], "matrix-dir")
         case("calibrate", "out_path", ["calibrate", str(KERAS), str(SAMPLES), "--out", str(place / "cal.keras")],
              "cal.keras")
+        case("infer", "report", ["infer", str(SAMPLES / "test"), "--recursive", "--out", "{out}/r.csv", "--report",
+                                 str(place / "review.html")], "review.html")
+        case("evaluate", "report_page", ["evaluate", str(ONNX), str(SAMPLES / "test"), "--out", "{out}/e",
+                                         "--report", str(place / "evaluation.html")], "evaluation.html")
+        case("report", "output", ["report", str(world / "results.csv"), "--out", str(place / "page.html")],
+             "page.html")
     return cases
 
 
@@ -145,6 +155,7 @@ def empty_folder_cases(world: Path) -> list[Case]:
         ("fft-check", "images", ["fft-check", empty]),
         ("calibrate", "data", ["calibrate", str(KERAS), empty, "--out", "{out}/c.keras"]),
         ("evaluate", "ood_folders", ["evaluate", str(ONNX), str(SAMPLES / "test"), "--ood", empty, "--out", "{out}/e"]),
+        ("report", "explain_dir", ["report", str(world / "results.csv"), "--explain", empty, "--out", "{out}/r.html"]),
     ]
     return [Case(command, "empty folder", argv, "error", "empty", param) for command, param, argv in table]
 
@@ -177,6 +188,8 @@ def missing_path_cases(world: Path) -> list[Case]:
         ("calibrate", "model_path", ["calibrate", gone + ".keras", str(SAMPLES), "--out", "{out}/c.keras"]),
         ("calibrate", "data", ["calibrate", str(KERAS), gone, "--out", "{out}/c.keras"]),
         ("evaluate", "ood_folders", ["evaluate", str(ONNX), str(SAMPLES / "test"), "--ood", gone, "--out", "{out}/e"]),
+        ("report", "results", ["report", gone + ".csv", "--out", "{out}/r.html"]),
+        ("report", "explain_dir", ["report", str(world / "results.csv"), "--explain", gone, "--out", "{out}/r.html"]),
     ]
     return [Case(command, "missing path", argv, "error", "gone", param) for command, param, argv in table]
 

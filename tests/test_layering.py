@@ -17,7 +17,8 @@ ALLOWED = {
     "data": {"data"},
     "model": {"model"},
     "runtime": {"data", "runtime"},
-    "train": {"data", "model", "runtime", "train"},
+    "report": {"data", "runtime", "report"},  # pages of results: reads results files, embeds images
+    "train": {"data", "model", "runtime", "report", "train"},
     "export": {"data", "model", "runtime", "export"},
     "bench": {"data", "model", "runtime", "train", "export", "bench"},  # the matrix exports and scores
 }

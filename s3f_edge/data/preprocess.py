@@ -215,7 +215,8 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
     return gray_or_rgb
 
 
-def _scale_to_unit(image: np.ndarray) -> np.ndarray:
+def scale_to_unit(image: np.ndarray) -> np.ndarray:
+    """Pixels as float32 in [0, 1]: integers divided by their type's maximum, floats clipped."""
     if image.dtype == np.uint8:
         return image.astype(np.float32) / np.float32(255.0)
     if image.dtype == np.uint16:
@@ -243,7 +244,7 @@ def preprocess_array(image: np.ndarray, contract: Preprocessing) -> np.ndarray:
         converted = cv2.resize(
             converted, (contract.width, contract.height), interpolation=_INTERPOLATIONS[contract.interpolation]
         )
-    scaled = _scale_to_unit(converted)
+    scaled = scale_to_unit(converted)
     if scaled.ndim == 2:
         scaled = scaled[:, :, None]
     return np.ascontiguousarray(scaled)

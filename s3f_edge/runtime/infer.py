@@ -35,6 +35,7 @@ class InferSummary:
     refused: int = 0  # unlike the model's training images (status refused): an answer, not a failure
     failed: int = 0  # no answer (status error)
     skipped_as_done: int = 0
+    errors_in_output: int = 0  # error rows in the whole output, earlier runs' included (what the exit code says)
     per_class: Counter = field(default_factory=Counter)
     seconds: float = 0.0
     output: Path | None = None
@@ -370,4 +371,5 @@ def infer_folder(folder: str | Path, predictor, output: str | Path, batch_size: 
         done[path] = {**row, "path": path}
     write_output(output, list(done.values()), _columns(predictor.class_names), predictor.name)
     journal.unlink(missing_ok=True)
+    summary.errors_in_output = sum(row.get("status") == "error" for row in done.values())
     return summary

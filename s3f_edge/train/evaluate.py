@@ -118,7 +118,8 @@ def _folder_images(folder: Path, contract, workers: int) -> tuple[np.ndarray, in
 
 def evaluate_folder(model_path: str | Path, data_dir: str | Path, out_dir: str | Path,
                     exclude: str | Path | None = None, batch_size: int = 32, workers: int = 4,
-                    overwrite: bool = False, progress: bool = False, ood_folders: list[Path] = ()) -> dict:
+                    overwrite: bool = False, progress: bool = False, ood_folders: list[Path] = (),
+                    report_page: str | Path | None = None) -> dict:
     """Score a saved model (.keras, .onnx or TensorRT engine) on a class-per-subfolder folder
     (DATA/<class>/... or DATA/test/<class>/...).
 
@@ -133,6 +134,8 @@ def evaluate_folder(model_path: str | Path, data_dir: str | Path, out_dir: str |
         overwrite: replace earlier results in ``out_dir``.
         progress: progress bars on stderr while decoding and predicting.
         ood_folders: folders of images of other kinds, to measure refusal on (a calibrated model only).
+        report_page: also write a self-contained HTML page of the evaluation here (.html; replaced only with
+            ``overwrite``); None: no page.
 
     Returns:
         The report written to ``out_dir / "metrics.json"``: metrics (with ECE), and for a calibrated model the share
@@ -155,6 +158,10 @@ def evaluate_folder(model_path: str | Path, data_dir: str | Path, out_dir: str |
 
     out_dir = Path(out_dir)
     ensure_writable(out_dir, "--out", folder=True)
+    if report_page is not None:
+        from s3f_edge.report.evaluation_page import check_report_path
+
+        check_report_path(Path(report_page), overwrite)
     if (out_dir / "config.json").exists():  # train's metrics.json and skipped.csv live there under the same names
         raise OutputExistsError(f"--out {out_dir} is a training run's directory; evaluate into a folder of its own "
                                 f"(by default {Path(model_path).parent / 'evaluate-<folder>'})")
@@ -199,4 +206,13 @@ def evaluate_folder(model_path: str | Path, data_dir: str | Path, out_dir: str |
                                                       "unreadable": unreadable}
     write_skipped(out_dir / "skipped.csv", dataset.skipped + failures)
     write_json(out_dir / "metrics.json", report)
+    if report_page is not None:
+        from s3f_edge.report.evaluation_page import write_evaluation_report
+
+        unreadable = {path for path, _ in failures}
+        write_evaluation_report(report_page, report, [p for p in split.paths if p not in unreadable], labels,
+                                probabilities, scores, class_names,
+                                {"ROC curves (one class against the rest)": out_dir / plot_names("evaluate")[1],
+                                 "Reliability diagram": out_dir / "evaluate_reliability.png"},
+                                workers=workers, progress=progress)
     return report
