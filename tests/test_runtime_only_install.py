@@ -56,8 +56,10 @@ def test_the_runtime_installs_without_the_training_stack(runtime_python):
 
 def test_infer_and_bench_run_on_the_runtime_alone(runtime_python, tmp_path, sample_dir):
     report, output = run(runtime_python, "infer", str(sample_dir / "test"), "--recursive", "--out",
-                         str(tmp_path / "results.csv"), "--quiet", cwd=tmp_path)
+                         str(tmp_path / "results.csv"), "--report", str(tmp_path / "review.html"), "--quiet",
+                         cwd=tmp_path)
     assert report == {"exit": 0, "loaded": []}, output
+    assert (tmp_path / "review.html").stat().st_size > 10_000  # the review page needs nothing beyond the runtime
     rows = (tmp_path / "results.csv").read_text().splitlines()
     assert len(rows) == 25 and sum(",ok," in row or ",refused," in row for row in rows) == 24
     assert sum(",ok," in row for row in rows) >= 22 and all(",error," not in row for row in rows)
