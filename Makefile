@@ -13,7 +13,7 @@ DATA ?= $(or $(S3F_EDGE_DATA),../shared/data)
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[train,cpu,dicom,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[train,cpu,dicom,dev,cluster]"
 	touch $(INSTALLED)
 
 install: $(INSTALLED)
@@ -74,6 +74,7 @@ bench: $(INSTALLED) browser
 	$(BIN)/python benchmarks/training_speed.py --out benchmarks/results
 	$(BIN)/python benchmarks/training_speed.py --data $(DATA)/busi --preset busi --size 128 --images 128 --no-xla --out benchmarks/results
 	$(BIN)/python benchmarks/review_page.py --out benchmarks/results
+	$(BIN)/python benchmarks/cluster_infer.py --out benchmarks/results
 	$(BIN)/python tools/update_docs.py
 
 clean:

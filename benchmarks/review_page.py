@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from results_files import write_results  # noqa: E402  (benchmarks/ is the script's folder)
+from sample_links import link_samples  # noqa: E402
 
 from s3f_edge.runtime.predictor import DEFAULT_MODEL_DIR  # noqa: E402
 
@@ -36,14 +37,6 @@ return [performance.now() - start, Number(document.getElementById('shown').datas
 """
 
 
-def batch_folder(folder: Path, files: int) -> None:
-    samples = sorted((ROOT / "samples" / "brain_mri").rglob("*.jpg"))
-    samples += sorted((ROOT / "samples" / "ultrasound" / "images").glob("*.png"))
-    for index in range(files):
-        source = samples[index % len(samples)]
-        os.link(source, folder / f"{index:05d}-{source.name}")
-
-
 def measure(files: int) -> dict:
     from s3f_edge.report.results_page import write_results_report
     from s3f_edge.runtime import infer_folder, load_predictor
@@ -56,7 +49,7 @@ def measure(files: int) -> dict:
         scratch = Path(scratch)
         folder = scratch / "batch"
         folder.mkdir()
-        batch_folder(folder, files)
+        link_samples(folder, files)
         predictor = load_predictor(DEFAULT_MODEL_DIR / "model.onnx")
         started = time.perf_counter()
         summary = infer_folder(folder, predictor, scratch / "results.csv", progress=False)

@@ -530,9 +530,20 @@ def _load_predictor(model_path: Path, providers: str | None, class_names: str | 
 @click.option("--ood-threshold", type=float, default=None,
               help="Refuse images whose out-of-distribution score is above this, instead of the model's own threshold "
                    "(fitted to accept 99% of its validation images).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Run decoding and prediction on a Ray cluster: --ray alone starts Ray on this machine, --ray "
+                   "ADDRESS (host:port, or auto) joins a running cluster. FOLDER and --model must be at the same "
+                   "path on every node. Needs the cluster extra.")
+@click.option("--ray-actors", type=click.IntRange(1), default=2, show_default=True,
+              help="With --ray: model replicas (Ray actors), each loading the model once.")
+@click.option("--ray-cpus", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
+              help="With --ray: CPUs reserved for each actor (its ONNX Runtime threads).")
+@click.option("--ray-gpus", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="With --ray: GPUs reserved for each actor (1 on GPU nodes).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def infer(folder, model_path, batch_size, output, report, overwrite, recursive, workers, resume, providers,
-          class_names, explain_dir, explain_classes, accept_ood, ood_threshold, quiet):
+          class_names, explain_dir, explain_classes, accept_ood, ood_threshold, ray_address, ray_actors, ray_cpus,
+          ray_gpus, quiet):
     """Classify every file in FOLDER: one row per file, a prediction or the reason there is none.
 
     Rows are sorted by path and hold: path, status, reason, predicted class, every class
@@ -549,21 +560,42 @@ def infer(folder, model_path, batch_size, output, report, overwrite, recursive, 
         raise click.UsageError("--resume continues --out and --overwrite replaces it: give one of them")
     if accept_ood and ood_threshold is not None:
         raise click.UsageError("--accept-ood refuses nothing and --ood-threshold sets what to refuse: give one of them")
+    if ray_address is not None and explain_dir is not None:
+        raise click.UsageError("--explain runs on this machine only: drop --ray, or --explain")
+    ray_settings = {"--ray-actors": (ray_actors, 2), "--ray-cpus": (ray_cpus, 1.0), "--ray-gpus": (ray_gpus, 0.0)}
+    stray = [name for name, (value, default) in ray_settings.items() if value != default]
+    if ray_address is None and stray:
+        raise click.UsageError(f"{stray[0]} applies to --ray only: add --ray, or drop it")
     if model_path is None:
         model_path = default_model()
     if report is not None:  # checked before the long work; a resumed run's page is redrawn from all its rows
         from s3f_edge.report.results_page import check_report_path
 
         check_report_path(report, overwrite or resume)
-    predictor = _load_predictor(model_path, providers, class_names)
+    if ray_address is not None:  # the driver of a cluster run may lack the GPU a TensorRT engine needs
+        from s3f_edge.runtime.cluster import driver_model
+
+        predictor = driver_model(model_path, _names(providers),
+                                 {"class_names": _names(class_names)} if class_names else None)
+    else:
+        predictor = _load_predictor(model_path, providers, class_names)
     set_interrupt_hint(lambda: "rows already answered are kept; run the same command with --resume (instead of "
                                "--overwrite) to continue" if overwrite else
                        "rows already answered are kept; run the same command with --resume to continue")
-    summary = infer_folder(folder, predictor, output, batch_size=batch_size, recursive=recursive, workers=workers,
-                           resume=resume, progress=not quiet, explain_dir=explain_dir,
-                           explain_classes=set(_names(explain_classes) or []) or None, overwrite=overwrite,
-                           log=None if quiet else lambda line: click.echo(line, err=True), accept_ood=accept_ood,
-                           ood_threshold=ood_threshold)
+    log = None if quiet else lambda line: click.echo(line, err=True)
+    if ray_address is not None:
+        from s3f_edge.runtime.cluster import infer_folder_on_ray
+
+        summary = infer_folder_on_ray(
+            folder, predictor, model_path, output, address=ray_address, actors=ray_actors, cpus_per_actor=ray_cpus,
+            gpus_per_actor=ray_gpus, batch_size=batch_size, recursive=recursive, workers=workers, resume=resume,
+            progress=not quiet, overwrite=overwrite, log=log, accept_ood=accept_ood, ood_threshold=ood_threshold,
+            metadata={"class_names": _names(class_names)} if class_names else None, providers=_names(providers))
+    else:
+        summary = infer_folder(folder, predictor, output, batch_size=batch_size, recursive=recursive,
+                               workers=workers, resume=resume, progress=not quiet, explain_dir=explain_dir,
+                               explain_classes=set(_names(explain_classes) or []) or None, overwrite=overwrite,
+                               log=log, accept_ood=accept_ood, ood_threshold=ood_threshold)
     rows = [[name, summary.per_class.get(name, 0)] for name in predictor.class_names]
     rows += [["(refused)", summary.refused], ["(errors)", summary.failed]]
     click.echo(_table(["class", "files"], rows))

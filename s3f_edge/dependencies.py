@@ -20,6 +20,7 @@ EXTRA_HINTS = {
     "gpu": "pip install 's3f-edge[gpu]' (CUDA 12; or [gpu-cu13] for CUDA 13) in an environment without the CPU "
            "onnxruntime",
     "dicom": "pip install 's3f-edge[dicom]'",
+    "cluster": "pip install 's3f-edge[cluster]' (Ray; on the driver and every node)",
 }
 
 

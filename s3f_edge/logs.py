@@ -21,7 +21,12 @@ NOISE = re.compile(
     r"^(?:[IW]\d{4} [\d:.]+\s+\d+ [\w./-]+:\d+\]"
     r"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     r"|E\d{4} [\d:.]+\s+\d+ (?:cuda_platform|cuda_executor|cuda_diagnostics|cuda_dnn|cuda_fft|cuda_blas)"
-    r"\.cc:\d+\])"
+    r"\.cc:\d+\]"
+    # Ray's native INFO/WARNING lines, and its notice that a restartable actor keeps its arguments in the object
+    # store (Ray Data's map actors always do; the driver holds them for the whole run).
+    r"|\[[\d-]+ [\d:,]+ [IW] \d+ \d+\] "
+    r"|\[[\d-]+ [\d:,]+ E \d+ \d+\] core_worker\.cc:\d+: Actor with class name: .* has constructor arguments in "
+    r"the object store and max_restarts > 0)"
 )
 
 

@@ -40,6 +40,18 @@ class InferSummary:
     seconds: float = 0.0
     output: Path | None = None
 
+    def count(self, rows: list[dict]) -> None:
+        """Add freshly answered rows to the counts."""
+        for row in rows:
+            status = row["status"]
+            if status == "ok":
+                self.succeeded += 1
+                self.per_class[row["predicted_class"]] += 1
+            elif status == "refused":
+                self.refused += 1
+            else:
+                self.failed += 1
+
     @property
     def images_per_second(self) -> float:
         processed = self.succeeded + self.refused + self.failed
@@ -69,7 +81,8 @@ def discover_files(folder: str | Path, recursive: bool = False) -> list[Path]:
     return sorted(files, key=lambda p: str(p))
 
 
-def _decode(path: Path, contract):
+def decode_file(path: Path, contract) -> tuple[np.ndarray | None, str | None]:
+    """(preprocessed image, None), or (None, the reason it has no image): never raises for a bad file."""
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         return None, f"unsupported format {path.suffix or '(no suffix)'!r}; supported: {', '.join(IMAGE_SUFFIXES)}"
     try:
@@ -112,6 +125,46 @@ def _row(path: Path, predictor, probabilities=None, reason: str = "", score: flo
     if status == "ok":
         row["predicted_class"] = predictor.class_names[int(np.argmax(probabilities))]
     return row
+
+
+def error_row(path: str | Path, predictor, reason: str) -> dict:
+    """The row of a file that has no answer (status error), with the reason."""
+    return _row(Path(path), predictor, reason=reason)
+
+
+def answer_images(predictor, paths: list, images: list, threshold: float | None) -> list[dict]:
+    """Rows for decoded images: one model call, then ok, refused (score above ``threshold``) or error (NaN output).
+
+    Args:
+        predictor: the loaded ``Predictor``.
+        paths: the images' files (as their rows name them).
+        images: the preprocessed images, one per path.
+        threshold: refuse above this out-of-distribution score; None: refuse nothing.
+
+    Returns:
+        One row per path, in order.
+    """
+    return _answer(predictor, paths, images, threshold)[0]
+
+
+def _answer(predictor, paths: list, images: list, threshold: float | None) -> tuple[list[dict], np.ndarray]:
+    """``answer_images``, and the model's probabilities (N, K) the rows came from."""
+    probabilities, scores = predictor.predict_scored(np.stack(images))
+    broken = nonfinite_rows(probabilities)
+    if scores is not None:
+        broken |= ~np.isfinite(scores)
+    rows = []
+    for index, (path, probs) in enumerate(zip(paths, probabilities)):
+        if broken[index]:  # never report a class for NaN probabilities (argmax of NaN is 0)
+            rows.append(_row(Path(path), predictor, reason=NONFINITE_REASON))
+            continue
+        score = None if scores is None else float(scores[index])
+        if threshold is not None and score is not None and score > threshold:
+            rows.append(_row(Path(path), predictor, probs, refusal_reason(score, threshold), score, refused=True,
+                             threshold=threshold))
+        else:
+            rows.append(_row(Path(path), predictor, probs, score=score, threshold=threshold))
+    return rows, probabilities
 
 
 def journal_path(output: Path) -> Path:
@@ -208,41 +261,26 @@ def _empty_folder_error(folder: Path, recursive: bool) -> InputError:
                       "give a folder that holds images")
 
 
-def infer_folder(folder: str | Path, predictor, output: str | Path, batch_size: int = 32, recursive: bool = False,
-                 workers: int = 4, resume: bool = False, progress: bool = True, explain_dir: Path | None = None,
-                 explain_classes: set[str] | None = None, overwrite: bool = False,
-                 log: Callable[[str], None] | None = None, accept_ood: bool = False,
-                 ood_threshold: float | None = None) -> InferSummary:
-    """Classify every file under ``folder`` with ``predictor``; write one row per file to ``output``.
+@dataclass
+class InferPlan:
+    """What ``plan_inference`` decided before any work: the files left to classify and where rows go."""
+    folder: Path
+    output: Path
+    journal: Path
+    files: list[Path]  # still to classify
+    previous: dict  # path -> row answered by an earlier run (resume)
+    listed: dict  # same-file key -> path of the listing (resume)
+    threshold: float | None
+    resume: bool
+    summary: InferSummary
 
-    Args:
-        folder: the files to classify (hidden files excluded; a file that is no image gets an error row).
-        predictor: a loaded ``Predictor``.
-        output: .csv, .jsonl or .json. An existing output is continued with ``resume`` (same model, same files),
-            replaced with ``overwrite``, and otherwise refused.
-        batch_size: images per model call.
-        recursive: also classify the files of sub-folders.
-        workers: parallel decoding threads.
-        resume: continue an earlier run's output and journal, classifying only the files they lack.
-        progress: show a progress bar on stderr.
-        explain_dir: a folder for Grad-CAM overlays (.keras models only); None: no overlays.
-        explain_classes: overlay only images predicted as one of these classes; None: every class.
-        overwrite: replace an existing output (and the overlays in ``explain_dir``).
-        log: called with lines describing the run, after every check passed.
-        accept_ood: never refuse (rows still get their out-of-distribution score).
-        ood_threshold: refuse above this score instead of the model's own threshold (a calibrated model only).
 
-    Returns:
-        The counts and timing (``InferSummary``).
-
-    Raises:
-        InputError: an invalid option, no file to classify, or an output to resume that another model, folder or
-            refusal threshold wrote (checked before any work).
-        MissingFileError: ``folder`` is not a folder.
-        OutputExistsError: the output (or its journal or overlays) exists and neither ``resume`` nor ``overwrite``
-            was given.
-        OutputError: the output or ``explain_dir`` cannot be written.
-    """
+def plan_inference(folder: str | Path, predictor, output: str | Path, *, batch_size: int = 32,
+                   recursive: bool = False, workers: int = 4, resume: bool = False, overwrite: bool = False,
+                   accept_ood: bool = False, ood_threshold: float | None = None, explain_dir: Path | None = None,
+                   explain_classes: set[str] | None = None, log: Callable[[str], None] | None = None) -> InferPlan:
+    """Every check of an ``infer`` run, before any work: options, the output, the listing and what an earlier
+    run answered. Arguments as ``infer_folder``; raises what it lists."""
     output = Path(output)
     folder = Path(folder)
     if output.suffix.lower() not in RESULT_FORMATS:
@@ -290,54 +328,97 @@ def infer_folder(folder: str | Path, predictor, output: str | Path, batch_size: 
                 "images; fit one with s3f-edge calibrate")
         elif accept_ood:
             log("--accept-ood: images unlike the training images are classified too (their ood_score is kept)")
+    return InferPlan(folder, output, journal, files, previous, listed, threshold, resume, summary)
 
+
+def finish_inference(plan: InferPlan, predictor) -> InferSummary:
+    """Merge the earlier rows and the journal into the output (sorted, atomically), remove the journal, and
+    return the summary with the output's error-row count."""
+    done = dict(plan.previous)
+    for row in read_rows(plan.journal):  # a resumed journal may spell its earlier rows' paths another way
+        path = plan.listed.get(_same_file_key(row["path"]), row["path"]) if plan.resume else row["path"]
+        done[path] = {**row, "path": path}
+    write_output(plan.output, list(done.values()), _columns(predictor.class_names), predictor.name)
+    plan.journal.unlink(missing_ok=True)
+    plan.summary.errors_in_output = sum(row.get("status") == "error" for row in done.values())
+    return plan.summary
+
+
+def infer_folder(folder: str | Path, predictor, output: str | Path, batch_size: int = 32, recursive: bool = False,
+                 workers: int = 4, resume: bool = False, progress: bool = True, explain_dir: Path | None = None,
+                 explain_classes: set[str] | None = None, overwrite: bool = False,
+                 log: Callable[[str], None] | None = None, accept_ood: bool = False,
+                 ood_threshold: float | None = None) -> InferSummary:
+    """Classify every file under ``folder`` with ``predictor``; write one row per file to ``output``.
+
+    Args:
+        folder: the files to classify (hidden files excluded; a file that is no image gets an error row).
+        predictor: a loaded ``Predictor``.
+        output: .csv, .jsonl or .json. An existing output is continued with ``resume`` (same model, same files),
+            replaced with ``overwrite``, and otherwise refused.
+        batch_size: images per model call.
+        recursive: also classify the files of sub-folders.
+        workers: parallel decoding threads.
+        resume: continue an earlier run's output and journal, classifying only the files they lack.
+        progress: show a progress bar on stderr.
+        explain_dir: a folder for Grad-CAM overlays (.keras models only); None: no overlays.
+        explain_classes: overlay only images predicted as one of these classes; None: every class.
+        overwrite: replace an existing output (and the overlays in ``explain_dir``).
+        log: called with lines describing the run, after every check passed.
+        accept_ood: never refuse (rows still get their out-of-distribution score).
+        ood_threshold: refuse above this score instead of the model's own threshold (a calibrated model only).
+
+    Returns:
+        The counts and timing (``InferSummary``).
+
+    Raises:
+        InputError: an invalid option, no file to classify, or an output to resume that another model, folder or
+            refusal threshold wrote (checked before any work).
+        MissingFileError: ``folder`` is not a folder.
+        OutputExistsError: the output (or its journal or overlays) exists and neither ``resume`` nor ``overwrite``
+            was given.
+        OutputError: the output or ``explain_dir`` cannot be written.
+    """
+    plan = plan_inference(folder, predictor, output, batch_size=batch_size, recursive=recursive, workers=workers,
+                          resume=resume, overwrite=overwrite, accept_ood=accept_ood, ood_threshold=ood_threshold,
+                          explain_dir=explain_dir, explain_classes=explain_classes, log=log)
     explainer = None
     if explain_dir is not None:
         from s3f_edge.runtime.gradcam import GradCam
 
         explainer = GradCam(predictor, Path(explain_dir), explain_classes)
+    _classify_here(plan, predictor, batch_size, workers, progress, explainer)
+    return finish_inference(plan, predictor)
 
-    contract = predictor.contract
+
+def _classify_here(plan: InferPlan, predictor, batch_size: int, workers: int, progress: bool, explainer) -> None:
+    """Decode in a thread pool ahead of the model through a bounded window; journal each batch's rows."""
+    summary, contract = plan.summary, predictor.contract
     started = time.perf_counter()
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(files), unit="img", desc="infer", dynamic_ncols=True)
+        bar = tqdm(total=len(plan.files), unit="img", desc="infer", dynamic_ncols=True)
     window = max(2 * batch_size, 2 * workers)  # decoded-but-unconsumed images held at most
-    with ThreadPoolExecutor(max_workers=workers) as pool, open(journal, "a", encoding="utf-8") as journal_file:
+    with ThreadPoolExecutor(max_workers=workers) as pool, open(plan.journal, "a", encoding="utf-8") as journal_file:
         pending: deque = deque()
-        remaining = iter(files)
+        remaining = iter(plan.files)
         batch_paths, batch_images, rows = [], [], []
 
         def flush():
             if batch_images:
-                probabilities, scores = predictor.predict_scored(np.stack(batch_images))
-                broken = nonfinite_rows(probabilities)
-                if scores is not None:
-                    broken |= ~np.isfinite(scores)
-                for index, (path, probs) in enumerate(zip(batch_paths, probabilities)):
-                    if broken[index]:  # never report a class for NaN probabilities (argmax of NaN is 0)
-                        rows.append(_row(path, predictor, reason=NONFINITE_REASON))
-                        summary.failed += 1
-                        continue
-                    score = None if scores is None else float(scores[index])
-                    if threshold is not None and score is not None and score > threshold:
-                        rows.append(_row(path, predictor, probs, refusal_reason(score, threshold), score, refused=True,
-                                         threshold=threshold))
-                        summary.refused += 1
-                        continue
-                    rows.append(_row(path, predictor, probs, score=score, threshold=threshold))
-                    summary.per_class[rows[-1]["predicted_class"]] += 1
-                    summary.succeeded += 1
+                answered, probabilities = _answer(predictor, batch_paths, batch_images, plan.threshold)
+                rows.extend(answered)
                 if explainer is not None:
                     explainer.explain(batch_paths, np.stack(batch_images), probabilities)
             journal_file.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
             journal_file.flush()
+            summary.count(rows)
             if bar is not None:
                 bar.update(len(rows))
-                answered = summary.succeeded + summary.refused + summary.failed
-                bar.set_postfix(img_s=f"{answered / max(time.perf_counter() - started, 1e-9):.1f}")
+                done = summary.succeeded + summary.refused + summary.failed
+                bar.set_postfix(img_s=f"{done / max(time.perf_counter() - started, 1e-9):.1f}")
             batch_paths.clear()
             batch_images.clear()
             rows.clear()
@@ -347,14 +428,13 @@ def infer_folder(folder: str | Path, predictor, output: str | Path, batch_size: 
                 path = next(remaining, None)
                 if path is None:
                     break
-                pending.append((path, pool.submit(_decode, path, contract)))
+                pending.append((path, pool.submit(decode_file, path, contract)))
             if not pending:
                 break
             path, future = pending.popleft()
             image, error = future.result()
             if error is not None:
                 rows.append(_row(path, predictor, reason=error))
-                summary.failed += 1
             else:
                 batch_paths.append(path)
                 batch_images.append(image)
@@ -364,12 +444,3 @@ def infer_folder(folder: str | Path, predictor, output: str | Path, batch_size: 
     if bar is not None:
         bar.close()
     summary.seconds = time.perf_counter() - started
-
-    done = dict(previous)
-    for row in read_rows(journal):  # a resumed journal may spell its earlier rows' paths another way
-        path = listed.get(_same_file_key(row["path"]), row["path"]) if resume else row["path"]
-        done[path] = {**row, "path": path}
-    write_output(output, list(done.values()), _columns(predictor.class_names), predictor.name)
-    journal.unlink(missing_ok=True)
-    summary.errors_in_output = sum(row.get("status") == "error" for row in done.values())
-    return summary

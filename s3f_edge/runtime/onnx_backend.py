@@ -76,11 +76,16 @@ def session_options(ort=None):
     execution, memory arena on) are kept (benchmarks/ort_session_options.py): one thread, basic or
     extended optimisation and parallel execution were slower in every case; no arena was slower in
     three of four and faster once, by no more than this machine's own run-to-run spread
-    (benchmarks/int8_spread.py). So only the log level is set.
+    (benchmarks/int8_spread.py). So only the log level is set, and the intra-op threads when
+    OMP_NUM_THREADS says how many CPUs this process was granted (Ray sets it for each actor), so that
+    several replicas on one machine do not each start a thread per core.
     """
     ort = ort or import_onnxruntime()
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    granted = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if granted.isdigit() and int(granted) > 0:
+        options.intra_op_num_threads = int(granted)
     return options
 
 
