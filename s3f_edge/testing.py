@@ -13,6 +13,14 @@ CHECKOUT = Path(__file__).resolve().parent.parent  # the repository, when the pa
 SAMPLE_IMAGES = CHECKOUT / "samples" / "brain_mri"
 
 
+def interruptible_child() -> None:
+    """``preexec_fn`` for a child a test interrupts with SIGINT: a shell starts background jobs with SIGINT
+    ignored, and a child inherits that, so without this a suite run in the background could not test Ctrl-C."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def data_root() -> Path:
     """The folder holding the example datasets (brain_tumor_mri/, busi/): $S3F_EDGE_DATA, else ../shared/data
     beside the checkout. Tests that need it skip when it is absent."""

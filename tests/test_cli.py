@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from s3f_edge.cli import main
 from s3f_edge.errors import InputError, MissingDependencyError, S3FEdgeError
 from s3f_edge.logs import is_noise
+from s3f_edge.testing import interruptible_child
 
 ABSL_LINE = re.compile(r"^[IWE]\d{4} [\d:.]+\s+\d+ \S+:\d+\]", re.M)
 
@@ -137,7 +138,8 @@ def test_ctrl_c_exits_130_and_says_how_to_continue(tmp_path, sample_dir):
     journal = tmp_path / ".r.csv.partial.jsonl"
     command = [sys.executable, "-m", "s3f_edge.cli", "infer", str(folder), "--out", str(output), "--batch-size", "4",
                "--workers", "1"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=interruptible_child)
     deadline = time.monotonic() + 120
     while not (journal.exists() and journal.stat().st_size > 0) and time.monotonic() < deadline:
         time.sleep(0.05)

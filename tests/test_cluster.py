@@ -4,6 +4,7 @@ actor killed with SIGKILL mid-run; a driver killed mid-run and resumed."""
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -38,12 +39,26 @@ def ray_environment() -> dict:
     return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
+def ray_processes() -> list[str]:
+    """Command lines of the Ray servers running on this machine."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if entry.name.isdigit() and ("/raylet" in command.split(" ")[0] or "/gcs_server" in command.split(" ")[0]):
+            found.append(command[:120])
+    return found
+
+
 @pytest.fixture(scope="module")
 def cluster() -> str:
     """The address of a running two-node cluster, stopped (with every Ray process here) afterwards."""
+    if ray_processes():  # `ray stop` below would stop them too
+        pytest.skip(f"Ray already runs on this machine ({ray_processes()[0]}...): stop it with `ray stop` first")
     env = ray_environment()
     port = free_port()
-    subprocess.run([str(RAY), "stop", "--force"], env=env, capture_output=True, timeout=120)
     head = subprocess.run([str(RAY), "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
                            "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=180)
     assert head.returncode == 0, head.stdout + head.stderr
@@ -126,15 +141,18 @@ def ray_actor_pids() -> dict[int, int]:
     return found
 
 
-def test_rows_on_the_cluster_are_the_rows_of_one_machine(cluster, batch, tmp_path):
+def test_rows_on_the_cluster_are_the_rows_of_one_machine(cluster, batch, tmp_path, monkeypatch):
     here, there = tmp_path / "here.csv", tmp_path / "cluster.csv"
-    local = CliRunner().invoke(main, ["infer", str(batch), "--model", str(MODEL), "--out", str(here), "--quiet"])
+    monkeypatch.chdir(batch.parent)  # relative paths: rows name them as given, actors read them absolute
+    model = os.path.relpath(MODEL)
+    local = CliRunner().invoke(main, ["infer", batch.name, "--model", model, "--out", str(here), "--quiet"])
     assert local.exit_code == 3, local.output  # the corrupt, empty and text files
-    remote = CliRunner().invoke(main, ["infer", str(batch), "--model", str(MODEL), "--out", str(there), "--quiet",
+    remote = CliRunner().invoke(main, ["infer", batch.name, "--model", model, "--out", str(there), "--quiet",
                                        "--ray", cluster, "--ray-actors", "2", "--batch-size", "8"])
     assert remote.exit_code == 3, remote.output + remote.stderr
     expected, got = read(here), read(there)
     assert [r["path"] for r in got] == [r["path"] for r in expected]  # one row per file, same order
+    assert got[0]["path"].startswith(batch.name + os.sep)
     assert {Path(r["path"]).name for r in got} >= {HOSTILE, UNICODE, "corrupt.png", "empty.jpg", "notes.txt"}
     for mine, theirs in zip(expected, got):
         for column in ("status", "reason", "predicted_class", "ood_threshold", "model", "model_sha256"):
@@ -166,6 +184,8 @@ def test_a_worker_actor_killed_mid_run_loses_no_row(cluster, tmp_path):
     assert driver.returncode == 0, stdout + stderr
     rows = read(out)
     assert len(rows) == 1500 and len({r["path"] for r in rows}) == 1500
+    ok, refused, failed = map(int, re.search(r"(\d+) ok, (\d+) refused, (\d+) failed", stdout).groups())
+    assert (ok + refused, failed) == (1500, 0), stdout  # a batch Ray ran again is not counted twice
     assert {r["status"] for r in rows} <= {"ok", "refused"}
     assert victim not in ray_actor_pids()
 
@@ -185,7 +205,7 @@ def test_a_killed_driver_resumes_where_it_stopped(cluster, tmp_path):
     resumed = CliRunner().invoke(main, ["infer", str(folder), "--model", str(MODEL), "--out", str(out), "--quiet",
                                         "--ray", cluster, "--resume"])
     assert resumed.exit_code == 0, resumed.output + resumed.stderr
-    assert "already done" in resumed.output
+    assert f"{answered} already done" in resumed.output  # only the files the killed run had not answered
     rows = read(out)
     assert len(rows) == 1200 and len({r["path"] for r in rows}) == 1200
 
@@ -269,3 +289,12 @@ def test_a_cluster_too_small_for_the_actors_is_an_error_not_a_wait(cluster, tmp_
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and says in lines[0], result.stderr
         assert not out.exists() and not out.with_name(f".{out.name}.partial.jsonl").exists()
+
+
+def test_ray_alone_starts_its_own_instance_even_beside_a_cluster(cluster, tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", cluster)  # plain ray.init() would join this cluster instead
+    out = tmp_path / "r.csv"
+    result = CliRunner().invoke(main, ["infer", str(REPO / "samples" / "brain_mri" / "test"), "--recursive", "--quiet",
+                                       "--out", str(out), "--ray", "--ray-actors", "1"])
+    assert result.exit_code == 0, result.output + result.stderr
+    assert len(read(out)) == 24

@@ -345,3 +345,14 @@ def test_resuming_onto_a_file_that_is_not_a_results_file_is_one_clear_error(mode
     for name in ("other.json", "other.csv"):
         with pytest.raises(InputError, match=f"{name} is not an s3f-edge results file"):
             infer_folder(sample_dir / "test" / "glioma", predictor, tmp_path / name, resume=True, progress=False)
+
+
+def test_onnx_threads_follow_the_share_infer_ray_grants_not_omp_num_threads(monkeypatch):
+    """A Ray actor gets its share of the CPUs; a shell's OMP_NUM_THREADS must not slow one-machine runs."""
+    from s3f_edge.runtime.onnx_backend import INTRA_OP_THREADS_VARIABLE, session_options
+
+    monkeypatch.delenv(INTRA_OP_THREADS_VARIABLE, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert session_options().intra_op_num_threads == 0  # ONNX Runtime's default: one thread per core
+    monkeypatch.setenv(INTRA_OP_THREADS_VARIABLE, "3")
+    assert session_options().intra_op_num_threads == 3

@@ -11,6 +11,7 @@ import pytest
 
 from s3f_edge.data.folders import DatasetError, discover, stratified_split
 from s3f_edge.errors import OutputExistsError
+from s3f_edge.testing import interruptible_child
 from s3f_edge.train.trainer import TrainOptions, train
 
 FAST = dict(image_size=(32, 32), batch_size=8, learning_rate=1e-3, val_fraction=0.25, workers=2, verbose=0)
@@ -359,7 +360,8 @@ def test_ctrl_c_during_training_says_how_to_resume(tmp_path, sample_dir):
     process = subprocess.Popen([sys.executable, "-m", "s3f_edge.cli", "train", str(sample_dir), "--out", str(run_dir),
                                 "--image-size", "32", "--batch-size", "8", "--val-fraction", "0.25", "--epochs", "200",
                                 "--patience", "200", "--quiet"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=interruptible_child)
     deadline = time.monotonic() + 300
     while not (run_dir / "state.json").exists() and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import socket
+import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -31,26 +32,31 @@ from s3f_edge.runtime.infer import (
     finish_inference,
     plan_inference,
 )
-from s3f_edge.runtime.predictor import Predictor
+from s3f_edge.runtime.predictor import Predictor, default_model
 from s3f_edge.runtime.tensorrt_env import read_sidecar
 
 LOCAL = "local"  # --ray without an address: start a Ray instance on this machine for the run
+WAIT_NOTICE_SECONDS = 60  # with no row by then, say that the actors may be waiting for the cluster's resources
 
 
 class RayAnswerer:
     """One Ray actor: loads the model once, then answers batches of paths with result rows.
 
     Args:
-        model: the model file, at a path every node can read.
+        model: the model file, at a path every node can read; None: the node's own bundled model.
         threshold: the refusal threshold the driver chose (None: refuse nothing).
         metadata: class names and preprocessing to use instead of the file's own (as ``load_predictor``).
         providers: ONNX Runtime providers in order of preference; None: the best on the node.
         workers: decoding threads inside the actor.
+        threads: ONNX Runtime's threads, the CPUs Ray reserved for the actor.
     """
 
-    def __init__(self, model: str, threshold: float | None, metadata: dict | None = None,
-                 providers: list[str] | None = None, workers: int = 2):
-        self.predictor = load_predictor(model, providers=providers, metadata=metadata)
+    def __init__(self, model: str | None, threshold: float | None, metadata: dict | None = None,
+                 providers: list[str] | None = None, workers: int = 2, threads: int = 1):
+        from s3f_edge.runtime.onnx_backend import INTRA_OP_THREADS_VARIABLE
+
+        os.environ[INTRA_OP_THREADS_VARIABLE] = str(max(1, threads))
+        self.predictor = load_predictor(model or default_model(), providers=providers, metadata=metadata)
         self.threshold = threshold
         self.pool = ThreadPoolExecutor(max_workers=max(1, workers))
 
@@ -87,22 +93,28 @@ class EngineOnGpuNodes(Predictor):
 
 
 def driver_model(path: str | Path, providers: list[str] | None = None, metadata: dict | None = None) -> Predictor:
-    """The model as the driver of ``infer --ray`` needs it: loaded here, except a TensorRT engine.
+    """The model as the driver of ``infer --ray`` needs it: its metadata, never run here.
 
-    An engine runs only on the GPU (and TensorRT version) it was built for, which a cluster's driver seldom has, so
-    for an engine the driver reads its sidecar instead; the actors load it on the GPU nodes.
+    An ONNX file is opened on the CPU whatever ``providers`` say (they are the actors', and the driver may have no
+    GPU). An engine runs only on the GPU (and TensorRT version) it was built for, which a cluster's driver seldom
+    has, so for an engine the driver reads its sidecar instead; the actors load it on the GPU nodes.
 
     Args:
         path: the model file (.onnx, .keras, .engine or .plan).
-        providers: ONNX Runtime providers to load an ONNX file with here.
+        providers: the ONNX Runtime providers the actors will use (shown in the run's description only).
         metadata: class names and preprocessing overriding the file's own (as ``load_predictor``).
 
     Returns:
         A ``Predictor``: loaded, or for an engine one that knows its metadata and cannot predict.
     """
-    if model_format(path).name == "tensorrt":
+    found = model_format(path).name
+    if found == "tensorrt":
         return EngineOnGpuNodes(Path(path), metadata)
-    return load_predictor(path, providers=providers, metadata=metadata)
+    predictor = load_predictor(path, providers=["CPUExecutionProvider"] if found == "onnx" else None,
+                               metadata=metadata)
+    if found == "onnx":
+        predictor.provider = ",".join(providers) if providers else "the best providers on each Ray node"
+    return predictor
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -126,10 +138,10 @@ def _connect(ray, address: str, cpus: int | None) -> None:
                "configure_logging": True}
     try:
         if address == LOCAL:
-            ray.init(num_cpus=cpus, **options)
+            ray.init(address="local", num_cpus=cpus, **options)  # never an instance RAY_ADDRESS names
         else:
             ray.init(address=address, **options)
-    except ray.exceptions.AuthenticationError as error:
+    except getattr(ray.exceptions, "AuthenticationError", ()) as error:  # Ray 2.52 and later
         raise InputError(f"--ray {address}: the cluster refused this driver's token; set RAY_AUTH_MODE=token and "
                          "give the cluster's token (RAY_AUTH_TOKEN, or ~/.ray/auth_token) as on its nodes") from error
     except (ConnectionError, RuntimeError) as error:
@@ -219,11 +231,12 @@ def infer_folder_on_ray(folder: str | Path, predictor, model_path: str | Path, o
                           resume=resume, overwrite=overwrite, accept_ood=accept_ood, ood_threshold=ood_threshold,
                           log=log)
     if plan.files:
-        _connect(ray, address, None if address != LOCAL else max(int(actors * cpus_per_actor), os.cpu_count() or 1))
+        local_cpus = max(math.ceil(actors * cpus_per_actor), os.cpu_count() or 1)
+        _connect(ray, address, local_cpus if address == LOCAL else None)
         try:
             _check_room(ray, address, actors, cpus_per_actor, gpus_per_actor)
             _run(ray, plan, predictor, Path(model_path), actors, cpus_per_actor, gpus_per_actor, batch_size,
-                 workers, progress, metadata, providers)
+                 workers, progress, metadata, providers, log)
         except ray.exceptions.RayError as error:  # retries exhausted, a node lost for good, an actor that cannot start
             reason = str(error).strip().splitlines()[-1][:300] if str(error).strip() else type(error).__name__
             raise BackendError(f"the Ray job failed ({reason}); the rows already answered are kept in "
@@ -233,16 +246,25 @@ def infer_folder_on_ray(folder: str | Path, predictor, model_path: str | Path, o
     return finish_inference(plan, predictor)
 
 
+def _is_bundled(model_path: Path) -> bool:
+    try:
+        return model_path.resolve() == default_model().resolve()
+    except OSError:  # MissingFileError included: this installation has no bundled model
+        return False
+
+
 def _run(ray, plan, predictor, model_path: Path, actors: int, cpus: float, gpus: float, batch_size: int,
-         workers: int, progress: bool, metadata: dict | None, providers: list[str] | None) -> None:
+         workers: int, progress: bool, metadata: dict | None, providers: list[str] | None, log) -> None:
     items = [{"path": str(path), "read": os.path.abspath(path)} for path in plan.files]
     # Enough blocks to keep every actor busy and to retry little after a failure; none empty.
     blocks = min(len(items), max(actors, min(math.ceil(len(items) / batch_size), 20 * actors)))
     dataset = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
         RayAnswerer, batch_size=batch_size, batch_format="numpy", num_cpus=cpus, num_gpus=gpus,
         compute=ray.data.ActorPoolStrategy(size=actors),
-        fn_constructor_kwargs={"model": os.path.abspath(model_path), "threshold": plan.threshold,
-                               "metadata": metadata, "providers": providers, "workers": workers})
+        # The bundled model is each node's own copy (installed anywhere); the sha256 check below keeps them one.
+        fn_constructor_kwargs={"model": None if _is_bundled(model_path) else os.path.abspath(model_path),
+                               "threshold": plan.threshold, "metadata": metadata, "providers": providers,
+                               "workers": workers, "threads": max(1, int(cpus))})
     bar = None
     if progress:
         from tqdm import tqdm
@@ -250,22 +272,33 @@ def _run(ray, plan, predictor, model_path: Path, actors: int, cpus: float, gpus:
         bar = tqdm(total=len(items), unit="img", desc="infer (ray)", dynamic_ncols=True)
     answered: set[str] = set()  # a batch Ray ran twice (an actor died after answering it) gives no second row
     started = time.perf_counter()
+    waiting = threading.Timer(WAIT_NOTICE_SECONDS, lambda: log and log(
+        f"no row after {WAIT_NOTICE_SECONDS} s: the actors may be waiting for free CPUs or GPUs on the cluster "
+        "(Ctrl-C stops; the same command with --resume continues)"))
+    waiting.daemon = True
+    waiting.start()
     try:
         with open(plan.journal, "a", encoding="utf-8") as journal:
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                waiting.cancel()
                 rows = [row for row in map(json.loads, batch["row"]) if row["path"] not in answered]
                 answered.update(row["path"] for row in rows)
                 foreign = {row["model_sha256"] for row in rows} - {predictor.sha256}
                 if foreign:
                     raise InputError(f"a Ray actor loaded a model file that differs from the driver's (sha256 "
                                      f"{sorted(foreign)[0][:12]}, not {predictor.sha256[:12]}): put the same file at "
-                                     f"{model_path} on every node")
+                                     f"{os.path.abspath(model_path)} on every node")
                 journal.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
                 journal.flush()
                 plan.summary.count(rows)
                 if bar is not None:
                     bar.update(len(rows))
+        missing = len(items) - len(answered & {item["path"] for item in items})
+        if missing:  # Ray reported success for less than the whole dataset: never write an output short of rows
+            raise BackendError(f"the Ray job ended with {missing} of {len(items)} file(s) unanswered; the rows "
+                               f"answered are kept in {plan.journal.name}: run the same command with --resume")
     finally:
+        waiting.cancel()
         plan.summary.seconds = time.perf_counter() - started
         if bar is not None:
             bar.close()

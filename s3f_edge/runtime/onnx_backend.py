@@ -11,6 +11,7 @@ from s3f_edge.contract import OOD_SCORE, PROBS
 from s3f_edge.errors import InputError, MissingDependencyError
 from s3f_edge.runtime.predictor import ModelContractError, Predictor, require_metadata
 
+INTRA_OP_THREADS_VARIABLE = "S3F_EDGE_INTRA_OP_THREADS"  # a replica's share of the CPUs (set by infer --ray)
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
@@ -77,13 +78,13 @@ def session_options(ort=None):
     extended optimisation and parallel execution were slower in every case; no arena was slower in
     three of four and faster once, by no more than this machine's own run-to-run spread
     (benchmarks/int8_spread.py). So only the log level is set, and the intra-op threads when
-    OMP_NUM_THREADS says how many CPUs this process was granted (Ray sets it for each actor), so that
-    several replicas on one machine do not each start a thread per core.
+    ``INTRA_OP_THREADS_VARIABLE`` says how many CPUs this process was granted (``infer --ray`` sets it in
+    each actor), so that several replicas on one machine do not each start a thread per core.
     """
     ort = ort or import_onnxruntime()
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    granted = os.environ.get("OMP_NUM_THREADS", "").strip()
+    granted = os.environ.get(INTRA_OP_THREADS_VARIABLE, "").strip()
     if granted.isdigit() and int(granted) > 0:
         options.intra_op_num_threads = int(granted)
     return options
