@@ -1,0 +1,107 @@
+"""The driver side of `infer --ray` (``cluster._run``) against a stand-in for Ray Data that answers batches with
+the real actor class in this process and misbehaves on purpose: a batch delivered twice (an actor that died
+after answering), a batch never delivered, an actor with another model file, a cluster slow to start. These are
+the Ray faults a two-node test cluster cannot provoke on demand; tests/test_cluster.py runs real Ray."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from s3f_edge.errors import BackendError, InputError
+from s3f_edge.runtime import cluster
+from s3f_edge.runtime.formats import load_predictor
+from s3f_edge.runtime.infer import finish_inference, plan_inference
+from s3f_edge.runtime.predictor import DEFAULT_MODEL_DIR
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL = DEFAULT_MODEL_DIR / "model.onnx"
+
+
+class StandInDataset:
+    """``from_items(...).map_batches(...)``: batches of ``size`` items, answered by the mapped class, delivered
+    in the order ``deliver`` gives (a list of batch indices, repeats and gaps allowed)."""
+
+    def __init__(self, items: list[dict], deliver, delay: float):
+        self.items, self.deliver, self.delay = items, deliver, delay
+
+    def map_batches(self, callable_class, batch_size: int, **options):
+        self.answerer = callable_class(**options["fn_constructor_kwargs"])
+        self.batch_size = batch_size
+        return self
+
+    def iter_batches(self, **_):
+        batches = [self.items[start:start + self.batch_size] for start in range(0, len(self.items), self.batch_size)]
+        time.sleep(self.delay)
+        for index in self.deliver(len(batches)):
+            chunk = batches[index]
+            yield self.answerer({"path": np.array([item["path"] for item in chunk], dtype=object),
+                                 "read": np.array([item["read"] for item in chunk], dtype=object)})
+
+
+def stand_in_ray(deliver=range, delay: float = 0.0):
+    return SimpleNamespace(data=SimpleNamespace(
+        from_items=lambda items, override_num_blocks: StandInDataset(items, deliver, delay),
+        ActorPoolStrategy=lambda size: ("actor pool", size)))
+
+
+@pytest.fixture()
+def folder(tmp_path) -> Path:
+    target = tmp_path / "images"
+    target.mkdir()
+    for image in sorted((REPO / "samples" / "brain_mri" / "test").rglob("*.jpg"))[:12]:
+        shutil.copy(image, target / f"{image.parent.name}-{image.name}")
+    (target / "empty.png").write_bytes(b"")
+    return target
+
+
+def run(ray, folder: Path, out: Path, model: Path = MODEL, log=None):
+    predictor = load_predictor(MODEL)
+    plan = plan_inference(folder, predictor, out, batch_size=4)
+    cluster._run(ray, plan, predictor, model, actors=2, cpus=1.0, gpus=0.0, batch_size=4, workers=1,
+                 progress=False, metadata=None, providers=None, log=log)
+    return plan, predictor
+
+
+def test_a_batch_delivered_twice_gives_one_row_per_file_and_counts_once(folder, tmp_path):
+    out = tmp_path / "r.csv"
+    plan, predictor = run(stand_in_ray(lambda n: [0, 1, 1, 2, 0, 3]), folder, out)
+    journal = [json.loads(line) for line in plan.journal.read_text(encoding="utf-8").splitlines()]
+    assert len(journal) == 13 == len({row["path"] for row in journal})
+    summary = finish_inference(plan, predictor)
+    assert summary.succeeded + summary.refused + summary.failed == 13 and summary.failed == 1
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 14
+
+
+def test_a_batch_never_delivered_is_an_error_and_the_rows_answered_are_kept(folder, tmp_path):
+    out = tmp_path / "r.csv"
+    with pytest.raises(BackendError, match="4 of 13 file.s. unanswered.*--resume"):
+        run(stand_in_ray(lambda n: [0, 2, 3]), folder, out)
+    journal = tmp_path / ".r.csv.partial.jsonl"
+    assert len(journal.read_text(encoding="utf-8").splitlines()) == 9 and not out.exists()
+
+
+def test_an_actor_with_another_model_file_stops_the_run(folder, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    other = tmp_path / "other.onnx"
+    changed = onnx.load(str(MODEL))
+    changed.doc_string = "the same graph in another file: another sha256"
+    onnx.save(changed, str(other))
+    with pytest.raises(InputError, match=f"differs from the driver's.*{other}"):
+        run(stand_in_ray(), folder, tmp_path / "r.csv", model=other)
+
+
+def test_the_driver_says_so_when_no_row_comes_for_a_while(folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(cluster, "WAIT_NOTICE_SECONDS", 0.2)
+    said = []
+    run(stand_in_ray(delay=0.6), folder, tmp_path / "slow.csv", log=said.append)
+    assert len(said) == 1 and "waiting for free CPUs or GPUs" in said[0]
+    said.clear()
+    run(stand_in_ray(), folder, tmp_path / "fast.csv", log=said.append)
+    time.sleep(0.4)  # the notice would have come by now
+    assert said == []
