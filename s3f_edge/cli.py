@@ -17,6 +17,7 @@ from s3f_edge.cli_support import (
     EXIT_SOME_FILES_FAILED,
     AliasedOption,
     ExistingPath,
+    FolderAfterOptionalValue,
     Group,
     overwrite_option,
     set_interrupt_hint,
@@ -496,7 +497,7 @@ def _load_predictor(model_path: Path, providers: str | None, class_names: str | 
 
 
 @main.command()
-@click.argument("folder", type=ExistingPath(file_okay=False, path_type=Path))
+@click.argument("folder", type=ExistingPath(file_okay=False, path_type=Path), cls=FolderAfterOptionalValue)
 @click.option("--model", "model_path", type=ExistingPath(dir_okay=False, path_type=Path), default=None,
               callback=_suffix(*MODEL_SUFFIXES, what="--model"),
               help=f"A {', '.join(MODEL_SUFFIXES)} model exported by s3f-edge (default: the bundled model, "

@@ -110,6 +110,25 @@ class AliasedOption(click.Option):
             self.opts = names
 
 
+class FolderAfterOptionalValue(click.Argument):
+    """A required FOLDER argument that, when missing because an option with an optional value (``--ray
+    [ADDRESS]``) took the folder as its value, says so instead of only "Missing argument"."""
+
+    optional_value_options = ("ray_address",)
+
+    def process_value(self, ctx, value):
+        try:
+            return super().process_value(ctx, value)
+        except click.MissingParameter:
+            for name in self.optional_value_options:
+                taken = ctx.params.get(name)
+                if isinstance(taken, str) and os.path.isdir(taken):
+                    option = next(p.opts[0] for p in ctx.command.params if p.name == name)
+                    raise click.UsageError(f"{option} took {taken!r} as its value: put {option} after "
+                                           f"{self.human_readable_name}", ctx) from None
+            raise
+
+
 def option_name(param: click.Parameter | None) -> str:
     """How the user spelled the parameter: '--model' for an option, 'FOLDER' for an argument."""
     if param is None:

@@ -217,6 +217,8 @@ def test_ray_options_need_ray_and_explain_stays_local(tmp_path):
                                            *extra])
         assert result.exit_code == 2, result.output
         assert len(result.stderr.strip().splitlines()) == 1
+    before = CliRunner().invoke(main, ["infer", "--ray", str(sample), "--recursive", "--out", str(tmp_path / "r.csv")])
+    assert before.exit_code == 2 and "put --ray after FOLDER" in before.stderr, before.output
     assert not (tmp_path / "r.csv").exists()
 
 
