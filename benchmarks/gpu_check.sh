@@ -5,7 +5,7 @@
 #   bash benchmarks/gpu_check.sh [OUT]        (default OUT: gpu-check/)
 #   GPU_EXTRA=gpu-cu13 bash benchmarks/gpu_check.sh   (CUDA 13 and TensorRT 11: ONNX DFT engines too)
 #
-# It creates .venv-gpu with s3f-edge[train,$GPU_EXTRA,dicom,dev] (onnxruntime-gpu, TensorRT, cuda-python; never
+# It creates .venv-gpu with s3f-edge[train,$GPU_EXTRA,dicom,dev,cluster] (onnxruntime-gpu, TensorRT, cuda-python; never
 # the CPU onnxruntime; GPU_EXTRA defaults to gpu: CUDA 12, TensorRT 10), then:
 #   1. records the machine: nvidia-smi, TensorRT / ONNX Runtime versions and providers;
 #   2. runs the GPU and TensorRT tests (pytest -m "gpu or tensorrt"), then the whole suite, which must
@@ -13,7 +13,9 @@
 #   3. exports the bundled model with --trt at fp32, fp16 and int8 (each engine parity-checked inside
 #      export), benchmarks Keras, ONNX Runtime (CPU, CUDA, TensorRT provider) and the engines, and runs
 #      the accuracy x speed matrix with TensorRT rows on the brain MRI test set;
-#   4. writes OUT/report.md with every step's exit code and the tables, plus the raw logs and JSON.
+#   4. runs infer --ray with one GPU actor (Ray started on this machine) on an engine and on the ONNX file,
+#      and compares its rows with infer on one machine;
+#   5. writes OUT/report.md with every step's exit code and the tables, plus the raw logs and JSON.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-gpu-check}
@@ -30,7 +32,7 @@ if [[ ! -x $VENV/bin/python ]]; then
 fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 GPU_EXTRA=${GPU_EXTRA:-gpu}
-"$VENV/bin/python" -m pip install --quiet -e ".[train,$GPU_EXTRA,dicom,dev]" > "$OUT/install.log" 2>&1
+"$VENV/bin/python" -m pip install --quiet -e ".[train,$GPU_EXTRA,dicom,dev,cluster]" > "$OUT/install.log" 2>&1
 status install $? "$OUT/install.log"
 S3F="$VENV/bin/s3f-edge"
 export TF_FORCE_GPU_ALLOW_GROWTH=true  # TensorFlow must not take the whole GPU from TensorRT
@@ -86,6 +88,27 @@ if [[ -d $DATA/test ]]; then
     status "evaluate $(basename "$engine") on $DATA/test" $? "$OUT/evaluate-$(basename "$engine").log"
   done
 fi
+
+# Ray with GPU actors: the same rows as one machine, for an engine (read from its sidecar by the driver) and ONNX.
+for model in "${ENGINES[0]:-}" "$OUT/export-fp32/model.onnx"; do
+  [[ -n $model && -f $model ]] || continue
+  name=$(basename "$model")
+  log="$OUT/infer-ray-$name.log"
+  "$S3F" infer "$TEST" --recursive --model "$model" --out "$OUT/infer-$name.csv" --overwrite --quiet > "$log" 2>&1 &&
+  "$S3F" infer "$TEST" --recursive --model "$model" --out "$OUT/infer-ray-$name.csv" --overwrite --quiet \
+    --ray --ray-actors 1 --ray-gpus 1 >> "$log" 2>&1 &&
+  "$VENV/bin/python" - "$OUT/infer-$name.csv" "$OUT/infer-ray-$name.csv" >> "$log" 2>&1 <<'PY'
+import csv, sys
+here, there = ([row for row in csv.DictReader(open(path, newline=""))] for path in sys.argv[1:3])
+assert [r["path"] for r in here] == [r["path"] for r in there], "different files"
+for mine, theirs in zip(here, there):
+    assert (mine["status"], mine["predicted_class"]) == (theirs["status"], theirs["predicted_class"]), mine["path"]
+    for column in [c for c in mine if c.startswith("prob_")]:
+        assert abs(float(mine[column] or 0) - float(theirs[column] or 0)) <= 1e-3, (mine["path"], column)
+print(f"infer --ray rows = infer rows: {len(here)} files")
+PY
+  status "infer --ray --ray-gpus 1 ($name) = infer on one machine" $? "$log"
+done
 
 {
   echo "# s3f-edge GPU check, $(date -u +%Y-%m-%d)"
