@@ -612,7 +612,7 @@ def infer(folder, model_path, batch_size, output, report, overwrite, recursive, 
                "Run": f"{summary.succeeded + summary.refused + summary.failed} file(s) in {summary.seconds:.1f} s"
                       + (f", {summary.skipped_as_done} answered by an earlier run" if summary.skipped_as_done else "")}
         page = write_results_report(summary.output, report, explain_dir=explain_dir, run=run, workers=workers,
-                                    progress=not quiet, overwrite=True)
+                                    progress=not quiet, overwrite=True, require_overlays=False)
         click.echo(f"review page: {page}")
     if summary.errors_in_output:  # after --resume, earlier runs' error rows count too: the output is what's judged
         sys.exit(EXIT_SOME_FILES_FAILED)

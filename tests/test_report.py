@@ -59,6 +59,14 @@ def rows_of(csv_path: Path) -> list[dict]:
     return read_csv(csv_path)
 
 
+def page_data(page: Path) -> dict:
+    """The rows and classes a page embeds (what its script draws)."""
+    import json
+
+    return json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)</script>',
+                                page.read_text(encoding="utf-8"), re.S).group(1))
+
+
 # ---------------------------------------------------------------- without a browser: the page's data and safety
 
 
@@ -122,7 +130,8 @@ def test_report_command_rebuilds_the_page_from_a_results_file(results, tmp_path)
     page = tmp_path / "again.html"
     result = CliRunner().invoke(main, ["report", str(csv_path), "--out", str(page), "--quiet"])
     assert result.exit_code == 0, result.output
-    assert page.stat().st_size > 10_000
+    rebuilt, original = page_data(page), page_data(results[1])
+    assert len(rebuilt["rows"]) == len(rows_of(csv_path)) and rebuilt == original
 
 
 # ---------------------------------------------------------------- in a real browser
@@ -312,15 +321,23 @@ def test_several_results_files_share_one_page_only_with_the_same_classes(results
         write_results_report([csv_path, other], tmp_path / "mixed.html")
 
 
-def test_overlays_sit_beside_their_images_and_resume_redraws_the_page(batch, tmp_path):
-    import json
+def test_a_run_whose_explain_classes_match_no_image_still_gets_its_page(tmp_path):
+    csv_path, page, cams = tmp_path / "r.csv", tmp_path / "r.html", tmp_path / "cams"
+    result = CliRunner().invoke(main, ["infer", str(REPO / "samples" / "brain_mri" / "test" / "glioma"), "--model",
+                                       str(DEFAULT_MODEL_DIR / "model.keras"), "--out", str(csv_path), "--explain",
+                                       str(cams), "--explain-classes", "pituitary", "--report", str(page), "--quiet"])
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "pituitary" not in {row["predicted_class"] for row in rows_of(csv_path)}  # so no overlay was written
+    data = page_data(page)
+    assert len(data["rows"]) == 6 and all(row["overlay"] is None for row in data["rows"])
 
+
+def test_overlays_sit_beside_their_images_and_resume_redraws_the_page(batch, tmp_path):
     csv_path, page, cams = tmp_path / "r.csv", tmp_path / "r.html", tmp_path / "cams"
     argv = ["infer", str(batch), "--model", str(DEFAULT_MODEL_DIR / "model.keras"), "--out", str(csv_path),
             "--explain", str(cams), "--report", str(page), "--quiet"]
     assert CliRunner().invoke(main, argv).exit_code == 3
-    data = json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)</script>',
-                                page.read_text(encoding="utf-8"), re.S).group(1))
+    data = page_data(page)
     answered = [row for row in data["rows"] if row["probs"] is not None]
     assert answered and all(row["overlay"].startswith("data:image/jpeg;base64,") for row in answered)
     assert all(row["overlay"] is None for row in data["rows"] if row["probs"] is None)

@@ -105,7 +105,7 @@ def _read_results(files: list[Path]) -> tuple[list[dict], list[str]]:
 def write_results_report(results: str | Path | list[str | Path], out: str | Path,
                          explain_dir: str | Path | None = None, run: dict | None = None,
                          thumbnail_size: int = DEFAULT_SIZE, workers: int = 4, progress: bool = False,
-                         overwrite: bool = False, option: str = "--report") -> Path:
+                         overwrite: bool = False, option: str = "--report", require_overlays: bool = True) -> Path:
     """Write one self-contained HTML page to review ``infer`` results.
 
     Args:
@@ -120,6 +120,8 @@ def write_results_report(results: str | Path | list[str | Path], out: str | Path
         progress: show a progress bar on stderr.
         overwrite: replace an existing page.
         option: the command-line option that named ``out``, for messages.
+        require_overlays: refuse an ``explain_dir`` without overlays (a folder given by mistake); false when the
+            run itself wrote it, where no overlay only means no image was of ``--explain-classes``.
 
     Returns:
         The page's path.
@@ -137,7 +139,7 @@ def write_results_report(results: str | Path | list[str | Path], out: str | Path
         explain_dir = Path(explain_dir)
         if not explain_dir.is_dir():
             raise MissingFileError(f"no overlay folder at {explain_dir}; give the folder infer --explain wrote into")
-        if not any(explain_dir.glob("*.gradcam.png")):
+        if require_overlays and not any(explain_dir.glob("*.gradcam.png")):
             raise InputError(f"no files named *.gradcam.png in {explain_dir}; give the folder infer --explain "
                              "wrote into")
     rows, classes = _read_results(files)
