@@ -59,7 +59,7 @@ browser:
 
 test: $(INSTALLED) browser
 	$(BIN)/ruff check .
-	S3F_EDGE_REQUIRE_BROWSER=$(if $(S3F_EDGE_SKIP_BROWSER),,1) $(BIN)/python -m pytest
+	S3F_EDGE_REQUIRE_BROWSER=$(if $(S3F_EDGE_SKIP_BROWSER),,1) S3F_EDGE_REQUIRE_RAY=1 $(BIN)/python -m pytest
 
 # Speed figures (not part of `make test`): the pytest-benchmark suite, then every script whose tables the
 # README and docs/reproduction.md show, then those tables copied into the documents. About 1.5 hours.

@@ -101,6 +101,7 @@ def saved_model(path: str | Path, preset: str, input_shape, kind: str = "s3f", c
 
 
 BROWSER_ENV = "S3F_EDGE_REQUIRE_BROWSER"  # set by `make test`: a missing browser fails the browser tests
+RAY_ENV = "S3F_EDGE_REQUIRE_RAY"  # set by `make test` (which installs Ray): the Ray cluster tests never skip
 
 
 def browser_missing() -> str | None:

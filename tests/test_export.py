@@ -260,7 +260,7 @@ def test_int8_export_prints_nothing_of_the_quantizer(tmp_path, sample_dir, capfd
     export_model(model, ExportOptions(out_dir=tmp_path / "out", precision="int8", calib=sample_dir / "train",
                                       calib_images=16))
     captured = capfd.readouterr()
-    assert "Collecting tensor data" not in captured.out + captured.err
+    assert captured.out + captured.err == ""  # not a line of the quantizer's, whatever its wording
 
 
 def _tiny_graph(op_type, domain="", opset=17, elem=onnx.TensorProto.FLOAT, shapes=([1, 4], [1, 4]), **attrs):

@@ -151,7 +151,8 @@ def test_training_calibrates_and_records_it(calibrated_run):
     metrics = json.loads((calibrated_run / "metrics.json").read_text())
     assert metrics["calibration"]["ood"]["threshold"] == calibration["ood"]["threshold"]
     assert calibration["temperature"] > 0 and calibration["fitted_on"]["validation_images"] == 12
-    assert 0 <= metrics["calibration"]["test"]["refused"] <= 1 and metrics["test"]["ece"] is not None
+    # at most the 6 of 24 test images that the model may refuse of its own kind (the test below)
+    assert 0 <= metrics["calibration"]["test"]["refused"] <= 0.25 and metrics["test"]["ece"] is not None
 
 
 def test_a_model_refuses_another_kind_of_image_and_accepts_its_own(calibrated_run, sample_dir, tmp_path):
@@ -235,10 +236,10 @@ def test_calibrate_fits_a_model_trained_without_it(sample_dir, tmp_path):
     result = CliRunner().invoke(main, ["calibrate", str(run / "model.keras"), str(sample_dir), "--out", str(out),
                                        "--quiet"])
     assert result.exit_code == 0, result.output
-    assert "temperature" in result.output and "refused" in result.output
     model = load_model(out)
     assert is_calibrated(model)
     metadata = read_metadata(out)
+    assert f"temperature {metadata['calibration']['temperature']:.3f}:" in result.output  # what was saved
     assert metadata["calibration"]["fitted_on"]["val_fraction"] == 0.25  # the split the run recorded
     before = load_model(run / "model.keras")
     x = np.random.default_rng(0).random((4, 32, 32, 1), dtype=np.float32)
@@ -255,7 +256,7 @@ def test_evaluate_measures_refusal_on_other_folders(calibrated_run, sample_dir, 
     report = json.loads((tmp_path / "e" / "metrics.json").read_text())
     folder = report["ood"]["folders"][str(other)]
     assert folder["images"] == 12 and folder["refused"] >= 0.9 and folder["auroc"] >= 0.9
-    assert 0 <= report["ood"]["refused"] <= 1 and report["metrics"]["ece"] is not None
+    assert 0 <= report["ood"]["refused"] <= 0.25 and report["metrics"]["ece"] is not None  # its own kind: few
     assert (tmp_path / "e" / "evaluate_reliability.png").stat().st_size > 1000
 
 
