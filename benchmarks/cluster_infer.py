@@ -11,7 +11,6 @@ the rows), the memory of every process of the run (Ray's own included), and the 
 """
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -23,8 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from results_files import write_results  # noqa: E402  (benchmarks/ is the script's folder)
-from sample_links import link_samples  # noqa: E402
+from files_benchmark import link_samples, run_files_benchmark  # noqa: E402  (benchmarks/ is the script's folder)
 
 from s3f_edge.runtime.predictor import DEFAULT_MODEL_DIR  # noqa: E402
 
@@ -32,11 +30,13 @@ RUNS = {"infer (one machine)": [], "infer --ray, 1 actor": ["--ray", "--ray-acto
         "infer --ray, 2 actors": ["--ray", "--ray-actors", "2"]}
 
 
-def status_kb(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
+def status_kb(pid: int) -> dict[str, int]:
+    """The memory fields (kB) of /proc/PID/status, read once; none for a process that has just ended."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return {}
+    return {line.split(":")[0]: int(line.split()[1]) for line in status.splitlines() if line.startswith("Vm")}
 
 
 def process_tree(pid: int) -> list[int]:
@@ -69,9 +69,9 @@ def run(folder: Path, out: Path, extra: list[str], files: int) -> dict:
     while process.poll() is None:
         try:
             rows = journal.read_bytes().count(b"\n") if journal.exists() else 0
-            tree = sum(status_kb(pid, "VmRSS") for pid in process_tree(process.pid) if Path(f"/proc/{pid}").exists())
-            samples.append((time.perf_counter() - started, rows, status_kb(process.pid, "VmRSS"),
-                            status_kb(process.pid, "VmHWM"), tree))
+            tree = sum(status_kb(pid).get("VmRSS", 0) for pid in process_tree(process.pid))
+            driver = status_kb(process.pid)
+            samples.append((time.perf_counter() - started, rows, driver.get("VmRSS", 0), driver.get("VmHWM", 0), tree))
         except (OSError, ValueError):
             pass  # the process ended between two reads
         time.sleep(0.1)
@@ -87,11 +87,12 @@ def run(folder: Path, out: Path, extra: list[str], files: int) -> dict:
         return next(sample for sample in samples if sample[1] >= fraction * files)
 
     early, late = first(0.1), first(0.9)
+    last_row = [sample for sample in samples if sample[1] == max(s[1] for s in samples)][-1]  # not while exiting
     return {
         "seconds": seconds, "images_per_second": files / seconds,
         "steady_images_per_second": (late[1] - early[1]) / (late[0] - early[0]),
         "driver_peak_mb": max(sample[3] for sample in samples) / 1024,
-        "driver_rss_at_10_percent_mb": early[2] / 1024, "driver_rss_last_mb": samples[-1][2] / 1024,
+        "driver_rss_at_10_percent_mb": early[2] / 1024, "driver_rss_at_last_row_mb": last_row[2] / 1024,
         "all_processes_peak_mb": max(sample[4] for sample in samples) / 1024, "samples": len(samples),
     }
 
@@ -115,10 +116,10 @@ def measure(files: int) -> dict:
 
 def table(result: dict) -> list[str]:
     lines = [
-        f"{result['files']:,} files, bundled model (ONNX, 64×64), {result['cpus']} CPUs; each run the whole command.",
+        f"{result['files']:,} files, bundled model (ONNX, 64×64); each run the whole command.",
         "",
         "| run | images/s (whole command) | × one machine | images/s (10–90 % of rows) | × one machine "
-        "| driver peak memory | driver memory at 10 % → end | all its processes, peak |",
+        "| driver peak memory | driver memory at 10 % → last row | all its processes, peak |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, run_result in result["runs"].items():
@@ -126,20 +127,12 @@ def table(result: dict) -> list[str]:
             f"| {name} | {run_result['images_per_second']:.0f} | {run_result['over_one_machine']:.2f}× "
             f"| {run_result['steady_images_per_second']:.0f} | {run_result['steady_over_one_machine']:.2f}× "
             f"| {run_result['driver_peak_mb']:.0f} MB | {run_result['driver_rss_at_10_percent_mb']:.0f} → "
-            f"{run_result['driver_rss_last_mb']:.0f} MB | {run_result['all_processes_peak_mb']:.0f} MB |")
+            f"{run_result['driver_rss_at_last_row_mb']:.0f} MB | {run_result['all_processes_peak_mb']:.0f} MB |")
     return lines
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--files", type=int, default=10_000)
-    args = parser.parse_args()
-    result = measure(args.files)
-    lines = table(result)
-    lines.append("")
-    lines.append(f"{time.strftime('%Y-%m-%d')}; `python benchmarks/cluster_infer.py`.")
-    write_results(args.out, "cluster_infer", result, lines)
+    run_files_benchmark(__doc__.splitlines()[0], "cluster_infer", measure, table)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,6 @@ all rows. The page holds every row's data but puts one page of 100 rows in the d
 """
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 import tempfile
 import time
@@ -20,8 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from results_files import write_results  # noqa: E402  (benchmarks/ is the script's folder)
-from sample_links import link_samples  # noqa: E402
+from files_benchmark import link_samples, run_files_benchmark  # noqa: E402  (benchmarks/ is the script's folder)
 
 from s3f_edge.runtime.predictor import DEFAULT_MODEL_DIR  # noqa: E402
 
@@ -97,15 +94,7 @@ def table(result: dict) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--files", type=int, default=10_000)
-    args = parser.parse_args()
-    result = measure(args.files)
-    lines = table(result)
-    lines.append("")
-    lines.append(f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}; `python benchmarks/review_page.py`.")
-    write_results(args.out, "review_page", result, lines)
+    run_files_benchmark(__doc__.splitlines()[0], "review_page", measure, table)
 
 
 if __name__ == "__main__":
