@@ -93,7 +93,7 @@ def _runs_in_a_fresh_process(engine, expected: np.ndarray) -> None:
 @pytest.mark.tensorrt
 def test_tensorrt_engine_with_onnx_dft_nodes(tmp_path):
     """--fft dft: TensorRT >= 11.2 parses ONNX DFT into its cuFFT plugin; the engine must load elsewhere too."""
-    from s3f_edge.runtime.tensorrt_backend import installed_version
+    from s3f_edge.runtime.tensorrt_env import installed_version
 
     if installed_version() < (11, 2):
         pytest.skip(f"TensorRT {installed_version()} has no ONNX DFT support (11.2 and later)")
