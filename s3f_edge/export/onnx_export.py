@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from s3f_edge.contract import INPUT, OUTPUTS, PROBS
+from s3f_edge.contract import INPUT, OUTPUTS, PROBS, outputs_by_name
 from s3f_edge.data.preprocess import Preprocessing
 from s3f_edge.errors import InputError, ParityError
 from s3f_edge.export.checks import ExportCheckError, check_onnx
@@ -80,7 +80,7 @@ class ExportResult:
 def model_outputs(model, image) -> dict:
     """The model's outputs by name: ``probs``, and ``ood_score`` for a calibrated model."""
     outputs = model(image, training=False)
-    return dict(outputs) if isinstance(outputs, dict) else {PROBS: outputs}
+    return outputs_by_name(outputs)
 
 
 def keras_to_onnx(model, fft: str = "matmul", opset: int = 17) -> onnx.ModelProto:
@@ -163,7 +163,7 @@ def _session_predict(session):
 def _keras_outputs(keras_model, batch: np.ndarray) -> dict:
     with float32_reference():
         outputs = keras_model.predict(batch, batch_size=16, verbose=0)
-    return dict(outputs) if isinstance(outputs, dict) else {PROBS: outputs}
+    return outputs_by_name(outputs)
 
 
 def _run_parity(keras_model, predict, contract: Preprocessing, parity_images: Path | None,

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from s3f_edge.dependencies import import_module
-from s3f_edge.errors import BackendError, InputError, ModelContractError
+from s3f_edge.errors import BackendError, InputError
 from s3f_edge.runtime.formats import load_predictor, model_format
 from s3f_edge.runtime.infer import (
     InferSummary,
@@ -31,9 +31,10 @@ from s3f_edge.runtime.infer import (
     error_row,
     finish_inference,
     plan_inference,
+    record_rows,
 )
 from s3f_edge.runtime.predictor import Predictor, default_model
-from s3f_edge.runtime.tensorrt_env import read_sidecar
+from s3f_edge.runtime.tensorrt_env import engine_metadata
 
 LOCAL = "local"  # --ray without an address: start a Ray instance on this machine for the run
 WAIT_NOTICE_SECONDS = 60  # with no row by then, say that the actors may be waiting for the cluster's resources
@@ -84,11 +85,7 @@ class EngineOnGpuNodes(Predictor):
     backend = "tensorrt"
 
     def __init__(self, path: Path, metadata: dict | None = None):
-        found = read_sidecar(path).get("model_metadata")
-        if found is None and metadata is None:
-            raise ModelContractError(f"{path}: the engine's sidecar has no model metadata; rebuild it with "
-                                     "s3f-edge export --trt")
-        super().__init__(path, {**(found or {}), **(metadata or {})})
+        super().__init__(path, engine_metadata(path, metadata))
         self.provider = "the cluster's GPU nodes"
 
 
@@ -288,11 +285,7 @@ def _run(ray, plan, predictor, model_path: Path, actors: int, cpus: float, gpus:
                     raise InputError(f"a Ray actor loaded a model file that differs from the driver's (sha256 "
                                      f"{sorted(foreign)[0][:12]}, not {predictor.sha256[:12]}): put the same file at "
                                      f"{os.path.abspath(model_path)} on every node")
-                journal.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-                journal.flush()
-                plan.summary.count(rows)
-                if bar is not None:
-                    bar.update(len(rows))
+                record_rows(journal, rows, plan.summary, bar)
         missing = len(items) - len(answered & {item["path"] for item in items})
         if missing:  # Ray reported success for less than the whole dataset: never write an output short of rows
             raise BackendError(f"the Ray job ended with {missing} of {len(items)} file(s) unanswered; the rows "

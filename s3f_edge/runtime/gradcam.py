@@ -6,7 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from s3f_edge.contract import PROBS
+from s3f_edge.contract import PROBS, outputs_by_name
 from s3f_edge.errors import InputError
 
 
@@ -61,7 +61,7 @@ class GradCam:
         self.predictor, self.out_dir, self.classes = predictor, Path(out_dir), classes
         self.out_dir.mkdir(parents=True, exist_ok=True)
         model = predictor.model
-        probs = model.output[PROBS] if isinstance(model.output, dict) else model.output  # a calibrated model: two
+        probs = outputs_by_name(model.output)[PROBS]  # a calibrated model has two outputs
         self.features_and_output = keras.Model(model.inputs, [_target_layer(model).output, probs])
 
     def heatmaps(self, images: np.ndarray, class_indices: np.ndarray) -> np.ndarray:

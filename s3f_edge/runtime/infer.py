@@ -144,12 +144,12 @@ def answer_images(predictor, paths: list, images: list, threshold: float | None)
     Returns:
         One row per path, in order.
     """
-    return _answer(predictor, paths, images, threshold)[0]
+    return _answer(predictor, paths, np.stack(images), threshold)[0]
 
 
-def _answer(predictor, paths: list, images: list, threshold: float | None) -> tuple[list[dict], np.ndarray]:
-    """``answer_images``, and the model's probabilities (N, K) the rows came from."""
-    probabilities, scores = predictor.predict_scored(np.stack(images))
+def _answer(predictor, paths: list, batch: np.ndarray, threshold: float | None) -> tuple[list[dict], np.ndarray]:
+    """``answer_images`` for a stacked batch (N, H, W, C), and the model's probabilities (N, K) the rows came from."""
+    probabilities, scores = predictor.predict_scored(batch)
     broken = nonfinite_rows(probabilities)
     if scores is not None:
         broken |= ~np.isfinite(scores)
@@ -165,6 +165,15 @@ def _answer(predictor, paths: list, images: list, threshold: float | None) -> tu
         else:
             rows.append(_row(Path(path), predictor, probs, score=score, threshold=threshold))
     return rows, probabilities
+
+
+def record_rows(journal, rows: list[dict], summary: InferSummary, bar=None) -> None:
+    """Journal freshly answered rows (flushed: a process that dies next loses none), count them, advance the bar."""
+    journal.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    journal.flush()
+    summary.count(rows)
+    if bar is not None:
+        bar.update(len(rows))
 
 
 def journal_path(output: Path) -> Path:
@@ -408,15 +417,13 @@ def _classify_here(plan: InferPlan, predictor, batch_size: int, workers: int, pr
 
         def flush():
             if batch_images:
-                answered, probabilities = _answer(predictor, batch_paths, batch_images, plan.threshold)
+                batch = np.stack(batch_images)
+                answered, probabilities = _answer(predictor, batch_paths, batch, plan.threshold)
                 rows.extend(answered)
                 if explainer is not None:
-                    explainer.explain(batch_paths, np.stack(batch_images), probabilities)
-            journal_file.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-            journal_file.flush()
-            summary.count(rows)
+                    explainer.explain(batch_paths, batch, probabilities)
+            record_rows(journal_file, rows, summary, bar)
             if bar is not None:
-                bar.update(len(rows))
                 done = summary.succeeded + summary.refused + summary.failed
                 bar.set_postfix(img_s=f"{done / max(time.perf_counter() - started, 1e-9):.1f}")
             batch_paths.clear()

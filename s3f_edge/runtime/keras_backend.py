@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from s3f_edge.contract import OUTPUTS, PROBS
+from s3f_edge.contract import OUTPUTS, PROBS, outputs_by_name
 from s3f_edge.data.preprocess import Preprocessing
 from s3f_edge.dependencies import require
 from s3f_edge.runtime.predictor import Predictor, require_metadata
@@ -44,4 +44,4 @@ class KerasPredictor(Predictor):
 
         with float32_reference():  # the reference other backends are compared with: no TF32 on GPUs
             outputs = self.model.predict_on_batch(batch)
-        return dict(outputs) if isinstance(outputs, dict) else {PROBS: outputs}
+        return outputs_by_name(outputs)

@@ -7,7 +7,6 @@ import platform
 import warnings
 from pathlib import Path
 
-from s3f_edge.contract import OOD_SCORE, PROBS
 from s3f_edge.errors import InputError, MissingDependencyError
 from s3f_edge.runtime.predictor import ModelContractError, Predictor, require_metadata
 
@@ -129,14 +128,11 @@ class OnnxPredictor(Predictor):
                           "missing. Inference will be slow.", RuntimeWarning, stacklevel=2)
         self._check_int8_weights()
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        names = sorted(output.name for output in outputs)
-        if len(inputs) != 1 or not (len(outputs) == 1 or names == sorted((PROBS, OOD_SCORE))):
+        names = [output.name for output in outputs]
+        if len(inputs) != 1 or not self._bind_outputs(names):
             raise InputError(f"{path}: expected one input and the outputs probs (and ood_score), found {len(inputs)} "
-                             f"input(s) and outputs {names}; export the model with s3f-edge export")
+                             f"input(s) and outputs {sorted(names)}; export the model with s3f-edge export")
         self.input_name = inputs[0].name
-        # A single output is the probabilities whatever its name; a calibrated model's are found by name.
-        self.output_names = {PROBS: outputs[0].name} if len(outputs) == 1 else {name: name for name in names}
-        self._set_outputs(self.output_names)
 
     def _check_int8_weights(self) -> None:
         """Refuse an INT8 file with 8-bit weights where the CPU's int8 kernels would saturate (files without the

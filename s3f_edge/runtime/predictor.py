@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from s3f_edge.contract import OOD_SCORE, PROBS
+from s3f_edge.contract import OOD_SCORE, OUTPUTS, PROBS
 from s3f_edge.data.files import file_sha256
 from s3f_edge.data.preprocess import Preprocessing
 from s3f_edge.errors import InputError, MissingFileError, ModelContractError, NonFiniteOutputError
@@ -96,6 +96,20 @@ class Predictor:
 
     outputs: tuple[str, ...] = (PROBS,)  # set by each backend from its model (``_set_outputs``)
 
+    def _bind_outputs(self, tensors: list[str]) -> bool:
+        """Name the model's output tensors (``output_names``: our name -> the tensor's) and record them.
+
+        A single output is the probabilities whatever its name; a calibrated model's two are found by name.
+
+        Returns:
+            False, binding nothing, unless there is one output or exactly ``OUTPUTS``: each backend says why.
+        """
+        if not (len(tensors) == 1 or sorted(tensors) == sorted(OUTPUTS)):
+            return False
+        self.output_names = {PROBS: tensors[0]} if len(tensors) == 1 else {name: name for name in sorted(tensors)}
+        self._set_outputs(self.output_names)
+        return True
+
     def _set_outputs(self, outputs) -> None:
         """Record the model's outputs by name; a threshold in the metadata needs the ood_score output."""
         self.outputs = tuple(outputs)
@@ -177,7 +191,7 @@ class Predictor:
         batch = self.check_batch(batch)
         if len(batch) == 0:
             empty = np.zeros((0, len(self.class_names)), np.float32)
-            return empty, (np.zeros(0, np.float32) if self.ood_threshold is not None else None)
+            return empty, (np.zeros(0, np.float32) if OOD_SCORE in self.outputs else None)
         outputs = self._run(batch)
         probabilities = class_probabilities(outputs[PROBS]).astype(np.float32)
         scores = outputs.get(OOD_SCORE)

@@ -8,17 +8,16 @@ from pathlib import Path
 
 import numpy as np
 
-from s3f_edge.contract import OOD_SCORE, PROBS
 from s3f_edge.errors import (
     BackendError,
     EngineMismatch,  # noqa: F401 (re-exported: callers import it from here)
-    ModelContractError,
     TensorRTUnavailable,
 )
 from s3f_edge.runtime.predictor import Predictor
 from s3f_edge.runtime.tensorrt_env import (
     check_engine_compatible,
     cuda_check,
+    engine_metadata,
     import_cudart,
     import_tensorrt,
     read_sidecar,
@@ -31,18 +30,14 @@ class TensorRTPredictor(Predictor):
     backend = "tensorrt"
 
     def __init__(self, path: Path, metadata: dict | None = None):
-        read_sidecar(path)  # not an engine of ours: say so before asking for TensorRT
+        sidecar = read_sidecar(path)  # not an engine of ours: say so before asking for TensorRT
         try:
             trt = import_tensorrt()
             self._cudart = cudart = import_cudart()
         except TensorRTUnavailable as error:
             raise TensorRTUnavailable(f"running {Path(path).name} needs TensorRT and a GPU: {error}") from None
-        sidecar = check_engine_compatible(path)
-        found = sidecar.get("model_metadata")
-        if found is None and metadata is None:
-            raise ModelContractError(f"{path}: the engine's sidecar has no model metadata; rebuild it with "
-                                     "s3f-edge export --trt")
-        super().__init__(path, {**(found or {}), **(metadata or {})})
+        check_engine_compatible(path, sidecar)
+        super().__init__(path, engine_metadata(path, metadata, sidecar))
         self._buffers: dict[str, tuple[int, int]] = {}  # tensor name -> (device pointer, bytes)
         register_plugins(trt)
         self.runtime = trt.Runtime(trt_logger(trt))
@@ -52,13 +47,10 @@ class TensorRTPredictor(Predictor):
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
-        if len(inputs) != 1 or not (len(outputs) == 1 or sorted(outputs) == sorted((PROBS, OOD_SCORE))):
+        if len(inputs) != 1 or not self._bind_outputs(outputs):
             raise BackendError(f"{path}: expected one input and the outputs probs (and ood_score), found {inputs} and "
                                f"{outputs}; rebuild the engine with s3f-edge export --trt")
         self.input_name = inputs[0]
-        # A single output is the probabilities whatever its name; a calibrated model's are found by name.
-        self.output_names = {PROBS: outputs[0]} if len(outputs) == 1 else {name: name for name in outputs}
-        self._set_outputs(self.output_names)
         # Take the I/O types from the engine: an engine may take or give FP16 even when the ONNX file was FP32.
         try:
             self.input_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))

@@ -12,7 +12,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from s3f_edge.errors import BackendError, EngineMismatch, TensorRTUnavailable
+from s3f_edge.errors import BackendError, EngineMismatch, ModelContractError, TensorRTUnavailable
 
 INSTALL_HINT = (
     "TensorRT is not installed. On a machine with an NVIDIA GPU and driver, install the gpu extra "
@@ -125,9 +125,29 @@ def read_sidecar(engine_path: str | Path) -> dict:
     return recorded
 
 
-def check_engine_compatible(engine_path: str | Path) -> dict:
-    """Refuse an engine built for another GPU model or TensorRT version (they would fail or be slow)."""
-    recorded = read_sidecar(engine_path)
+def engine_metadata(engine_path: str | Path, supplied: dict | None = None, recorded: dict | None = None) -> dict:
+    """The s3f-edge metadata an engine's sidecar records (read without TensorRT), ``supplied`` keys overriding.
+
+    Args:
+        engine_path: the engine; its sidecar is read unless ``recorded`` already holds it.
+        supplied: class names and preprocessing given by the user, for an engine whose sidecar has none.
+        recorded: the sidecar, if already read.
+
+    Raises:
+        EngineMismatch: no valid sidecar.
+        ModelContractError: the sidecar has no metadata and none was supplied.
+    """
+    found = (recorded if recorded is not None else read_sidecar(engine_path)).get("model_metadata")
+    if found is None and supplied is None:
+        raise ModelContractError(f"{engine_path}: the engine's sidecar has no model metadata; rebuild it with "
+                                 "s3f-edge export --trt")
+    return {**(found or {}), **(supplied or {})}
+
+
+def check_engine_compatible(engine_path: str | Path, recorded: dict | None = None) -> dict:
+    """Refuse an engine built for another GPU model or TensorRT version (they would fail or be slow); returns its
+    sidecar (``recorded``, if already read)."""
+    recorded = recorded if recorded is not None else read_sidecar(engine_path)
     trt = import_tensorrt()
     here = {**gpu_identity(), "tensorrt_version": trt.__version__}
     for key in ("gpu_name", "compute_capability", "tensorrt_version"):
