@@ -746,13 +746,12 @@ def bench(models, backends, batches, duration, warmup, images, e2e_dir, gemm, js
     FLOPs per image come from the first .keras model given (spectral layers counted at their FFT
     cost); achieved FLOP/s is compared with a large float32 GEMM measured in the same run.
     """
-    import json
     import os
     import platform
 
     from s3f_edge.bench.runner import bench_models, plot
     from s3f_edge.dependencies import missing
-    from s3f_edge.outputs import atomic_write_text
+    from s3f_edge.outputs import write_json
 
     wanted = [b.strip() for b in backends.split(",") if b.strip()]
     unknown = set(wanted) - set(BACKENDS)
@@ -794,9 +793,8 @@ def bench(models, backends, batches, duration, warmup, images, e2e_dir, gemm, js
     machine = {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                "python": platform.python_version()}
     if json_out:
-        atomic_write_text(json_out, json.dumps({"machine": machine, "gemm_flops_per_second": rates,
-                                                "flops_per_image": flops, "results": [r.to_dict() for r in results],
-                                                "skipped": skipped}, indent=2))
+        write_json(json_out, {"machine": machine, "gemm_flops_per_second": rates, "flops_per_image": flops,
+                              "results": [r.to_dict() for r in results], "skipped": skipped})
     ok = [r for r in results if r.status == "ok"]
     if plot_out and ok:
         plot(ok, plot_out)

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -171,6 +172,11 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically (``atomic_open``)."""
     with atomic_open(path, "w", encoding="utf-8") as stream:
         stream.write(text)
+
+
+def write_json(path: str | Path, data) -> None:
+    """``data`` as indented JSON (UTF-8, a final newline), written atomically."""
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def spreadsheet_safe(value: object) -> object:

@@ -7,7 +7,6 @@ One row per (artefact, backend); JSON and Markdown out. A step that fails become
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -119,7 +118,7 @@ def accuracy_speed_matrix(keras_path: str | Path, out_dir: str | Path, data: str
     from s3f_edge.bench.gemm import gemm_rates, int8_gemm_rate
     from s3f_edge.data.folders import load_split
     from s3f_edge.export.onnx_export import export_artefacts
-    from s3f_edge.outputs import atomic_write_text, claim_outputs, ensure_writable
+    from s3f_edge.outputs import atomic_write_text, claim_outputs, ensure_writable, write_json
     from s3f_edge.runtime.parity import real_batch
 
     keras_path, out_dir = Path(keras_path), Path(out_dir)
@@ -195,7 +194,7 @@ def accuracy_speed_matrix(keras_path: str | Path, out_dir: str | Path, data: str
         "flops_per_image": _flops(reference),
         "rows": [asdict(row) for row in rows],
     }
-    atomic_write_text(out_dir / "matrix.json", json.dumps(result, indent=2) + "\n")
+    write_json(out_dir / "matrix.json", result)
     atomic_write_text(out_dir / "matrix.md", markdown(result))
     return result
 

@@ -15,10 +15,10 @@ from s3f_edge.errors import InputError, ParityError
 from s3f_edge.export.checks import ExportCheckError, check_onnx
 from s3f_edge.export.choices import CALIBRATION_METHODS, FFT_LOWERINGS, INT8_WEIGHT_BITS, MAX_TF2ONNX_OPSET, PRECISIONS
 from s3f_edge.model import spectral_filters
-from s3f_edge.model.calibration import SCORE, head, is_calibrated
+from s3f_edge.model.calibration import head, is_calibrated
 from s3f_edge.model.metadata import package_versions
 from s3f_edge.model.reference import float32_reference
-from s3f_edge.outputs import atomic_write_text, claim_outputs, ensure_writable
+from s3f_edge.outputs import claim_outputs, ensure_writable, write_json
 from s3f_edge.runtime.parity import (
     ParityResult,
     compare_outputs,
@@ -309,11 +309,9 @@ def _calibration_images(options: ExportOptions, contract: Preprocessing):
 
 def _export(model, keras_path: Path, metadata: dict, contract: Preprocessing, calib_images, trt_version,
             options: ExportOptions) -> ExportResult:
-    from s3f_edge.export.precision import int8_float_nodes, layer_node_names, to_float16, to_int8
+    from s3f_edge.export.precision import fp16_float_nodes, int8_float_nodes, to_float16, to_int8
 
     out_dir = Path(options.out_dir)
-    spectral_names = [layer.name for layer in spectral_filters(model)]
-    score_names = [SCORE] if is_calibrated(model) else []
     started = time.perf_counter()
     proto = keras_to_onnx(model, options.fft, options.opset)
     check_onnx(proto, options.opset, tensorrt=options.trt, trt_version=trt_version)
@@ -333,8 +331,7 @@ def _export(model, keras_path: Path, metadata: dict, contract: Preprocessing, ca
     if options.precision != "fp32":
         started = time.perf_counter()
         # FP16: the spectral block and the score stay FP32; INT8: also the layers measured to matter.
-        keep = (layer_node_names(proto, spectral_names + score_names) if options.precision == "fp16"
-                else int8_float_nodes(proto, model))
+        keep = (fp16_float_nodes if options.precision == "fp16" else int8_float_nodes)(proto, model)
         reduced_path = out_dir / f"model.{options.precision}.onnx"
         if options.precision == "fp16":
             reduced = to_float16(proto, keep)
@@ -373,9 +370,8 @@ def _export(model, keras_path: Path, metadata: dict, contract: Preprocessing, ca
         for directory in dirs:
             result.rows.append(_row("triton", directory / "config.pbtxt", "ok", time.perf_counter() - started))
     # Last: model.json marks a finished export.
-    atomic_write_text(out_dir / "model.json", json.dumps(
-        {**metadata, "precision": options.precision,
-         "parity": {k: [r.to_dict() for r in v] for k, v in parity.items()}}, indent=2))
+    write_json(out_dir / "model.json", {**metadata, "precision": options.precision,
+                                        "parity": {k: [r.to_dict() for r in v] for k, v in parity.items()}})
     return result
 
 

@@ -16,6 +16,16 @@ from s3f_edge.errors import InputError
 from s3f_edge.export.choices import CALIBRATION_METHODS, INT8_WEIGHT_BITS
 
 
+def fp16_float_nodes(model: onnx.ModelProto, keras_model) -> list[str]:
+    """ONNX nodes an FP16 export keeps in float: every SpectralFilter's (full-size FFT sums overflow FP16) and, for
+    a calibrated model, the out-of-distribution score's (its squared distances overflow FP16 too)."""
+    from s3f_edge.model import spectral_filters
+    from s3f_edge.model.calibration import SCORE, is_calibrated
+
+    named = [layer.name for layer in spectral_filters(keras_model)] + ([SCORE] if is_calibrated(keras_model) else [])
+    return layer_node_names(model, named)
+
+
 def int8_float_nodes(model: onnx.ModelProto, keras_model) -> list[str]:
     """ONNX nodes an INT8 export keeps in float, chosen by measurement (benchmarks/int8_variants.py): every
     SpectralFilter's (full-size FFT sums need float's range), the first convolution's (it reads the raw image)

@@ -69,8 +69,9 @@ def block_features(model: "keras.Model", images, batch_size: int = 64, blocks: l
 def _negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
     from scipy.special import log_softmax
 
-    if logits.shape[1] == 1:  # one sigmoid unit: a softmax over (0, z)
-        logits = np.concatenate([np.zeros_like(logits), logits], axis=1)
+    from s3f_edge.train.ood import two_column_logits
+
+    logits = two_column_logits(logits)  # one sigmoid unit: a softmax over (0, z)
     return float(-log_softmax(logits / temperature, axis=1)[np.arange(len(labels)), labels].mean())
 
 
@@ -96,10 +97,9 @@ def scaled_probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
     """softmax(logits / T) as the model's probs output gives it ([1 - p, p] for one sigmoid unit)."""
     from scipy.special import softmax
 
-    logits = np.asarray(logits, np.float64)
-    if logits.shape[1] == 1:
-        logits = np.concatenate([np.zeros_like(logits), logits], axis=1)
-    return softmax(logits / temperature, axis=1)
+    from s3f_edge.train.ood import two_column_logits
+
+    return softmax(two_column_logits(logits) / temperature, axis=1)
 
 
 def calibrate_model(model: "keras.Model", fit_images, fit_labels: np.ndarray, validation_images,
@@ -135,20 +135,21 @@ def calibrate_model(model: "keras.Model", fit_images, fit_labels: np.ndarray, va
     if min(len(validation_images), len(fit_images)) < MIN_IMAGES:
         raise InputError(f"calibration needs at least {MIN_IMAGES} training and {MIN_IMAGES} validation images, got "
                          f"{len(fit_images)} and {len(validation_images)}; give a larger dataset or --val-fraction")
-    dense = check_head(uncalibrated(model))
+    base = uncalibrated(model)  # built once: each call on a calibrated model makes a new model
+    dense = check_head(base)
     classes = 2 if dense.units == 1 else dense.units
     missing = sorted(set(range(classes)) - set(np.unique(fit_labels).tolist()))
     if missing:
         raise InputError(f"no training image of class(es) {missing} could be read to fit the out-of-distribution "
                          "score; every class needs readable training images")
-    blocks = [layer.name for layer in block_layers(uncalibrated(model), SCORE_SPECTRAL_BLOCKS)]
-    fit_blocks_features, _ = block_features(model, fit_images, batch_size, blocks)
-    validation_features, validation_logits = block_features(model, validation_images, batch_size, blocks)
+    blocks = [layer.name for layer in block_layers(base, SCORE_SPECTRAL_BLOCKS)]
+    fit_blocks_features, _ = block_features(base, fit_images, batch_size, blocks)
+    validation_features, validation_logits = block_features(base, validation_images, batch_size, blocks)
     statistics = fit_blocks(fit_blocks_features, fit_labels, validation_features)  # features arrive pooled
     validation_scores = block_scores(statistics, validation_features)
     threshold = threshold_keeping(validation_scores, keep)
     temperature, temperature_note = _temperature(validation_logits, validation_labels)
-    result = calibrated(model, temperature, statistics, blocks, SCORE_POOLING)
+    result = calibrated(base, temperature, statistics, blocks, SCORE_POOLING)
 
     # The graph must compute what was fitted: compare it with the numpy reference on validation images.
     check = min(len(validation_images), 32)
@@ -198,16 +199,18 @@ def calibration_report(model: "keras.Model", calibration: dict, images, labels: 
         accuracy, accuracy_accepted, and errors_refused (misclassified images among the refused).
     """
     from s3f_edge.train.metrics import expected_calibration_error
+    from s3f_edge.train.ood import refusal_summary, two_column_logits
 
     logits, scores = logits_and_scores(model, images, batch_size)
-    accepted = scores <= calibration["ood"]["threshold"]
-    correct = logits.argmax(axis=1) == labels if logits.shape[1] > 1 else (logits[:, 0] > 0) == labels
+    threshold = calibration["ood"]["threshold"]
+    correct = two_column_logits(logits).argmax(axis=1) == labels
+    refusal = refusal_summary(correct, scores, threshold)
     return {"count": int(len(labels)),
             "ece_before": expected_calibration_error(labels, scaled_probabilities(logits, 1.0)),
             "ece_after": expected_calibration_error(labels, scaled_probabilities(logits, calibration["temperature"])),
-            "refused": float(1 - accepted.mean()), "accuracy": float(correct.mean()),
-            "accuracy_accepted": float(correct[accepted].mean()) if accepted.any() else None,
-            "errors_refused": int((~correct[~accepted]).sum())}
+            "refused": refusal["refused"], "accuracy": float(correct.mean()),
+            "accuracy_accepted": refusal["accuracy_accepted"],
+            "errors_refused": int((~correct[~(scores <= threshold)]).sum())}
 
 
 def calibration_sample(labels: np.ndarray, limit: int = DEFAULT_FIT_IMAGES, seed: int = 0) -> np.ndarray:
@@ -229,8 +232,9 @@ def _temperature(logits: np.ndarray, labels: np.ndarray) -> tuple[float, str | N
     """The fitted temperature, or 1 with the reason when the validation split cannot tell: with no wrong answer
     the likelihood keeps rising as T falls (probabilities pushed to one-hot), and an optimum at the search's
     bound is no optimum."""
-    predicted = logits.argmax(axis=1) if logits.shape[1] > 1 else (logits[:, 0] > 0).astype(int)
-    if (predicted == labels).all():
+    from s3f_edge.train.ood import two_column_logits
+
+    if (two_column_logits(logits).argmax(axis=1) == labels).all():
         return 1.0, "no validation image is misclassified, so the temperature cannot be fitted: kept 1"
     temperature = fit_temperature(logits, labels)
     if not TEMPERATURE_BOUNDS[0] * 1.05 < temperature < TEMPERATURE_BOUNDS[1] / 1.05:

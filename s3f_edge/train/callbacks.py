@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 import time
 from collections.abc import Callable
@@ -12,7 +11,7 @@ import keras
 import numpy as np
 
 from s3f_edge.model.metadata import save_model_atomically
-from s3f_edge.outputs import atomic_write_text
+from s3f_edge.outputs import write_json
 from s3f_edge.runtime.predictor import class_probabilities, nonfinite_rows
 from s3f_edge.train.evaluate import batched_predict
 from s3f_edge.train.metrics import selection_score
@@ -98,7 +97,7 @@ class RunState(keras.callbacks.Callback):
             "plateau": {"wait": self.plateau.wait, "best": float(self.plateau.best),
                         "cooldown_counter": self.plateau.cooldown_counter},
         }
-        write_json_atomically(self.run_dir / "state.json", state)
+        write_json(self.run_dir / "state.json", state)
 
 
 def duration(seconds: float) -> str:
@@ -180,5 +179,3 @@ def truncate_history(path: Path, epochs_done: int, initial_learning_rate: float)
     os.replace(temporary, path)
 
 
-def write_json_atomically(path: Path, data: dict) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2))

@@ -6,7 +6,9 @@ from pathlib import Path
 import numpy as np
 
 from s3f_edge.contract import PROBS
-from s3f_edge.train.metrics import classification_metrics, plot_confusion_and_roc, plot_names, write_json
+from s3f_edge.outputs import write_json
+from s3f_edge.train.metrics import classification_metrics, plot_confusion_and_roc, plot_names
+from s3f_edge.train.ood import refusal_summary
 
 
 def batched_predict(model, batch_size: int):
@@ -192,13 +194,8 @@ def evaluate_folder(model_path: str | Path, data_dir: str | Path, out_dir: str |
     if scores is not None:
         require_finite(scores, "out-of-distribution scores")
         threshold = predictor.ood_threshold
-        accepted = scores <= threshold
-        correct = probabilities.argmax(axis=1) == labels
-        report["ood"] = {
-            "threshold": threshold, "refused": float(1 - accepted.mean()),
-            "accuracy_accepted": float(correct[accepted].mean()) if accepted.any() else None,
-            "folders": {},
-        }
+        report["ood"] = {"threshold": threshold,
+                         **refusal_summary(probabilities.argmax(axis=1) == labels, scores, threshold), "folders": {}}
         for folder, (other_images, unreadable) in others.items():
             other_scores = require_finite(predictor.predict_all_scored(other_images, batch_size)[1],
                                           f"out-of-distribution scores of {folder}")

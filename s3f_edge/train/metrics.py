@@ -1,7 +1,6 @@
 """Classification metrics and report figures (spec section 8), shared by train and evaluate."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -33,14 +32,10 @@ def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bi
     Returns:
         ECE in [0, 1], or None for no images.
     """
-    labels = np.asarray(labels)
     if len(labels) == 0:
         return None
-    probabilities = class_probabilities(probabilities)
-    confidence, correct = probabilities.max(axis=1), probabilities.argmax(axis=1) == labels
-    which = np.minimum((confidence * bins).astype(int), bins - 1)
-    gaps = [abs(correct[which == b].mean() - confidence[which == b].mean()) * (which == b).mean()
-            for b in range(bins) if (which == b).any()]
+    gaps = [abs(b["accuracy"] - b["confidence"]) * (b["count"] / len(labels))
+            for b in reliability_bins(labels, probabilities, bins) if b["count"]]
     return float(np.sum(gaps))
 
 
@@ -119,13 +114,6 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, class_
                     metrics.roc_auc_score(labels, probabilities, multi_class="ovr", average=average, labels=indices)
                 )
     return result
-
-
-def write_json(path: Path, data: dict) -> None:
-    """``data`` as indented JSON, written atomically."""
-    from s3f_edge.outputs import atomic_write_text
-
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def plot_names(prefix: str) -> tuple[str, str]:

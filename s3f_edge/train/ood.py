@@ -46,6 +46,25 @@ class FittedScore:
     images: int = 0  # training images fitted on
 
 
+def two_column_logits(logits: np.ndarray) -> np.ndarray:
+    """(N, K) logits as they are; one sigmoid unit's (N, 1) as the softmax logits (0, z) it equals."""
+    logits = np.asarray(logits, np.float64)
+    return np.concatenate([np.zeros_like(logits), logits], axis=1) if logits.shape[1] == 1 else logits
+
+
+def refusal_summary(correct: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
+    """The share of images refused (score above ``threshold``) and the accuracy on the ones accepted (None: none).
+
+    Args:
+        correct: whether each image's class was right (N,).
+        scores: their out-of-distribution scores (N,).
+        threshold: refuse above this.
+    """
+    accepted = np.asarray(scores) <= threshold
+    return {"refused": float(1 - accepted.mean()),
+            "accuracy_accepted": float(np.asarray(correct)[accepted].mean()) if accepted.any() else None}
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax, stable for large logits."""
     shifted = logits - logits.max(axis=1, keepdims=True)
@@ -110,9 +129,7 @@ def score(fitted: FittedScore, features: np.ndarray, logits: np.ndarray | None =
     if fitted.method in ("msp", "energy"):
         if logits is None:
             raise InputError(f"the {fitted.method} score needs the logits")
-        logits = np.asarray(logits, np.float64)
-    if fitted.method in ("msp", "energy") and logits.shape[1] == 1:  # a sigmoid unit: a softmax over (0, z)
-        logits = np.concatenate([np.zeros_like(logits), logits], axis=1)
+        logits = two_column_logits(logits)  # a sigmoid unit: a softmax over (0, z)
     if fitted.method == "msp":
         return -softmax(logits).max(axis=1)
     if fitted.method == "energy":

@@ -14,7 +14,7 @@ from s3f_edge.data.preprocess import Preprocessing
 from s3f_edge.errors import InputError, MissingFileError, NonFiniteOutputError, OutputExistsError
 from s3f_edge.model.metadata import package_versions
 from s3f_edge.model.presets import get_preset
-from s3f_edge.outputs import atomic_write_text, claim_outputs, ensure_writable
+from s3f_edge.outputs import claim_outputs, ensure_writable, write_json
 
 PAPER_PROTOCOL_WARNING = (
     "PAPER PROTOCOL: the test set was used as the validation set for checkpoint selection, early "
@@ -371,7 +371,7 @@ def _record_run(run: _Run) -> None:
         "protocol": PAPER_PROTOCOL_WARNING if options.paper_protocol else
         "clean: a stratified validation split carved from train drives selection; test is scored once at the end",
     }
-    atomic_write_text(run.write_dir / "config.json", json.dumps(run.config, indent=2))
+    write_json(run.write_dir / "config.json", run.config)
     write_skipped(run.write_dir / "skipped.csv", run.skipped)
     if run.skipped:
         _log(options, f"skipped {len(run.skipped)} unreadable or non-image files (see {run.write_dir / 'skipped.csv'})")
@@ -470,7 +470,7 @@ def _final_report(run: _Run) -> Path:
     """The selected model, calibrated; the test set touched once, here; metrics.json and the plots."""
     from s3f_edge.model import load_model
     from s3f_edge.train.evaluate import evaluate_arrays
-    from s3f_edge.train.metrics import plot_history, write_json
+    from s3f_edge.train.metrics import plot_history
 
     options, dataset, run_dir = run.options, run.dataset, run.run_dir
     if not (run_dir / "model.keras").exists():
