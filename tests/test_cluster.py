@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -17,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from s3f_edge.cli import main
+from s3f_edge.results import read_journal
 from s3f_edge.runtime.predictor import DEFAULT_MODEL_DIR
 from s3f_edge.testing import RAY_ENV
 
@@ -38,9 +40,42 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+# The token every process of the test cluster shares: made here, never read from a home directory (Ray would
+# otherwise look for ~/.ray/auth_token, which only a machine that once ran `ray get-auth-token --generate` has).
+TOKEN_VARIABLES = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
 def ray_environment() -> dict:
     # `ray start --head` turns token authentication on; drivers and other nodes must then send the token.
     return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+@pytest.fixture(scope="module")
+def ray_token(tmp_path_factory):
+    """A fresh token file for this module's cluster, named by RAY_AUTH_TOKEN_PATH while the module runs."""
+    path = tmp_path_factory.mktemp("ray-auth") / "auth_token"
+    path.write_text(secrets.token_hex(32))
+    path.chmod(0o600)
+    saved = {name: os.environ.get(name) for name in TOKEN_VARIABLES}
+    os.environ.pop("RAY_AUTH_TOKEN", None)
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(path)
+    os.environ["RAY_AUTH_MODE"] = "token"
+    reset_ray_auth()
+    yield path
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    reset_ray_auth()
+
+
+def reset_ray_auth() -> None:
+    """Make a Ray already imported in this process read the authentication settings again (it caches them)."""
+    if sys.modules.get("ray") is not None:
+        from ray._private.authentication_test_utils import reset_auth_token_state
+
+        reset_auth_token_state()
 
 
 def ray_processes() -> list[str]:
@@ -57,7 +92,7 @@ def ray_processes() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> str:
+def cluster(ray_token) -> str:
     """The address of a running two-node cluster, stopped (with every Ray process here) afterwards."""
     if ray_processes():  # `ray stop` below would stop them too
         (pytest.fail if REQUIRED else pytest.skip)(
@@ -82,9 +117,7 @@ def cluster() -> str:
         time.sleep(1)
     else:
         pytest.fail(f"the second node never joined: {alive.stdout} {alive.stderr}")
-    os.environ.update({"RAY_AUTH_MODE": "token"})
     yield address
-    os.environ.pop("RAY_AUTH_MODE", None)
     subprocess.run([str(RAY), "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
@@ -127,8 +160,9 @@ def infer_process(folder: Path, out: Path, *extra: str) -> subprocess.Popen:
 
 
 def journal_lines(out: Path) -> int:
+    """The rows journaled so far (its first line describes the run)."""
     journal = out.with_name(f".{out.name}.partial.jsonl")
-    return journal.read_text(encoding="utf-8").count("\n") if journal.exists() else 0
+    return len(read_journal(journal)[1]) if journal.exists() else 0
 
 
 def ray_actor_pids() -> dict[int, int]:
@@ -240,12 +274,13 @@ def test_without_ray_the_error_names_the_extra(tmp_path):
     assert not (tmp_path / "r.csv").exists()
 
 
-@pytest.mark.parametrize("address, says", [("127.0.0.1:{port}", "nothing answers"), ("nohost", "not an address")])
-def test_an_address_with_no_cluster_fails_fast_in_one_line(tmp_path, address, says):
+@pytest.mark.parametrize("address, says, code", [("127.0.0.1:{port}", "nothing answers", 1),
+                                                 ("nohost", "is not an address", 2)])
+def test_an_address_with_no_cluster_fails_fast_in_one_line(tmp_path, address, says, code):
     started = time.perf_counter()
     result = CliRunner().invoke(main, ["infer", str(REPO / "samples" / "brain_mri" / "test"), "--recursive", "--quiet",
                                        "--out", str(tmp_path / "r.csv"), "--ray", address.format(port=free_port())])
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == code, result.output
     assert time.perf_counter() - started < 60  # Ray alone would keep retrying for minutes
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0], result.stderr

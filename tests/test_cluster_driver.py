@@ -1,10 +1,9 @@
-"""The driver side of `infer --ray` (``cluster._run``) against a stand-in for Ray Data that answers batches with
+"""The driver side of `infer --ray` (``cluster._drive``) against a stand-in for Ray Data that answers batches with
 the real actor class in this process and misbehaves on purpose: a batch delivered twice (an actor that died
 after answering), a batch never delivered, an actor with another model file, a cluster slow to start. These are
 the Ray faults a two-node test cluster cannot provoke on demand; tests/test_cluster.py runs real Ray."""
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 
 from s3f_edge.errors import BackendError, InputError
+from s3f_edge.results import read_journal
 from s3f_edge.runtime import cluster
 from s3f_edge.runtime.formats import load_predictor
 from s3f_edge.runtime.infer import finish_inference, plan_inference
@@ -63,15 +63,15 @@ def folder(tmp_path) -> Path:
 def run(ray, folder: Path, out: Path, model: Path = MODEL, log=None):
     predictor = load_predictor(MODEL)
     plan = plan_inference(folder, predictor, out, batch_size=4)
-    cluster._run(ray, plan, predictor, model, actors=2, cpus=1.0, gpus=0.0, batch_size=4, workers=1,
-                 progress=False, metadata=None, providers=None, log=log)
+    cluster._drive(ray, plan, predictor, model, actors=2, cpus=1.0, gpus=0.0, batch_size=4, workers=1,
+                   progress=False, metadata=None, providers=None, log=log)
     return plan, predictor
 
 
 def test_a_batch_delivered_twice_gives_one_row_per_file_and_counts_once(folder, tmp_path):
     out = tmp_path / "r.csv"
     plan, predictor = run(stand_in_ray(lambda n: [0, 1, 1, 2, 0, 3]), folder, out)
-    journal = [json.loads(line) for line in plan.journal.read_text(encoding="utf-8").splitlines()]
+    journal = read_journal(plan.journal)[1]
     assert len(journal) == 13 == len({row["path"] for row in journal})
     summary = finish_inference(plan, predictor)
     assert summary.succeeded + summary.refused + summary.failed == 13 and summary.failed == 1
@@ -83,7 +83,7 @@ def test_a_batch_never_delivered_is_an_error_and_the_rows_answered_are_kept(fold
     with pytest.raises(BackendError, match="4 of 13 file.s. unanswered.*--resume"):
         run(stand_in_ray(lambda n: [0, 2, 3]), folder, out)
     journal = tmp_path / ".r.csv.partial.jsonl"
-    assert len(journal.read_text(encoding="utf-8").splitlines()) == 9 and not out.exists()
+    assert len(read_journal(journal)[1]) == 9 and not out.exists()
 
 
 def test_an_actor_with_another_model_file_stops_the_run(folder, tmp_path):

@@ -236,6 +236,29 @@ def test_gradcam_overlays_for_chosen_classes(models, sample_dir, tmp_path):
         infer_folder(sample_dir / "test", load_predictor(onnx_path), tmp_path / "r3.csv", explain_dir=tmp_path / "x")
 
 
+def test_files_of_the_same_name_get_their_own_overlays_on_the_page(models, sample_dir, tmp_path):
+    """a/x.jpg, a/x.png and b/x.jpg are three images: three overlays, and the review page shows each row its own."""
+    from s3f_edge.report.results_page import overlay_path
+    from s3f_edge.report.thumbnails import file_thumbnail
+
+    images = sorted((sample_dir / "test").rglob("*.jpg"))
+    folder = tmp_path / "coll"
+    for relative, source in (("a/x.jpg", images[0]), ("a/x.png", images[7]), ("b/x.jpg", images[15])):
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / relative), cv2.imread(str(source)))
+    result = CliRunner().invoke(main, ["infer", str(folder), "--recursive", "--model", str(models[0]), "--out",
+                                       str(tmp_path / "r.csv"), "--explain", str(tmp_path / "ex"), "--report",
+                                       str(tmp_path / "r.html"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    overlays = sorted((tmp_path / "ex").glob("*.gradcam.png"))
+    assert len(overlays) == 3 and len({cv2.imread(str(p)).tobytes() for p in overlays}) == 3
+    rows = rows_of(tmp_path / "r.csv")
+    shown = [file_thumbnail(overlay_path(tmp_path / "ex", row["path"], row["predicted_class"])) for row in rows]
+    assert all(shown) and len(set(shown)) == 3
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert all(thumb in page for thumb in shown)
+
+
 def test_verify_command(models, sample_dir, tmp_path):
     runner = CliRunner()
     result = runner.invoke(main, ["verify", str(models[0]), str(models[1]), "--images", str(sample_dir / "test")])
@@ -333,7 +356,7 @@ def test_csv_cells_cannot_run_as_spreadsheet_formulas(models, sample_dir, tmp_pa
     # Read back, the CSV gives the names exactly: resuming redoes nothing and duplicates nothing.
     summary = infer_folder(Path("."), predictor, tmp_path / "r.csv", resume=True, progress=False)
     assert summary.skipped_as_done == len(FORMULA_NAMES) and summary.succeeded == 0
-    from s3f_edge.runtime.infer import read_rows
+    from s3f_edge.results import read_results as read_rows
 
     assert sorted(r["path"] for r in read_rows(tmp_path / "r.csv")) == sorted(FORMULA_NAMES)
 

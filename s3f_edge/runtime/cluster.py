@@ -30,6 +30,7 @@ from s3f_edge.runtime.infer import (
     decode_file,
     error_row,
     finish_inference,
+    journal_removed_if_nothing_answered,
     plan_inference,
     record_rows,
 )
@@ -69,10 +70,12 @@ class RayAnswerer:
         paths, reads = [str(p) for p in batch["path"]], [str(p) for p in batch["read"]]
         contract = self.predictor.contract
         decoded = list(self.pool.map(lambda read: decode_file(Path(read), contract), reads))
-        rows = [error_row(path, self.predictor, error) for path, (_, error) in zip(paths, decoded) if error]
-        good = [(path, image) for path, (image, error) in zip(paths, decoded) if not error]
+        rows = [error_row(path, self.predictor, file.error, file.fingerprint) for path, file in zip(paths, decoded)
+                if file.error]
+        good = [(path, file) for path, file in zip(paths, decoded) if not file.error]
         if good:
-            rows += answer_images(self.predictor, [p for p, _ in good], [i for _, i in good], self.threshold)
+            rows += answer_images(self.predictor, [p for p, _ in good], [f.image for _, f in good], self.threshold,
+                                  [f.fingerprint for _, f in good])
         return {"row": np.array([json.dumps(row, ensure_ascii=False) for row in rows], dtype=object)}
 
 
@@ -114,14 +117,34 @@ def driver_model(path: str | Path, providers: list[str] | None = None, metadata:
     return predictor
 
 
+def address_problem(address: str) -> str | None:
+    """What is wrong with ``address`` as written (None: nothing): ``LOCAL``, ``auto``, or host:port (a port from 1
+    to 65535, optionally after ray://)."""
+    if address in (LOCAL, "auto"):
+        return None
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return (f"{address!r} is not an address; give host:port (the head node's GCS port, 6379 by default), or auto "
+                "for the cluster this machine belongs to")
+    return None
+
+
+def local_cpus() -> int:
+    """The CPUs this process may run on (its affinity, which a container or taskset may limit)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
     """Fail in seconds, not minutes, when nothing listens at ``host:port`` (Ray itself retries for long)."""
+    problem = address_problem(address)
+    if problem:
+        raise InputError(f"--ray: {problem}")
     if address in (LOCAL, "auto"):
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        raise InputError(f"--ray {address}: not an address; give host:port (the head node's GCS port, 6379 by "
-                         "default), or auto for the cluster this machine belongs to")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as error:
@@ -162,6 +185,21 @@ def actors_that_fit(nodes: list[dict], cpus: float, gpus: float) -> int:
         limits = [have.get("CPU", 0.0) / cpus] + ([have.get("GPU", 0.0) / gpus] if gpus > 0 else [])
         fit += int(min(limits) + 1e-9)
     return fit
+
+
+def _check_room_here(actors: int, cpus: float, gpus: float) -> None:
+    """Refuse, before starting Ray on this machine, actors that this machine's CPUs (and GPUs) cannot hold."""
+    gpus_here = 0
+    if gpus > 0:
+        gpus_here = len([g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]) or len(
+            list(Path("/dev").glob("nvidia[0-9]*")))
+    fit = actors_that_fit([{"Alive": True, "Resources": {"CPU": float(local_cpus()), "GPU": float(gpus_here)}}],
+                          cpus, gpus)
+    if fit < actors:
+        need = f"{cpus:g} CPU" + (f" and {gpus:g} GPU" if gpus > 0 else "")
+        raise InputError(f"this machine ({local_cpus()} CPUs{f', {gpus_here} GPUs' if gpus > 0 else ''}) can hold "
+                         f"{fit} actor(s) of {need} each, not the {actors} asked for: lower --ray-actors or "
+                         "--ray-cpus, or give --ray the address of a larger cluster")
 
 
 def _check_room(ray, address: str, actors: int, cpus: float, gpus: float) -> None:
@@ -221,25 +259,27 @@ def infer_folder_on_ray(folder: str | Path, predictor, model_path: str | Path, o
     if model_format(model_path).name == "tensorrt" and gpus_per_actor <= 0:
         raise InputError(f"{Path(model_path).name} is a TensorRT engine, which runs on a GPU: add --ray-gpus 1 so that "
                          "its actors are placed on GPU nodes (or give the .onnx file to run on CPUs)")
+    _check_reachable(address)
+    if address == LOCAL:  # a Ray of more CPUs than the machine has would only crowd it: refuse before starting one
+        _check_room_here(actors, cpus_per_actor, gpus_per_actor)
     ray = import_module("ray", "infer --ray", "cluster")
     import_module("ray.data", "infer --ray", "cluster")
-    _check_reachable(address)
     plan = plan_inference(folder, predictor, output, batch_size=batch_size, recursive=recursive, workers=workers,
                           resume=resume, overwrite=overwrite, accept_ood=accept_ood, ood_threshold=ood_threshold,
                           log=log)
-    if plan.files:
-        local_cpus = max(math.ceil(actors * cpus_per_actor), os.cpu_count() or 1)
-        _connect(ray, address, local_cpus if address == LOCAL else None)
-        try:
-            _check_room(ray, address, actors, cpus_per_actor, gpus_per_actor)
-            _run(ray, plan, predictor, Path(model_path), actors, cpus_per_actor, gpus_per_actor, batch_size,
-                 workers, progress, metadata, providers, log)
-        except ray.exceptions.RayError as error:  # retries exhausted, a node lost for good, an actor that cannot start
-            reason = str(error).strip().splitlines()[-1][:300] if str(error).strip() else type(error).__name__
-            raise BackendError(f"the Ray job failed ({reason}); the rows already answered are kept in "
-                               f"{plan.journal.name}: run the same command with --resume to continue") from error
-        finally:
-            ray.shutdown()
+    with journal_removed_if_nothing_answered(plan):
+        if plan.files:
+            _connect(ray, address, local_cpus() if address == LOCAL else None)
+            try:
+                _check_room(ray, address, actors, cpus_per_actor, gpus_per_actor)
+                _drive(ray, plan, predictor, Path(model_path), actors, cpus_per_actor, gpus_per_actor, batch_size,
+                       workers, progress, metadata, providers, log)
+            except ray.exceptions.RayError as error:  # retries exhausted, a node lost for good, an actor not started
+                reason = str(error).strip().splitlines()[-1][:300] if str(error).strip() else type(error).__name__
+                raise BackendError(f"the Ray job failed ({reason}); the rows already answered are kept in "
+                                   f"{plan.journal.name}: run the same command with --resume to continue") from error
+            finally:
+                ray.shutdown()
     return finish_inference(plan, predictor)
 
 
@@ -250,7 +290,7 @@ def _is_bundled(model_path: Path) -> bool:
         return False
 
 
-def _run(ray, plan, predictor, model_path: Path, actors: int, cpus: float, gpus: float, batch_size: int,
+def _drive(ray, plan, predictor, model_path: Path, actors: int, cpus: float, gpus: float, batch_size: int,
          workers: int, progress: bool, metadata: dict | None, providers: list[str] | None, log) -> None:
     items = [{"path": str(path), "read": os.path.abspath(path)} for path in plan.files]
     # Enough blocks to keep every actor busy and to retry little after a failure; none empty.

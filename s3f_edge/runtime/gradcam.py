@@ -8,6 +8,7 @@ import numpy as np
 
 from s3f_edge.contract import PROBS, outputs_by_name
 from s3f_edge.errors import InputError
+from s3f_edge.results import overlay_name
 
 
 def _target_layer(model):
@@ -92,12 +93,13 @@ class GradCam:
         """Write an overlay for each image whose predicted class is among ``classes``.
 
         Args:
-            paths: the images' files; their stems name the overlays.
+            paths: the images' files, as their rows name them (``results.overlay_name`` names each overlay).
             images: the same images, preprocessed: (N, H, W, C) float32 in [0, 1].
             probabilities: the model's (N, K) probabilities; the top class is the one explained.
 
         Returns:
-            The PNGs written, ``<stem>.<class>.gradcam.png`` in ``out_dir``.
+            The PNGs written in ``out_dir``, one per image explained; an overlay of another class that an earlier
+            answer of the same file left is removed.
         """
         predicted = probabilities.argmax(axis=1)
         chosen = [i for i, c in enumerate(predicted)
@@ -111,8 +113,11 @@ class GradCam:
             base = (np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., ::-1]) * 255.0
             heat = cv2.applyColorMap((cv2.resize(cam, image.shape[1::-1]) * 255).astype(np.uint8), cv2.COLORMAP_JET)
             overlay = (0.6 * base + 0.4 * heat).clip(0, 255).astype(np.uint8)
-            name = f"{Path(paths[index]).stem}.{self.predictor.class_names[predicted[index]]}.gradcam.png"
-            target = self.out_dir / name
+            class_name = self.predictor.class_names[predicted[index]]
+            target = self.out_dir / overlay_name(paths[index], class_name)
+            for other in self.predictor.class_names:  # a file answered again may now be another class
+                if other != class_name:
+                    (self.out_dir / overlay_name(paths[index], other)).unlink(missing_ok=True)
             cv2.imencode(".png", overlay)[1].tofile(str(target))
             written.append(target)
         return written

@@ -1,0 +1,203 @@
+"""The results of ``infer``: the row schema, results files (CSV, JSONL, JSON) and the journal.
+
+Every row names one file and says what became of it: ``ok`` (a class), ``refused`` (unlike the training
+images: probabilities kept for audit, no class) or ``error`` (no answer, with the reason). A row also records
+the file as it was answered (size and modification time), so that a resumed run answers a changed file
+again and a review page can tell that an image changed after its answer.
+
+The journal beside an output (``.<name>.partial.jsonl``) receives rows as they are answered; its first line
+describes the run (``JOURNAL_KEY``), in particular whether the run replaces an earlier output (``--overwrite``),
+whose rows must then never be kept by a ``--resume``.
+
+Reading is strict: a file that is not an s3f-edge results file raises ``InputError`` with the line at fault;
+only a journal's last line may be torn (the process died while writing it).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from s3f_edge.contract import OOD_SCORE
+from s3f_edge.errors import InputError
+from s3f_edge.outputs import atomic_open, from_spreadsheet, write_csv
+
+PROBABILITY_PREFIX = "prob_"
+STATUSES = ("ok", "refused", "error")
+FILE_SIZE, FILE_MTIME = "file_size", "file_mtime_ns"  # the file as it was answered ("" where it could not be read)
+REQUIRED_COLUMNS = ("path", "status")
+JOURNAL_KEY = "s3f_edge_journal"  # the journal's first line: {JOURNAL_KEY: {...the run...}}
+RESULT_SUFFIXES = (".csv", ".jsonl", ".json")
+
+
+def columns(class_names: list[str]) -> list[str]:
+    """The columns of a results file, in order, for a model with ``class_names``."""
+    return ["path", "status", "reason", "predicted_class", *[PROBABILITY_PREFIX + name for name in class_names],
+            OOD_SCORE, "ood_threshold", "model", "model_sha256", FILE_SIZE, FILE_MTIME]
+
+
+def classes_of(rows: list[dict]) -> list[str]:
+    """The class names that results rows hold, in their column order (``prob_<class>`` keys)."""
+    return [key[len(PROBABILITY_PREFIX):] for key in rows[0] if key.startswith(PROBABILITY_PREFIX)] if rows else []
+
+
+def file_fingerprint(path: str | Path) -> dict:
+    """A file's size and modification time (ns) as rows record them; empty cells where it cannot be read."""
+    try:
+        status = os.stat(path)
+    except (OSError, ValueError):  # ValueError: a path no file can have (a NUL byte, a lone surrogate)
+        return {FILE_SIZE: "", FILE_MTIME: ""}
+    return {FILE_SIZE: status.st_size, FILE_MTIME: status.st_mtime_ns}
+
+
+def same_fingerprint(row: dict, fingerprint: dict) -> bool:
+    """Whether ``row`` was answered for the file as ``fingerprint`` describes it now (rows without the columns,
+    from an older s3f-edge, never match: their files are answered again)."""
+    if FILE_SIZE not in row or FILE_MTIME not in row:
+        return False
+    return all(str(row[key]) == str(fingerprint[key]) for key in (FILE_SIZE, FILE_MTIME))
+
+
+def overlay_name(path: str | Path, class_name: str) -> str:
+    """The file name of the Grad-CAM overlay of the row for ``path``: the file's own name (shortened) for people,
+    and a digest of the whole path, so that ``a/x.jpg``, ``a/x.png`` and ``b/x.jpg`` never share one."""
+    text = str(path)
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{Path(text).name[:80]}.{digest}.{class_name}.gradcam.png"
+
+
+def journal_path(output: Path) -> Path:
+    """Where the journal of ``output`` lives (a hidden file beside it)."""
+    return output.with_name(f".{output.name}.partial.jsonl")
+
+
+def journal_header(replaces_output: bool, model_sha256: str) -> str:
+    """The journal's first line: what the run is (a line of JSON)."""
+    return json.dumps({JOURNAL_KEY: {"version": 1, "replaces_output": replaces_output,
+                                     "model_sha256": model_sha256}}) + "\n"
+
+
+def _not_results(path: Path, why: str, advice: str) -> InputError:
+    return InputError(f"{path} is not an s3f-edge results file ({why}){'; ' + advice if advice else ''}")
+
+
+def _check_rows(path: Path, rows: list, advice: str, where=lambda index: f"row {index + 1}") -> list[dict]:
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise _not_results(path, f"{where(index)} is not a row of named values", advice)
+        missing = [name for name in REQUIRED_COLUMNS if name not in row]
+        if missing:
+            raise _not_results(path, f"{where(index)} has no {' or '.join(missing)}", advice)
+        if not isinstance(row["path"], str) or not row["path"]:
+            raise _not_results(path, f"{where(index)} has no path", advice)
+        if row["status"] not in STATUSES:
+            raise _not_results(path, f"{where(index)}: status {row['status']!r} is not one of {', '.join(STATUSES)}",
+                               advice)
+    return rows
+
+
+def _read_csv(path: Path, advice: str) -> list[dict]:
+    # utf-8-sig: a spreadsheet that saved the file may have put a byte-order mark before the header.
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if not header:
+            return []
+        missing = [name for name in REQUIRED_COLUMNS if name not in header]
+        if missing:
+            raise _not_results(path, f"no {' or '.join(missing)} column", advice)
+        rows, lines = [], []
+        for cells in reader:
+            if not cells:
+                continue
+            if len(cells) != len(header):
+                raise _not_results(path, f"line {reader.line_num} has {len(cells)} cells where the header has "
+                                   f"{len(header)}", advice)
+            rows.append({key: from_spreadsheet(value) for key, value in zip(header, cells)})
+            lines.append(reader.line_num)
+    return _check_rows(path, rows, advice, lambda index: f"line {lines[index]}")
+
+
+def _read_jsonl(path: Path, advice: str, journal: bool) -> tuple[dict, list[dict]]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    header, rows, numbers = {}, [], []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            if journal and number == len(lines):
+                continue  # the process died while writing its last row: that file is answered again
+            raise _not_results(path, f"line {number} is not JSON", advice) from None
+        if journal and isinstance(value, dict) and JOURNAL_KEY in value:
+            header = value[JOURNAL_KEY] if isinstance(value[JOURNAL_KEY], dict) else {}
+            continue
+        rows.append(value)
+        numbers.append(number)
+    return header, _check_rows(path, rows, advice, lambda index: f"line {numbers[index]}")
+
+
+def read_results(path: str | Path, advice: str = "") -> list[dict]:
+    """The rows of a results file ``infer`` wrote (.csv, .jsonl or .json); [] when it does not exist.
+
+    Args:
+        path: the file.
+        advice: what the user should do if it is not a results file (ends the error message).
+
+    Returns:
+        One dict per row (CSV cells as text; JSON values as they were written).
+
+    Raises:
+        InputError: not an s3f-edge results file: unreadable as its suffix says, a row without path or status, a
+            CSV line with too few or too many cells, a status that is not ok, refused or error.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        suffix = path.suffix.lower()
+        if suffix == ".csv":
+            return _read_csv(path, advice)
+        if suffix == ".json":
+            document = json.loads(path.read_text(encoding="utf-8-sig"))
+            if not isinstance(document, dict) or not isinstance(document.get("results"), list):
+                raise _not_results(path, "no list of results", advice)
+            return _check_rows(path, document["results"], advice)
+        return _read_jsonl(path, advice, journal=False)[1]
+    except (UnicodeDecodeError, json.JSONDecodeError, csv.Error) as error:
+        raise _not_results(path, f"{type(error).__name__}: {error}", advice) from None
+    except OSError as error:
+        raise InputError(f"cannot read {path}: {error.strerror or error}; check its permissions") from None
+
+
+def read_journal(path: str | Path, advice: str = "") -> tuple[dict, list[dict]]:
+    """A journal's header (what the run is; {} when absent) and rows; a torn last line is ignored.
+
+    Raises:
+        InputError: a line other than the last is not JSON, or a row is not a results row.
+    """
+    path = Path(path)
+    if not path.exists():
+        return {}, []
+    try:
+        return _read_jsonl(path, advice, journal=True)
+    except UnicodeDecodeError as error:
+        raise _not_results(path, f"{type(error).__name__}: {error}", advice) from None
+
+
+def write_results(output: str | Path, rows: list[dict], class_names: list[str], model_name: str) -> None:
+    """Write rows sorted by path to ``output`` atomically (.csv: spreadsheet-safe cells; .jsonl; .json: with the
+    model's name). JSON keeps every value as it is."""
+    output = Path(output)
+    rows = sorted(rows, key=lambda r: r["path"])
+    if output.suffix.lower() == ".csv":
+        write_csv(output, columns(class_names), rows)
+        return
+    with atomic_open(output, "w", encoding="utf-8") as stream:
+        if output.suffix.lower() == ".jsonl":
+            stream.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        else:
+            json.dump({"model": model_name, "results": rows}, stream, ensure_ascii=False, indent=1)
