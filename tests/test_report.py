@@ -14,6 +14,7 @@ from s3f_edge.cli import main
 from s3f_edge.errors import InputError, MissingFileError, OutputExistsError
 from s3f_edge.outputs import read_csv, write_csv
 from s3f_edge.report.results_page import classes_of, page_rows, summary, write_results_report
+from s3f_edge.results import FILE_MTIME, FILE_SIZE, columns, file_fingerprint, write_results
 from s3f_edge.runtime.predictor import DEFAULT_MODEL_DIR
 from s3f_edge.testing import BROWSER_ENV, browser_missing
 
@@ -312,7 +313,7 @@ def test_several_results_files_share_one_page_only_with_the_same_classes(results
     write_csv(second, list(rows[0]), [{**row, "path": row["path"] + ".copy"} for row in rows[:3]])
     page = write_results_report([csv_path, second], tmp_path / "both.html")
     html = page.read_text(encoding="utf-8")
-    assert html.count("<dt>Results file</dt>") == 2
+    assert html.count("<tr data-source=") == 2  # one summary row per results file
     assert f'<td id="count-total">{len(rows) + 3}</td>' in html
     other = tmp_path / "other.csv"
     renamed = [{("prob_tumour" if key == "prob_glioma" else key): value for key, value in row.items()} for row in rows]
@@ -349,3 +350,206 @@ def test_overlays_sit_beside_their_images_and_resume_redraws_the_page(batch, tmp
                                        str(page), "--quiet"])
     assert result.exit_code == 1 and "--overwrite" in result.stderr  # a page is never silently replaced
     assert not (tmp_path / "other.csv").exists()
+
+
+# ---------------------------------------------------------------- several results files; images changed since
+
+CLASSES = ["glioma", "meningioma", "notumor", "pituitary"]
+
+
+def answered_rows(paths, model: str, sha256: str, threshold: float, shift: int = 0) -> list[dict]:
+    """Rows as infer writes them for ``paths`` (ok, each file's size and time as it is now)."""
+    rows = []
+    for index, path in enumerate(paths):
+        top = (index + shift) % len(CLASSES)
+        probs = {f"prob_{name}": 0.7 if i == top else 0.1 for i, name in enumerate(CLASSES)}
+        rows.append({"path": str(path), "status": "ok", "reason": "", "predicted_class": CLASSES[top], **probs,
+                     "ood_score": 1.0 + index, "ood_threshold": threshold, "model": model, "model_sha256": sha256,
+                     **file_fingerprint(path)})
+    return rows
+
+
+def image_folder(root: Path, count: int = 6) -> list[Path]:
+    folder = root / "images"
+    folder.mkdir()
+    sources = sorted((REPO / "samples" / "brain_mri" / "test").rglob("*.jpg"))
+    return [Path(shutil.copy(image, folder / f"{i}-{image.name}")) for i, image in enumerate(sources[:count])]
+
+
+def summary_rows(html: str) -> list[str]:
+    """The text of each results file's row in the page's summary table."""
+    return [re.sub(r"<[^>]+>", " ", row) for row in re.findall(r"<tr data-source=.*?</tr>", html, re.S)]
+
+
+@pytest.fixture
+def two_models(tmp_path) -> tuple[Path, Path, list[Path]]:
+    """Two models' results files on the same six images: (a.csv, b.jsonl, images)."""
+    images = image_folder(tmp_path)
+    first, second = tmp_path / "a.csv", tmp_path / "b.jsonl"
+    write_results(first, answered_rows(images, "alpha.onnx", "a1" * 32, 4.606936), CLASSES, "alpha.onnx")
+    write_results(second, answered_rows(images, "beta.onnx", "b2" * 32, 5.425835, shift=1), CLASSES, "beta.onnx")
+    return first, second, images
+
+
+def test_two_models_results_files_are_told_apart_in_the_summary(two_models, tmp_path):
+    first, second, images = two_models
+    page = tmp_path / "both.html"
+    result = CliRunner().invoke(main, ["report", str(first), str(second), "--out", str(page), "--quiet"])
+    assert result.exit_code == 0, result.output
+    html = page.read_text(encoding="utf-8")
+    totals = re.search(r'<p id="totals"[^>]*>(.*?)</p>', html).group(1)
+    assert totals == "6 files, 12 rows from 2 results files", totals
+    described = summary_rows(html)
+    assert len(described) == 2
+    for text, (path, model, sha, threshold) in zip(described, [(first, "alpha.onnx", "a1" * 6, "4.606936"),
+                                                               (second, "beta.onnx", "b2" * 6, "5.425835")]):
+        cells = text.split()
+        assert str(path) in cells and model in cells and sha in cells and threshold in cells, text
+        assert "6" in cells and "a1" * 7 not in text, text  # its row count; the sha256 shortened
+    assert [row["source"] for row in page_data(page)["rows"]] == [0] * 6 + [1] * 6
+
+
+def test_a_results_file_given_twice_is_read_once_and_the_user_told(two_models, tmp_path, monkeypatch):
+    first, _, images = two_models
+    copy = tmp_path / "copy-of-a.csv"
+    copy.write_bytes(first.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    page = tmp_path / "once.html"
+    result = CliRunner().invoke(main, ["report", str(first), str(first), "a.csv", str(copy), "--out", str(page),
+                                       "--quiet"])
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if "read once" in line]
+    assert len(notes) == 3, result.stderr
+    assert notes[0] == f"note: {first} was given again: read once, its rows counted once", notes
+    assert notes[1].startswith(f"note: a.csv was given again (as {first})"), notes
+    assert notes[2].startswith(f"note: {copy} has the same content as {first} (#1)"), notes
+    data, html = page_data(page), page.read_text(encoding="utf-8")
+    assert len(data["rows"]) == len(images) and len(data["sources"]) == 1
+    assert re.search(r'<p id="totals"[^>]*>(.*?)</p>', html).group(1) == "6 files, 6 rows from 1 results file"
+    assert html.count('class="given-again"') == 3  # the page says so too, for whoever reads it later
+
+
+def change_after_answer(tmp_path, monkeypatch) -> tuple[Path, dict[str, Path]]:
+    """A results file whose images then changed: one replaced, one touched, one deleted, one locked; one
+    unchanged, one that was corrupt when answered. Returns (results.csv, {kind: image})."""
+    import s3f_edge.report.thumbnails as thumbnails
+
+    images = image_folder(tmp_path)
+    kinds = dict(zip(["same", "replaced", "touched", "deleted", "locked"], images))
+    corrupt = images[0].with_name("corrupt.png")
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    kinds["corrupt"] = corrupt
+    rows = answered_rows(list(kinds.values())[:-1], "alpha.onnx", "a1" * 32, 4.6)
+    rows.append({"path": str(corrupt), "status": "error", "reason": "not a decodable image", "predicted_class": "",
+                 **{f"prob_{name}": "" for name in CLASSES}, "ood_score": "", "ood_threshold": "",
+                 "model": "alpha.onnx", "model_sha256": "a1" * 32, **file_fingerprint(corrupt)})
+    results = tmp_path / "results.csv"
+    write_results(results, rows, CLASSES, "alpha.onnx")
+    kinds["replaced"].write_bytes(images[5].read_bytes())  # another image under the answered name
+    stat = kinds["touched"].stat()
+    os.utime(kinds["touched"], ns=(stat.st_atime_ns, stat.st_mtime_ns + 90 * 10**9))  # same bytes, new time
+    kinds["deleted"].unlink()
+    def read(path):  # the tests run as root, whom file permissions do not stop
+        if Path(path) == kinds["locked"]:
+            raise PermissionError(13, "Permission denied", str(path))
+        return Path(path).read_bytes()
+
+    monkeypatch.setattr(thumbnails, "_read_bytes", read, raising=False)  # the test fails without the reason anyway
+    return results, kinds
+
+
+def test_images_changed_or_gone_after_their_answer_say_so(tmp_path, monkeypatch):
+    results, kinds = change_after_answer(tmp_path, monkeypatch)
+    page = write_results_report(results, tmp_path / "page.html")
+    rows = {Path(row["path"]): row for row in page_data(page)["rows"]}
+    state = {kind: (rows[path]["image"], rows[path]["image_note"]) for kind, path in kinds.items()}
+    assert state["same"] == ("shown", "") and rows[kinds["same"]]["thumb"].startswith("data:image/jpeg")
+    for kind in ("replaced", "touched"):
+        image, note = state[kind]
+        assert image == "changed" and note.startswith("changed after its answer: answered as "), state[kind]
+        assert rows[kinds[kind]]["thumb"], "kept, to be shown only when asked for"
+    replaced = kinds["replaced"]
+    assert f"now {replaced.stat().st_size:,} bytes" in state["replaced"][1]
+    assert state["deleted"] == ("unavailable", "not found (deleted, moved or renamed)")
+    assert state["locked"] == ("unavailable", "unreadable: permission denied")
+    assert state["corrupt"][0] == "unavailable" and state["corrupt"][1].startswith("not an image or corrupt: ")
+    html = page.read_text(encoding="utf-8")
+    assert re.search(r'<li id="note-changed"[^>]*>2 of the rows', html)
+    assert 'class="no-fingerprints"' not in html
+
+
+def test_an_older_results_file_cannot_tell_changes_and_says_so_once(tmp_path):
+    images = image_folder(tmp_path)
+    older = [c for c in columns(CLASSES) if c not in (FILE_SIZE, FILE_MTIME)]
+    results = tmp_path / "older.csv"
+    write_csv(results, older, answered_rows(images, "alpha.onnx", "a1" * 32, 4.6))
+    images[0].write_bytes(images[1].read_bytes())
+    page = write_results_report(results, tmp_path / "page.html")
+    rows = page_data(page)["rows"]
+    assert all(row["image"] == "shown" and row["image_note"] == "" for row in rows), rows  # nothing per row
+    assert page.read_text(encoding="utf-8").count('class="no-fingerprints"') == 1
+
+
+@needs_browser
+def test_each_row_names_its_results_file_and_model_and_filters_by_it(browser, two_models, tmp_path):
+    from selenium.common.exceptions import NoAlertPresentException
+
+    first, second, images = two_models
+    third = tmp_path / "c.json"  # a model name is text from a file, like a path: shown, never run
+    write_results(third, answered_rows(images, HOSTILE, "c3" * 32, 3.0), CLASSES, HOSTILE)
+    page = write_results_report([first, second, third], tmp_path / "three.html")
+    open_page(browser, page)
+    assert [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "WARNING")] == []
+    cells = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#rows tbody tr'), tr => [tr.dataset.source, "
+        "tr.querySelector('td.source').textContent])")
+    assert len(cells) == 18
+    labels = {"0": "#1 a.csvalpha.onnx", "1": "#2 b.jsonlbeta.onnx", "2": "#3 c.json" + HOSTILE}
+    for source, text in cells:
+        assert text == labels[source], text
+    assert browser.execute_script("return document.querySelectorAll('img[src=\"x\"]').length") == 0
+    with pytest.raises(NoAlertPresentException):
+        browser.switch_to.alert.text  # noqa: B018 (reading it is the check)
+    choose(browser, "filter-source", "1")
+    assert int(browser.find_element("id", "shown").get_attribute("data-matching")) == 6
+    assert {tr.get_attribute("data-source") for tr in browser.find_elements("css selector", "#rows tbody tr")} == {
+        "1"}
+    assert all(text.endswith("beta.onnx") for text in
+               (cell.text for cell in browser.find_elements("css selector", "#rows td.source")))
+
+
+@needs_browser
+def test_a_changed_image_is_hidden_until_asked_for_and_a_missing_one_says_why(browser, tmp_path, monkeypatch):
+    results, kinds = change_after_answer(tmp_path, monkeypatch)
+    page = write_results_report(results, tmp_path / "page.html")
+    open_page(browser, page)
+    assert [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "WARNING")] == []
+
+    def row(kind):
+        return browser.find_element("css selector", f"#rows tbody tr[data-path='{kinds[kind]}']")
+
+    replaced = row("replaced")
+    picture = replaced.find_element("css selector", "td.image")
+    assert picture.find_elements("css selector", "img") == [] and "changed after its answer" in picture.text
+    assert "changed after its answer: answered as" in replaced.find_elements("css selector", "td")[2].text
+    picture.find_element("css selector", "button.reveal").click()
+    assert len(picture.find_elements("css selector", "img")) == 1
+    assert "current file, not the one answered" in picture.text
+    assert "not found (deleted, moved or renamed)" in row("deleted").find_element("css selector", "td.image").text
+    assert "permission denied" in row("locked").find_element("css selector", "td.image").text
+    assert "not an image or corrupt" in row("corrupt").find_element("css selector", "td.image").text
+    assert len(row("same").find_elements("css selector", "td.image img")) == 1
+    choose(browser, "filter-image", "changed")
+    assert sorted(table_paths(browser)) == sorted(str(kinds[k]) for k in ("replaced", "touched"))
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SHOTS / "review-changed-images.png"))
+
+
+def test_a_relative_path_not_found_says_where_to_write_the_page():
+    from s3f_edge.report.results_page import image_state
+    from s3f_edge.report.thumbnails import read_thumbnail
+
+    path = "no/such/image.jpg"
+    state = image_state({"path": path, FILE_SIZE: "10", FILE_MTIME: "5"}, file_fingerprint(path), read_thumbnail(path))
+    assert state == ("unavailable", "not found (deleted, moved or renamed); a relative path: write the page where "
+                                    "infer ran")

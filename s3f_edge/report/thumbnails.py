@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -40,17 +41,68 @@ def data_uri(pixels: np.ndarray, size: int = DEFAULT_SIZE) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(encoded.tobytes()).decode("ascii")
 
 
+@dataclass(frozen=True)
+class Thumbnail:
+    """A file's picture for a page, or why there is none.
+
+    Attributes:
+        uri: the data URI (``data_uri``), or None.
+        problem: why there is no picture (None when there is one): not found, unreadable, not an image.
+    """
+
+    uri: str | None
+    problem: str | None = None
+
+
+def _read_bytes(path: str | Path) -> bytes:
+    return Path(path).read_bytes()
+
+
+def read_thumbnail(path: str | Path, size: int = DEFAULT_SIZE) -> Thumbnail:
+    """A file's thumbnail, or the reason it has none (one line a reviewer can act on).
+
+    Args:
+        path: the image file.
+        size: the longer side of the thumbnail, in pixels.
+
+    Returns:
+        The ``Thumbnail``: its ``uri``, or its ``problem``: "not found (deleted, moved or renamed)", "unreadable:
+        permission denied", "a folder, not an image file", "not an image or corrupt: <the decoder's reason>".
+    """
+    try:
+        data = _read_bytes(path)
+    except FileNotFoundError:
+        return Thumbnail(None, "not found (deleted, moved or renamed)")
+    except IsADirectoryError:
+        return Thumbnail(None, "a folder, not an image file")
+    except PermissionError:
+        return Thumbnail(None, "unreadable: permission denied")
+    except OSError as error:
+        return Thumbnail(None, f"unreadable: {error.strerror or error}")
+    except ValueError as error:  # a path the system cannot name (an embedded NUL)
+        return Thumbnail(None, f"unreadable: {error}")
+    try:
+        return Thumbnail(data_uri(decode_image(data), size))
+    except ImageDecodeError as error:
+        return Thumbnail(None, f"not an image or corrupt: {_one_line(error)}")
+    except (ValueError, cv2.error) as error:
+        return Thumbnail(None, f"not an image or corrupt: {type(error).__name__}: {_one_line(error)}")
+    except MemoryError:
+        return Thumbnail(None, "too large to show")
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
+
+
 def file_thumbnail(path: str | Path, size: int = DEFAULT_SIZE) -> str | None:
     """A file's thumbnail (``data_uri``), or None when the file cannot be read as an image."""
-    try:
-        return data_uri(decode_image(path), size)
-    except (ImageDecodeError, OSError, ValueError, MemoryError, cv2.error):
-        return None  # its row already says why it has no answer; the page shows no picture
+    return read_thumbnail(path, size).uri
 
 
-def file_thumbnails(paths: Iterable[str | Path], size: int = DEFAULT_SIZE, workers: int = 4,
-                    progress: bool = False, description: str = "thumbnails") -> list[str | None]:
-    """``file_thumbnail`` of every path, in order, decoded in parallel (OpenCV releases the GIL).
+def read_thumbnails(paths: Iterable[str | Path], size: int = DEFAULT_SIZE, workers: int = 4,
+                    progress: bool = False, description: str = "thumbnails") -> list[Thumbnail]:
+    """``read_thumbnail`` of every path, in order, decoded in parallel (OpenCV releases the GIL).
 
     Args:
         paths: the image files.
@@ -60,13 +112,23 @@ def file_thumbnails(paths: Iterable[str | Path], size: int = DEFAULT_SIZE, worke
         description: the progress bar's label.
 
     Returns:
-        One data URI (or None for an unreadable file) per path.
+        One ``Thumbnail`` per path.
     """
     paths = list(paths)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = pool.map(lambda p: file_thumbnail(p, size), paths)
+        results = pool.map(lambda p: read_thumbnail(p, size), paths)
         if progress:
             from tqdm import tqdm
 
             results = tqdm(results, total=len(paths), desc=description, unit="img", leave=False, dynamic_ncols=True)
         return list(results)
+
+
+def file_thumbnails(paths: Iterable[str | Path], size: int = DEFAULT_SIZE, workers: int = 4,
+                    progress: bool = False, description: str = "thumbnails") -> list[str | None]:
+    """``file_thumbnail`` of every path, in order: ``read_thumbnails`` (same arguments) without the reasons.
+
+    Returns:
+        One data URI (or None for an unreadable file) per path.
+    """
+    return [thumbnail.uri for thumbnail in read_thumbnails(paths, size, workers, progress, description)]

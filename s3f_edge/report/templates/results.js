@@ -1,10 +1,15 @@
 // The results page: filter, sort and page through REPORT.rows; only one page of rows is in the document.
+// Each row names its results file (REPORT.sources[row.source]) when the page holds several; an image that
+// changed after its answer (row.image === "changed") is shown only when asked for, labelled as the current file.
 const PAGE_SIZE = 100;
 const rows = REPORT.rows;
 const classes = REPORT.classes;
+const sources = REPORT.sources;
 const controls = {
   status: document.getElementById("filter-status"),
   klass: document.getElementById("filter-class"),
+  source: document.getElementById("filter-source"),  // only on a page of several results files
+  image: document.getElementById("filter-image"),
   confidence: document.getElementById("min-confidence"),
   sort: document.getElementById("sort"),
   search: document.getElementById("search"),
@@ -12,12 +17,13 @@ const controls = {
 const body = document.querySelector("#rows tbody");
 const shown = document.getElementById("shown");
 const hasOverlayColumn = document.getElementById("rows").dataset.explained === "yes";
+const hasSourceColumn = sources.length > 1;
 let matching = [];
 let page = 0;
 let selected = -1;
 
 function compareBy(key) {
-  const byPath = (a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0);
+  const byPath = (a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : a.source - b.source);
   const missingLast = (field, direction) => (a, b) => {
     const x = a[field], y = b[field];
     if (x === null && y === null) return byPath(a, b);
@@ -36,10 +42,14 @@ function applyFilters() {
   const status = controls.status.value;
   const klass = controls.klass.value;
   const least = Number(controls.confidence.value) || 0;
+  const source = controls.source ? controls.source.value : "";
+  const picture = controls.image.value;
   const needle = controls.search.value.trim().toLowerCase();
   matching = rows.filter((row) =>
     (!status || row.status === status) &&
     (!klass || row.top === klass) &&
+    (source === "" || row.source === Number(source)) &&
+    (!picture || row.image === picture) &&
     (least <= 0 || (row.confidence !== null && row.confidence >= least)) &&
     (!needle || row.path.toLowerCase().includes(needle) || row.reason.toLowerCase().includes(needle)));
   matching.sort(compareBy(controls.sort.value));
@@ -48,23 +58,54 @@ function applyFilters() {
   render();
 }
 
+function pictureCell(row) {
+  const cell = element("td", "image image-" + row.image);
+  if (row.image === "shown") {
+    cell.append(image(row.thumb, "the image"));
+  } else if (row.image === "changed") {
+    cell.append(element("div", "warning", "changed after its answer"));
+    if (row.thumb) {
+      const reveal = element("button", "reveal", "show the current file");
+      reveal.type = "button";
+      reveal.addEventListener("click", (event) => {
+        event.stopPropagation();
+        reveal.replaceWith(image(row.thumb, "the current file, changed after its answer"),
+          element("div", "warning", "current file, not the one answered"));
+      });
+      cell.append(reveal);
+    }
+  } else {
+    cell.append(element("span", "no-image", "no image"));
+    cell.append(element("div", "why", row.image_note));
+  }
+  return cell;
+}
+
 function rowElement(row) {
   const tr = element("tr");
   tr.dataset.status = row.status;
   tr.dataset.confidence = row.confidence === null ? "" : String(row.confidence);
   tr.dataset.path = row.path;
-  const picture = element("td", "image");
-  picture.append(image(row.thumb, "the image"));
-  tr.append(picture);
+  tr.dataset.source = String(row.source);
+  tr.dataset.image = row.image;
+  if (row.image === "changed") tr.classList.add("changed");
+  tr.append(pictureCell(row));
   if (hasOverlayColumn) {
     const overlay = element("td", "image");
     if (row.overlay) overlay.append(image(row.overlay, "Grad-CAM overlay"));
     tr.append(overlay);
   }
+  if (hasSourceColumn) {
+    const origin = element("td", "source");
+    const source = sources[row.source];
+    origin.append(element("div", "badge", source.label + " " + source.name), element("div", "reason", source.model));
+    tr.append(origin);
+  }
   tr.append(element("td", "path", row.path));
   const status = element("td");
   status.append(element("div", "status status-" + row.status, row.status));
   if (row.reason) status.append(element("div", "reason", row.reason));
+  if (row.image === "changed") status.append(element("div", "warning", row.image_note));
   tr.append(status);
   const answer = row.status === "ok" ? row.predicted + " " + fixed(row.confidence, 3)
     : row.status === "refused" ? "not classified (" + row.top + " " + fixed(row.confidence, 3) + ")" : "";
@@ -86,7 +127,7 @@ function render() {
   const slice = matching.slice(start, start + PAGE_SIZE);
   body.replaceChildren(...slice.map(rowElement));
   const range = matching.length ? (start + 1) + "–" + (start + slice.length) : "0";
-  shown.textContent = "rows " + range + " of " + matching.length + " matching (" + rows.length + " in the file)" +
+  shown.textContent = "rows " + range + " of " + matching.length + " matching (" + rows.length + " in all)" +
     ", page " + (page + 1) + " of " + pages();
   shown.dataset.matching = String(matching.length);
   document.getElementById("previous").disabled = page === 0;
@@ -114,7 +155,7 @@ function turn(step) {
   }
 }
 
-for (const control of Object.values(controls)) {
+for (const control of Object.values(controls).filter((c) => c !== null)) {
   control.addEventListener("input", applyFilters);
   control.addEventListener("change", applyFilters);
 }
