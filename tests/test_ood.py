@@ -381,6 +381,90 @@ def test_calibrate_uses_the_split_the_model_was_trained_with(calibrated_run, sam
     assert wrong.exit_code == 1 and "--seed 5 is not the 0 the model was trained with" in wrong.stderr
 
 
+@pytest.fixture
+def model_of_a_subset(sample_dir, tmp_path):
+    """A synthetic model recording, as train does, the files of a copy of the samples that keeps 10 of each class's
+    12 training images, and the split (0.25, seed 0) it was trained with. Returns (model, that dataset)."""
+    import shutil
+
+    from s3f_edge.data.folders import discover
+    from s3f_edge.model import load_model
+    from s3f_edge.model.metadata import read_metadata, save_model_atomically
+    from s3f_edge.testing import saved_model
+
+    subset = tmp_path / "subset"
+    shutil.copytree(sample_dir, subset)
+    for class_dir in (subset / "train").iterdir():
+        for image in sorted(class_dir.glob("*.jpg"))[10:]:
+            image.unlink()
+    dataset = discover(subset)
+    path = saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1), class_names=dataset.class_names)
+    metadata = {**read_metadata(path), "protocol": "clean", "data_file_list_sha256": dataset.file_list_hash(),
+                "validation_split": {"fraction": 0.25, "seed": 0}}
+    save_model_atomically(load_model(path), path, metadata)
+    return path, subset
+
+
+def calibrate_command(*arguments):
+    return CliRunner().invoke(main, ["calibrate", *map(str, arguments), "--quiet"])
+
+
+def test_calibrate_refuses_another_dataset_than_the_models_before_any_work(model_of_a_subset, sample_dir, tmp_path):
+    from s3f_edge.data.folders import discover, stratified_split
+    from s3f_edge.model.metadata import read_metadata
+
+    model, subset = model_of_a_subset
+    # what the defect did: the samples' validation split holds images the model trained on
+    trained = {p.name for p in stratified_split(discover(subset).train, 0.25, 0)[0].paths}
+    assert trained & {p.name for p in stratified_split(discover(sample_dir).train, 0.25, 0)[1].paths}
+    refused = calibrate_command(model, sample_dir, "--out", tmp_path / "c.keras")
+    assert refused.exit_code == 1, refused.output
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert "are not those" in refused.stderr and "--other-data" in refused.stderr
+    assert not (tmp_path / "c.keras").exists()
+    # its own dataset passes, with the split it records
+    own = calibrate_command(model, subset, "--out", tmp_path / "own.keras")
+    assert own.exit_code == 0, own.output
+    fitted = read_metadata(tmp_path / "own.keras")["calibration"]["fitted_on"]
+    assert fitted["data_check"] == "matched" and "note:" not in own.output
+    assert (fitted["val_fraction"], fitted["seed"], fitted["validation_images"]) == (0.25, 0, 10)
+    # and --other-data cannot relabel the model's own files
+    relabelled = calibrate_command(model, subset, "--out", tmp_path / "x.keras", "--other-data")
+    assert relabelled.exit_code == 1 and "very files" in relabelled.stderr
+
+
+def test_calibrate_on_other_data_on_purpose_is_recorded_and_said(model_of_a_subset, sample_dir, tmp_path):
+    from s3f_edge.model.metadata import read_metadata
+
+    model, _ = model_of_a_subset
+    out = tmp_path / "c.keras"
+    # the model's split says nothing of other data: another one is no contradiction
+    result = calibrate_command(model, sample_dir, "--out", out, "--other-data", "--val-fraction", "0.3", "--seed", "3")
+    assert result.exit_code == 0, result.output
+    assert "note: calibrated on other data on purpose (--other-data)" in result.output
+    metadata = read_metadata(out)
+    fitted = metadata["calibration"]["fitted_on"]
+    assert (fitted["data_check"], fitted["val_fraction"], fitted["seed"]) == ("other-data", 0.3, 3)
+    assert metadata["validation_split"] == {"fraction": 0.25, "seed": 0}  # the model's own split, kept
+
+
+def test_calibrate_a_model_without_the_record_unchecked_with_a_note(sample_dir, tmp_path):
+    from s3f_edge.model.metadata import read_metadata
+    from s3f_edge.testing import saved_model
+
+    model = saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1),
+                        class_names=["glioma", "meningioma", "notumor", "pituitary"])
+    assert "data_file_list_sha256" not in read_metadata(model)
+    unsplit = calibrate_command(model, sample_dir, "--out", tmp_path / "c.keras")
+    assert unsplit.exit_code == 1 and "does not record the validation split" in unsplit.stderr
+    result = calibrate_command(model, sample_dir, "--out", tmp_path / "c.keras", "--val-fraction", "0.25",
+                               "--seed", "0")
+    assert result.exit_code == 0, result.output
+    assert "note: the model does not record the files it was trained on" in result.output
+    fitted = read_metadata(tmp_path / "c.keras")["calibration"]["fitted_on"]
+    assert (fitted["data_check"], fitted["val_fraction"], fitted["seed"]) == ("unchecked", 0.25, 0)
+
+
 def test_resume_refuses_rows_decided_with_another_threshold_and_an_uncalibrated_threshold(calibrated_run, tmp_path,
                                                                                            sample_dir):
     from s3f_edge.runtime import infer_folder, load_predictor

@@ -29,6 +29,17 @@ TEMPERATURE_BOUNDS = (0.05, 20.0)
 SCORE_METHOD = "mahalanobis-blocks"
 SCORE_POOLING = "mean_std"
 SCORE_SPECTRAL_BLOCKS = False
+# The model's metadata key under which train records the fingerprint of the files it trained on
+# (FolderDataset.file_list_hash; its run directory's config.json holds it as "file_list_sha256").
+DATA_FINGERPRINT = "data_file_list_sha256"
+# How calibrate_file's DATA relates to the model's training data (recorded in the calibration's fitted_on).
+DATA_MATCHED, DATA_UNCHECKED, DATA_OTHER = "matched", "unchecked", "other-data"
+DATA_CHECK_NOTES = {
+    DATA_UNCHECKED: "the model does not record the files it was trained on, so whether its validation split holds "
+                    "training images could not be checked",
+    DATA_OTHER: "calibrated on other data on purpose (--other-data): its images are taken as unseen by the model",
+}
+OTHER_DATA_SPLIT = (0.15, 0)  # train's defaults (TrainOptions): the split of other data when none is given
 
 
 def block_features(model: "keras.Model", images, batch_size: int = 64, blocks: list[str] | None = None,
@@ -244,15 +255,22 @@ def _temperature(logits: np.ndarray, labels: np.ndarray) -> tuple[float, str | N
 
 def calibrate_file(model_path: str | Path, data_dir: str | Path, out_path: str | Path, *,
                    val_fraction: float | None = None, seed: int | None = None, keep: float = DEFAULT_KEEP,
-                   fit_images: int = DEFAULT_FIT_IMAGES, overwrite: bool = False, workers: int = 4,
-                   progress: bool = False) -> dict:
+                   fit_images: int = DEFAULT_FIT_IMAGES, other_data: bool = False, overwrite: bool = False,
+                   workers: int = 4, progress: bool = False) -> dict:
     """Calibrate a saved model (trained by s3f-edge, before this feature or elsewhere) on its own dataset.
+
+    The dataset must be the one the model was trained with: when the model records the fingerprint of its
+    training files (its metadata, else the config.json of the run directory it sits in), ``data_dir``'s must be
+    the same, else calibration is refused before any work (another dataset's validation split may hold images the
+    model trained on). A model that records none is calibrated unchecked. ``other_data`` calibrates on another
+    dataset on purpose, when its images are known to be unseen by the model.
 
     The validation split must be the one the model was trained with, so that its validation images are ones it
     never trained on: the split the model's metadata records, else the one in the config.json of the run
     directory it sits in, else ``val_fraction`` and ``seed``, which must then be given. A recorded split wins,
     and a different ``val_fraction`` or ``seed`` is refused. A model trained under the paper protocol (selected
-    on the test set, no validation split) is refused.
+    on the test set, no validation split) is refused. With ``other_data``, any split will do (default: train's
+    0.15 and 0), and the model's own split record is kept.
 
     Args:
         model_path: the .keras model.
@@ -262,17 +280,21 @@ def calibrate_file(model_path: str | Path, data_dir: str | Path, out_path: str |
         seed: the validation split's seed, likewise.
         keep: the share of validation images the threshold accepts.
         fit_images: training images (seeded, stratified sample) for the score's class statistics.
+        other_data: ``data_dir`` is not the model's training data, on purpose: none of its images were seen by the
+            model.
         overwrite: replace an existing ``out_path``; else it is refused.
         workers: decoding threads.
         progress: show progress bars on stderr while decoding.
 
     Returns:
-        The ``calibration`` metadata written into the model, plus ``out``.
+        The ``calibration`` metadata written into the model, plus ``out``; its ``fitted_on["data_check"]`` is
+        ``DATA_MATCHED``, ``DATA_UNCHECKED`` or ``DATA_OTHER`` (``DATA_CHECK_NOTES`` says what the latter two mean).
 
     Raises:
         InputError: ``out_path`` is the model, the model is no .keras file or has a head calibration cannot use,
-            no usable validation split (paper protocol, unrecorded, or one contradicting the record), too few
-            images, or a class without readable training images.
+            ``data_dir``'s files are not the recorded ones (without ``other_data``) or are (with it), no usable
+            validation split (paper protocol, unrecorded, or one contradicting the record), too few images, or a
+            class without readable training images.
         DatasetError: ``data_dir`` is no usable dataset, or its classes are not the model's.
         OutputExistsError: ``out_path`` exists and ``overwrite`` is false.
         OutputError: ``out_path`` cannot be written.
@@ -289,8 +311,13 @@ def calibrate_file(model_path: str | Path, data_dir: str | Path, out_path: str |
     ensure_writable(out_path, "--out")
     refuse_existing([out_path], overwrite=overwrite)
     metadata = read_metadata(model_path)
-    model = load_model(model_path)
     dataset = discover(data_dir)
+    config = _run_config(model_path)
+    recorded = (metadata or {}).get(DATA_FINGERPRINT) or config.get("file_list_sha256")
+    data_check = _data_check(model_path, data_dir, dataset.file_list_hash(), recorded, other_data)
+    val_fraction, seed = _validation_split(model_path, metadata or {}, config.get("options", {}), val_fraction, seed,
+                                           other_data)
+    model = load_model(model_path)
     if metadata is None:
         height, width, channels = model.input_shape[1:]
         metadata = {"class_names": dataset.class_names,
@@ -301,32 +328,70 @@ def calibrate_file(model_path: str | Path, data_dir: str | Path, out_path: str |
     from s3f_edge.model.calibration import check_head, uncalibrated
 
     check_head(uncalibrated(model), len(dataset.class_names))
-    val_fraction, seed = _validation_split(model_path, metadata, val_fraction, seed)
     fit, validation = stratified_split(dataset.train, val_fraction, seed)
     fit = fit.subset(calibration_sample(fit.labels, fit_images, seed))
     contract = Preprocessing.from_dict(metadata["preprocessing"])
     fit_x, fit_y, _ = load_split(fit, contract, workers, progress=progress)
     val_x, val_y, _ = load_split(validation, contract, workers, progress=progress)
-    provenance = {"data_file_list_sha256": dataset.file_list_hash(), "val_fraction": val_fraction, "seed": seed,
-                  "model_sha256": _sha256(model_path)}
+    provenance = {"data_file_list_sha256": dataset.file_list_hash(), "data_check": data_check,
+                  "val_fraction": val_fraction, "seed": seed, "model_sha256": _sha256(model_path)}
     result, calibration = calibrate_model(model, fit_x, fit_y, val_x, val_y, keep=keep, provenance=provenance)
-    save_model_atomically(result, out_path, {**metadata, "calibration": calibration,
-                                             "validation_split": {"fraction": val_fraction, "seed": seed}})
+    # Other data's split says nothing of the model's own, which a later calibration on its own data needs.
+    split = {} if other_data else {"validation_split": {"fraction": val_fraction, "seed": seed}}
+    save_model_atomically(result, out_path, {**metadata, "calibration": calibration, **split})
     return {**calibration, "out": str(out_path)}
 
 
-def _validation_split(model_path: Path, metadata: dict, val_fraction: float | None,
-                      seed: int | None) -> tuple[float, int]:
-    """The (fraction, seed) of the split the model was trained with (``calibrate_file`` says where from)."""
+def _run_config(model_path: Path) -> dict:
+    """The config.json of the run directory the model sits in (train's record of the run), or {}."""
     import json
 
     config = model_path.parent / "config.json"
-    options = {}
-    if config.is_file():
-        try:
-            options = json.loads(config.read_text()).get("options", {})
-        except (ValueError, AttributeError):
-            options = {}
+    if not config.is_file():
+        return {}
+    try:
+        found = json.loads(config.read_text())
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _data_check(model_path: Path, data_dir: str | Path, fingerprint: str, recorded: str | None,
+                other_data: bool) -> str:
+    """How DATA relates to the model's training data: ``DATA_MATCHED``, ``DATA_UNCHECKED`` or ``DATA_OTHER``.
+
+    Args:
+        model_path: the model (named in messages).
+        data_dir: DATA (named in messages).
+        fingerprint: DATA's ``file_list_hash()``, computed as train computes the one it records.
+        recorded: the fingerprint the model records, or None.
+        other_data: the user says DATA is other data, unseen by the model.
+
+    Raises:
+        InputError: DATA's files differ from the recorded ones without ``other_data``, or are the recorded ones
+            with it.
+    """
+    if recorded is None:
+        return DATA_OTHER if other_data else DATA_UNCHECKED
+    if fingerprint == recorded:
+        if other_data:
+            raise InputError(f"--other-data, but {data_dir} holds the very files {model_path} was trained on; leave "
+                             "--other-data out")
+        return DATA_MATCHED
+    if other_data:
+        return DATA_OTHER
+    raise InputError(f"the files of {data_dir} are not those {model_path} was trained on, so its validation split "
+                     "could hold images the model trained on; give the DATA folder it was trained on (the same files "
+                     "in train/ and test/), or --other-data if none of these images were seen by the model")
+
+
+def _validation_split(model_path: Path, metadata: dict, options: dict, val_fraction: float | None,
+                      seed: int | None, other_data: bool = False) -> tuple[float, int]:
+    """The (fraction, seed) of the split the model was trained with (``calibrate_file`` says where from), or with
+    ``other_data`` the one given (default ``OTHER_DATA_SPLIT``): the model's split is of other images."""
+    if other_data:
+        return (OTHER_DATA_SPLIT[0] if val_fraction is None else val_fraction,
+                OTHER_DATA_SPLIT[1] if seed is None else seed)
     if metadata.get("protocol") == "paper" or options.get("paper_protocol"):
         raise InputError(f"{model_path} was trained under --paper-protocol: it selected on the test set and kept no "
                          "validation split to calibrate on; calibrate a model trained with the clean protocol")
