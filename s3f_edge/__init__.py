@@ -18,10 +18,10 @@ __all__ = [*_MODEL_API, "__version__"]
 
 
 def __getattr__(name: str):
-    if name in _MODEL_API:
-        return getattr(_import_module("s3f_edge.model"), name)
+    if name in _MODEL_API:  # without the train extra: MissingDependencyError naming it (s3f_edge.model.export)
+        return _import_module("s3f_edge.model").export(name, f"s3f_edge.{name}")
     raise AttributeError(f"module 's3f_edge' has no attribute {name!r}")
 
 
-if "keras" in _sys.modules:  # a Keras user already: register the custom layers for keras.saving now
+if _sys.modules.get("keras") is not None:  # a Keras user already: register the custom layers for keras.saving now
     _import_module("s3f_edge.model.serialization")

@@ -121,3 +121,35 @@ def test_generated_tables_equal_the_files_they_come_from():
     done = subprocess.run([sys.executable, str(REPO / "tools" / "update_docs.py"), "--check"], capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def readme_python_snippet() -> str:
+    """The code block of the README's "## Python" section."""
+    section = (REPO / "README.md").read_text().split("\n## Python\n", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+@pytest.mark.parametrize("calibrated", [True, False], ids=["calibrated", "uncalibrated"])
+def test_the_readmes_python_snippet_runs_on_any_model(calibrated, tmp_path, sample_images):
+    """The snippet, run as shown on the bundled (calibrated) model and on a model without a refusal threshold:
+    ``refused`` is one bool per image either way."""
+    import numpy as np
+
+    from s3f_edge.runtime.predictor import default_model
+    from s3f_edge.testing import saved_model
+
+    model = default_model() if calibrated else saved_model(tmp_path / "plain.keras", "brisc2025", (32, 32, 1))
+    code = readme_python_snippet()
+    assert code.count('"deploy/model.onnx"') == 1 and code.count('"scan.png"') == 1
+    namespace: dict = {}
+    exec(code.replace('"deploy/model.onnx"', repr(str(model))).replace('"scan.png"', repr(str(sample_images[0]))),
+         namespace)
+    refused, predictor = namespace["refused"], namespace["predictor"]
+    assert isinstance(refused, np.ndarray) and refused.dtype == bool and refused.shape == (1,)
+    assert np.isfinite(namespace["probabilities"]).all()
+    if calibrated:
+        scores = namespace["ood_scores"]
+        assert predictor.ood_threshold is not None and np.isfinite(scores).all()
+        assert refused.tolist() == (scores > predictor.ood_threshold).tolist()
+    else:
+        assert predictor.ood_threshold is None and namespace["ood_scores"] is None and not refused.any()

@@ -9,11 +9,13 @@ from conftest import hardware_missing
 from helpers import original_layout_files
 
 from s3f_edge.errors import InputError, OutputExistsError
+from s3f_edge.export import precision as _precision
 from s3f_edge.export.checks import ExportCheckError, check_onnx
 from s3f_edge.export.onnx_export import ExportOptions, ParityError, export_model
 from s3f_edge.runtime.parity import FP32_MAX_ABS_DIFF
 from s3f_edge.testing import saved_model
 
+_TO_FLOAT16 = _precision.to_float16  # the real conversion, for a test that replaces it
 PRESET_SHAPES = {"brisc2025": (48, 64, 1), "chest-xray": (48, 64, 1), "busi": (32, 48, 1), "ham10000": (45, 60, 3)}
 
 
@@ -228,14 +230,78 @@ def test_a_reexport_never_mixes_the_files_of_two_models(tmp_path):
     assert json.loads((out / "model.json").read_text())["source_model"] == "b.keras"
 
 
-def test_a_failed_export_leaves_only_failed_files(tmp_path, monkeypatch):
-    """model.onnx passed its own checks, then the FP16 step failed: nothing may look like a finished export."""
-    import s3f_edge.export.precision as precision
+@pytest.mark.parametrize("count", [1, 5, 8, 13, 50, 100, 1024])
+def test_the_calibration_reader_feeds_batches_of_one_shape(count):
+    """ONNX Runtime's histogram calibrators (percentile, entropy) stack every batch's activations into one array:
+    a short last batch made that array ragged (ValueError: inhomogeneous shape) unless the count was a multiple
+    of 8."""
+    from s3f_edge.export.precision import _ImageCalibrationReader
+
+    images = np.arange(count, dtype=np.float32).reshape(count, 1, 1, 1)
+    reader = _ImageCalibrationReader(images, "image")
+    batches = list(iter(reader.get_next, None))
+    assert len({batch["image"].shape for batch in batches}) == 1 and len(batches[0]["image"]) <= 8
+    np.testing.assert_array_equal(np.concatenate([batch["image"] for batch in batches]), images)  # each once
+
+
+def test_int8_calibrates_on_any_number_of_images(tmp_path, sample_dir):
+    model = saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1))
+    result = export_model(model, ExportOptions(out_dir=tmp_path / "out", precision="int8", calib=sample_dir / "train",
+                                               calib_images=13))  # 13: no batch size above 1 divides it
+    stored = json.loads({p.key: p.value for p in onnx.load(tmp_path / "out" / "model.int8.onnx").metadata_props}[
+        "s3f_edge"])
+    assert stored["int8_calibration"]["images"] == 13 and result.parity["int8"][0].nonfinite_candidate == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["model.int8.onnx", "model.json", "model.onnx"]
+
+
+def _tampered_float16(model, keep):
+    """An FP16 conversion that breaks the head's weights: the FP16 file then fails its parity check."""
+    converted = _TO_FLOAT16(model, keep)
+    head = next(t for t in converted.graph.initializer if "probs" in t.name and len(t.dims) == 2)
+    weights = onnx.numpy_helper.to_array(head)
+    head.CopyFrom(onnx.numpy_helper.from_array(-weights * 3, head.name))
+    return converted
+
+
+def _failing_int8(*args, **kwargs):
+    raise ExportCheckError("INT8 conversion failed (a deliberate failure for this test)")
+
+
+@pytest.mark.parametrize("precision, broken, message, left", [
+    ("fp16", _tampered_float16, "fp16 disagrees with Keras", ["model.fp16.onnx.failed", "model.onnx"]),
+    ("int8", _failing_int8, "deliberate", ["model.onnx"]),
+])
+def test_a_failed_reduced_precision_keeps_the_verified_fp32_file(tmp_path, sample_dir, monkeypatch, precision, broken,
+                                                                 message, left):
+    """model.onnx passed its own checks, then the FP16 or INT8 step failed: only that precision's file is set aside
+    (*.failed), the FP32 file stays usable, no model.json claims a finished export, and the CLI says so in one line."""
+    from click.testing import CliRunner
+
+    import s3f_edge.export.precision as precision_module
+    from s3f_edge.cli import main
+    from s3f_edge.runtime import load_predictor
+
+    monkeypatch.setattr(precision_module, "to_float16" if precision == "fp16" else "to_int8", broken)
+    model = saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1))
+    result = CliRunner().invoke(main, ["export", str(model), "--out", str(tmp_path / "out"), "--precision", precision,
+                                       "--calib", str(sample_dir / "train"), "--calib-images", "16"])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert message in result.stderr and "model.onnx (fp32) passed its checks and is kept" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == left
+    probabilities = load_predictor(tmp_path / "out" / "model.onnx").predict(
+        np.random.default_rng(0).random((2, 32, 32, 1), dtype=np.float32))
+    assert np.isfinite(probabilities).all() and probabilities.shape == (2, 4)
+
+
+def test_a_failed_fp32_export_leaves_only_failed_files(tmp_path, monkeypatch):
+    """Before model.onnx passed its checks, nothing is verified: every file this export wrote is set aside."""
+    import s3f_edge.export.onnx_export as exporter
 
     def broken(*args, **kwargs):
-        raise ExportCheckError("FP16 conversion failed (a deliberate failure for this test)")
+        raise ExportCheckError("FP32 check failed (a deliberate failure for this test)")
 
-    monkeypatch.setattr(precision, "to_float16", broken)
+    monkeypatch.setattr(exporter, "_require_parity", broken)
     model = saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1))
     with pytest.raises(ExportCheckError, match="deliberate"):
         export_model(model, ExportOptions(out_dir=tmp_path / "out", precision="fp16"))

@@ -79,3 +79,15 @@ def test_training_commands_name_the_extra_to_install(runtime_python, tmp_path, s
         report, output = run(runtime_python, *arguments, cwd=tmp_path)
         assert report["exit"] == 1, output
         assert "s3f-edge[train" in output and "Traceback" not in output, output
+
+
+def test_the_model_api_names_the_extra_to_install(runtime_python, tmp_path):
+    """``s3f_edge.build_model`` on the runtime alone: MissingDependencyError naming the train extra, not a raw
+    ModuleNotFoundError (tests/test_serialization.py checks every name of the model API the same way)."""
+    code = ("import s3f_edge\nfrom s3f_edge.errors import MissingDependencyError\ntry:\n    s3f_edge.build_model\n"
+            "except MissingDependencyError as error:\n    print(error)\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([str(runtime_python), "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
+                          timeout=120)
+    assert done.returncode == 0 and "s3f_edge.build_model" in done.stdout and "s3f-edge[train" in done.stdout, (
+        done.stdout + done.stderr)

@@ -93,3 +93,35 @@ def test_reloaded_original_model_saves_and_loads_again(tmp_path):
     resaved = tmp_path / "resaved.keras"
     load_model(path).save(resaved)
     np.testing.assert_allclose(load_model(resaved).predict(x, verbose=0), expected, atol=1e-6)
+
+
+WITHOUT_TRAINING_STACK = """
+import json, sys
+sys.modules["keras"] = None  # what a runtime-only install (s3f-edge[cpu]) lacks: importing either fails
+sys.modules["tensorflow"] = None
+import s3f_edge, s3f_edge.model
+from s3f_edge.errors import MissingDependencyError
+outcomes = {}
+for owner, name in [(s3f_edge, n) for n in s3f_edge._MODEL_API] + [(s3f_edge.model, "load_model")]:
+    try:
+        getattr(owner, name)
+        outcomes[f"{owner.__name__}.{name}"] = "loaded"
+    except MissingDependencyError as error:
+        outcomes[f"{owner.__name__}.{name}"] = str(error)
+print(json.dumps(outcomes))
+"""
+
+
+def test_the_model_api_names_the_train_extra_where_keras_is_missing():
+    """On a deployment machine, ``s3f_edge.build_model`` says which extra to install instead of a raw
+    ModuleNotFoundError; the plain-data presets still load."""
+    import json
+
+    done = subprocess.run([sys.executable, "-c", WITHOUT_TRAINING_STACK], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    outcomes = json.loads(done.stdout.strip().splitlines()[-1])
+    assert outcomes.pop("s3f_edge.get_preset") == "loaded"
+    assert set(outcomes) == {"s3f_edge.BilinearFusion", "s3f_edge.SpectralFilter", "s3f_edge.build_model",
+                             "s3f_edge.load_model", "s3f_edge.set_spectral_mode", "s3f_edge.model.load_model"}
+    for name, message in outcomes.items():
+        assert "s3f-edge[train" in message and name in message, (name, message)

@@ -1,11 +1,14 @@
 """Bundle a trained brain MRI run as s3f-edge's default model (s3f_edge/assets/default_model/).
 
     .venv/bin/python tools/bundle_default_model.py RUN_DIR [--data $S3F_EDGE_DATA/brain_tumor_mri]
+    .venv/bin/python tools/bundle_default_model.py --calibrate    # fit calibration, re-export, re-measure
+    .venv/bin/python tools/bundle_default_model.py --reexport     # the bundled model.keras as it is
 
 Writes model.keras (optimizer state stripped), model.onnx (exported and parity-checked by
 `s3f-edge export`), card.json (every number measured by this script) and MODEL_CARD.md rendered
 from it. Both files are scored on the official and the de-duplicated test sets; the bundle is
-refused above 20 MB.
+refused above 20 MB. ``--reexport`` keeps model.keras byte for byte (its calibration too) and
+exports and measures everything else again, e.g. after the export changed.
 """
 from __future__ import annotations
 
@@ -95,13 +98,22 @@ def bundle(run_dir: Path, data_dir: Path, out_dir: Path = DEFAULT_MODEL_DIR) -> 
     return card
 
 
-def calibrate_bundle(data_root: Path, out_dir: Path = DEFAULT_MODEL_DIR) -> dict:
+def calibrate_bundle(data_root: Path, out_dir: Path = DEFAULT_MODEL_DIR, refit: bool = True) -> dict:
     """Calibrate the bundled model on its own training and validation images (the split it was trained with),
     re-export it with both outputs, and measure what refusal and the temperature do; rewrite the bundle's card.
 
     Refusal is measured on the brain MRI test set (in distribution: should be low), on breast ultrasound
     (BUSI test, 156 images), on other modalities and photographs (benchmarks/ood_sets.py) and on corrupted brain
     MRI (report only), for model.keras, model.onnx and the FP16 and INT8 exports of it.
+
+    Args:
+        data_root: the folder holding brain_tumor_mri/ and busi/.
+        out_dir: the bundle (its model.keras and card.json are read, every file rewritten).
+        refit: fit the calibration afresh; False (``--reexport``) keeps the bundled, already calibrated
+            model.keras as it is, with the calibration stored in it, and only exports and measures again.
+
+    Returns:
+        The card written.
     """
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from ood_sets import write_corrupted, write_other_modalities
@@ -115,9 +127,15 @@ def calibrate_bundle(data_root: Path, out_dir: Path = DEFAULT_MODEL_DIR) -> dict
         scratch = Path(scratch)
         stage = scratch / "bundle"
         stage.mkdir()
-        calibration = calibrate_file(out_dir / "model.keras", brain, stage / "model.keras",
-                                     val_fraction=options["val_fraction"], seed=options["seed"])
-        calibration.pop("out")
+        if refit:
+            calibration = calibrate_file(out_dir / "model.keras", brain, stage / "model.keras",
+                                         val_fraction=options["val_fraction"], seed=options["seed"])
+            calibration.pop("out")
+        else:
+            shutil.copy2(out_dir / "model.keras", stage / "model.keras")
+            calibration = (read_metadata(stage / "model.keras") or {}).get("calibration")
+            if not calibration:
+                raise SystemExit("the bundled model.keras is not calibrated: run --calibrate instead of --reexport")
         exports = {}
         for precision in ("fp32", "fp16", "int8"):
             exports[precision] = export_model(stage / "model.keras", ExportOptions(
@@ -143,6 +161,7 @@ def calibrate_bundle(data_root: Path, out_dir: Path = DEFAULT_MODEL_DIR) -> dict
                                 "seconds": round(time.perf_counter() - started, 1)}
         test = calibration_test_report(stage / "model.keras", calibration, brain / "test")
         card["evaluation"] = scores
+        card["measured"] = {"command": "--calibrate" if refit else "--reexport", "date": time.strftime("%Y-%m-%d")}
         card["calibration"] = {**calibration, "ece_test": {"before": test["ece_before"], "after": test["ece_after"]},
                                "test": test, "refusal": refusal,
                                "score_shift": score_shift(files, brain / "test", calibration["ood"]["threshold"])}
@@ -351,6 +370,8 @@ def write_summaries(card: dict) -> None:
 def write_refusal_summary(card: dict) -> None:
     """docs/generated/bundled_refusal.md: the refusal table and the temperature's effect, for the docs."""
     calibration = card["calibration"]
+    # Cards written before "measured" was recorded were measured when calibrated.
+    measured = card.get("measured") or {"command": "--calibrate", "date": calibration["fitted"]}
     ece_v, ece_t = calibration["ece_validation"], calibration["ece_test"]
     test = calibration["test"]
     refused = round(test["refused"] * test["count"])
@@ -367,8 +388,8 @@ def write_refusal_summary(card: dict) -> None:
             f"(15 bins) {ece_v['before']:.4f} -> {ece_v['after']:.4f} on validation, {ece_t['before']:.4f} -> "
             f"{ece_t['after']:.4f} on the official test set ({test['count']:,} images). "
             f"Threshold {calibration['ood']['threshold']:.3f} "
-            f"(accepts {calibration['ood']['keep']:.0%} of the validation split). Measured by "
-            f"`tools/bundle_default_model.py --calibrate` on {calibration['fitted']}.\n")
+            f"(accepts {calibration['ood']['keep']:.0%} of the validation split), fitted on {calibration['fitted']}. "
+            f"Measured by `tools/bundle_default_model.py {measured['command']}` on {measured['date']}.\n")
     (ROOT / "docs" / "generated" / "bundled_refusal.md").write_text(text)
 
 
@@ -380,12 +401,16 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=data_root() / "brain_tumor_mri")
     parser.add_argument("--calibrate", action="store_true",
                         help="calibrate the bundled model in place (data: the parent of --data, which also holds busi)")
+    parser.add_argument("--reexport", action="store_true",
+                        help="export the bundled, calibrated model.keras again as it is (no training, no refitting) "
+                             "and re-measure every number of the card (data: as --calibrate)")
     args = parser.parse_args()
-    if args.calibrate:
-        card = calibrate_bundle(args.data.parent)
+    if args.calibrate or args.reexport:
+        card = calibrate_bundle(args.data.parent, refit=args.calibrate)
         write_summaries(card)
-        print(f"calibrated {card['name']}: threshold {card['calibration']['ood']['threshold']:.3f}, "
-              f"temperature {card['calibration']['temperature']:.3f}")
+        print(f"{'calibrated' if args.calibrate else 're-exported'} {card['name']}: threshold "
+              f"{card['calibration']['ood']['threshold']:.3f}, temperature {card['calibration']['temperature']:.3f}, "
+              f"model.onnx sha256 {card['files']['model.onnx']['sha256']}")
         return
     if args.render_only:
         card = json.loads((DEFAULT_MODEL_DIR / "card.json").read_text())

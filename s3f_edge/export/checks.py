@@ -4,9 +4,9 @@ from __future__ import annotations
 import onnx
 
 from s3f_edge.errors import ExportCheckError
+from s3f_edge.export.graph_outputs import output_order_problems
 
 COMPLEX_TYPES = {onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128}
-
 
 
 def standard_op_problems(model: onnx.ModelProto, opset: int) -> list[str]:
@@ -49,8 +49,9 @@ def tensorrt_support_problems(model: onnx.ModelProto, trt_version: tuple[int, in
 
 def check_onnx(model: onnx.ModelProto, opset: int, tensorrt: bool = False,
                trt_version: tuple[int, int] | None = None, quantized: bool = False) -> None:
-    """Full onnx.checker, standard ops only, no complex tensors; optionally what TensorRT's parser
-    refuses, and (``quantized``) the Q/DQ rules both ONNX Runtime and TensorRT need (zero points 0).
+    """Full onnx.checker, standard ops only, no complex tensors, outputs in the contract's order (probs, then
+    ood_score); optionally what TensorRT's parser refuses, and (``quantized``) the Q/DQ rules both ONNX Runtime and
+    TensorRT need (zero points 0).
 
     tf2onnx's Python API can write an invalid graph without raising, so nothing is trusted before this passes.
 
@@ -72,6 +73,7 @@ def check_onnx(model: onnx.ModelProto, opset: int, tensorrt: bool = False,
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
         problems.append(f"onnx.checker: {str(error).strip().splitlines()[0]}")
     problems += standard_op_problems(model, opset)
+    problems += output_order_problems(model)
     inferred = onnx.shape_inference.infer_shapes(model) if not problems else model
     problems += complex_tensor_problems(inferred)
     if quantized:

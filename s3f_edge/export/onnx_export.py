@@ -11,9 +11,10 @@ import onnx
 
 from s3f_edge.contract import INPUT, OUTPUTS, PROBS, outputs_by_name
 from s3f_edge.data.preprocess import Preprocessing
-from s3f_edge.errors import InputError, ParityError
+from s3f_edge.errors import InputError, ParityError, S3FEdgeError
 from s3f_edge.export.checks import ExportCheckError, check_onnx
 from s3f_edge.export.choices import CALIBRATION_METHODS, FFT_LOWERINGS, INT8_WEIGHT_BITS, MAX_TF2ONNX_OPSET, PRECISIONS
+from s3f_edge.export.graph_outputs import order_outputs
 from s3f_edge.model import spectral_filters
 from s3f_edge.model.calibration import head, is_calibrated
 from s3f_edge.model.metadata import package_versions
@@ -84,8 +85,8 @@ def model_outputs(model, image) -> dict:
 
 
 def keras_to_onnx(model, fft: str = "matmul", opset: int = 17) -> onnx.ModelProto:
-    """Convert with every SpectralFilter lowered; input ``image`` (dynamic batch), outputs ``probs`` and, for a
-    calibrated model, ``ood_score``.
+    """Convert with every SpectralFilter lowered; input ``image`` (dynamic batch), output 0 ``probs`` and, for a
+    calibrated model, output 1 ``ood_score`` (the contract's order, whatever order tf2onnx wrote).
 
     The SpectralFilters' own modes are restored afterwards. The graph is not checked here (``check_onnx``).
 
@@ -116,7 +117,7 @@ def keras_to_onnx(model, fft: str = "matmul", opset: int = 17) -> onnx.ModelProt
     finally:
         for layer in spectral_filters(model):
             layer.mode = previous[layer.name]
-    return proto
+    return order_outputs(proto)  # tf2onnx flattens the outputs dict in sorted key order: ood_score first
 
 
 def model_metadata(keras_path: Path, model, class_names: list[str] | None) -> dict:
@@ -257,9 +258,11 @@ def _row(fmt: str, path: Path | None, status: str, seconds: float) -> dict:
 def export_model(keras_path: str | Path, options: ExportOptions) -> ExportResult:
     """Export ``keras_path`` per ``options``; raises on any failed check or parity test.
 
-    An export succeeds whole or leaves nothing that looks usable: model.json is written last, and on any
-    failure every file this export wrote is renamed ``*.failed`` (kept for inspection). Earlier exports'
-    files in ``options.out_dir`` are refused unless ``options.overwrite``, so a folder never mixes two models.
+    model.json is written last and marks a finished export. On a failure, every file this export wrote is renamed
+    ``*.failed`` (kept for inspection) except the files that already passed all their checks: when the FP16 or
+    INT8 step (or the engine, or Triton) fails, the verified model.onnx stays usable, and the error says so.
+    Earlier exports' files in ``options.out_dir`` are refused unless ``options.overwrite``, so a folder never
+    mixes two models.
 
     Args:
         keras_path: the trained model (.keras).
@@ -293,10 +296,17 @@ def export_model(keras_path: str | Path, options: ExportOptions) -> ExportResult
     calib_images = _calibration_images(options, contract)
     claim_outputs(export_artefacts(out_dir, options.triton_repo, options.triton_name), overwrite=options.overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
+    verified: dict[Path, str | None] = {}  # files that passed every check -> what the error calls them
     try:
-        return _export(model, keras_path, metadata, contract, calib_images, trt_version, options)
-    except BaseException:
-        _set_aside_all(export_artefacts(out_dir, options.triton_repo, options.triton_name))
+        return _export(model, keras_path, metadata, contract, calib_images, trt_version, options, verified)
+    except BaseException as error:
+        _set_aside_all([p for p in export_artefacts(out_dir, options.triton_repo, options.triton_name)
+                        if p not in verified])
+        named = [f"{path.name} ({label})" for path, label in verified.items() if label]
+        if named and isinstance(error, S3FEdgeError):  # a user's error: one line, which also says what is kept
+            kept = (f"{named[0]} passed its checks and is kept" if len(named) == 1 else
+                    f"{', '.join(named)} passed their checks and are kept")
+            error.args = (f"{error}; {kept} (fix the cause, then export again with --overwrite)",)
         raise
 
 
@@ -308,7 +318,8 @@ def _calibration_images(options: ExportOptions, contract: Preprocessing):
 
 
 def _export(model, keras_path: Path, metadata: dict, contract: Preprocessing, calib_images, trt_version,
-            options: ExportOptions) -> ExportResult:
+            options: ExportOptions, verified: dict[Path, str | None]) -> ExportResult:
+    """The export's steps; each file that passes all its checks is added to ``verified`` (kept on a later failure)."""
     from s3f_edge.export.precision import fp16_float_nodes, int8_float_nodes, to_float16, to_int8
 
     out_dir = Path(options.out_dir)
@@ -324,6 +335,7 @@ def _export(model, keras_path: Path, metadata: dict, contract: Preprocessing, ca
     parity: dict[str, list[ParityResult]] = {}
     _require_parity(model, _session_predict(_onnx_session(onnx_path)), onnx_path, "fp32", "fp32", contract, options,
                     metadata, parity)
+    verified[onnx_path] = "fp32"
     result = ExportResult(onnx_path, metadata, parity=parity)
     result.rows.append(_row(f"onnx fp32 ({options.fft})", onnx_path, "ok", time.perf_counter() - started))
 
@@ -353,12 +365,16 @@ def _export(model, keras_path: Path, metadata: dict, contract: Preprocessing, ca
             raise
         _require_parity(model, _session_predict(_onnx_session(reduced_path)), reduced_path, options.precision,
                         options.precision, contract, options, metadata, parity)
+        verified[reduced_path] = options.precision
         result.rows.append(_row(f"onnx {options.precision}", reduced_path, "ok", time.perf_counter() - started))
         deployed = reduced_path
 
     engine_path = None
     if options.trt:
         engine_path = _build_and_check_engine(model, deployed, out_dir, contract, metadata, options, parity, result)
+        from s3f_edge.runtime.tensorrt_env import sidecar_path
+
+        verified.update({engine_path: f"tensorrt {options.precision}", sidecar_path(engine_path): None})
 
     if options.triton_repo:
         from s3f_edge.export.triton import write_repository

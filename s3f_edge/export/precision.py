@@ -77,22 +77,44 @@ def to_float16(model: onnx.ModelProto, keep_fp32_nodes: list[str]) -> onnx.Model
         keep_fp32_nodes: names of the nodes kept in FP32 (the spectral block, and the score of a calibrated model).
 
     Returns:
-        A new ONNX model with FP16 weights and compute, FP32 input and outputs, and the kept nodes in FP32.
+        A new ONNX model with FP16 weights and compute, FP32 input and outputs (in the contract's order), and the
+        kept nodes in FP32.
     """
     from onnxconverter_common import float16
 
+    from s3f_edge.export.graph_outputs import order_outputs
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "number truncated to 1e-07" for tiny weights
-        return float16.convert_float_to_float16(
+        converted = float16.convert_float_to_float16(
             model, keep_io_types=True, node_block_list=keep_fp32_nodes, disable_shape_infer=False
         )
+    return order_outputs(converted)  # the converter rewrites the graph's outputs (Casts for keep_io_types)
+
+
+def equal_batch_size(count: int, largest: int = 8) -> int:
+    """The largest batch size up to ``largest`` that divides ``count`` (1 for a prime count above it).
+
+    ONNX Runtime's histogram calibrators (percentile, entropy) stack every batch's activations into one array, so
+    a short last batch makes it ragged ("inhomogeneous shape"); batches of one size take any number of images.
+
+    Args:
+        count: the number of calibration images (at least 1).
+        largest: the batch size wanted when ``count`` allows it.
+
+    Returns:
+        A batch size from 1 to ``largest`` that divides ``count``.
+    """
+    return next(size for size in range(max(1, min(largest, count)), 0, -1) if count % size == 0)
 
 
 class _ImageCalibrationReader:
-    """Feeds preprocessed calibration images to onnxruntime.quantization, a batch at a time."""
+    """Feeds preprocessed calibration images to onnxruntime.quantization (its ``CalibrationDataReader`` protocol),
+    every image once, in batches of one shape (``equal_batch_size``)."""
 
     def __init__(self, images: np.ndarray, input_name: str, batch_size: int = 8):
-        self._batches = iter([{input_name: images[i:i + batch_size]} for i in range(0, len(images), batch_size)])
+        size = equal_batch_size(len(images), batch_size)
+        self._batches = iter([{input_name: images[i:i + size]} for i in range(0, len(images), size)])
 
     def get_next(self):
         return next(self._batches, None)
@@ -128,6 +150,8 @@ def to_int8(model_path: Path, out_path: Path, calibration_images: np.ndarray, ex
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from s3f_edge.export.graph_outputs import order_outputs
+
     if method not in CALIBRATION_METHODS:
         raise InputError(f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}")
     if weight_bits not in INT8_WEIGHT_BITS:
@@ -161,6 +185,7 @@ def to_int8(model_path: Path, out_path: Path, calibration_images: np.ndarray, ex
         prepared.unlink(missing_ok=True)
     quantized = onnx.load(out_path)
     restore_float_inputs(quantized, set(exclude_nodes))
+    order_outputs(quantized)  # whatever order pre-processing and the quantizer left, output 0 is probs
     onnx.save(quantized, out_path)
 
 

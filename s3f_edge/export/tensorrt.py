@@ -55,6 +55,28 @@ def _parser(trt, network, logger):
     return trt.OnnxParser(network, logger)
 
 
+def network_outputs_in_contract_order(network) -> list:
+    """Mark the network's outputs in the contract's order (probs, then ood_score): the engine's output tensors, and
+    so its bindings, follow the order they were marked in, which the parser takes from the ONNX graph.
+
+    Args:
+        network: a TensorRT network definition, parsed.
+
+    Returns:
+        The network's output tensors, in their new order.
+    """
+    from s3f_edge.export.graph_outputs import in_contract_order
+
+    outputs = [network.get_output(i) for i in range(network.num_outputs)]
+    ordered = in_contract_order(outputs, lambda tensor: tensor.name)
+    if [o.name for o in ordered] != [o.name for o in outputs]:
+        for tensor in outputs:
+            network.unmark_output(tensor)
+        for tensor in ordered:
+            network.mark_output(tensor)
+    return ordered
+
+
 def _parser_errors(parser) -> list[str]:
     return [str(parser.get_error(i)) for i in range(parser.num_errors)]
 
@@ -129,6 +151,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, input_shape: tu
     parser = _parser(trt, network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         raise BackendError("TensorRT could not parse the ONNX model:\n  " + "\n  ".join(_parser_errors(parser)))
+    outputs = network_outputs_in_contract_order(network)
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_gib * (1 << 30)))
@@ -158,7 +181,6 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, input_shape: tu
     if options.timing_cache:
         _write_atomically(options.timing_cache, bytes(config.get_timing_cache().serialize()))
 
-    outputs = [network.get_output(i) for i in range(network.num_outputs)]
     sidecar = {
         **identity, "tensorrt_version": trt.__version__, "onnx_sha256": file_sha256(onnx_path),
         "precision": options.precision, "strongly_typed": True,

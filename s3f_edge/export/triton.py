@@ -5,19 +5,24 @@ import importlib.util
 import shutil
 from pathlib import Path
 
+from s3f_edge.contract import OOD_SCORE, OUTPUTS, PROBS
+
 PLATFORMS = {".onnx": "onnxruntime_onnx", ".plan": "tensorrt_plan"}
 
 
 def model_config_text(name: str, platform: str, input_shape: tuple[int, int, int], num_outputs: int,
                       max_batch_size: int, preferred_batch_sizes: list[int], with_labels: bool,
                       with_score: bool = False) -> str:
-    """config.pbtxt in protobuf text format; dims exclude the batch dimension (max_batch_size > 0). A calibrated
-    model's second output ``ood_score`` is one number per image: dims [ 1 ] reshaped to a scalar, Triton's way
-    of declaring a batched output of shape (N,)."""
-    score = ('  },\n  {\n    name: "ood_score"\n    data_type: TYPE_FP32\n    dims: [ 1 ]\n'
-             "    reshape: { shape: [ ] }\n") if with_score else ""
-    preferred = ", ".join(str(b) for b in preferred_batch_sizes if b <= max_batch_size)
+    """config.pbtxt in protobuf text format; dims exclude the batch dimension (max_batch_size > 0). Outputs are
+    listed in the contract's order: ``probs`` first, then for a calibrated model ``ood_score``, one number per
+    image: dims [ 1 ] reshaped to a scalar, Triton's way of declaring a batched output of shape (N,)."""
     label_line = '\n    label_filename: "labels.txt"' if with_labels else ""
+    declared = {PROBS: f"    dims: [ {num_outputs} ]{label_line}\n",
+                OOD_SCORE: "    dims: [ 1 ]\n    reshape: { shape: [ ] }\n"}
+    outputs = [name for name in OUTPUTS if name == PROBS or with_score]
+    output_text = "  },\n  {\n".join(f'    name: "{name}"\n    data_type: TYPE_FP32\n{declared[name]}'
+                                      for name in outputs)
+    preferred = ", ".join(str(b) for b in preferred_batch_sizes if b <= max_batch_size)
     return (
         f'name: "{name}"\n'
         f'platform: "{platform}"\n'
@@ -27,9 +32,7 @@ def model_config_text(name: str, platform: str, input_shape: tuple[int, int, int
         f"    dims: [ {', '.join(str(d) for d in input_shape)} ]\n"
         "  }\n]\n"
         "output [\n  {\n"
-        '    name: "probs"\n    data_type: TYPE_FP32\n'
-        f"    dims: [ {num_outputs} ]{label_line}\n"
-        + score
+        + output_text
         + "  }\n]\n"
         "dynamic_batching {\n"
         + (f"  preferred_batch_size: [ {preferred} ]\n" if preferred else "")

@@ -128,6 +128,38 @@ class Predictor:
         calibration = self.calibration
         return float(calibration["ood"]["threshold"]) if calibration and "ood" in calibration else None
 
+    def refuses(self, ood_scores, count: int | None = None, threshold: float | None = None) -> np.ndarray:
+        """Which images the model refuses: those whose out-of-distribution score is above the threshold.
+
+        Works for every model: one that cannot refuse (no ``ood_score`` output, so ``predict_scored`` gave None, or
+        no threshold in its metadata and none given) refuses nothing. A NaN or infinite score is refused: nothing
+        vouches for that image.
+
+        Args:
+            ood_scores: the scores ``predict_scored`` returned (N,), or None for a model without a score.
+            count: the number of images N; needed only when ``ood_scores`` is None (pass ``len(probabilities)``).
+            threshold: refuse above this score instead of the model's own ``ood_threshold``.
+
+        Returns:
+            bool (N,): True for each image refused.
+
+        Raises:
+            InputError: ``ood_scores`` is None and no ``count`` was given, or ``count`` is not the scores' length.
+        """
+        if ood_scores is None:
+            if count is None:
+                raise InputError(f"{self.name} has no out-of-distribution score: give the number of images "
+                                 "(refuses(ood_scores, len(probabilities)))")
+            return np.zeros(int(count), bool)
+        scores = np.asarray(ood_scores, np.float64).reshape(-1)
+        if count is not None and count != len(scores):
+            raise InputError(f"{len(scores)} out-of-distribution scores for {count} images")
+        threshold = self.ood_threshold if threshold is None else float(threshold)
+        if threshold is None:
+            return np.zeros(len(scores), bool)
+        finite = np.isfinite(scores)  # checked first: NaN > threshold is False, which would accept the image
+        return ~finite | (np.where(finite, scores, 0.0) > threshold)
+
 
     def check_batch(self, batch) -> np.ndarray:
         """Check a batch against the model's input contract.
