@@ -17,8 +17,10 @@ from s3f_edge.cli_support import (
     EXIT_SOME_FILES_FAILED,
     AliasedOption,
     ExistingPath,
+    FiniteFloat,
     FolderAfterOptionalValue,
     Group,
+    OutputPath,
     overwrite_option,
     set_interrupt_hint,
 )
@@ -133,7 +135,7 @@ def presets(count_params: bool) -> None:
 
 @main.command()
 @click.argument("data", type=ExistingPath(file_okay=False, path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+@click.option("--out", "out_dir", type=OutputPath(), default=None,
               help="Run directory to create (default: runs/<preset>-<model>).")
 @overwrite_option("the run directory (--out)")
 @click.option("--preset", default="brisc2025", show_default=True,
@@ -148,12 +150,13 @@ def presets(count_params: bool) -> None:
 @click.option("--fusion", type=click.Choice(FUSIONS), default=None, help="Fusion (default: preset's).")
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Maximum epochs (default: preset's, 100-200).")
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
-@click.option("--lr", "learning_rate", type=float, default=3e-4, show_default=True, help="Adam learning rate.")
+@click.option("--lr", "learning_rate", type=FiniteFloat(0, min_open=True), default=3e-4, show_default=True,
+              help="Adam learning rate.")
 @click.option("--patience", type=click.IntRange(1), default=None,
               help="Early stop after this many epochs without a better selection F1 (default: preset's).")
 @click.option("--lr-patience", type=click.IntRange(1), default=None,
               help="ReduceLROnPlateau (x0.2 down to 1e-6) patience on validation loss (default: preset's).")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.15,
+@click.option("--val-fraction", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=0.15,
               show_default=True, help="Stratified share of train held out for model selection.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split, the weights and the shuffling.")
 @click.option("--paper-protocol", is_flag=True,
@@ -182,7 +185,7 @@ def presets(count_params: bool) -> None:
 @click.option("--cache", type=click.Choice(["memory", "disk"]), default="memory", show_default=True,
               help="Where decoded images live: memory, or a disk cache that later runs reuse and that is read "
                    "batch by batch (datasets larger than RAM).")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--cache-dir", type=OutputPath(file_okay=False), default=None,
               help="Disk cache location (default: $S3F_EDGE_CACHE or ~/.cache/s3f-edge/decoded).")
 @click.option("--resume", "resume_dir", type=ExistingPath(file_okay=False, path_type=Path), default=None,
               help="Continue an interrupted run in this directory, where it is, with its saved options (--epochs may "
@@ -256,7 +259,7 @@ def _print_report(report: dict, run_dir: Path) -> None:
 @click.argument("model_path", metavar="MODEL", type=ExistingPath(dir_okay=False, path_type=Path),
                 callback=_suffix(*MODEL_SUFFIXES, what="MODEL"))
 @click.argument("data", type=ExistingPath(file_okay=False, path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+@click.option("--out", "out_dir", type=OutputPath(), default=None,
               help="Where to write metrics.json, skipped.csv and the plots (default: beside the model, "
                    "evaluate-<folder>; runs/default-model/evaluate-<folder> for the bundled model).")
 @overwrite_option("--out")
@@ -265,7 +268,7 @@ def _print_report(report: dict, run_dir: Path) -> None:
 @click.option("--ood", "ood_folders", multiple=True, type=ExistingPath(file_okay=False, path_type=Path),
               help="A folder of images of another kind (repeat for several): measure how well the model's "
                    "out-of-distribution score refuses them (AUROC, FPR at 95%, share refused). Calibrated models only.")
-@click.option("--report", "report_page", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--report", "report_page", type=OutputPath(dir_okay=False), default=None,
               callback=_suffix(".html", what="--report"),
               help="Also write a review page: one self-contained HTML file with the metrics, a confusion matrix "
                    "that opens onto its images, the curves and the most confident mistakes.")
@@ -315,7 +318,7 @@ def evaluate(model_path, data, out_dir, overwrite, exclude, ood_folders, report_
 @click.argument("model_path", metavar="MODEL", type=ExistingPath(dir_okay=False, path_type=Path),
                 callback=_suffix(".keras", what="MODEL"))
 @click.argument("images", type=ExistingPath(file_okay=False, path_type=Path))
-@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--out", "out_path", type=OutputPath(dir_okay=False), default=None,
               callback=_suffix(".keras", what="--out"),
               help="Where to save the recalibrated model (default: MODEL with a .precise-bn.keras suffix).")
 @overwrite_option("--out")
@@ -350,31 +353,36 @@ def precise_bn(model_path, images, out_path, overwrite, sample_size, seed):
 @click.argument("model_path", metavar="MODEL", type=ExistingPath(dir_okay=False, path_type=Path),
                 callback=_suffix(".keras", what="MODEL (the trained model)"))
 @click.argument("data", type=ExistingPath(file_okay=False, path_type=Path))
-@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--out", "out_path", type=OutputPath(dir_okay=False), default=None,
               callback=_suffix(".keras", what="--out"),
               help="Where to save the calibrated model (default: MODEL with a .calibrated.keras suffix; "
                    "runs/default-model/ for the bundled model).")
 @overwrite_option("--out")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
-              help="The validation split carved from DATA's training images (default: the one the model records, "
-                   "else train's 0.15). Give the model's own, so that its validation images are unseen.")
-@click.option("--seed", type=int, default=None, help="The split's seed (default: the model's, else 0).")
-@click.option("--keep", type=click.FloatRange(0.5, 1.0), default=0.99, show_default=True,
+@click.option("--val-fraction", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=None,
+              help="The validation split carved from DATA's training images (default: the one the model records; "
+                   "a model that records none needs its own, so that its validation images are unseen).")
+@click.option("--seed", type=int, default=None,
+              help="The split's seed (default: the model's; a model that records none needs its own).")
+@click.option("--other-data", is_flag=True,
+              help="DATA is not the dataset the model was trained on, on purpose: none of its images were seen by "
+                   "the model (recorded in the calibration). Any split will do (default 0.15, seed 0).")
+@click.option("--keep", type=FiniteFloat(0.5, 1.0), default=0.99, show_default=True,
               help="Share of the validation images the refusal threshold accepts.")
 @click.option("--fit-images", type=click.IntRange(10), default=10000, show_default=True,
               help="Training images (seeded sample) for the out-of-distribution score's class statistics.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def calibrate(model_path, data, out_path, overwrite, val_fraction, seed, keep, fit_images, quiet):
+def calibrate(model_path, data, out_path, overwrite, val_fraction, seed, other_data, keep, fit_images, quiet):
     """Fit a trained MODEL's temperature and out-of-distribution score on its own dataset DATA (no retraining).
 
     The temperature makes the probabilities honest (fitted on the validation split by log-likelihood;
     the classes predicted do not change). The score measures how unlike the training images an image
     is, at every convolutional block; its threshold accepts --keep of the validation images, and
     `infer` refuses images above it. Both become part of the saved model, so every export carries them.
-    `train` does this at its end; this command is for models trained before, or elsewhere.
+    `train` does this at its end; this command is for models trained before, or elsewhere. DATA must be
+    the dataset the model was trained on (checked when the model records its files), unless --other-data.
     """
     _needs("calibration", ("tensorflow", "keras", "sklearn", "scipy"))
-    from s3f_edge.train.calibrate import calibrate_file
+    from s3f_edge.train.calibrate import DATA_CHECK_NOTES, calibrate_file
 
     if out_path is None:
         from s3f_edge.runtime.predictor import DEFAULT_MODEL_DIR
@@ -383,27 +391,48 @@ def calibrate(model_path, data, out_path, overwrite, val_fraction, seed, keep, f
         out_path = (Path("runs") / "default-model" if bundled else model_path.parent) / (
             model_path.stem + ".calibrated.keras")
     report = calibrate_file(model_path, data, out_path, val_fraction=val_fraction, seed=seed, keep=keep,
-                            fit_images=fit_images, overwrite=overwrite, progress=not quiet)
+                            fit_images=fit_images, other_data=other_data, overwrite=overwrite, progress=not quiet)
     ece, ood, fitted = report["ece_validation"], report["ood"], report["fitted_on"]
     click.echo(f"temperature {report['temperature']:.3f}: validation ECE {ece['before']:.4f} -> {ece['after']:.4f}")
     click.echo(f"out-of-distribution score ({ood['method']}, {len(ood['blocks'])} blocks): images scoring over "
                f"{ood['threshold']:.3f} are refused ({ood['validation_refused']:.1%} of the validation split)")
     click.echo(f"fitted on {fitted['training_images']} training and {fitted['validation_images']} validation images "
                f"(validation split {fitted['val_fraction']}, seed {fitted['seed']})\nsaved: {out_path}")
+    if fitted["data_check"] in DATA_CHECK_NOTES:
+        click.echo(f"note: {DATA_CHECK_NOTES[fitted['data_check']]}")
 
 
-def _batch_profile(value: str) -> tuple[int, int, int]:
+def _batch_profile(ctx, param, value: str) -> tuple[int, int, int]:
+    """--trt-batch as (min, opt, max): three batch sizes with 1 <= min <= opt <= max."""
     try:
         low, opt, high = (int(part) for part in value.split(","))
     except ValueError:
         raise click.BadParameter(f"{value!r}: give min,opt,max batch sizes, e.g. 1,8,32") from None
+    if not 1 <= low <= opt <= high:
+        raise click.BadParameter(f"{value!r}: give min,opt,max with 1 <= min <= opt <= max, e.g. 1,8,32")
     return low, opt, high
+
+
+def _ray_address(ctx, param, value: str | None) -> str | None:
+    """--ray [ADDRESS]: this machine, auto, or host:port; a malformed address is a usage error."""
+    if value is None:
+        return None
+    import os
+
+    if os.path.isdir(value):  # `infer --ray FOLDER`: the option took the folder as its address
+        raise click.UsageError(f"--ray took {value!r} as its value: put --ray after FOLDER", ctx)
+    from s3f_edge.runtime.cluster import address_problem
+
+    problem = address_problem(value)
+    if problem:
+        raise click.BadParameter(problem)
+    return value
 
 
 @main.command()
 @click.argument("model_path", metavar="MODEL", type=ExistingPath(dir_okay=False, path_type=Path),
                 callback=_suffix(".keras", what="MODEL (the trained model)"))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", "out_dir", type=OutputPath(file_okay=False), default=None,
               help="Output folder (default: <model folder>/export).")
 @overwrite_option("--out (and --triton): the earlier export's files are removed first, so no folder mixes two "
                   "models")
@@ -426,11 +455,11 @@ def _batch_profile(value: str) -> tuple[int, int, int]:
 @click.option("--images", "parity_images", type=ExistingPath(file_okay=False, path_type=Path), default=None,
               help="Real images for the parity check (default: 8 brain MRI images shipped with s3f-edge).")
 @click.option("--trt", is_flag=True, help="Also build a TensorRT engine (needs an NVIDIA GPU and the gpu extra).")
-@click.option("--trt-batch", default="1,8,32", show_default=True,
+@click.option("--trt-batch", default="1,8,32", show_default=True, callback=_batch_profile,
               help="TensorRT optimisation profile: min,opt,max batch.")
-@click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--timing-cache", type=OutputPath(dir_okay=False), default=None,
               help="TensorRT timing cache to reuse across builds (default: <out>/timing.cache).")
-@click.option("--triton", "triton_repo", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--triton", "triton_repo", type=OutputPath(file_okay=False), default=None,
               help="Also write a Triton Inference Server model repository here.")
 @click.option("--class-names", "--classes", cls=AliasedOption, default=None,
               help="Comma-separated class names in output order, for models without s3f-edge metadata "
@@ -453,7 +482,7 @@ def export(model_path, out_dir, overwrite, fft, opset, precision, calib, calib_i
     options = ExportOptions(
         out_dir=out_dir or model_path.parent / "export", fft=fft, opset=opset, precision=precision, calib=calib,
         calib_images=calib_images, calib_method=calib_method, int8_weight_bits=int(int8_weight_bits),
-        parity_images=parity_images, trt=trt, trt_batch=_batch_profile(trt_batch), timing_cache=timing_cache,
+        parity_images=parity_images, trt=trt, trt_batch=trt_batch, timing_cache=timing_cache,
         triton_repo=triton_repo, class_names=_names(class_names), overwrite=overwrite,
     )
     result = export_model(model_path, options)
@@ -504,10 +533,10 @@ def _load_predictor(model_path: Path, providers: str | None, class_names: str | 
                    "if this installation has one).")
 @click.option("--batch-size", "--batch", "batch_size", cls=AliasedOption, type=click.IntRange(1), default=32,
               show_default=True, help="Images per model call.")
-@click.option("--out", "output", type=click.Path(dir_okay=False, path_type=Path), default=Path("results.csv"),
+@click.option("--out", "output", type=OutputPath(dir_okay=False), default=Path("results.csv"),
               show_default=True, callback=_suffix(*RESULT_FORMATS, what="--out"),
               help="Results file: .csv, .jsonl or .json (chosen by the suffix).")
-@click.option("--report", "report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--report", "report", type=OutputPath(dir_okay=False), default=None,
               callback=_suffix(".html", what="--report"),
               help="Also write a review page: one self-contained HTML file with each image, its answer, "
                    "probabilities and Grad-CAM overlay (with --explain); opens offline in any browser.")
@@ -521,25 +550,26 @@ def _load_predictor(model_path: Path, providers: str | None, class_names: str | 
                    "(default: TensorRT, CUDA, CPU as available).")
 @click.option("--class-names", "--classes", "class_names", cls=AliasedOption, default=None,
               help="Comma-separated class names, only for models without s3f-edge metadata.")
-@click.option("--explain", "explain_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--explain", "explain_dir", type=OutputPath(file_okay=False), default=None,
               help="Write Grad-CAM overlays of the spatial branch here (.keras models only).")
 @click.option("--explain-classes", default=None,
               help="Only explain images predicted as these classes (comma-separated).")
 @click.option("--accept-ood", is_flag=True,
               help="Classify images unlike the model's training images too, instead of refusing them (each row "
                    "still gets its ood_score).")
-@click.option("--ood-threshold", type=float, default=None,
+@click.option("--ood-threshold", type=FiniteFloat(), default=None,
               help="Refuse images whose out-of-distribution score is above this, instead of the model's own threshold "
                    "(fitted to accept 99% of its validation images).")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              callback=_ray_address,
               help="Run decoding and prediction on a Ray cluster: --ray alone starts Ray on this machine, --ray "
                    "ADDRESS (host:port, or auto) joins a running cluster. FOLDER and --model must be at the same "
                    "path on every node. Needs the cluster extra.")
 @click.option("--ray-actors", type=click.IntRange(1), default=2, show_default=True,
               help="With --ray: model replicas (Ray actors), each loading the model once.")
-@click.option("--ray-cpus", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
+@click.option("--ray-cpus", type=FiniteFloat(0, min_open=True), default=1.0, show_default=True,
               help="With --ray: CPUs reserved for each actor (its ONNX Runtime threads).")
-@click.option("--ray-gpus", type=click.FloatRange(0), default=0.0, show_default=True,
+@click.option("--ray-gpus", type=FiniteFloat(0), default=0.0, show_default=True,
               help="With --ray: GPUs reserved for each actor (1 on GPU nodes).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def infer(folder, model_path, batch_size, output, report, overwrite, recursive, workers, resume, providers,
@@ -621,7 +651,7 @@ def infer(folder, model_path, batch_size, output, report, overwrite, recursive, 
 @main.command()
 @click.argument("results", nargs=-1, required=True, type=ExistingPath(dir_okay=False, path_type=Path),
                 callback=_suffix(*RESULT_FORMATS, what="RESULTS"))
-@click.option("--out", "output", type=click.Path(dir_okay=False, path_type=Path), default=Path("review.html"),
+@click.option("--out", "output", type=OutputPath(dir_okay=False), default=Path("review.html"),
               show_default=True, callback=_suffix(".html", what="--out"), help="The page to write.")
 @click.option("--explain", "explain_dir", type=ExistingPath(file_okay=False, path_type=Path), default=None,
               help="The folder infer --explain wrote Grad-CAM overlays into: shown beside each image.")
@@ -637,12 +667,16 @@ def report(results, output, explain_dir, thumbnail_size, workers, overwrite, qui
     per class, refused and error rows), then one row per file with its image, status and reason,
     answer, every probability as a bar and the out-of-distribution score; filter by status, class
     and confidence, sort, search, and move with the keyboard (j/k rows, n/p pages). Images are
-    read from the paths in RESULTS, so run it where those paths resolve.
+    read from the paths in RESULTS, so run it where those paths resolve; an image changed after its
+    answer is marked, and a missing picture says why. Several RESULTS (e.g. two models on one
+    folder): each row names its results file and model; a file given twice is read once (said on
+    stderr and on the page).
     """
     from s3f_edge.report.results_page import write_results_report
 
     page = write_results_report(list(results), output, explain_dir=explain_dir, thumbnail_size=thumbnail_size,
-                                workers=workers, progress=not quiet, overwrite=overwrite, option="--out")
+                                workers=workers, progress=not quiet, overwrite=overwrite, option="--out",
+                                log=lambda line: click.echo(f"note: {line}", err=True))
     click.echo(f"review page: {page}")
 
 
@@ -723,9 +757,9 @@ def _check_outputs(paths: list[tuple[Path | None, str]], overwrite: bool) -> Non
                    "the reason; one that fails becomes a row saying why.")
 @click.option("--batch-sizes", "--batch", "batches", cls=AliasedOption, default="1,8,32", show_default=True,
               help="Batch sizes to time, comma-separated.")
-@click.option("--duration", type=click.FloatRange(0.1), default=5.0, show_default=True,
+@click.option("--duration", type=FiniteFloat(0.1), default=5.0, show_default=True,
               help="Seconds of timed runs per backend and batch (after warm-up).")
-@click.option("--warmup", type=click.FloatRange(0), default=1.0, show_default=True,
+@click.option("--warmup", type=FiniteFloat(0), default=1.0, show_default=True,
               help="Seconds of untimed runs first.")
 @click.option("--images", default=None, callback=_image_folder,
               help="Folder of real input images, or 'random' for fresh random tensors (default: the packaged images).")
@@ -733,9 +767,9 @@ def _check_outputs(paths: list[tuple[Path | None, str]], overwrite: bool) -> Non
               help="Also time files decoded to written rows (`infer`) over this folder.")
 @click.option("--gemm/--no-gemm", default=True, show_default=True,
               help="Measure this machine's float32 GEMM rate and report achieved FLOP/s as a fraction of it.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--json", "json_out", type=OutputPath(dir_okay=False), default=None,
               callback=_suffix(".json", what="--json"), help="Write results as JSON.")
-@click.option("--plot", "plot_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--plot", "plot_out", type=OutputPath(dir_okay=False), default=None,
               callback=_suffix(".png", what="--plot"), help="Write a PNG of latency against batch per backend.")
 @overwrite_option("--json and --plot")
 def bench(models, backends, batches, duration, warmup, images, e2e_dir, gemm, json_out, plot_out, overwrite):
@@ -807,14 +841,14 @@ def bench(models, backends, batches, duration, warmup, images, e2e_dir, gemm, js
 @click.argument("model_path", metavar="MODEL", type=ExistingPath(dir_okay=False, path_type=Path),
                 callback=_suffix(".keras", what="MODEL (the trained model)"))
 @click.argument("data", required=False, type=ExistingPath(file_okay=False, path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("matrix"),
+@click.option("--out", "out_dir", type=OutputPath(file_okay=False), default=Path("matrix"),
               show_default=True, help="Where the artefacts, matrix.json and matrix.md go.")
 @overwrite_option("--out")
 @click.option("--calib", type=ExistingPath(file_okay=False, path_type=Path), default=None,
               help="Training images for INT8 calibration (without it, no INT8 row).")
 @click.option("--batch-sizes", "--batch", "batches", cls=AliasedOption, default="1,32", show_default=True,
               help="Batch sizes to time, comma-separated.")
-@click.option("--duration", type=click.FloatRange(0.1), default=3.0, show_default=True,
+@click.option("--duration", type=FiniteFloat(0.1), default=3.0, show_default=True,
               help="Seconds of timed runs per artefact and batch.")
 @click.option("--fft", type=click.Choice(FFT_LOWERINGS), default="matmul", show_default=True,
               help="How the ONNX artefacts lower the FFT.")
@@ -847,7 +881,8 @@ def matrix(model_path, data, out_dir, overwrite, calib, batches, duration, fft, 
               help="Input sizes (HxW) to check; repeat the option for several.")
 @click.option("--filters", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--limit", type=click.IntRange(1), default=4, show_default=True, help="Images to use.")
-@click.option("--tolerance", type=float, default=1e-5, show_default=True, help="Largest relative L2 error accepted.")
+@click.option("--tolerance", type=FiniteFloat(0), default=1e-5, show_default=True,
+              help="Largest relative L2 error accepted.")
 def fft_check(images, sizes, filters, limit, tolerance):
     """Check the SpectralFilter's FFT and DFT-as-matmul forms against a float64 numpy reference.
 

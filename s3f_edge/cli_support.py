@@ -15,13 +15,15 @@ Every error is one line on stderr that says what to do. Anything else is a bug a
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import click
 
-from s3f_edge.errors import InputError, MissingFileError, S3FEdgeError
+from s3f_edge.errors import InputError, MissingFileError, OutputError, S3FEdgeError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -165,3 +167,32 @@ def overwrite_option(what: str):
     return click.option("--overwrite", is_flag=True,
                         help=f"Replace earlier results in {what} (by default an existing output is refused, "
                              "never silently replaced).")
+
+
+class OutputPath(click.Path):
+    """A path the command writes: a folder where a file is wanted, or a file where a folder is wanted, is found on
+    disk, so it is an error (exit 1) that names the path and says what to give, not a usage error."""
+
+    def __init__(self, **kwargs):
+        super().__init__(path_type=Path, **kwargs)
+
+    def convert(self, value, param, ctx):
+        name = option_name(param)
+        if not self.dir_okay and os.path.isdir(value):
+            raise OutputError(f"{name} {value} is a folder; give a file name")
+        if not self.file_okay and os.path.exists(value) and not os.path.isdir(value):
+            raise OutputError(f"{name} {value} is a file, not a folder; give a folder to write into")
+        return super().convert(value, param, ctx)
+
+
+class FiniteFloat(click.FloatRange):
+    """A number option (optionally within a range, as ``click.FloatRange``) that must be finite: nan, inf and values
+    that overflow (1e400) are usage errors, where a plain float would accept them (nan passes every comparison)."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number

@@ -28,6 +28,12 @@ ADVICE = {
                                r".*(; give|pass --recursive)"),
     "missing path": re.compile(r"no such (file|folder|file or folder): .*; check the path"),
     "unknown option": re.compile(r"No such option:? '?--no-such-option.*\(see 's3f-edge [\w-]+ --help'\)"),
+    "folder for a file": re.compile(r"is a folder; give a file name"),
+    "bad value": re.compile(r"Invalid value for .*(not a finite number|not a number|is not an address|"
+                            r"1 <= min <= opt <= max|is not in the range|not a valid (?:float|number|integer)).*"
+                            r"\(see 's3f-edge [\w-]+ --help'\)"),
+    "not results": re.compile(r"is not an s3f-edge results file \(.*\); give a results file that s3f-edge infer wrote"),
+    "cannot": re.compile(r"(needs a \.keras model|can hold \d+ actor\(s\)).*: (give|lower)"),
 }
 # Output options that cannot be exercised here, and why.
 UNTESTABLE_OUTPUTS = {("export", "timing_cache"): "used only with --trt, which needs TensorRT and a GPU"}
@@ -69,6 +75,14 @@ def world(tmp_path_factory) -> Path:
     (root / "blocker").write_text("a file where a folder would have to be created")
     for suffix in MODEL_SUFFIXES:
         (root / f"fake{suffix}").write_text("this is a text file, not a model\n")
+    (root / "folder.csv").mkdir()  # folders named like the files a command writes
+    for suffix in (".html", ".keras", ".cache", ".json", ".png"):
+        (root / f"folder{suffix}").mkdir()
+    (root / "five.json").write_text('{"results": 5}')
+    (root / "cells.csv").write_text("path,status,reason\na.png,ok\n")
+    (root / "nostatus.csv").write_text("path,reason\na.png,\n")
+    (root / "broken.jsonl").write_text('{"path": "a.png", "status": "ok"}\n{"path": "b.png", "sta\n'
+                                       '{"path": "c.png", "status": "ok"}\n')
     image = sorted((SAMPLES / "test").rglob("*.jpg"))[0]
     (root / "results.csv").write_text(  # what infer writes, for the report command
         "path,status,reason,predicted_class,prob_a,prob_b,ood_score,ood_threshold,model,model_sha256\n"
@@ -194,6 +208,52 @@ def missing_path_cases(world: Path) -> list[Case]:
     return [Case(command, "missing path", argv, "error", "gone", param) for command, param, argv in table]
 
 
+def folder_for_file_cases(world: Path) -> list[Case]:
+    """A folder where the command would write a file: found on disk, so an error (1), not a usage error."""
+    table = [
+        ("infer", "output", ["infer", str(SAMPLES / "test"), "--recursive", "--out", "{dir}.csv"]),
+        ("infer", "report", ["infer", str(SAMPLES / "test"), "--recursive", "--out", "{out}/r.csv", "--report",
+                             "{dir}.html"]),
+        ("evaluate", "report_page", ["evaluate", str(ONNX), str(SAMPLES / "test"), "--out", "{out}/e", "--report",
+                                     "{dir}.html"]),
+        ("precise-bn", "out_path", ["precise-bn", str(KERAS), str(SAMPLES), "--out", "{dir}.keras"]),
+        ("calibrate", "out_path", ["calibrate", str(KERAS), str(SAMPLES), "--out", "{dir}.keras"]),
+        ("export", "timing_cache", ["export", str(KERAS), "--out", "{out}/x", "--timing-cache", "{dir}.cache"]),
+        ("bench", "json_out", ["bench", str(ONNX), "--duration", "0.1", "--json", "{dir}.json"]),
+        ("bench", "plot_out", ["bench", str(ONNX), "--duration", "0.1", "--plot", "{dir}.png"]),
+        ("report", "output", ["report", str(world / "results.csv"), "--out", "{dir}.html"]),
+    ]
+    return [Case(command, "folder for a file", [a.replace("{dir}", str(world / "folder")) for a in argv], "error",
+                 "folder", param) for command, param, argv in table]
+
+
+def bad_value_cases(world: Path) -> list[Case]:
+    """Values wrong from the command line alone (usage, 2), and what this machine or model cannot do (error, 1)."""
+    infer = ["infer", str(SAMPLES / "test"), "--recursive", "--out", "{out}/r.csv"]
+    cases = [Case("infer", "bad value", [*infer, "--ood-threshold", value], "usage", "--ood-threshold",
+                  "ood_threshold") for value in ("nan", "inf", "-inf", "1e400", "abc")]
+    cases += [Case("infer", "bad value", [*infer, "--ray", value], "usage", "--ray", "ray_address")
+              for value in ("bogus", "127.0.0.1:99999", "host:0")]
+    cases += [Case("infer", "bad value", [*infer, "--ray", "--ray-cpus", "nan"], "usage", "--ray-cpus", "ray_cpus"),
+              Case("infer", "bad value", [*infer, "--ray", "--ray-gpus", "inf"], "usage", "--ray-gpus", "ray_gpus"),
+              Case("infer", "bad value", [*infer, "--ray", "--ray-actors", "0"], "usage", "--ray-actors",
+                   "ray_actors"),
+              Case("export", "bad value", ["export", str(KERAS), "--out", "{out}/x", "--trt-batch", "5,1,2"], "usage",
+                   "--trt-batch", "trt_batch"),
+              Case("calibrate", "bad value", ["calibrate", str(KERAS), str(SAMPLES), "--out", "{out}/c.keras",
+                                              "--keep", "nan"], "usage", "--keep", "keep"),
+              Case("train", "bad value", ["train", str(SAMPLES), "--out", "{out}/run", "--lr", "nan"], "usage",
+                   "--lr", "learning_rate"),
+              Case("bench", "bad value", ["bench", str(ONNX), "--duration", "inf"], "usage", "--duration",
+                   "duration"),
+              Case("infer", "cannot", [*infer, "--ray", "--ray-actors", "100"], "error", "100", "ray_actors"),
+              Case("infer", "cannot", [*infer, "--explain", "{out}/cams"], "error", "--explain", "explain_dir")]
+    for name in ("five.json", "cells.csv", "nostatus.csv", "broken.jsonl"):  # written by the world fixture
+        cases.append(Case("report", "not results", ["report", str(world / name), "--out", "{out}/r.html"], "error",
+                          name, "results"))
+    return cases
+
+
 def usage_cases() -> list[Case]:
     """Every command refuses an unknown option with one line and the usage code."""
     return [Case(name, "unknown option", [name, "--no-such-option"], "usage", "--no-such-option")
@@ -202,7 +262,7 @@ def usage_cases() -> list[Case]:
 
 def all_cases(world: Path) -> list[Case]:
     return (unwritable_cases(world) + fake_model_cases(world) + empty_folder_cases(world) + missing_path_cases(world)
-            + usage_cases())
+            + folder_for_file_cases(world) + bad_value_cases(world) + usage_cases())
 
 
 def case_id(case: Case) -> str:
@@ -250,6 +310,21 @@ def output_params() -> set[tuple[str, str]]:
             if isinstance(param.type, click.Path) and not isinstance(param.type, ExistingPath)}
 
 
+def file_output_params() -> set[tuple[str, str]]:
+    """(command, parameter) of every file (not folder) a command writes."""
+    return {(name, param.name) for name, command in main.commands.items() for param in command.params
+            if isinstance(param.type, cli_support.OutputPath) and not param.type.dir_okay}
+
+
+def number_params() -> set[tuple[str, str]]:
+    """(command, parameter) of the number options on the paths a new user tried: each has a bad-value case."""
+    wanted = {("infer", "ood_threshold"), ("infer", "ray_cpus"), ("infer", "ray_gpus"), ("calibrate", "keep")}
+    found = {(name, param.name) for name, command in main.commands.items() for param in command.params
+             if isinstance(param.type, cli_support.FiniteFloat)}
+    assert wanted <= found, "these options should refuse nan and inf"
+    return wanted
+
+
 def test_the_harness_covers_every_command_and_every_path():
     """A new command, path argument, output option or model suffix fails here until it has its cases."""
     covered = {(c.command, c.param, c.kind.split(" (")[0]) for c in CASES}
@@ -257,6 +332,10 @@ def test_the_harness_covers_every_command_and_every_path():
     for command, param in output_params():
         if (command, param) not in UNTESTABLE_OUTPUTS:
             assert (command, param, "unwritable") in covered, f"{command} {param}: no unwritable-output case"
+    for command, param in file_output_params():
+        assert (command, param, "folder for a file") in covered, f"{command} {param}: no folder-for-a-file case"
+    for command, param in number_params():
+        assert (command, param, "bad value") in covered, f"{command} {param}: no bad-number case"
     for name, command in main.commands.items():
         for param in command.params:
             if isinstance(param.type, ExistingPath):
