@@ -419,11 +419,11 @@ def _ray_address(ctx, param, value: str | None) -> str | None:
         return None
     import os
 
-    if os.path.isdir(value):  # `infer --ray FOLDER`: the option took the folder as its address
-        raise click.UsageError(f"--ray took {value!r} as its value: put --ray after FOLDER", ctx)
     from s3f_edge.runtime.cluster import address_problem
 
     problem = address_problem(value)
+    if problem and os.path.isdir(value):  # `infer --ray FOLDER`: the option took the folder as its address
+        raise click.UsageError(f"--ray took {value!r} as its value: put --ray after FOLDER", ctx)
     if problem:
         raise click.BadParameter(problem)
     return value

@@ -202,7 +202,8 @@ def write_csv(path: str | Path, columns: list[str], rows: Iterable[dict]) -> Non
         columns: the header, in order; keys of a row outside it are ignored.
         rows: one dict per row.
     """
-    with atomic_open(path, "w", newline="", encoding="utf-8") as stream:
+    # surrogateescape: a file name that is not valid UTF-8 is written as its bytes, and read back as written.
+    with atomic_open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as stream:
         writer = csv.DictWriter(stream, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows({key: spreadsheet_safe(value) for key, value in row.items()} for row in rows)
@@ -214,6 +215,6 @@ def read_csv(path: str | Path) -> list[dict]:
     Returns:
         One dict per row, keyed by the header.
     """
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
         return [{key: from_spreadsheet(value) if isinstance(value, str) else value for key, value in row.items()}
                 for row in csv.DictReader(handle)]

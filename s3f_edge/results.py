@@ -60,12 +60,30 @@ def same_fingerprint(row: dict, fingerprint: dict) -> bool:
     return all(str(row[key]) == str(fingerprint[key]) for key in (FILE_SIZE, FILE_MTIME))
 
 
+def _clipped(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` bytes of UTF-8 (file names are limited in bytes, not characters)."""
+    data = text.encode("utf-8", "surrogateescape")[:limit]
+    return data.decode("utf-8", "ignore")
+
+
 def overlay_name(path: str | Path, class_name: str) -> str:
     """The file name of the Grad-CAM overlay of the row for ``path``: the file's own name (shortened) for people,
-    and a digest of the whole path, so that ``a/x.jpg``, ``a/x.png`` and ``b/x.jpg`` never share one."""
+    and a digest of the whole path as the row spells it, so that ``a/x.jpg``, ``a/x.png`` and ``b/x.jpg`` never
+    share one. At most 230 bytes, under every file system's limit of 255."""
     text = str(path)
-    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-    return f"{Path(text).name[:80]}.{digest}.{class_name}.gradcam.png"
+    digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return f"{_clipped(Path(text).name, 100)}.{digest}.{_clipped(class_name, 90)}.gradcam.png"
+
+
+def json_line(row: dict) -> str:
+    """A row as one line of JSON: non-ASCII text kept readable, except in a row that names a file whose name is
+    not valid UTF-8 (escaped then, so that it survives the round trip); never a line break inside."""
+    text = json.dumps(row, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(row)
+    return text + "\n"
 
 
 def journal_path(output: Path) -> Path:
@@ -100,7 +118,8 @@ def _check_rows(path: Path, rows: list, advice: str, where=lambda index: f"row {
 
 def _read_csv(path: Path, advice: str) -> list[dict]:
     # utf-8-sig: a spreadsheet that saved the file may have put a byte-order mark before the header.
-    with open(path, newline="", encoding="utf-8-sig") as handle:
+    # surrogateescape: a path that is not valid UTF-8 (a file name from another system) reads back as written.
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
         if not header:
@@ -121,7 +140,10 @@ def _read_csv(path: Path, advice: str) -> list[dict]:
 
 
 def _read_jsonl(path: Path, advice: str, journal: bool) -> tuple[dict, list[dict]]:
-    lines = path.read_text(encoding="utf-8").splitlines()
+    # Lines end at "\n" only: str.splitlines would also split at U+2028 and the like, which a file name may hold.
+    lines = [line.removesuffix("\r") for line in path.read_text(encoding="utf-8-sig").split("\n")]
+    while lines and not lines[-1]:
+        lines.pop()
     header, rows, numbers = {}, [], []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -186,6 +208,43 @@ def read_journal(path: str | Path, advice: str = "") -> tuple[dict, list[dict]]:
         return _read_jsonl(path, advice, journal=True)
     except UnicodeDecodeError as error:
         raise _not_results(path, f"{type(error).__name__}: {error}", advice) from None
+    except OSError as error:
+        raise InputError(f"cannot read {path}: {error.strerror or error}; check its permissions") from None
+
+
+def journal_has_rows(path: str | Path) -> bool:
+    """Whether the journal at ``path`` holds a row (one that a failed start left holds only its header line); an
+    unreadable journal counts as holding rows, so that nothing deletes it unasked."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as stream:
+            for line in stream:
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError:
+                    return True  # a torn row is a row
+                if not (isinstance(value, dict) and JOURNAL_KEY in value):
+                    return True
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return False
+
+
+def open_journal(path: str | Path):
+    """Open a journal to append rows: a last line torn by a process that died while writing it is cut off first,
+    so that the next row starts on a line of its own (the torn row's file is answered again).
+
+    Returns:
+        The journal, open for appending text (UTF-8; write ``json_line`` rows).
+    """
+    path = Path(path)
+    if path.exists():
+        with open(path, "rb+") as stream:
+            data = stream.read()
+            if data and not data.endswith(b"\n"):
+                stream.truncate(data.rfind(b"\n") + 1)
+    return open(path, "a", encoding="utf-8")
 
 
 def write_results(output: str | Path, rows: list[dict], class_names: list[str], model_name: str) -> None:
@@ -198,6 +257,11 @@ def write_results(output: str | Path, rows: list[dict], class_names: list[str], 
         return
     with atomic_open(output, "w", encoding="utf-8") as stream:
         if output.suffix.lower() == ".jsonl":
-            stream.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+            stream.writelines(json_line(r) for r in rows)
         else:
-            json.dump({"model": model_name, "results": rows}, stream, ensure_ascii=False, indent=1)
+            document = json.dumps({"model": model_name, "results": rows}, ensure_ascii=False, indent=1)
+            try:
+                document.encode("utf-8")
+            except UnicodeEncodeError:  # a file name that is not valid UTF-8: escaped (see json_line)
+                document = json.dumps({"model": model_name, "results": rows}, indent=1)
+            stream.write(document)

@@ -74,11 +74,14 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
 
-def home_changes(home: Path, since_ns: int) -> list[str]:
+def home_changes(home: Path, since_ns: int, apart: tuple[Path, ...] = ()) -> list[str]:
     """Paths under ``home`` created or modified since ``since_ns`` (a folder's time changes when an entry is added
-    to it or removed from it)."""
+    to it or removed from it), leaving out the trees ``apart`` (the checkout itself, when it lies in the home)."""
     changed = []
     for folder, folders, files in os.walk(home):
+        if any(Path(folder) == tree or tree in Path(folder).parents for tree in apart):
+            folders[:] = []
+            continue
         for name in [".", *folders, *files]:
             path = Path(folder) / name if name != "." else Path(folder)
             try:
@@ -99,7 +102,10 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(SUITE_HOME, ignore_errors=True)
     if started is None or not STARTED_HOME.is_dir() or os.environ.get("PYTEST_XDIST_WORKER"):
         return
-    changed = home_changes(STARTED_HOME, started)
+    factory = getattr(session.config, "_tmp_path_factory", None)  # pytest's tmp_path root, when it lies in the home
+    trees = [session.config.rootpath] + ([factory.getbasetemp()] if factory is not None else [])
+    apart = tuple(Path(tree).resolve() for tree in trees)
+    changed = home_changes(STARTED_HOME.resolve(), started, apart)
     if changed:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         listing = "\n  ".join(changed[:20])

@@ -40,3 +40,16 @@ def test_a_session_that_writes_into_the_home_fails(tmp_path):
                            cwd=Path(__file__).parent.parent)
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert list(other.iterdir()) == []
+
+
+def test_the_checkout_may_lie_in_the_home(tmp_path):
+    """pytest's cache and the screenshots are written in the checkout, which is not the home's business."""
+    import time
+
+    home = tmp_path / "home"
+    (home / "project" / ".pytest_cache").mkdir(parents=True)
+    started = time.time_ns() - 1
+    (home / "project" / ".pytest_cache" / "nodeids").write_text("[]")
+    (home / ".keras").mkdir()
+    changed = conftest.home_changes(home, started, apart=(home / "project",))
+    assert changed == [str(home), str(home / ".keras")]

@@ -1,6 +1,7 @@
 """What `infer --resume` keeps and what it answers again: the model, the folder and each file's content are
 checked; a resume after an interrupted --overwrite keeps nothing of the run that --overwrite replaced; every
 sub-folder and file is accounted for, and the messages say what actually happened."""
+import json
 import os
 import shutil
 from pathlib import Path
@@ -199,3 +200,88 @@ def test_an_unreadable_sub_folder_gets_an_error_row(bundled, tmp_path, monkeypat
     assert resumed.exit_code == 0, resumed.output
     names = sorted(str(Path(row["path"]).relative_to(folder)) for row in read_results(tmp_path / "r.csv"))
     assert names == ["locked/00.jpg", "locked/01.jpg", "readable/00.jpg", "readable/01.jpg"]
+
+
+def test_a_journal_torn_by_a_killed_run_resumes(bundled, tmp_path):
+    folder = fill(tmp_path / "images", SAMPLES, 6)
+    out = tmp_path / "r.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        infer_folder(folder, InterruptedAfter(bundled, 2), out, batch_size=3, progress=False)
+    journal = out.with_name(".r.jsonl.partial.jsonl")
+    with open(journal, "a", encoding="utf-8") as stream:  # what SIGKILL in the middle of a write leaves
+        stream.write('{"path": "' + str(folder / "03.jpg") + '", "status": "o')
+    for _ in range(2):  # a resume appends after the torn line's start, not after its end; then one more resume
+        summary = infer_folder(folder, bundled, out, resume=True, progress=False)
+    assert summary.skipped_as_done == 6
+    same_answers(read_results(out), fresh_answers(folder, bundled, tmp_path))
+
+
+@pytest.mark.parametrize("name", ["line\u2028separator.jpg", "caf\udce9.jpg"], ids=["U+2028", "not-utf8"])
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".json"])
+def test_names_that_are_hard_to_write_survive_every_format_and_resume(bundled, tmp_path, name, suffix):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(SAMPLES[0], os.fsencode(folder) + b"/" + os.fsencode(name))
+    shutil.copy(SAMPLES[1], folder / "plain.jpg")
+    out = tmp_path / f"r{suffix}"
+    result = CliRunner().invoke(main, ["infer", str(folder), "--out", str(out), "--quiet", "--report",
+                                       str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    rows = read_results(out)
+    assert sorted(Path(row["path"]).name for row in rows) == sorted([name, "plain.jpg"])
+    assert {row["status"] for row in rows} <= {"ok", "refused"}
+    again = infer_folder(folder, bundled, out, resume=True, progress=False)
+    assert again.skipped_as_done == 2 and again.changed == 0
+    (tmp_path / "r.html").read_bytes().decode("utf-8")  # the page is valid UTF-8 whatever the names
+
+
+def test_ray_alone_is_not_taken_for_a_folder_named_local(tmp_path, monkeypatch):
+    (tmp_path / "local").mkdir()
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["infer", str(REPO / "samples" / "brain_mri" / "test"), "--recursive", "--out",
+                                       str(tmp_path / "r.csv"), "--ray", "--ray-actors", "1000"])
+    assert result.exit_code == 1 and "can hold" in result.stderr, result.output
+
+
+def test_a_sub_folder_that_becomes_unreadable_replaces_its_files_rows(bundled, tmp_path, monkeypatch):
+    folder = tmp_path / "images"
+    fill(folder / "readable", SAMPLES, 2)
+    fill(folder / "locked", SAMPLES, 2)
+    out = tmp_path / "r.csv"
+    infer_folder(folder, bundled, out, recursive=True, progress=False)
+    scandir = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda path=".": (_ for _ in ()).throw(PermissionError(
+        13, "Permission denied", str(path))) if Path(path).name == "locked" else scandir(path))
+    summary = infer_folder(folder, bundled, out, recursive=True, resume=True, progress=False)
+    assert summary.skipped_as_done == 2 and summary.failed == 1
+    names = sorted(str(Path(row["path"]).relative_to(folder)) for row in read_results(out))
+    assert names == ["locked", "readable/00.jpg", "readable/01.jpg"]
+
+
+def test_rows_of_an_older_version_are_answered_again_and_said_so(bundled, tmp_path):
+    folder = fill(tmp_path / "images", SAMPLES, 3)
+    out = tmp_path / "r.jsonl"
+    infer_folder(folder, bundled, out, progress=False)
+    old = [{k: v for k, v in row.items() if k not in (FILE_SIZE, FILE_MTIME)} for row in read_results(out)]
+    out.write_text("".join(json.dumps(row) + "\n" for row in old))
+    said = []
+    summary = infer_folder(folder, bundled, out, resume=True, progress=False, log=said.append)
+    assert (summary.unrecorded, summary.changed, summary.succeeded + summary.refused) == (3, 0, 3)
+    assert any("older s3f-edge" in line for line in said), said
+
+
+def test_journal_rows_are_told_from_its_header_by_parsing():
+    from s3f_edge.results import journal_has_rows, journal_header
+
+    def holds(tmp, lines):
+        tmp.write_text("".join(lines))
+        return journal_has_rows(tmp)
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        journal = Path(scratch) / ".r.csv.partial.jsonl"
+        assert not journal_has_rows(journal)
+        assert not holds(journal, [journal_header(False, "abc")])
+        assert holds(journal, [journal_header(False, "abc"), '{"path": "s3f_edge_journal/x.jpg", "status": "ok"}\n'])
+        assert holds(journal, [journal_header(False, "abc"), '{"path": "torn'])

@@ -58,6 +58,7 @@ def render(template: str, scripts: list[str], data: dict, **context) -> str:
 
 
 def write_page(path: str | Path, html: str) -> Path:
-    """Write ``html`` to ``path`` atomically (a reader never sees half a page); returns the path."""
-    atomic_write_text(path, html)
+    """Write ``html`` to ``path`` atomically (a reader never sees half a page); returns the path. Text from a file
+    name that is not valid UTF-8 shows its undecodable bytes as U+FFFD: a page is always valid UTF-8."""
+    atomic_write_text(path, html.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
     return Path(path)

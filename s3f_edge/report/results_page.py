@@ -139,7 +139,7 @@ def page_rows(rows: list[dict], classes: list[str], thumbnails: list[str | Thumb
         overlay = None
         if explain_dir is not None and top is not None:
             candidate = overlay_path(explain_dir, row["path"], classes[top])
-            overlay = file_thumbnail(candidate) if candidate.is_file() else None
+            overlay = file_thumbnail(candidate)  # None when missing (or a name the system refuses)
         result.append({
             "path": row["path"], "status": _text(row.get("status")), "reason": _text(row.get("reason")),
             "predicted": _text(row.get("predicted_class")), "top": None if top is None else classes[top],

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from s3f_edge.dependencies import import_module
 from s3f_edge.errors import BackendError, InputError
+from s3f_edge.results import journal_has_rows, open_journal
 from s3f_edge.runtime.formats import load_predictor, model_format
 from s3f_edge.runtime.infer import (
     InferSummary,
@@ -276,11 +277,17 @@ def infer_folder_on_ray(folder: str | Path, predictor, model_path: str | Path, o
                        workers, progress, metadata, providers, log)
             except ray.exceptions.RayError as error:  # retries exhausted, a node lost for good, an actor not started
                 reason = str(error).strip().splitlines()[-1][:300] if str(error).strip() else type(error).__name__
-                raise BackendError(f"the Ray job failed ({reason}); the rows already answered are kept in "
-                                   f"{plan.journal.name}: run the same command with --resume to continue") from error
+                raise BackendError(f"the Ray job failed ({reason}); {_how_to_continue(plan)}") from error
             finally:
                 ray.shutdown()
     return finish_inference(plan, predictor)
+
+
+def _how_to_continue(plan) -> str:
+    """What to do after the Ray job failed: continue from the journal, or (nothing answered) start again."""
+    if journal_has_rows(plan.journal) or plan.resume:
+        return f"the rows already answered are kept in {plan.journal.name}: run the same command with --resume"
+    return "no file was answered: run the same command again once the cluster is sound"
 
 
 def _is_bundled(model_path: Path) -> bool:
@@ -315,7 +322,7 @@ def _drive(ray, plan, predictor, model_path: Path, actors: int, cpus: float, gpu
     waiting.daemon = True
     waiting.start()
     try:
-        with open(plan.journal, "a", encoding="utf-8") as journal:
+        with open_journal(plan.journal) as journal:
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
                 waiting.cancel()
                 rows = [row for row in map(json.loads, batch["row"]) if row["path"] not in answered]
@@ -328,8 +335,8 @@ def _drive(ray, plan, predictor, model_path: Path, actors: int, cpus: float, gpu
                 record_rows(journal, rows, plan.summary, bar)
         missing = len(items) - len(answered & {item["path"] for item in items})
         if missing:  # Ray reported success for less than the whole dataset: never write an output short of rows
-            raise BackendError(f"the Ray job ended with {missing} of {len(items)} file(s) unanswered; the rows "
-                               f"answered are kept in {plan.journal.name}: run the same command with --resume")
+            raise BackendError(f"the Ray job ended with {missing} of {len(items)} file(s) unanswered; "
+                               f"{_how_to_continue(plan)}")
     finally:
         waiting.cancel()
         plan.summary.seconds = time.perf_counter() - started

@@ -7,7 +7,6 @@ that is then renamed, so a crash never leaves a half-written output and ``resume
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -25,11 +24,14 @@ from s3f_edge.data.preprocess import IMAGE_SUFFIXES, ImageDecodeError, load_imag
 from s3f_edge.errors import InputError, MissingFileError, S3FEdgeError
 from s3f_edge.outputs import ensure_writable, refuse_existing, remove_outputs
 from s3f_edge.results import (
-    JOURNAL_KEY,
+    FILE_SIZE,
     PROBABILITY_PREFIX,
     file_fingerprint,
+    journal_has_rows,
     journal_header,
     journal_path,
+    json_line,
+    open_journal,
     read_journal,
     read_results,
     same_fingerprint,
@@ -49,6 +51,7 @@ class InferSummary:
     failed: int = 0  # no answer (status error)
     skipped_as_done: int = 0
     changed: int = 0  # files answered by an earlier run that changed since: answered again (resume)
+    unrecorded: int = 0  # rows of an older s3f-edge, which recorded no size or time: answered again (resume)
     deleted: int = 0  # files answered by an earlier run that no longer exist: their rows dropped (resume)
     errors_in_output: int = 0  # error rows in the whole output, earlier runs' included (what the exit code says)
     per_class: Counter = field(default_factory=Counter)
@@ -226,7 +229,7 @@ def _answer(predictor, paths: list, batch: np.ndarray, threshold: float | None,
 
 def record_rows(journal, rows: list[dict], summary: InferSummary, bar=None) -> None:
     """Journal freshly answered rows (flushed: a process that dies next loses none), count them, advance the bar."""
-    journal.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    journal.writelines(json_line(row) for row in rows)
     journal.flush()
     summary.count(rows)
     if bar is not None:
@@ -290,8 +293,8 @@ def _previous_rows(output: Path, journal: Path, listing: Listing, folder: Path, 
         path = listed.get(key)
         if path is not None:
             by_path[str(path)] = {**row, "path": str(path)}
-        elif key in unlisted_folders or os.path.isdir(key):
-            continue  # a sub-folder's row: its files are listed now, or it is still unreadable (a new row follows)
+        elif key in unlisted_folders or os.path.isdir(key) or any(key.startswith(f + os.sep) for f in unlisted_folders):
+            continue  # a sub-folder's row, or a file in a sub-folder that cannot be listed now (its row says so)
         elif key.startswith(inside) and not os.path.lexists(key):
             deleted.add(key)  # deleted since it was answered: the output follows the folder as it is now
         else:
@@ -304,17 +307,9 @@ def _previous_rows(output: Path, journal: Path, listing: Listing, folder: Path, 
         raise InputError(f"{output} holds {len(strangers)} row(s) for files that are not in {folder} (e.g. "
                          f"{strangers[0]}); {cause}. Resume with the same folder and options, or {_ANOTHER_OUT}")
     kept = {path: row for path, row in by_path.items() if same_fingerprint(row, file_fingerprint(path))}
-    summary.changed, summary.deleted = len(by_path) - len(kept), len(deleted)
+    summary.unrecorded = sum(FILE_SIZE not in row for row in by_path.values())
+    summary.changed, summary.deleted = len(by_path) - len(kept) - summary.unrecorded, len(deleted)
     return kept
-
-
-def journal_has_rows(journal: Path) -> bool:
-    """Whether ``journal`` holds a row (a journal a failed start left holds only its first line, the header)."""
-    try:
-        with open(journal, encoding="utf-8", errors="replace") as stream:
-            return any(line.strip() and JOURNAL_KEY not in line[:40] for line in stream)
-    except FileNotFoundError:
-        return False
 
 
 @contextmanager
@@ -419,6 +414,9 @@ def plan_inference(folder: str | Path, predictor, output: str | Path, *, batch_s
             f"{predictor.name} ({predictor.backend}, {predictor.provider}); classes {predictor.class_names}")
         if summary.changed:
             log(f"{summary.changed} file(s) changed since an earlier run answered them: answered again")
+        if summary.unrecorded:
+            log(f"{summary.unrecorded} row(s) of an older s3f-edge record no file size or time, so whether their "
+                "files changed cannot be told: answered again")
         if summary.deleted:
             log(f"{summary.deleted} file(s) answered by an earlier run no longer exist: their rows are dropped")
         for where, why in listing.unreadable.items():
@@ -509,7 +507,7 @@ def _classify_here(plan: InferPlan, predictor, batch_size: int, workers: int, pr
 
         bar = tqdm(total=len(plan.files), unit="img", desc="infer", dynamic_ncols=True)
     window = max(2 * batch_size, 2 * workers)  # decoded-but-unconsumed images held at most
-    with ThreadPoolExecutor(max_workers=workers) as pool, open(plan.journal, "a", encoding="utf-8") as journal_file:
+    with ThreadPoolExecutor(max_workers=workers) as pool, open_journal(plan.journal) as journal_file:
         pending: deque = deque()
         remaining = iter(plan.files)
         batch_paths, batch_images, batch_fingerprints, rows = [], [], [], []

@@ -155,6 +155,8 @@ class Predictor:
         if count is not None and count != len(scores):
             raise InputError(f"{len(scores)} out-of-distribution scores for {count} images")
         threshold = self.ood_threshold if threshold is None else float(threshold)
+        if threshold is not None and not np.isfinite(threshold):  # NaN would refuse nothing, without a word
+            raise InputError(f"the refusal threshold must be a finite number, not {threshold}")
         if threshold is None:
             return np.zeros(len(scores), bool)
         finite = np.isfinite(scores)  # checked first: NaN > threshold is False, which would accept the image

@@ -315,8 +315,9 @@ def calibrate_file(model_path: str | Path, data_dir: str | Path, out_path: str |
     config = _run_config(model_path)
     recorded = (metadata or {}).get(DATA_FINGERPRINT) or config.get("file_list_sha256")
     data_check = _data_check(model_path, data_dir, dataset.file_list_hash(), recorded, other_data)
-    val_fraction, seed = _validation_split(model_path, metadata or {}, config.get("options", {}), val_fraction, seed,
-                                           other_data)
+    options = config.get("options")
+    val_fraction, seed = _validation_split(model_path, metadata or {}, options if isinstance(options, dict) else {},
+                                           val_fraction, seed, other_data)
     model = load_model(model_path)
     if metadata is None:
         height, width, channels = model.input_shape[1:]
