@@ -5,10 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 DEMO_DIR := demo-output
-# The example datasets for benchmarks and studies (brain_tumor_mri/, busi/): $S3F_EDGE_DATA, as s3f_edge.testing reads it.
-DATA ?= $(or $(S3F_EDGE_DATA),../shared/data)
+# The folder holding the example datasets (brain_tumor_mri/, busi/) for `make bench`: DATA=... or $S3F_EDGE_DATA
+# (what s3f_edge.testing and the scripts read). There is no default location: `make bench` stops without one.
+DATA ?= $(S3F_EDGE_DATA)
 
-.PHONY: demo test bench install browser clean
+.PHONY: demo test bench bench-data install browser clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -63,7 +64,8 @@ test: $(INSTALLED) browser
 
 # Speed figures (not part of `make test`): the pytest-benchmark suite, then every script whose tables the
 # README and docs/reproduction.md show, then those tables copied into the documents. About 1.5 hours.
-bench: $(INSTALLED) browser
+bench: export S3F_EDGE_DATA := $(DATA)
+bench: bench-data $(INSTALLED) browser
 	$(BIN)/python -m pytest benchmarks --benchmark-only --benchmark-columns=min,median,max,rounds -q
 	$(BIN)/python benchmarks/ratios.py --out benchmarks/results
 	$(BIN)/python benchmarks/accuracy_speed.py --out benchmarks/results
@@ -76,6 +78,10 @@ bench: $(INSTALLED) browser
 	$(BIN)/python benchmarks/review_page.py --out benchmarks/results
 	$(BIN)/python benchmarks/cluster_infer.py --out benchmarks/results
 	$(BIN)/python tools/update_docs.py
+
+bench-data:
+	@test -n "$(DATA)" || { echo "make bench: set S3F_EDGE_DATA or give DATA=... (the folder holding brain_tumor_mri/ and busi/)" >&2; exit 1; }
+	@test -d "$(DATA)/brain_tumor_mri" -a -d "$(DATA)/busi" || { echo "make bench: $(DATA) holds no brain_tumor_mri/ and busi/ (S3F_EDGE_DATA or DATA=...)" >&2; exit 1; }
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

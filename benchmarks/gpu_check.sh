@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command for the first machine with an NVIDIA GPU: confirms the GPU and TensorRT paths and writes
-# one report. Nothing here has run on a GPU yet: the project was developed on CPU-only machines.
+# one report. These steps have not run on a GPU yet: every figure in the docs comes from a CPU-only machine.
 #
 #   bash benchmarks/gpu_check.sh [OUT]        (default OUT: gpu-check/)
 #   GPU_EXTRA=gpu-cu13 bash benchmarks/gpu_check.sh   (CUDA 13 and TensorRT 11: ONNX DFT engines too)
@@ -12,7 +12,8 @@
 #      also pass with the gpu extra (no test may assume CPU-only providers);
 #   3. exports the bundled model with --trt at fp32, fp16 and int8 (each engine parity-checked inside
 #      export), benchmarks Keras, ONNX Runtime (CPU, CUDA, TensorRT provider) and the engines, and runs
-#      the accuracy x speed matrix with TensorRT rows on the brain MRI test set;
+#      the accuracy x speed matrix with TensorRT rows on the brain MRI test set ($DATA, else
+#      $S3F_EDGE_DATA/brain_tumor_mri; with neither, on the sample images);
 #   4. runs infer --ray with one GPU actor (Ray started on this machine) on an engine and on the ONNX file,
 #      and compares its rows with infer on one machine;
 #   5. writes OUT/report.md with every step's exit code and the tables, plus the raw logs and JSON.
@@ -60,9 +61,9 @@ status "GPU and TensorRT tests" $? "$OUT/gpu-tests.log"
 status "whole test suite (gpu extra)" $? "$OUT/all-tests.log"
 
 MODEL=s3f_edge/assets/default_model/model.keras
-DATA=${DATA:-${S3F_EDGE_DATA:-../shared/data}/brain_tumor_mri}
+DATA=${DATA:-${S3F_EDGE_DATA:+$S3F_EDGE_DATA/brain_tumor_mri}}
 CALIB=samples/brain_mri/train
-[[ -d $DATA/train ]] && CALIB=$DATA/train
+[[ -n $DATA && -d $DATA/train ]] && CALIB=$DATA/train
 ENGINES=()
 for precision in fp32 fp16 int8; do
   "$S3F" export "$MODEL" --out "$OUT/export-$precision" --precision "$precision" --calib "$CALIB" --trt \
@@ -78,10 +79,10 @@ ONNX=("$OUT/export-fp32/model.onnx")
   --batch-sizes 1,8,32 --duration 5 --json "$OUT/bench.json" --overwrite > "$OUT/bench.log" 2>&1
 status "bench (every backend)" $? "$OUT/bench.log"
 TEST=samples/brain_mri/test
-[[ -d $DATA/test ]] && TEST=$DATA/test
+[[ -n $DATA && -d $DATA/test ]] && TEST=$DATA/test
 "$S3F" matrix "$MODEL" "$TEST" --calib "$CALIB" --trt --out "$OUT/matrix" --overwrite > "$OUT/matrix.log" 2>&1
 status "matrix (accuracy x speed, TensorRT engines included)" $? "$OUT/matrix.log"
-if [[ -d $DATA/test ]]; then
+if [[ -n $DATA && -d $DATA/test ]]; then
   for engine in "${ENGINES[@]}"; do
     "$S3F" evaluate "$engine" "$DATA/test" --out "$OUT/evaluate-$(basename "$engine")" --overwrite \
       > "$OUT/evaluate-$(basename "$engine").log" 2>&1

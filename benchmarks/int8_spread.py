@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from results_files import write_results  # noqa: E402  (benchmarks/ is the script's folder)
 
-from s3f_edge.testing import data_root  # noqa: E402
+from s3f_edge.testing import require_data  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -33,11 +33,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=ROOT / "s3f_edge/assets/default_model/model.keras")
-    parser.add_argument("--calib", type=Path, default=data_root() / "brain_tumor_mri" / "train")
+    parser.add_argument("--calib", type=Path, help="default: $S3F_EDGE_DATA/brain_tumor_mri/train")
     parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=3.0, help="timing per file and repeat")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
+    args.calib = args.calib or require_data("brain_tumor_mri/train", "--calib")
 
     from s3f_edge.bench.runner import measure_in_turns
     from s3f_edge.export.onnx_export import ExportOptions, export_model

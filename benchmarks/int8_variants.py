@@ -3,9 +3,9 @@
     python benchmarks/int8_variants.py [--model s3f_edge/assets/default_model/model.keras]
         [--data $S3F_EDGE_DATA/brain_tumor_mri] [--out benchmarks/results]
 
-Variants: the first export (asymmetric activations, quantized biases, MinMax ranges, the first 256
-training files in path order); then the form TensorRT takes (symmetric activations, zero points 0, float
-biases, per-channel weights; the spectral block, the start of the spatial branch and the classifier
+Variants: ONNX Runtime's default static quantization (asymmetric activations, quantized biases, MinMax
+ranges, the first 256 training files in path order); then the form TensorRT takes (symmetric activations,
+zero points 0, float biases, per-channel weights; the spectral block, the start of the spatial branch and the classifier
 head in float), without and with BatchNorm folded into the convolutions first, with 7- or 8-bit weights, on 256
 or 1024 seeded calibration images, with percentile, MinMax and entropy ranges, with the whole first
 spatial block or only its first convolution (which reads the raw image) in float. For each: accuracy and
@@ -30,19 +30,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from results_files import write_results  # noqa: E402  (benchmarks/ is the script's folder)
 
-from s3f_edge.testing import data_root  # noqa: E402
+from s3f_edge.testing import require_data  # noqa: E402
 
 
 def first_files_sample(folder: Path, contract, limit: int) -> np.ndarray:
-    """The previous calibration set: the first ``limit`` files in path order (one class folder, mostly)."""
+    """A calibration set that ignores the classes: the first ``limit`` files in path order (one class folder,
+    mostly)."""
     from s3f_edge.data.files import image_files
     from s3f_edge.data.preprocess import load_image
 
     return np.stack([load_image(path, contract) for path in image_files(folder, limit)])
 
 
-def previous_int8(fp32: Path, out: Path, images: np.ndarray, exclude: list[str]) -> None:
-    """The export's INT8 before this change: ONNX Runtime's defaults (asymmetric activations, int32 biases)."""
+def ort_default_int8(fp32: Path, out: Path, images: np.ndarray, exclude: list[str]) -> None:
+    """INT8 with ONNX Runtime's defaults (asymmetric activations, int32 biases): what TensorRT cannot take."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -69,7 +70,7 @@ def nonzero_zero_points(path: Path) -> tuple[int, int]:
 
 
 def first_block_nodes(model) -> list[str]:
-    """Every node from the first convolution to the first pooling: the previous export's float set."""
+    """Every node from the first convolution to the first pooling: a larger float set than the export keeps."""
     consumers: dict[str, list] = {}
     for node in model.graph.node:
         for name in node.input:
@@ -99,19 +100,20 @@ def p50_ms_in_turns(predictors: list, images: np.ndarray, batch: int, seconds: f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=Path("s3f_edge/assets/default_model/model.keras"))
-    parser.add_argument("--data", type=Path, default=data_root() / "brain_tumor_mri")
+    parser.add_argument("--data", type=Path, help="default: $S3F_EDGE_DATA/brain_tumor_mri")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
+    args.data = args.data or require_data("brain_tumor_mri", "--data")
 
     import onnx
-    from sklearn.metrics import f1_score
 
     from s3f_edge.data.folders import discover, load_split
     from s3f_edge.export.onnx_export import ExportOptions, export_model
     from s3f_edge.export.precision import calibration_images, int8_float_nodes, layer_node_names, to_int8
     from s3f_edge.model import load_model, spectral_filters
     from s3f_edge.runtime import load_predictor
+    from s3f_edge.train.metrics import macro_f1
 
     scratch = Path(tempfile.mkdtemp(prefix="int8-variants-"))
     fp32 = export_model(args.model, ExportOptions(out_dir=scratch)).onnx_path
@@ -126,11 +128,11 @@ def main() -> None:
     keep = int8_float_nodes(proto, load_model(args.model))  # spectral block, first convolution, classifier head
     first_block = keep + first_block_nodes(proto)
     samples = {count: calibration_images(train, reference.contract, count, seed=0) for count in (256, 1024)}
-    # (label, method, calibration images, weight bits, fold BatchNorm first, float nodes); None: the first export
-    variants = [("first export: asymmetric activations, int32 biases, MinMax, first 256 files", None, 256, 8, False,
-                 spectral),
-                ("symmetric, BatchNorm not folded, 7-bit weights, percentile, 256 images, first block in float "
-                 "(previous export)", "percentile", 256, 7, False, first_block),
+    # (label, method, calibration images, weight bits, fold BatchNorm first, float nodes); None: ONNX Runtime's defaults
+    variants = [("ONNX Runtime defaults: asymmetric activations, int32 biases, MinMax, first 256 files", None, 256, 8,
+                 False, spectral),
+                ("symmetric, BatchNorm not folded, 7-bit weights, percentile, 256 images, first block in float",
+                 "percentile", 256, 7, False, first_block),
                 ("BatchNorm folded, 7-bit weights, percentile, 256 images, first block in float", "percentile", 256, 7,
                  True, first_block),
                 ("BatchNorm folded, 7-bit weights, percentile, 1024 images, first block in float", "percentile",
@@ -152,7 +154,7 @@ def main() -> None:
         path = scratch / f"int8-{len(rows)}.onnx"
         started = time.perf_counter()
         if method is None:
-            previous_int8(fp32, path, first_files_sample(train, reference.contract, count), exclude)
+            ort_default_int8(fp32, path, first_files_sample(train, reference.contract, count), exclude)
         else:
             to_int8(fp32, path, samples[count], exclude, method, weight_bits=bits, fold_batchnorm=fold)
         rows.append({"variant": name, "file": path, "method": method, "calibration_images": count, "weight_bits": bits,
@@ -164,7 +166,7 @@ def main() -> None:
         predictors.append(predictor)
         predicted = predictor.predict_all(test_x).argmax(1)
         row.update({"accuracy": round(float((predicted == test_y).mean()), 4),
-                    "f1_macro": round(float(f1_score(test_y, predicted, average="macro")), 4),
+                    "f1_macro": round(macro_f1(test_y, predicted, len(reference.class_names)), 4),
                     "top1_agreement_with_fp32": round(float((predicted == expected).mean()), 4),
                     "size_mb": round(row["file"].stat().st_size / 1e6, 2)})
         if row["file"] != fp32:

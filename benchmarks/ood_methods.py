@@ -31,7 +31,7 @@ from ood_sets import write_corrupted, write_other_modalities  # noqa: E402
 from results_files import write_results  # noqa: E402  (benchmarks/ is the script's folder)
 
 from s3f_edge.runtime.predictor import DEFAULT_MODEL_DIR  # noqa: E402
-from s3f_edge.testing import data_root  # noqa: E402
+from s3f_edge.testing import require_data  # noqa: E402
 
 KEEP = 0.99
 CANDIDATES = ("msp", "energy", "mahalanobis", "knn", "every-block-mean", "mahalanobis-blocks")
@@ -145,8 +145,10 @@ def markdown(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--data", type=Path, default=data_root())
+    parser.add_argument("--data", type=Path,
+                        help="the folder holding brain_tumor_mri/ and busi/; default: $S3F_EDGE_DATA")
     args = parser.parse_args()
+    args.data = args.data or require_data(option="--data")
     with tempfile.TemporaryDirectory(prefix="ood-sets-") as scratch:
         result = measure(args.data, Path(scratch))
     write_results(args.out, "ood_methods", result, markdown(result).rstrip("\n").split("\n"))

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from results_files import write_results  # noqa: E402  (benchmarks/ is the script's folder)
 
-from s3f_edge.testing import data_root  # noqa: E402
+from s3f_edge.testing import require_data  # noqa: E402
 
 
 def load_images(data: Path, size: int, count: int, seed: int):
@@ -106,7 +106,7 @@ def render(result: dict) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=data_root() / "brain_tumor_mri")
+    parser.add_argument("--data", type=Path, help="default: $S3F_EDGE_DATA/brain_tumor_mri")
     parser.add_argument("--preset", default="brisc2025")
     parser.add_argument("--fusion", default="concat")
     parser.add_argument("--size", type=int, default=64)
@@ -123,6 +123,7 @@ def main() -> None:
         args.render.with_suffix(".md").write_text("\n".join(render(result)) + "\n")
         return
 
+    args.data = args.data or require_data("brain_tumor_mri", "--data")
     import tensorflow as tf
 
     images, labels = load_images(args.data, args.size, args.images, seed=0)

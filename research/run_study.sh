@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
 # The study behind docs/reproduction.md: every training one after another, logs and run directories in
-# $RUNS. Re-running skips runs whose metrics.json exists and resumes interrupted ones.
+# $RUNS. Re-running skips runs whose metrics.json exists and resumes interrupted ones. The datasets come from
+# $DATA, else $S3F_EDGE_DATA (the folder holding busi/ and brain_tumor_mri/); there is no default location.
 #   bash research/run_study.sh [RUNS] [PART...]    (RUNS defaults to ./runs/study; PART: recipe busi brain busi-lr busi-seeds budget)
 #   python research/table.py RUNS                   the tables of docs/reproduction.md
 set -uo pipefail
 RUNS=${1:-runs/study}
 shift || true
 PARTS=${*:-recipe busi brain busi-lr busi-seeds budget}
-DATA=${DATA:-${S3F_EDGE_DATA:-../shared/data}}
+DATA=${DATA:-${S3F_EDGE_DATA:-}}
+if [[ -z $DATA ]]; then
+  echo "run_study.sh: set S3F_EDGE_DATA (or DATA) to the folder holding busi/ and brain_tumor_mri/" >&2
+  exit 1
+fi
 S3F=${S3F:-.venv/bin/s3f-edge}
 DUPLICATES=docs/brain_mri_test_duplicates.txt
 mkdir -p "$RUNS"
-BUSI_64=(--preset busi --image-size 64)  # the done-when command's data settings, in sections 1 and 1b
+BUSI_64=(--preset busi --image-size 64)  # the reference command's data settings, in sections 1 and 1b
 
 run() {  # name, dataset dir, then train options
   local name=$1 data=$2; shift 2
@@ -34,7 +39,7 @@ run() {  # name, dataset dir, then train options
   fi
 }
 
-# 1. What makes training on a small dataset work (issue 11): BUSI, 64x64, 12 epochs, one change at a
+# 1. What makes training on a small dataset work: BUSI, 64x64, 12 epochs, one change at a
 #    time against the original recipe ("moving": BatchNorm moving averages at inference).
 if [[ " $PARTS " == *" recipe "* ]]; then
   RECIPE=("${BUSI_64[@]}" --epochs 12)
@@ -58,8 +63,8 @@ if [[ " $PARTS " == *" recipe "* ]]; then
     run "recipe-baseline-lr1e-3-seed$seed" "$DATA/busi" "${RECIPE[@]}" --model baseline --lr 1e-3 --seed "$seed"
     run "recipe-baseline-lrpat3-seed$seed" "$DATA/busi" "${RECIPE[@]}" --model baseline --lr-patience 3 --seed "$seed"
   done
-  # The issue's done-when command itself (the default recipe) on five more seeds: with 156 test images a
-  # seed moves accuracy by several points, so one seed cannot say how often the command clears 60 %.
+  # The reference command itself (the default recipe) on five more seeds: with 156 test images a seed
+  # moves accuracy by several points, so one seed cannot say how often the command reaches 60 %.
   for seed in 3 4 5 6 7; do
     run "recipe-baseline-precise-seed$seed" "$DATA/busi" "${RECIPE[@]}" --model baseline --seed "$seed"
   done
@@ -111,8 +116,8 @@ if [[ " $PARTS " == *" busi-seeds "* ]]; then
   done
 fi
 
-# 1b. The done-when command of section 1 with a larger epoch budget, everything else unchanged (the default
-#     recipe, seeds 0-7): does the bar it misses on two seeds at 12 epochs hold once the network is trained longer?
+# 1b. The reference command of section 1 with a larger epoch budget, everything else unchanged (the default
+#     recipe, seeds 0-7): does it reach the threshold it misses on two seeds at 12 epochs once trained longer?
 #     No default changes from this: it measures the budget, the remaining cause named in section 1.
 if [[ " $PARTS " == *" budget "* ]]; then
   for epochs in 24 48; do

@@ -1,8 +1,8 @@
 """The errors a user can cause and fix. The CLI catches ``S3FEdgeError`` once: it prints the message
 and exits 1. Any other exception is a bug and shows its traceback.
 
-Each class also keeps the built-in base it had before the family existed (``ValueError``,
-``RuntimeError``, ...), so code that caught those still catches them.
+Each class also derives from the built-in exception that fits it (``ValueError``, ``RuntimeError``, ...), so that
+code which catches the built-in one, as callers of a library expect to, catches it too.
 """
 from __future__ import annotations
 

@@ -21,10 +21,30 @@ def interruptible_child() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def data_root() -> Path:
-    """The folder holding the example datasets (brain_tumor_mri/, busi/): $S3F_EDGE_DATA, else ../shared/data
-    beside the checkout. Tests that need it skip when it is absent."""
-    return Path(os.environ.get(DATA_ENV) or CHECKOUT.parent / "shared" / "data")
+def data_root() -> Path | None:
+    """The folder holding the example datasets (brain_tumor_mri/, busi/), as $S3F_EDGE_DATA names it, or None
+    when the variable is unset: there is no default location, so nothing outside the checkout is read unasked."""
+    value = os.environ.get(DATA_ENV, "").strip()
+    return Path(value) if value else None
+
+
+def data_missing(dataset: str = "") -> str | None:
+    """Why the example dataset ``dataset`` (a folder under the data root; "": the root itself) cannot be used here,
+    naming $S3F_EDGE_DATA (a test's skip reason), or None when it is there."""
+    root = data_root()
+    if root is None:
+        return f"{DATA_ENV} is not set: set it to the folder holding the example datasets (brain_tumor_mri/, busi/)"
+    folder = root / dataset
+    return None if folder.is_dir() else f"{folder} is not a folder: {DATA_ENV}={root} holds no {dataset or 'datasets'}"
+
+
+def require_data(dataset: str = "", option: str | None = None) -> Path:
+    """For benchmark and study scripts: the example dataset ``dataset`` under $S3F_EDGE_DATA; without it, exit
+    with one line on stderr that names $S3F_EDGE_DATA (and the script's ``option`` that gives the folder directly)."""
+    reason = data_missing(dataset)
+    if reason:
+        raise SystemExit(f"error: {reason}" + (f"; or give {option}" if option else ""))
+    return data_root() / dataset
 
 
 def _statistics_images(height: int, width: int, channels: int):
@@ -40,13 +60,12 @@ def _statistics_images(height: int, width: int, channels: int):
     return np.stack([load_image(path, contract) for path in image_files(folder)[::3]])
 
 
-def input_sensitive(model, seed: int = 0, logit_scale: float = 4.0):
+def input_sensitive(model, logit_scale: float = 4.0):
     """Give a freshly built model's BatchNorm layers real statistics and widen its head's logits, so that parity
     checks and benchmarks compare something.
 
     Args:
         model: a Keras model built by ``s3f_edge.build_model``.
-        seed: unused (the statistics come from fixed real images); kept for the callers' signature.
         logit_scale: factor on the head's kernel.
 
     Returns:
@@ -89,7 +108,7 @@ def saved_model(path: str | Path, preset: str, input_shape, kind: str = "s3f", c
     from s3f_edge.model.metadata import save_model_atomically
 
     keras.utils.set_random_seed(seed)
-    model = input_sensitive(build_model(preset, kind=kind, input_shape=input_shape, **kwargs), seed=seed)
+    model = input_sensitive(build_model(preset, kind=kind, input_shape=input_shape, **kwargs))
     outputs = model.output_shape[-1]
     names = class_names or [f"class_{i}" for i in range(2 if outputs == 1 else outputs)]
     height, width, channels = input_shape

@@ -25,13 +25,10 @@ for _variable in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "KERAS_H
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from s3f_edge.testing import data_root  # noqa: E402
-
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples" / "brain_mri"
-SHARED_DATA = data_root()
 
 
 @cache

@@ -7,9 +7,9 @@ import pytest
 
 from s3f_edge.runtime.formats import load_predictor
 from s3f_edge.runtime.predictor import DEFAULT_MODEL_DIR, default_model
-from s3f_edge.testing import data_root
+from s3f_edge.testing import data_missing, data_root
 
-BRAIN_MRI = data_root() / "brain_tumor_mri"
+BRAIN_MRI_MISSING = data_missing("brain_tumor_mri")  # the whole test set, under $S3F_EDGE_DATA
 DUPLICATES = Path(__file__).resolve().parents[1] / "docs" / "brain_mri_test_duplicates.txt"
 
 
@@ -51,12 +51,13 @@ def test_infer_uses_the_bundled_model_without_model_option(tmp_path, sample_dir)
     assert correct >= 12, f"the bundled model got only {correct}/24 sample images right"
 
 
-@pytest.mark.skipif(not BRAIN_MRI.is_dir(), reason=f"brain MRI test set not found at {BRAIN_MRI}")
+@pytest.mark.skipif(BRAIN_MRI_MISSING is not None, reason=f"brain MRI test set: {BRAIN_MRI_MISSING}")
 @pytest.mark.parametrize("split, exclude", [("official_test", None), ("deduplicated_test", DUPLICATES)])
 def test_evaluate_reproduces_the_card(card, tmp_path, split, exclude):
     from s3f_edge.train.evaluate import evaluate_folder
 
-    report = evaluate_folder(DEFAULT_MODEL_DIR / "model.keras", BRAIN_MRI / "test", tmp_path, exclude=exclude)
+    test_set = data_root() / "brain_tumor_mri" / "test"
+    report = evaluate_folder(DEFAULT_MODEL_DIR / "model.keras", test_set, tmp_path, exclude=exclude)
     expected = card["evaluation"]["model.keras"][split]
     assert report["metrics"]["count"] == expected["count"]
     assert abs(report["metrics"]["accuracy"] - expected["accuracy"]) <= 0.005

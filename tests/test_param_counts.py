@@ -1,4 +1,4 @@
-"""The builders must reproduce the original parameter counts exactly (spec sections 3-6)."""
+"""The builders must reproduce the original code's parameter counts exactly (both towers, fusion and head)."""
 import pytest
 
 from s3f_edge import build_model

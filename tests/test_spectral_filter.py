@@ -1,4 +1,4 @@
-"""Both SpectralFilter forms against a float64 numpy reference (spec section 4)."""
+"""Both SpectralFilter forms (FFT and DFT-as-matmul) against a float64 numpy reference of the layer's definition."""
 import numpy as np
 import pytest
 

@@ -28,7 +28,7 @@ from s3f_edge.export.onnx_export import ExportOptions, export_model  # noqa: E40
 from s3f_edge.model import load_model  # noqa: E402
 from s3f_edge.model.metadata import read_metadata, save_model_atomically  # noqa: E402
 from s3f_edge.runtime.predictor import DEFAULT_MODEL_DIR  # noqa: E402
-from s3f_edge.testing import data_root  # noqa: E402
+from s3f_edge.testing import require_data  # noqa: E402
 from s3f_edge.train.evaluate import evaluate_folder  # noqa: E402
 
 MAX_BYTES = 20 * 1024 * 1024
@@ -398,7 +398,7 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path, nargs="?")
     parser.add_argument("--render-only", action="store_true",
                         help="only rewrite MODEL_CARD.md from the bundled card.json (no training run needed)")
-    parser.add_argument("--data", type=Path, default=data_root() / "brain_tumor_mri")
+    parser.add_argument("--data", type=Path, help="the brain MRI dataset; default: $S3F_EDGE_DATA/brain_tumor_mri")
     parser.add_argument("--calibrate", action="store_true",
                         help="calibrate the bundled model in place (data: the parent of --data, which also holds busi)")
     parser.add_argument("--reexport", action="store_true",
@@ -406,6 +406,7 @@ def main() -> None:
                              "and re-measure every number of the card (data: as --calibrate)")
     args = parser.parse_args()
     if args.calibrate or args.reexport:
+        args.data = args.data or require_data("brain_tumor_mri", "--data")
         card = calibrate_bundle(args.data.parent, refit=args.calibrate)
         write_summaries(card)
         print(f"{'calibrated' if args.calibrate else 're-exported'} {card['name']}: threshold "
@@ -419,7 +420,7 @@ def main() -> None:
         return
     if args.run_dir is None:
         parser.error("give the run directory to bundle (or --render-only)")
-    card = bundle(args.run_dir, args.data)
+    card = bundle(args.run_dir, args.data or require_data("brain_tumor_mri", "--data"))
     write_summaries(card)
     official = card["evaluation"]["model.keras"]["official_test"]["accuracy"]
     print(f"bundled {card['name']}: {card['total_bytes'] / 2**20:.1f} MB, official test accuracy {_pct(official)}")

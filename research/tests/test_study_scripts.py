@@ -1,5 +1,5 @@
 """The study's table script (research/table.py) must not report a run that is still training, nor a wall
-time for a sitting that has not ended: its tables go into the README unedited."""
+time for a sitting that has not ended: its tables go into docs/reproduction.md unedited."""
 from __future__ import annotations
 
 import csv
@@ -46,7 +46,7 @@ def _fake_run(run: Path, *, epochs_planned: int, epochs_done: int, history_rows:
     with open(run / "history.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["epoch", "accuracy", "val_selection_score", history_format])
-        # The plateau step at the end of (0-based) epoch 20 sets the floor: the old "learning_rate" column logs it on
+        # The plateau step at the end of (0-based) epoch 20 sets the floor: a "learning_rate" column logs it on
         # that epoch's row, "learning_rate_used" on the next. Float32 rounding as Keras logs it: 1e-6 reads back as
         # 9.999999974752427e-07.
         first_row_at_floor = 20 if history_format == "learning_rate" else 21
@@ -70,20 +70,21 @@ def _busi_pair(label: str, accuracy_s3f: float, accuracy_baseline: float) -> dic
             "difference": accuracy_s3f - accuracy_baseline, "difference_95ci": (-0.05, 0.05)}
 
 
-def test_busi_bar_counts_per_schedule_the_seeds_on_which_both_models_of_the_pair_reach_75_percent(table, tmp_path):
+def test_busi_threshold_counts_per_schedule_the_seeds_on_which_both_models_of_the_pair_reach_75_percent(table,
+                                                                                                      tmp_path):
     patience_4, *patience_40 = table.BUSI_PAIRS  # patience 40: seeds 0, 1, 2
-    bar = lambda busi: table.conclusion(tmp_path, [], busi).strip().splitlines()[-1]  # noqa: E731
-    # one model above the bar in each pair is not "both at the same budget"
-    assert bar([_busi_pair(patience_4, 0.76, 0.72)]
+    both = lambda busi: table.conclusion(tmp_path, [], busi).strip().splitlines()[-1]  # noqa: E731
+    # one model above the threshold in each pair is not "both at the same budget"
+    assert both([_busi_pair(patience_4, 0.76, 0.72)]
                + [_busi_pair(label, 0.70, 0.78) for label in patience_40]).endswith(
         ": 0 of 1 finished seed with LR-plateau patience 4; 0 of 3 finished seeds with LR-plateau patience 40 "
         "(the preset's).")
     # every schedule is reported, the one that did worse over more seeds too
-    assert bar([_busi_pair(patience_4, 0.76, 0.75), _busi_pair(patience_40[0], 0.75, 0.78),
+    assert both([_busi_pair(patience_4, 0.76, 0.75), _busi_pair(patience_40[0], 0.75, 0.78),
                 _busi_pair(patience_40[1], 0.80, 0.74), _busi_pair(patience_40[2], 0.76, 0.76)]).endswith(
         ": 1 of 1 finished seed with LR-plateau patience 4; 2 of 3 finished seeds with LR-plateau patience 40 "
         "(the preset's).")
-    assert bar([]).endswith(": no pair has finished yet.")
+    assert both([]).endswith(": no pair has finished yet.")
     waiting = table.conclusion(tmp_path, [], [_busi_pair(patience_4, 0.70, 0.72)])
     assert ("LR-plateau patience 40 (the preset's), seeds 0, 1, 2: pairs not finished "
             "(`bash research/run_study.sh RUNS busi-lr busi-seeds` runs or resumes them)" in waiting)
@@ -145,27 +146,27 @@ def test_results_table_pairs_rows_by_schedule_and_seed_and_seed_groups_join_a_mo
         "baseline": [0, 3, 5], "s3f-concat": [0]}
 
 
-def test_done_when_counts_only_the_default_recipe_and_both_bars(table, tmp_path):
+def test_the_reference_threshold_counts_only_the_default_recipe_and_both_minimums(table, tmp_path):
     for name, seed, accuracy, kappa in [("recipe-baseline-precise", 0, 0.57, 0.36),
                                         ("recipe-baseline-precise-seed1", 1, 0.61, 0.41),
-                                        ("recipe-baseline-precise-seed2", 2, 0.66, 0.29),  # accuracy met, kappa not
-                                        ("recipe-baseline-precise-seed3", 3, 0.60, 0.30),  # both exactly at the bar
+                                        ("recipe-baseline-precise-seed2", 2, 0.66, 0.29),  # accuracy reached, kappa not
+                                        ("recipe-baseline-precise-seed3", 3, 0.60, 0.30),  # both exactly at the minimum
                                         ("recipe-baseline-noweights-seed1", 1, 0.70, 0.50)]:  # another recipe
         _fake_run(tmp_path / name, epochs_planned=12, epochs_done=12, history_rows=12, seed=seed, accuracy=accuracy,
                   kappa=kappa)
     (tmp_path / "recipe-baseline-precise-seed4").mkdir()  # started, nothing written yet
     # resumed for more epochs: its metrics.json is the shorter run's
     _fake_run(tmp_path / "recipe-baseline-precise-seed5", epochs_planned=24, epochs_done=14, history_rows=14, seed=5)
-    assert [s["seed"] for s in table.done_when_runs(tmp_path)] == [0, 1, 2, 3]
-    line = table.done_when_line(tmp_path)
+    assert [s["seed"] for s in table.reference_runs(tmp_path)] == [0, 1, 2, 3]
+    line = table.reference_line(tmp_path)
     assert "on 2 of 4 seeds (not seeds 0, 2), 4 of the 8 planned finished;" in line
     assert "default seed 0: 57.0%, κ 0.360" in line
     # the recipe comparison keeps to the seeds every recipe ran on; every fake run recalls 3 of 4 in each class
-    assert ("| precise BatchNorm statistics (the new default) | 3 | 61.3% ± 4.5% | 0.353 ± 0.060 | 0.600 ± 0.000 "
+    assert ("| precise BatchNorm statistics (the default) | 3 | 61.3% ± 4.5% | 0.353 ± 0.060 | 0.600 ± 0.000 "
             "| 0.75 | 0.75 |" in table.recipe_seed_table(tmp_path))
 
 
-def test_budget_table_groups_the_done_when_command_by_epochs_with_recalls_and_the_bar_per_seed(table, tmp_path):
+def test_budget_table_groups_the_reference_command_by_epochs_with_recalls_and_the_threshold_per_seed(table, tmp_path):
     def run(name, seed, accuracy, kappa, epochs=12, done=None, matrix=((3, 1), (1, 3))):
         _fake_run(tmp_path / name, epochs_planned=epochs, epochs_done=done or epochs, history_rows=done or epochs,
                   seed=seed, accuracy=accuracy, kappa=kappa, confusion_matrix=matrix)
@@ -189,6 +190,6 @@ def test_budget_table_groups_the_done_when_command_by_epochs_with_recalls_and_th
     assert rows[2].startswith("| 48 | 1 | 75.0% | 60.0% | 0.310 | 0.75 | 0.75 | 1 of 1 seeds, 1 of the 8 planned "
                               "finished | - | 60.0% | -1.0 (0 of 1 higher) |")
     assert table.budget_line(tmp_path) == (
-        "The same command trained longer, nothing else changed: 24 epochs, the bar met on 2 of 3 seeds (not seed 1), "
-        "3 of the 8 planned finished, test accuracy 66.7% ± 3.1%, seed 0 64.0% (κ 0.450); 48 epochs, the bar met on "
-        "1 of 1 seeds, 1 of the 8 planned finished.")
+        "The same command trained longer, nothing else changed: 24 epochs, the threshold reached on 2 of 3 seeds "
+        "(not seed 1), 3 of the 8 planned finished, test accuracy 66.7% ± 3.1%, seed 0 64.0% (κ 0.450); 48 epochs, the "
+        "threshold reached on 1 of 1 seeds, 1 of the 8 planned finished.")

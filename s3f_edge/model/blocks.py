@@ -1,4 +1,5 @@
-"""The two towers of S3F-Net as functional-API building blocks (spec sections 3 and 5)."""
+"""The two towers of S3F-Net as functional-API building blocks, as in the original code: the spatial CNN (four
+convolution blocks; alone, the spatial-only baseline) and SpectraNet, the spectral branch (SN1 or SN2)."""
 from __future__ import annotations
 
 from keras import layers

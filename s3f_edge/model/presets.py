@@ -1,4 +1,5 @@
-"""The four configurations of the original work (spec section 1)."""
+"""The original work's four per-dataset configurations (input size, classes, spectral branch, fusion, epochs and
+patiences), as the paper's code sets them."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -34,7 +34,7 @@ def _cell(value) -> str:
 
 
 def evaluation_rows(paths: list[Path], labels: np.ndarray, probabilities: np.ndarray, scores: np.ndarray | None,
-                    class_names: list[str], thumbnails: list[str | None]) -> list[dict]:
+                    thumbnails: list[str | None]) -> list[dict]:
     """One dict per scored image, as the page's script reads it.
 
     Args:
@@ -42,7 +42,6 @@ def evaluation_rows(paths: list[Path], labels: np.ndarray, probabilities: np.nda
         labels: (N,) true class indices.
         probabilities: (N, K) the model's probabilities.
         scores: (N,) out-of-distribution scores, or None for a model without a score.
-        class_names: the K class names.
         thumbnails: one data URI or None per image.
 
     Returns:
@@ -84,8 +83,8 @@ def write_evaluation_report(out: str | Path, report: dict, paths: list[Path], la
     ood = report.get("ood")
     html = render(
         "evaluation.html.j2", ["common.js", "evaluation.js"],
-        data={"classes": class_names, "rows": evaluation_rows(paths, labels, probabilities, scores, class_names,
-                                                              thumbnails), "worst": WORST_ERRORS},
+        data={"classes": class_names, "rows": evaluation_rows(paths, labels, probabilities, scores, thumbnails),
+              "worst": WORST_ERRORS},
         title=f"Evaluation: {Path(report['model']).name} on {report['data']}", report=report,
         metrics=[(label, _cell(metrics.get(key))) for key, label in METRIC_LABELS.items() if key in metrics],
         per_class=[(name, *(_cell(values[k]) for k in ("precision", "recall", "f1", "support")))
