@@ -97,6 +97,20 @@ def refuse_existing(found: Iterable[Path], *, overwrite: bool, option: str = "--
     return found
 
 
+def check_outputs(paths: Iterable[tuple[Path | None, str]], overwrite: bool) -> None:
+    """The rule for a command's single-file outputs, before any work: each writable, and none an earlier result
+    unless ``overwrite`` (the new file replaces it when written, so a failed run loses nothing).
+
+    Args:
+        paths: (path, the option that named it) pairs; a None path is skipped.
+        overwrite: the user's ``--overwrite``.
+    """
+    for path, option in paths:
+        if path is not None:
+            ensure_writable(path, option)
+            refuse_existing([path], overwrite=overwrite, option=option)
+
+
 def remove_outputs(paths: Iterable[Path]) -> None:
     """Remove earlier outputs before writing new ones where they must not mix (a run directory, an export folder).
 
@@ -154,14 +168,43 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs) -> Iterator:
     Yields:
         The open temporary file.
     """
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        os.chmod(temporary, file_mode())
+    with _replacing(path) as (handle, _):
         with os.fdopen(handle, mode, **kwargs) as stream:
             yield stream
             stream.flush()
             os.fsync(stream.fileno())
+
+
+@contextmanager
+def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """A temporary path beside ``path`` for a writer that takes a file name (e.g. Keras's ``model.save``).
+
+    The same rule as ``atomic_open``: on a clean exit the file is synced and renamed over ``path`` with
+    ``file_mode()``'s permissions; on an error it is removed and ``path`` is untouched.
+
+    Args:
+        path: the file to write.
+        suffix: the temporary name's ending, for writers that insist on one (Keras: ``".keras"``).
+
+    Yields:
+        The temporary file's path (the file exists, empty).
+    """
+    with _replacing(path, suffix) as (handle, temporary):
+        os.close(handle)
+        yield Path(temporary)
+        with open(temporary, "rb") as written:  # the writer closed it; sync before the rename makes it visible
+            os.fsync(written.fileno())
+
+
+@contextmanager
+def _replacing(path: str | Path, suffix: str = "") -> Iterator[tuple[int, str]]:
+    """(open descriptor, name) of a new temporary file beside ``path`` with the umask's permissions; renamed over
+    ``path`` on a clean exit, removed on an error. The one implementation of the atomic-write rule."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}-", suffix=suffix, dir=path.parent)
+    try:
+        os.chmod(temporary, file_mode())  # mkstemp's 0600 would hide results from the user's group
+        yield handle, temporary
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -141,30 +141,41 @@ def test_a_speed_only_matrix_times_files_that_failed_parity_and_says_so(tmp_path
     assert fp16["status"].startswith("failed") and not fp16["p50_ms"]  # scored matrices never time a failed file
 
 
+class SteppedClock:
+    """A clock that only the timed functions move: each call takes exactly what it says, however busy the machine."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def spend(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def test_contenders_timed_in_turns_keep_their_fastest_round_and_a_failure_is_reported():
-    import time
-
-    import numpy as np
-
     from s3f_edge.bench.runner import measure_in_turns
 
+    clock = SteppedClock()
     calls = {"steady": 0, "throttled first": 0}
 
     def steady(_):
         calls["steady"] += 1
-        time.sleep(0.002)
+        clock.spend(0.002)
 
     def throttled_first(_):  # slow during the first round only, as if the machine were throttled then
         calls["throttled first"] += 1
-        time.sleep(0.02 if calls["throttled first"] <= 6 else 0.002)
+        clock.spend(0.02 if calls["throttled first"] <= 6 else 0.002)
 
     def broken(_):
         raise RuntimeError("engine lost")
 
     latencies, errors = measure_in_turns({"steady": steady, "throttled first": throttled_first, "broken": broken},
-                                         np.zeros(1), warmup_s=0.0, duration_s=0.3, rounds=3)
+                                         np.zeros(1), warmup_s=0.0, duration_s=0.3, rounds=3, clock=clock)
     assert set(latencies) == {"steady", "throttled first"} and errors == {"broken": "RuntimeError: engine lost"}
-    assert np.median(latencies["throttled first"]) < 0.008  # a later, unthrottled round
+    assert np.median(latencies["throttled first"]) == pytest.approx(0.002)  # a later, unthrottled round
+    assert np.median(latencies["steady"]) == pytest.approx(0.002)
     assert calls["steady"] > 3 and calls["throttled first"] > 6
 
 

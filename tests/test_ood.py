@@ -354,7 +354,7 @@ def test_parity_fails_when_an_exported_score_drifts_or_flips_decisions(rng):
         compare_outputs(reference, {"probs": probabilities}, "random")
 
 
-def test_calibration_refuses_what_it_cannot_fit(sample_dir, tmp_path, rng):
+def test_calibration_refuses_what_it_cannot_fit(tmp_path, rng):
     """A head it would change, a class without training images, and a split that cannot give a temperature."""
     from s3f_edge.model import load_model
     from s3f_edge.testing import saved_model
@@ -465,8 +465,7 @@ def test_calibrate_a_model_without_the_record_unchecked_with_a_note(sample_dir, 
     assert (fitted["data_check"], fitted["val_fraction"], fitted["seed"]) == ("unchecked", 0.25, 0)
 
 
-def test_resume_refuses_rows_decided_with_another_threshold_and_an_uncalibrated_threshold(calibrated_run, tmp_path,
-                                                                                           sample_dir):
+def test_resume_refuses_rows_decided_with_another_threshold_and_an_uncalibrated_threshold(calibrated_run, tmp_path):
     from s3f_edge.runtime import infer_folder, load_predictor
     from s3f_edge.testing import saved_model
 

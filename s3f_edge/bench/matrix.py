@@ -7,17 +7,17 @@ One row per (artefact, backend); JSON and Markdown out. A step that fails become
 """
 from __future__ import annotations
 
-import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from s3f_edge.bench.machine import describe_machine
 from s3f_edge.bench.runner import measure_in_turns
 from s3f_edge.runtime.formats import load_predictor, unavailable_reason
 from s3f_edge.runtime.predictor import nonfinite_rows
+from s3f_edge.train.metrics import macro_f1
 
 TIMED_ONLY = "timed only: failed its parity gate (speed-only matrix)"
 
@@ -110,43 +110,88 @@ def accuracy_speed_matrix(keras_path: str | Path, out_dir: str | Path, data: str
         the p50 latency, images/s and speed-up over Keras.
 
     Raises:
-        InputError: the folder's classes are not the model's.
+        InputError: the folder's classes are not the model's, or ``calib`` holds no image.
         DatasetError: ``data`` is no usable labelled folder.
         OutputExistsError: an earlier matrix in ``out_dir`` and ``overwrite`` is false.
         OutputError: ``out_dir`` cannot be written.
     """
     from s3f_edge.bench.gemm import gemm_rates, int8_gemm_rate
-    from s3f_edge.data.folders import load_split
-    from s3f_edge.export.onnx_export import export_artefacts
-    from s3f_edge.outputs import atomic_write_text, claim_outputs, ensure_writable, write_json
+    from s3f_edge.data.files import require_images
+    from s3f_edge.outputs import atomic_write_text, ensure_writable, write_json
     from s3f_edge.runtime.parity import real_batch
 
+    require_images(calib, "--calib")
     keras_path, out_dir = Path(keras_path), Path(out_dir)
     ensure_writable(out_dir, "--out", folder=True)
     trt = (unavailable_reason("trt") is None) if trt is None else trt
     reference = load_predictor(keras_path)
-    images = labels = None
-    if data is not None:
-        from s3f_edge.train.evaluate import labelled_split
-
-        dataset, split, _ = labelled_split(data)
-        if dataset.class_names != reference.class_names:
-            from s3f_edge.errors import InputError
-
-            raise InputError(f"the folder's classes {dataset.class_names} differ from the model's "
-                             f"{reference.class_names}")
-        images, labels, _ = load_split(split, reference.contract)
+    images, labels = _labelled_images(data, reference)
     timing_pool = images if images is not None else real_batch(reference.contract, None)
+    _claim_matrix_outputs(out_dir, overwrite)
+    artefacts = _artefacts(keras_path, out_dir, Path(calib) if calib else None, trt, fft, log,
+                           speed_only=images is None)
+    rows, timed = _score_artefacts(artefacts, reference, images, labels, log)
+    _time_in_turns(timed, timing_pool, batches, warmup, duration, log)
+    _add_speedups(rows, keras_row=rows[0])
+    result = {
+        "model": str(keras_path), "date": time.strftime("%Y-%m-%d"), "data": str(data) if data else None,
+        "images_scored": int(len(labels)) if labels is not None else 0, "batches": list(batches),
+        "machine": describe_machine(),
+        "gemm_ops_per_second": {**{f"fp32 {k}": v for k, v in gemm_rates().items()},
+                                "int8 onnxruntime": int8_gemm_rate()},
+        "flops_per_image": _flops(reference),
+        "rows": [asdict(row) for row in rows],
+    }
+    write_json(out_dir / "matrix.json", result)
+    atomic_write_text(out_dir / "matrix.md", markdown(result))
+    return result
+
+
+def _labelled_images(data: str | Path | None, reference) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(images, labels) of the labelled folder ``data``, preprocessed as ``reference`` takes them; (None, None)
+    without one (a speed-only matrix).
+
+    Raises:
+        InputError: the folder's classes are not the model's.
+        DatasetError: ``data`` is no usable labelled folder.
+    """
+    if data is None:
+        return None, None
+    from s3f_edge.data.folders import load_split
+    from s3f_edge.errors import InputError
+    from s3f_edge.train.evaluate import labelled_split
+
+    dataset, split, _ = labelled_split(data)
+    if dataset.class_names != reference.class_names:
+        raise InputError(f"the folder's classes {dataset.class_names} differ from the model's "
+                         f"{reference.class_names}")
+    images, labels, _ = load_split(split, reference.contract)
+    return images, labels
+
+
+def _claim_matrix_outputs(out_dir: Path, overwrite: bool) -> None:
+    """Refuse an earlier matrix in ``out_dir`` (its tables and exports) unless ``overwrite``, which removes it."""
+    from s3f_edge.export.onnx_export import export_artefacts
+    from s3f_edge.outputs import claim_outputs
+
     earlier = [out_dir / name for name in MATRIX_FILES]
     earlier += [path for precision in PRECISION_FOLDERS for path in export_artefacts(out_dir / precision)]
     claim_outputs(earlier, overwrite=overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
 
+
+def _score_artefacts(artefacts: list[tuple], reference, images: np.ndarray | None, labels: np.ndarray | None,
+                     log) -> tuple[list[MatrixRow], dict[int, tuple[MatrixRow, object]]]:
+    """A row per artefact (``_artefacts``' order, Keras first), loaded and, given labelled images, scored.
+
+    Returns:
+        (rows, the artefacts to time: row index -> (row, predictor)); one that fails to load, run or give finite
+        outputs has a row saying why and is not timed.
+    """
     rows: list[MatrixRow] = []
-    expected = None
-    timed: dict[int, tuple[MatrixRow, object]] = {}  # every artefact that scored, timed together afterwards
-    for name, path, backend, _precision, problem in _artefacts(keras_path, out_dir, Path(calib) if calib else None,
-                                                                  trt, fft, log, speed_only=images is None):
+    timed: dict[int, tuple[MatrixRow, object]] = {}
+    expected = None  # Keras's own predictions, for every artefact's top-1 agreement
+    for name, path, backend, _precision, problem in artefacts:
         row = MatrixRow(name, backend, str(path) if path else "-", status=problem or "ok")
         rows.append(row)
         if problem and problem != TIMED_ONLY:
@@ -162,14 +207,24 @@ def accuracy_speed_matrix(keras_path: str | Path, out_dir: str | Path, data: str
                 predicted = probabilities.argmax(1)
                 expected = predicted if backend == "keras" else expected
                 row.accuracy = round(float((predicted == labels).mean()), 4)
-                row.f1_macro = round(_macro_f1(labels, predicted, len(reference.class_names)), 4)
+                row.f1_macro = round(macro_f1(labels, predicted, len(reference.class_names)), 4)
                 row.top1_agreement = round(float((predicted == expected).mean()), 4)
             timed[len(rows) - 1] = (row, predictor)
         except Exception as error:  # an engine's own error types: the row says why, the others go on
             row.status = f"failed: {type(error).__name__}: {error}"
         log(f"  {name:<20} {backend:<9} {row.status} acc {row.accuracy}")
-    for batch in batches:  # all artefacts in turns, so that each meets the same machine (measure_in_turns)
-        tiled = np.ascontiguousarray(np.resize(timing_pool, (batch, *timing_pool.shape[1:])), np.float32)
+    return rows, timed
+
+
+def _time_in_turns(timed: dict[int, tuple[MatrixRow, object]], pool: np.ndarray, batches: tuple[int, ...],
+                   warmup: float, duration: float, log) -> None:
+    """Fill each timed row's p50 latency and images/s per batch size (a row whose artefact fails here says so).
+
+    All artefacts are timed in turns, so that each meets the same machine (``measure_in_turns``), on ``pool``'s
+    images tiled to each batch size.
+    """
+    for batch in batches:
+        tiled = np.ascontiguousarray(np.resize(pool, (batch, *pool.shape[1:])), np.float32)
         latencies, errors = measure_in_turns({index: predictor.predict for index, (_, predictor) in timed.items()},
                                              tiled, warmup, duration)
         for index, values in latencies.items():
@@ -180,42 +235,14 @@ def accuracy_speed_matrix(keras_path: str | Path, out_dir: str | Path, data: str
             timed[index][0].status = f"failed while timed: {error}"
         log(f"  batch {batch}: " + ", ".join(f"{timed[i][0].artefact} ({timed[i][0].backend}) "
                                             f"{timed[i][0].p50_ms[str(batch)]} ms" for i in latencies))
-    keras_row = rows[0]
+
+
+def _add_speedups(rows: list[MatrixRow], keras_row: MatrixRow) -> None:
+    """Each row's speed-up over Keras per batch size, where both were timed."""
     for row in rows:
         for batch, milliseconds in row.p50_ms.items():
             if keras_row.p50_ms.get(batch):
                 row.speedup_vs_keras[batch] = round(keras_row.p50_ms[batch] / milliseconds, 2)
-    result = {
-        "model": str(keras_path), "date": time.strftime("%Y-%m-%d"), "data": str(data) if data else None,
-        "images_scored": int(len(labels)) if labels is not None else 0, "batches": list(batches),
-        "machine": {"processor": _processor(), "cpus": os.cpu_count(), "python": platform.python_version()},
-        "gemm_ops_per_second": {**{f"fp32 {k}": v for k, v in gemm_rates().items()},
-                                "int8 onnxruntime": int8_gemm_rate()},
-        "flops_per_image": _flops(reference),
-        "rows": [asdict(row) for row in rows],
-    }
-    write_json(out_dir / "matrix.json", result)
-    atomic_write_text(out_dir / "matrix.md", markdown(result))
-    return result
-
-
-def _macro_f1(labels: np.ndarray, predicted: np.ndarray, classes: int) -> float:
-    scores = []
-    for index in range(classes):
-        true_positive = float(((predicted == index) & (labels == index)).sum())
-        denominator = float((predicted == index).sum() + (labels == index).sum())
-        scores.append(2 * true_positive / denominator if denominator else 0.0)
-    return float(np.mean(scores))
-
-
-def _processor() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _flops(reference) -> dict | None:

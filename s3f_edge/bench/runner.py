@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -54,7 +55,8 @@ def input_batch(contract, batch: int, images: Path | None, seed: int) -> np.ndar
     return np.ascontiguousarray(np.resize(pool, (batch, *pool.shape[1:])))
 
 
-def measure(predict, batch: np.ndarray, warmup_s: float, duration_s: float, min_runs: int = 5) -> np.ndarray:
+def measure(predict, batch: np.ndarray, warmup_s: float, duration_s: float, min_runs: int = 5, *,
+            clock: Callable[[], float] = time.perf_counter) -> np.ndarray:
     """Latencies (s) of ``predict(batch)`` over ``duration_s`` after ``warmup_s`` of untimed runs.
 
     Args:
@@ -63,24 +65,27 @@ def measure(predict, batch: np.ndarray, warmup_s: float, duration_s: float, min_
         warmup_s: seconds of untimed calls first.
         duration_s: seconds of timed calls (the last one may end after it).
         min_runs: at least this many timed calls, however long they take.
+        clock: seconds from an arbitrary start; tests pass one that ``predict`` advances, so that no sleep and no
+            busy machine decides the outcome.
 
     Returns:
         Each timed call's latency in seconds, in call order.
     """
-    started = time.perf_counter()
-    while time.perf_counter() - started < warmup_s:
+    started = clock()
+    while clock() - started < warmup_s:
         predict(batch)
     latencies = []
-    started = time.perf_counter()
-    while time.perf_counter() - started < duration_s or len(latencies) < min_runs:
-        begin = time.perf_counter()
+    started = clock()
+    while clock() - started < duration_s or len(latencies) < min_runs:
+        begin = clock()
         predict(batch)
-        latencies.append(time.perf_counter() - begin)
+        latencies.append(clock() - begin)
     return np.asarray(latencies)
 
 
 def measure_in_turns(contenders: dict, batch: np.ndarray, warmup_s: float, duration_s: float,
-                     rounds: int = 3, min_runs_per_round: int = 2) -> tuple[dict, dict]:
+                     rounds: int = 3, min_runs_per_round: int = 2, *,
+                     clock: Callable[[], float] = time.perf_counter) -> tuple[dict, dict]:
     """Latencies of several ``predict`` functions on the same batch, taken in turns.
 
     ``rounds`` rounds of ``duration_s / rounds`` seconds each, keeping for each contender its round with the
@@ -95,6 +100,7 @@ def measure_in_turns(contenders: dict, batch: np.ndarray, warmup_s: float, durat
         duration_s: timed seconds per contender, split over the rounds.
         rounds: how many rounds.
         min_runs_per_round: timed calls per round at least, however long they take.
+        clock: as for ``measure``.
 
     Returns:
         (latencies in seconds by name, errors by name): a contender that raises is dropped with its error
@@ -108,7 +114,7 @@ def measure_in_turns(contenders: dict, batch: np.ndarray, warmup_s: float, durat
                 continue
             try:
                 latencies = measure(predict, batch, warmup_s if name not in best else 0.0, duration_s / rounds,
-                                    min_runs=min_runs_per_round)
+                                    min_runs=min_runs_per_round, clock=clock)
             except Exception as error:  # an engine's own error types
                 errors[name] = f"{type(error).__name__}: {error}"
                 continue
@@ -209,7 +215,7 @@ def end_to_end(predictor, model_name: str, backend: str, folder: Path, batch: in
     """Files decoded to written rows, through `infer`; latency per batch is the mean."""
     import tempfile
 
-    from s3f_edge.runtime.infer import infer_folder
+    from s3f_edge.runtime.local import infer_folder
 
     with tempfile.TemporaryDirectory() as scratch:
         summary = infer_folder(folder, predictor, Path(scratch) / "r.csv", batch_size=batch, recursive=True,

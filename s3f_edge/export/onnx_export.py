@@ -298,7 +298,7 @@ def export_model(keras_path: str | Path, options: ExportOptions) -> ExportResult
     out_dir.mkdir(parents=True, exist_ok=True)
     verified: dict[Path, str | None] = {}  # files that passed every check -> what the error calls them
     try:
-        return _export(model, keras_path, metadata, contract, calib_images, trt_version, options, verified)
+        return _export(model, metadata, contract, calib_images, trt_version, options, verified)
     except BaseException as error:
         _set_aside_all([p for p in export_artefacts(out_dir, options.triton_repo, options.triton_name)
                         if p not in verified])
@@ -317,8 +317,8 @@ def _calibration_images(options: ExportOptions, contract: Preprocessing):
     return calibration_images(options.calib, contract, options.calib_images) if options.calib else None
 
 
-def _export(model, keras_path: Path, metadata: dict, contract: Preprocessing, calib_images, trt_version,
-            options: ExportOptions, verified: dict[Path, str | None]) -> ExportResult:
+def _export(model, metadata: dict, contract: Preprocessing, calib_images, trt_version, options: ExportOptions,
+            verified: dict[Path, str | None]) -> ExportResult:
     """The export's steps; each file that passes all its checks is added to ``verified`` (kept on a later failure)."""
     from s3f_edge.export.precision import fp16_float_nodes, int8_float_nodes, to_float16, to_int8
 

@@ -57,6 +57,22 @@ def build_model(
     if sigmoid_head is None:
         sigmoid_head = bool(base and base.sigmoid_head and num_classes == 2)
 
+    _check_options(input_shape, num_classes, kind, variant, fusion, spectral_mode, sigmoid_head)
+    inputs = keras.Input(shape=input_shape, name="image")
+    outputs = _head(_features(inputs, kind, variant, fusion, spectral_mode), num_classes, sigmoid_head)
+    if name is None:
+        name = {"s3f": f"s3f_net_{fusion}_{variant}", "baseline": "spatial_baseline",
+                "spectral": f"spectranet_{variant}"}[kind]
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _check_options(input_shape: tuple | None, num_classes: int | None, kind: str, variant: str, fusion: str,
+                   spectral_mode: str, sigmoid_head: bool) -> None:
+    """Refuse what ``build_model`` cannot build, each with its own message (its arguments, resolved).
+
+    Raises:
+        InputError: no input shape or class count, or an invalid option.
+    """
     if input_shape is None or num_classes is None:
         raise InputError("build_model needs a preset, or both input_shape=(H, W, C) and num_classes")
     if len(input_shape) != 3 or min(input_shape) < 1:
@@ -64,40 +80,33 @@ def build_model(
     height, width, _ = input_shape
     if height < 16 or width < 16:
         raise InputError(f"input must be at least 16x16 (four 2x2 poolings), got {height}x{width}")
-    if kind not in KINDS:
-        raise InputError(f"kind must be one of {KINDS}, got {kind!r}")
-    if variant not in VARIANTS:
-        raise InputError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    if fusion not in FUSIONS:
-        raise InputError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
-    if spectral_mode not in SPECTRAL_MODES:
-        raise InputError(f"spectral_mode must be one of {SPECTRAL_MODES}, got {spectral_mode!r}")
+    for option, value, allowed in (("kind", kind, KINDS), ("variant", variant, VARIANTS), ("fusion", fusion, FUSIONS),
+                                   ("spectral_mode", spectral_mode, SPECTRAL_MODES)):
+        if value not in allowed:
+            raise InputError(f"{option} must be one of {allowed}, got {value!r}")
     if num_classes < 2:
         raise InputError(f"num_classes must be at least 2, got {num_classes}")
     if sigmoid_head and num_classes != 2:
         raise InputError("a sigmoid head is only for binary models (num_classes=2)")
 
-    inputs = keras.Input(shape=input_shape, name="image")
-    if kind == "baseline":
-        features = spatial_branch(inputs)
-    elif kind == "spectral":
-        features = spectral_branch(inputs, variant, spectral_mode)
-    else:
-        spatial = spatial_branch(inputs)
-        spectral = spectral_branch(inputs, variant, spectral_mode)
-        if fusion == "bilinear":
-            features = BilinearFusion(name="bilinear_fusion")([spatial, spectral])
-        else:
-            features = layers.Concatenate(name="concat_fusion")([spatial, spectral])
 
+def _features(inputs, kind: str, variant: str, fusion: str, spectral_mode: str):
+    """The feature vector of ``kind``: the spatial tower, the spectral tower, or both fused."""
+    if kind == "baseline":
+        return spatial_branch(inputs)
+    if kind == "spectral":
+        return spectral_branch(inputs, variant, spectral_mode)
+    spatial = spatial_branch(inputs)
+    spectral = spectral_branch(inputs, variant, spectral_mode)
+    if fusion == "bilinear":
+        return BilinearFusion(name="bilinear_fusion")([spatial, spectral])
+    return layers.Concatenate(name="concat_fusion")([spatial, spectral])
+
+
+def _head(features, num_classes: int, sigmoid_head: bool):
+    """The ``probs`` layer: one sigmoid unit, or a softmax over ``num_classes``."""
     # Under a mixed-precision policy the probabilities are still computed in float32.
     head_dtype = "float32" if keras.mixed_precision.global_policy().name.startswith("mixed") else None
     if sigmoid_head:
-        outputs = layers.Dense(1, activation="sigmoid", name="probs", dtype=head_dtype)(features)
-    else:
-        outputs = layers.Dense(num_classes, activation="softmax", name="probs", dtype=head_dtype)(features)
-
-    if name is None:
-        name = {"s3f": f"s3f_net_{fusion}_{variant}", "baseline": "spatial_baseline",
-                "spectral": f"spectranet_{variant}"}[kind]
-    return keras.Model(inputs, outputs, name=name)
+        return layers.Dense(1, activation="sigmoid", name="probs", dtype=head_dtype)(features)
+    return layers.Dense(num_classes, activation="softmax", name="probs", dtype=head_dtype)(features)

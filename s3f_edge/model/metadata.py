@@ -6,13 +6,11 @@ The runtime reads it so that a model always comes with its classes and its pixel
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 from s3f_edge.errors import InputError
-from s3f_edge.outputs import file_mode
+from s3f_edge.outputs import atomic_path
 
 METADATA_MEMBER = "s3f_edge.json"
 
@@ -86,14 +84,7 @@ def save_model_atomically(model, path: str | Path, metadata: dict | None = None)
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".keras", dir=path.parent)
-    os.close(handle)
-    os.chmod(temporary, file_mode())  # mkstemp's 0600 would hide the model from the user's group
-    try:
+    with atomic_path(path, suffix=".keras") as temporary:  # Keras saves only to a name ending in .keras
         model.save(temporary)
         if metadata is not None:
             add_metadata(temporary, metadata)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

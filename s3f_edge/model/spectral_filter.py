@@ -125,47 +125,58 @@ class SpectralFilter(keras.layers.Layer):
         stages, the gathers that pair Z[k] with Z[M-k]) works on whole rows of H values, and the H-axis DFT
         is a left- then a right-multiplication on the last axes."""
         plan, half = self._plan(), self._plan().half
-        h, bins, a, b, c, f = self.height, self.bins, plan.a, plan.b, self.channels, self.filters
-        m, p, q = half.m, half.p, half.q
-        pixels = ops.reshape(ops.transpose(inputs, (0, 3, 2, 1)), (-1, c, m, 2, h))  # (B, C, W, H), W = (M, 2)
+        height, bins, channels, filters = self.height, self.bins, self.channels, self.filters
+        # H = h_outer * h_inner (the plan's a, b): digits (m1, m2) in space, (k1, k2) in frequency.
+        h_outer, h_inner = plan.a, plan.b
+        # W = 2 * half_w; the half-length DFT splits half_w = half_outer * half_inner (the half plan's M = p * q).
+        half_w, half_outer, half_inner = half.m, half.p, half.q
+        by_digits = (-1, channels, bins, h_outer, h_inner)
+        # (B, C, W, H), W = (M, 2)
+        pixels = ops.reshape(ops.transpose(inputs, (0, 3, 2, 1)), (-1, channels, half_w, 2, height))
         real, imag = ops.take(pixels, 0, axis=-2), ops.take(pixels, 1, axis=-2)  # z = even + i odd rows
-        if p > 1:
-            real, imag = _left_complex(half.forward_p, real, imag, (-1, c, p, q * h))
-            real, imag = _complex_multiply(real, imag, _column(half.forward_twiddle), (-1, c, p, q, h))
+        half_grid = (-1, channels, half_outer, half_inner, height)
+        if half_outer > 1:
+            real, imag = _left_complex(half.forward_p, real, imag, (-1, channels, half_outer, half_inner * height))
+            real, imag = _complex_multiply(real, imag, _column(half.forward_twiddle), half_grid)
         else:
             real, imag = real * half.forward_p[0][0, 0], imag * half.forward_p[0][0, 0]
-        real, imag = _left_complex(half.forward_q, real, imag, (-1, c, p, q, h))
-        real, imag = _real_spectrum(half, ops.reshape(real, (-1, c, m, h)), ops.reshape(imag, (-1, c, m, h)), axis=-2)
+        real, imag = _left_complex(half.forward_q, real, imag, half_grid)
+        real, imag = _real_spectrum(half, ops.reshape(real, (-1, channels, half_w, height)),
+                                    ops.reshape(imag, (-1, channels, half_w, height)), axis=-2)
         # Complex DFT along H (last axis) = (m1, m2): a left-multiplication over m1, a twiddle, a right one over m2.
-        if a > 1:
-            real, imag = _left_complex(plan.forward_a, real, imag, (-1, c, bins, a, b))
+        if h_outer > 1:
+            real, imag = _left_complex(plan.forward_a, real, imag, by_digits)
             real, imag = _complex_multiply(real, imag,
                                            (plan.forward_twiddle[0][..., 0], plan.forward_twiddle[1][..., 0]),
-                                           (-1, c, bins, a, b))
-        real, imag = _right_complex(ops.reshape(real, (-1, c, bins, a, b)), ops.reshape(imag, (-1, c, bins, a, b)),
-                                    plan.forward_b)
-        kernel = self._factored_kernel(a, b, w_major=True)
-        real, imag = self._apply_kernel(ops.reshape(real, (-1, c, bins, h)), ops.reshape(imag, (-1, c, bins, h)),
-                                        kernel)
-        real, imag = _right_complex(ops.reshape(real, (-1, f, bins, a, b)), ops.reshape(imag, (-1, f, bins, a, b)),
+                                           by_digits)
+        real, imag = _right_complex(ops.reshape(real, by_digits), ops.reshape(imag, by_digits), plan.forward_b)
+        kernel = self._factored_kernel(h_outer, h_inner, w_major=True)
+        real, imag = self._apply_kernel(ops.reshape(real, (-1, channels, bins, height)),
+                                        ops.reshape(imag, (-1, channels, bins, height)), kernel)
+        filter_digits = (-1, filters, bins, h_outer, h_inner)
+        real, imag = _right_complex(ops.reshape(real, filter_digits), ops.reshape(imag, filter_digits),
                                     plan.inverse_b)
-        if a > 1:
+        if h_outer > 1:
             real, imag = _complex_multiply(real, imag,
                                            (plan.inverse_twiddle[0][..., 0], plan.inverse_twiddle[1][..., 0]),
-                                           (-1, f, bins, a, b))
-            real, imag = _left_complex(plan.inverse_a, real, imag, (-1, f, bins, a, b))
+                                           filter_digits)
+            real, imag = _left_complex(plan.inverse_a, real, imag, filter_digits)
         # c2r along W: pair the bins, then the half-length inverse DFT, then interleave even and odd rows.
-        real, imag = _paired_for_inverse(half, ops.reshape(real, (-1, f, bins, h)), ops.reshape(imag, (-1, f, bins, h)),
-                                         axis=-2)
-        real, imag = _left_complex(half.inverse_q, real, imag, (-1, f, p, q, h))
-        if p > 1:
-            real, imag = _complex_multiply(real, imag, _column(half.inverse_twiddle), (-1, f, p, q, h))
-            real, imag = _left_complex(half.inverse_p, real, imag, (-1, f, p, q * h))
-        rows = ops.stack([ops.reshape(real, (-1, f, m, h)), ops.reshape(imag, (-1, f, m, h))], axis=-2)
+        real, imag = _paired_for_inverse(half, ops.reshape(real, (-1, filters, bins, height)),
+                                         ops.reshape(imag, (-1, filters, bins, height)), axis=-2)
+        filter_half_grid = (-1, filters, half_outer, half_inner, height)
+        real, imag = _left_complex(half.inverse_q, real, imag, filter_half_grid)
+        if half_outer > 1:
+            real, imag = _complex_multiply(real, imag, _column(half.inverse_twiddle), filter_half_grid)
+            real, imag = _left_complex(half.inverse_p, real, imag, (-1, filters, half_outer, half_inner * height))
+        rows = ops.stack([ops.reshape(real, (-1, filters, half_w, height)),
+                          ops.reshape(imag, (-1, filters, half_w, height))], axis=-2)
         # (B, F, W, H) -> (B, H, W, F) as two single-axis moves, each a fast transpose in ONNX Runtime
         # (one (0, 3, 2, 1) transpose takes its slow element-wise path).
-        planes = ops.transpose(ops.reshape(rows, (-1, f, 2 * m, h)), (0, 1, 3, 2))
-        planes = ops.reshape(ops.reshape(planes, (-1, f * h * 2 * m)), (-1, f, h, 2 * m))  # keeps the two apart
+        width = 2 * half_w
+        planes = ops.transpose(ops.reshape(rows, (-1, filters, width, height)), (0, 1, 3, 2))
+        # the two reshapes keep tf2onnx from merging the transposes
+        planes = ops.reshape(ops.reshape(planes, (-1, filters * height * width)), (-1, filters, height, width))
         return ops.transpose(planes, (0, 2, 3, 1))
 
     def _call_matmul_h_major(self, inputs):

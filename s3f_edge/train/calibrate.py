@@ -257,7 +257,7 @@ def calibrate_file(model_path: str | Path, data_dir: str | Path, out_path: str |
                    val_fraction: float | None = None, seed: int | None = None, keep: float = DEFAULT_KEEP,
                    fit_images: int = DEFAULT_FIT_IMAGES, other_data: bool = False, overwrite: bool = False,
                    workers: int = 4, progress: bool = False) -> dict:
-    """Calibrate a saved model (trained by s3f-edge, before this feature or elsewhere) on its own dataset.
+    """Calibrate a saved model (trained by s3f-edge with --no-calibrate, or elsewhere) on its own dataset.
 
     The dataset must be the one the model was trained with: when the model records the fingerprint of its
     training files (its metadata, else the config.json of the run directory it sits in), ``data_dir``'s must be
@@ -299,9 +299,7 @@ def calibrate_file(model_path: str | Path, data_dir: str | Path, out_path: str |
         OutputExistsError: ``out_path`` exists and ``overwrite`` is false.
         OutputError: ``out_path`` cannot be written.
     """
-    from s3f_edge.data.folders import DatasetError, discover, load_split, stratified_split
-    from s3f_edge.data.preprocess import Preprocessing
-    from s3f_edge.model import load_model
+    from s3f_edge.data.folders import discover
     from s3f_edge.model.metadata import read_metadata, save_model_atomically
     from s3f_edge.outputs import ensure_writable, refuse_existing
 
@@ -312,12 +310,42 @@ def calibrate_file(model_path: str | Path, data_dir: str | Path, out_path: str |
     refuse_existing([out_path], overwrite=overwrite)
     metadata = read_metadata(model_path)
     dataset = discover(data_dir)
+    data_check, val_fraction, seed = _data_and_split(model_path, data_dir, dataset, metadata, val_fraction, seed,
+                                                     other_data)
+    model, metadata = _model_and_metadata(model_path, metadata, dataset, data_dir)
+    fit_x, fit_y, val_x, val_y = _calibration_images(dataset, metadata, val_fraction, seed, fit_images, workers,
+                                                     progress)
+    provenance = {"data_file_list_sha256": dataset.file_list_hash(), "data_check": data_check,
+                  "val_fraction": val_fraction, "seed": seed, "model_sha256": _sha256(model_path)}
+    result, calibration = calibrate_model(model, fit_x, fit_y, val_x, val_y, keep=keep, provenance=provenance)
+    # Other data's split says nothing of the model's own, which a later calibration on its own data needs.
+    split = {} if other_data else {"validation_split": {"fraction": val_fraction, "seed": seed}}
+    save_model_atomically(result, out_path, {**metadata, "calibration": calibration, **split})
+    return {**calibration, "out": str(out_path)}
+
+
+def _data_and_split(model_path: Path, data_dir: str | Path, dataset, metadata: dict | None,
+                    val_fraction: float | None, seed: int | None, other_data: bool) -> tuple[str, float, int]:
+    """(data check, validation fraction, seed): how DATA relates to the model's training data (``_data_check``) and
+    the split to calibrate on (``_validation_split``), from the model's metadata, else its run's config.json."""
     config = _run_config(model_path)
     recorded = (metadata or {}).get(DATA_FINGERPRINT) or config.get("file_list_sha256")
     data_check = _data_check(model_path, data_dir, dataset.file_list_hash(), recorded, other_data)
     options = config.get("options")
     val_fraction, seed = _validation_split(model_path, metadata or {}, options if isinstance(options, dict) else {},
                                            val_fraction, seed, other_data)
+    return data_check, val_fraction, seed
+
+
+def _model_and_metadata(model_path: Path, metadata: dict | None, dataset, data_dir: str | Path):
+    """(the loaded model, its metadata): a model without any (trained elsewhere) gets the dataset's classes and
+    its input size as the preprocessing contract. DatasetError: the dataset's classes are not the model's;
+    InputError: a head calibration cannot use."""
+    from s3f_edge.data.folders import DatasetError
+    from s3f_edge.data.preprocess import Preprocessing
+    from s3f_edge.model import load_model
+    from s3f_edge.model.calibration import check_head, uncalibrated
+
     model = load_model(model_path)
     if metadata is None:
         height, width, channels = model.input_shape[1:]
@@ -326,21 +354,23 @@ def calibrate_file(model_path: str | Path, data_dir: str | Path, out_path: str |
     if dataset.class_names != metadata["class_names"]:
         raise DatasetError(f"the classes of {data_dir} ({', '.join(dataset.class_names)}) are not the model's "
                            f"({', '.join(metadata['class_names'])}); give the model's own dataset")
-    from s3f_edge.model.calibration import check_head, uncalibrated
-
     check_head(uncalibrated(model), len(dataset.class_names))
+    return model, metadata
+
+
+def _calibration_images(dataset, metadata: dict, val_fraction: float, seed: int, fit_images: int, workers: int,
+                        progress: bool):
+    """(fit images, their labels, validation images, their labels), decoded with the model's contract: the
+    validation split carved as training carved it, and a seeded sample of the rest (``calibration_sample``)."""
+    from s3f_edge.data.folders import load_split, stratified_split
+    from s3f_edge.data.preprocess import Preprocessing
+
     fit, validation = stratified_split(dataset.train, val_fraction, seed)
     fit = fit.subset(calibration_sample(fit.labels, fit_images, seed))
     contract = Preprocessing.from_dict(metadata["preprocessing"])
     fit_x, fit_y, _ = load_split(fit, contract, workers, progress=progress)
     val_x, val_y, _ = load_split(validation, contract, workers, progress=progress)
-    provenance = {"data_file_list_sha256": dataset.file_list_hash(), "data_check": data_check,
-                  "val_fraction": val_fraction, "seed": seed, "model_sha256": _sha256(model_path)}
-    result, calibration = calibrate_model(model, fit_x, fit_y, val_x, val_y, keep=keep, provenance=provenance)
-    # Other data's split says nothing of the model's own, which a later calibration on its own data needs.
-    split = {} if other_data else {"validation_split": {"fraction": val_fraction, "seed": seed}}
-    save_model_atomically(result, out_path, {**metadata, "calibration": calibration, **split})
-    return {**calibration, "out": str(out_path)}
+    return fit_x, fit_y, val_x, val_y
 
 
 def _run_config(model_path: Path) -> dict:

@@ -135,7 +135,7 @@ class BudgetNote(keras.callbacks.Callback):
                      f"{duration(left * seconds)} (early stopping may end sooner; Ctrl-C stops, --resume continues)")
 
 
-# learning_rate_used is the rate the epoch's updates used. Files written before it existed have "learning_rate"
+# learning_rate_used is the rate the epoch's updates used. Files of earlier s3f-edge versions have "learning_rate"
 # instead: the rate after the epoch's plateau step, i.e. the next epoch's (truncate_history converts them).
 HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_selection_score", "new_best",
                   "learning_rate_used"]
@@ -160,7 +160,7 @@ def truncate_history(path: Path, epochs_done: int, initial_learning_rate: float)
     """Drop rows of epochs that ran after the last checkpoint (a kill between the two writes).
 
     A file from before ``learning_rate_used`` is converted, so a resumed run's rows mean one thing: the rate
-    epoch e used is the one the old file logged after epoch e - 1 (and the initial rate for epoch 0).
+    epoch e used is the one such a file logged after epoch e - 1 (and the initial rate for epoch 0).
     """
     if not path.exists():
         return

@@ -151,14 +151,58 @@ def evaluate_folder(model_path: str | Path, data_dir: str | Path, out_dir: str |
         OutputError: ``out_dir`` cannot be written.
         NonFiniteOutputError: the model gives NaN or infinite outputs.
     """
-    from s3f_edge.data.folders import DatasetError, load_split, write_skipped
-    from s3f_edge.errors import InputError, OutputExistsError
-    from s3f_edge.outputs import ensure_writable, refuse_existing
+    from s3f_edge.data.folders import load_split, write_skipped
+    from s3f_edge.outputs import refuse_existing
     from s3f_edge.runtime.formats import load_predictor
-    from s3f_edge.runtime.predictor import require_finite
     from s3f_edge.train.metrics import plot_reliability
 
     out_dir = Path(out_dir)
+    _check_out_dir(out_dir, model_path, report_page, overwrite)
+    predictor = load_predictor(model_path)
+    dataset, split, excluded = _labelled_split_for(predictor, model_path, data_dir, exclude, bool(ood_folders))
+    refuse_existing([out_dir / name for name in EVALUATE_FILES], overwrite=overwrite)  # replaced when written
+    for folder in ood_folders:  # refused before any decoding
+        _ood_files(Path(folder))
+    images, labels, failures = load_split(split, predictor.contract, workers, progress=progress)
+    others = {Path(folder): _folder_images(Path(folder), predictor.contract, workers) for folder in ood_folders}
+    probabilities, scores = predictor.predict_all_scored(images, batch_size, progress=progress)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = {
+        "model": str(model_path), "model_sha256": predictor.sha256, "backend": predictor.provider,
+        "data": str(data_dir),
+        "excluded_files": excluded, "skipped_files": len(failures) + len(dataset.skipped),
+        "protocol_of_model": predictor.metadata.get("protocol"),
+        "metrics": score_outputs(probabilities, labels, predictor.class_names, out_dir, "evaluate"),
+    }
+    plot_reliability({Path(data_dir).name: (labels, probabilities)}, out_dir / "evaluate_reliability.png",
+                     f"{predictor.name}: reliability")
+    if scores is not None:
+        report["ood"] = _refusal_report(predictor, probabilities, labels, scores, others, batch_size)
+    write_skipped(out_dir / "skipped.csv", dataset.skipped + failures)
+    write_json(out_dir / "metrics.json", report)
+    if report_page is not None:
+        from s3f_edge.report.evaluation_page import write_evaluation_report
+
+        unreadable = {path for path, _ in failures}
+        write_evaluation_report(report_page, report, [p for p in split.paths if p not in unreadable], labels,
+                                probabilities, scores, predictor.class_names,
+                                {"ROC curves (one class against the rest)": out_dir / plot_names("evaluate")[1],
+                                 "Reliability diagram": out_dir / "evaluate_reliability.png"},
+                                workers=workers, progress=progress)
+    return report
+
+
+def _check_out_dir(out_dir: Path, model_path: str | Path, report_page: str | Path | None, overwrite: bool) -> None:
+    """Refuse, before any work, an ``out_dir`` that cannot be written or is a training run's, and an unusable
+    ``report_page``.
+
+    Raises:
+        OutputExistsError: ``out_dir`` is a training run's directory, or the page exists and ``overwrite`` is false.
+        OutputError: ``out_dir`` or the page cannot be written.
+    """
+    from s3f_edge.errors import OutputExistsError
+    from s3f_edge.outputs import ensure_writable
+
     ensure_writable(out_dir, "--out", folder=True)
     if report_page is not None:
         from s3f_edge.report.evaluation_page import check_report_path
@@ -167,49 +211,47 @@ def evaluate_folder(model_path: str | Path, data_dir: str | Path, out_dir: str |
     if (out_dir / "config.json").exists():  # train's metrics.json and skipped.csv live there under the same names
         raise OutputExistsError(f"--out {out_dir} is a training run's directory; evaluate into a folder of its own "
                                 f"(by default {Path(model_path).parent / 'evaluate-<folder>'})")
-    predictor = load_predictor(model_path)
-    metadata, class_names, contract = predictor.metadata, predictor.class_names, predictor.contract
-    if ood_folders and predictor.ood_threshold is None:
+
+
+def _labelled_split_for(predictor, model_path: str | Path, data_dir: str | Path, exclude: str | Path | None,
+                        measure_ood: bool):
+    """``labelled_split(data_dir, exclude)``, once the model is known to fit the request: its classes are the
+    folder's, and it has a score when refusal is to be measured (``measure_ood``).
+
+    Raises:
+        InputError: ``measure_ood`` for a model without an out-of-distribution score.
+        DatasetError: ``data_dir`` is no usable dataset, or its classes are not the model's.
+    """
+    from s3f_edge.data.folders import DatasetError
+    from s3f_edge.errors import InputError
+
+    if measure_ood and predictor.ood_threshold is None:
         raise InputError(f"{Path(model_path).name} has no out-of-distribution score to measure with --ood; calibrate "
                          "it first with s3f-edge calibrate")
     dataset, split, excluded = labelled_split(data_dir, exclude)
-    if dataset.class_names != class_names:
-        raise DatasetError(f"the folder's classes {dataset.class_names} differ from the model's {class_names}")
-    refuse_existing([out_dir / name for name in EVALUATE_FILES], overwrite=overwrite)  # replaced when written
-    for folder in ood_folders:  # refused before any decoding
-        _ood_files(Path(folder))
-    images, labels, failures = load_split(split, contract, workers, progress=progress)
-    others = {Path(folder): _folder_images(Path(folder), contract, workers) for folder in ood_folders}
-    probabilities, scores = predictor.predict_all_scored(images, batch_size, progress=progress)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report = {
-        "model": str(model_path), "model_sha256": predictor.sha256, "backend": predictor.provider,
-        "data": str(data_dir),
-        "excluded_files": excluded, "skipped_files": len(failures) + len(dataset.skipped),
-        "protocol_of_model": metadata.get("protocol"),
-        "metrics": score_outputs(probabilities, labels, class_names, out_dir, "evaluate"),
-    }
-    plot_reliability({Path(data_dir).name: (labels, probabilities)}, out_dir / "evaluate_reliability.png",
-                     f"{predictor.name}: reliability")
-    if scores is not None:
-        require_finite(scores, "out-of-distribution scores")
-        threshold = predictor.ood_threshold
-        report["ood"] = {"threshold": threshold,
-                         **refusal_summary(probabilities.argmax(axis=1) == labels, scores, threshold), "folders": {}}
-        for folder, (other_images, unreadable) in others.items():
-            other_scores = require_finite(predictor.predict_all_scored(other_images, batch_size)[1],
-                                          f"out-of-distribution scores of {folder}")
-            report["ood"]["folders"][str(folder)] = {**out_of_distribution_metrics(scores, other_scores, threshold),
-                                                      "unreadable": unreadable}
-    write_skipped(out_dir / "skipped.csv", dataset.skipped + failures)
-    write_json(out_dir / "metrics.json", report)
-    if report_page is not None:
-        from s3f_edge.report.evaluation_page import write_evaluation_report
+    if dataset.class_names != predictor.class_names:
+        raise DatasetError(f"the folder's classes {dataset.class_names} differ from the model's "
+                           f"{predictor.class_names}")
+    return dataset, split, excluded
 
-        unreadable = {path for path, _ in failures}
-        write_evaluation_report(report_page, report, [p for p in split.paths if p not in unreadable], labels,
-                                probabilities, scores, class_names,
-                                {"ROC curves (one class against the rest)": out_dir / plot_names("evaluate")[1],
-                                 "Reliability diagram": out_dir / "evaluate_reliability.png"},
-                                workers=workers, progress=progress)
-    return report
+
+def _refusal_report(predictor, probabilities: np.ndarray, labels: np.ndarray, scores: np.ndarray,
+                    others: dict[Path, tuple[np.ndarray, int]], batch_size: int) -> dict:
+    """The report's ``ood`` section: the share refused and the accuracy on accepted images of the labelled folder,
+    and per folder of other images (images, unreadable count) how well the score tells them apart.
+
+    Raises:
+        NonFiniteOutputError: a score is NaN or infinite.
+    """
+    from s3f_edge.runtime.predictor import require_finite
+
+    require_finite(scores, "out-of-distribution scores")
+    threshold = predictor.ood_threshold
+    section = {"threshold": threshold,
+               **refusal_summary(probabilities.argmax(axis=1) == labels, scores, threshold), "folders": {}}
+    for folder, (other_images, unreadable) in others.items():
+        other_scores = require_finite(predictor.predict_all_scored(other_images, batch_size)[1],
+                                      f"out-of-distribution scores of {folder}")
+        section["folders"][str(folder)] = {**out_of_distribution_metrics(scores, other_scores, threshold),
+                                           "unreadable": unreadable}
+    return section

@@ -74,20 +74,55 @@ def fit_multiworker(model, distribution: Distribution, images: np.ndarray, label
                     sigmoid_head: bool, callbacks: list, verbose: int) -> dict:
     """Train ``model`` (built and compiled under ``distribution.strategy.scope()``) in step with the other workers.
 
-    ``batch_size`` is the global batch, split evenly over all replicas. Returns what this worker did.
-    """
-    import keras
-    import tensorflow as tf
+    Args:
+        model: the compiled model; trained in place.
+        distribution: the multi-worker distribution (``make_distribution``).
+        images, labels: the training images (N, H, W, C) and class indices; each worker reads its own shard.
+        epochs: the epoch to stop before; initial_epoch: the first to run (a resumed run's).
+        batch_size: the global batch, split evenly over all replicas.
+        seed: the input pipeline's seed (each pipeline adds its index).
+        augment: apply the training augmentation (``pipeline.make_augmenter``).
+        class_weight: Keras's ``class_weight`` (class index -> weight); None: every class 1.
+        sigmoid_head: the model has one sigmoid unit (binary cross-entropy).
+        callbacks: ``fit``'s callbacks, driven by hand.
+        verbose: a progress bar on the chief when true.
 
-    strategy = distribution.strategy
-    replicas = strategy.num_replicas_in_sync
+    Returns:
+        What this worker did: strategy, workers, replicas, worker_index, examples_seen_by_this_worker and
+        weights_sha256 (equal on every worker).
+
+    Raises:
+        InputError: ``batch_size`` is not a multiple of the replicas in sync.
+        WorkersDisagreeError: the workers reached different selection, learning-rate or stop decisions.
+    """
+    replicas = distribution.strategy.num_replicas_in_sync
     if batch_size % replicas:
         raise InputError(f"--batch-size {batch_size} must be a multiple of the {replicas} replicas in sync")
-    steps_per_epoch = math.ceil(len(labels) / batch_size)
+    train_step = _distributed_train_step(model, distribution.strategy, images, labels, batch_size=batch_size,
+                                         seed=seed, augment=augment, sigmoid_head=sigmoid_head,
+                                         weight_per_class=_class_weight_vector(model, class_weight, sigmoid_head))
+    local_examples = _run_epochs(model, distribution, train_step, callbacks, initial_epoch=initial_epoch,
+                                 epochs=epochs, steps_per_epoch=math.ceil(len(labels) / batch_size), verbose=verbose)
+    return {"strategy": distribution.name, "workers": distribution.num_workers, "replicas": replicas,
+            "worker_index": distribution.worker_index, "examples_seen_by_this_worker": local_examples,
+            "weights_sha256": weights_digest(model)}
+
+
+def _class_weight_vector(model, class_weight: dict | None, sigmoid_head: bool) -> np.ndarray:
+    """Keras's ``class_weight`` dict as one weight per class (1 where it names none; two classes for a sigmoid)."""
     num_classes = int(model.output_shape[-1]) if not sigmoid_head else 2
     weight_per_class = np.ones(num_classes, np.float32)
     for index, weight in (class_weight or {}).items():
         weight_per_class[index] = weight
+    return weight_per_class
+
+
+def _distributed_train_step(model, strategy, images: np.ndarray, labels: np.ndarray, *, batch_size: int, seed: int,
+                            augment: bool, sigmoid_head: bool, weight_per_class: np.ndarray):
+    """() -> (sums over all replicas, sums over this worker's replicas) of (weighted loss, correct, examples) for one
+    global batch: every replica trains on its own shard, and the optimizer all-reduces the gradients."""
+    import keras
+    import tensorflow as tf
 
     def dataset_fn(context):
         return input_pipeline(
@@ -126,6 +161,16 @@ def fit_multiworker(model, distribution: Distribution, images: np.ndarray, label
         local = strategy.experimental_local_results(per_replica)
         return strategy.reduce("sum", per_replica, axis=None), tf.add_n(list(local))
 
+    return lambda: train_step(iterator)
+
+
+def _run_epochs(model, distribution: Distribution, train_step, callbacks: list, *, initial_epoch: int, epochs: int,
+                steps_per_epoch: int, verbose: int) -> int:
+    """The epochs from ``initial_epoch``, driving the callbacks as ``fit`` would, until ``epochs`` or a stop; after
+    each, the BatchNorm statistics are averaged and the workers' decisions checked equal. Returns the examples this
+    worker trained on."""
+    import keras
+
     sync = WorkerSync(distribution, model)
     for callback in callbacks:  # driven one by one so that they and the agreement check share one logs dict
         callback.set_model(model)
@@ -140,7 +185,7 @@ def fit_multiworker(model, distribution: Distribution, images: np.ndarray, label
             if verbose and distribution.is_chief else None
         totals = np.zeros(3)
         for step in range(steps_per_epoch):
-            global_stats, local_stats = train_step(iterator)
+            global_stats, local_stats = train_step()
             totals += global_stats.numpy()
             local_examples += int(local_stats.numpy()[2])
             if progress is not None:
@@ -154,6 +199,4 @@ def fit_multiworker(model, distribution: Distribution, images: np.ndarray, label
             break
     for callback in callbacks:
         callback.on_train_end()
-    return {"strategy": distribution.name, "workers": distribution.num_workers, "replicas": replicas,
-            "worker_index": distribution.worker_index, "examples_seen_by_this_worker": local_examples,
-            "weights_sha256": weights_digest(model)}
+    return local_examples

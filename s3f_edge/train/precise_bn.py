@@ -167,6 +167,39 @@ def recompute_batchnorm_statistics(model, images, *, sample_size: int = DEFAULT_
     return len(statistics)
 
 
+def batchnorm_refresher(images, *, sample_size: int, seed: int, augment: bool,
+                        distribution) -> Callable[[object], None]:
+    """What training calls before every selection: population BatchNorm statistics of the model at that moment.
+
+    Measured over a seeded sample of the training images as training sees them: augmented under --augment (the
+    layers after each BatchNorm learned to expect that distribution), and under multi-worker training split over
+    the workers and pooled (``recompute_batchnorm_statistics``' ``shard`` and ``all_reduce``).
+
+    Args:
+        images: the training images (N, H, W, C), an array or a memory map.
+        sample_size: images sampled (seeded) for the statistics.
+        seed: the sample's and the augmentation's seed.
+        augment: pass the sample through the training augmentation.
+        distribution: the run's ``train.distribute.Distribution``.
+
+    Returns:
+        model -> None: sets the model's moving statistics in place.
+    """
+    from s3f_edge.train.pipeline import AugmentedRows
+
+    several = distribution.custom_loop
+    if augment:
+        images = AugmentedRows(images, seed)
+
+    def refresh(model) -> None:
+        recompute_batchnorm_statistics(
+            model, images, sample_size=sample_size, seed=seed,
+            shard=(distribution.num_workers, distribution.worker_index) if several else None,
+            all_reduce=distribution.sum_over_replicas if several else None)
+
+    return refresh
+
+
 class Rows:
     """``images[indices]`` read lazily, a slice at a time (a memory-mapped dataset is never loaded whole)."""
 

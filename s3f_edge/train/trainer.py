@@ -1,138 +1,35 @@
-"""`s3f-edge train`: the original recipe (spec section 7) on a folder dataset, with a clean protocol."""
+"""`s3f-edge train`: the original training recipe (Adam 3e-4, batch 16, balanced class weights, LR plateau ×0.2,
+weighted-F1 checkpoint selection) on a folder dataset, with a clean protocol."""
 from __future__ import annotations
 
-import json
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from s3f_edge.data.folders import FolderDataset, discover, load_split, stratified_split, write_skipped
 from s3f_edge.data.preprocess import Preprocessing
-from s3f_edge.errors import InputError, MissingFileError, NonFiniteOutputError, OutputExistsError
+from s3f_edge.errors import InputError, NonFiniteOutputError, OutputExistsError
 from s3f_edge.model.metadata import package_versions
 from s3f_edge.model.presets import get_preset
 from s3f_edge.outputs import claim_outputs, ensure_writable, write_json
+from s3f_edge.train.options import TrainOptions
+from s3f_edge.train.run_directory import (  # noqa: F401  (RUN_FILES, is_resumable: re-exported for the CLI)
+    RUN_FILES,
+    derived_outputs,
+    is_resumable,
+    read_run_json,
+    run_files,
+    saved_options,
+)
 
 PAPER_PROTOCOL_WARNING = (
     "PAPER PROTOCOL: the test set was used as the validation set for checkpoint selection, early "
     "stopping and the learning-rate schedule, as in the original work. Test metrics are optimistic "
     "and are not an unbiased estimate of performance."
 )
-
-
-@dataclass
-class TrainOptions:
-    """Every option of a run; defaults are the original recipe, with a held-out validation split."""
-
-    data_dir: str
-    out_dir: str
-    preset: str = "brisc2025"
-    model: str = "s3f"  # s3f | baseline | spectral
-    image_size: tuple[int, int] | None = None  # (H, W); default: the preset's
-    variant: str | None = None
-    fusion: str | None = None
-    epochs: int | None = None
-    batch_size: int = 16
-    learning_rate: float = 3e-4
-    lr_factor: float = 0.2
-    min_learning_rate: float = 1e-6
-    lr_patience: int | None = None
-    patience: int | None = None
-    val_fraction: float = 0.15
-    seed: int = 0
-    paper_protocol: bool = False
-    class_weights: bool = True
-    precise_bn: bool = True  # population BatchNorm statistics before every selection and checkpoint
-    precise_bn_images: int = 1024  # training images sampled (seeded) for those statistics
-    augment: bool = False
-    mixed_precision: bool = False  # float16 compute; every SpectralFilter stays float32
-    strategy: str = "auto"  # auto | mirrored | multiworker (TF_CONFIG)
-    workers: int = 4
-    cache: str = "memory"  # memory | disk (memory-mapped, reused by later runs)
-    cache_dir: str | None = None  # default: s3f_edge.data.cache.default_cache_dir()
-    calibrate: bool = True  # fit the temperature and the out-of-distribution score at the end (clean protocol)
-    verbose: int = 1
-    extra: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_saved(cls, saved: dict, **overrides) -> "TrainOptions":
-        """The options of a run from its config.json (for --resume); runs from before an option existed
-        keep the behaviour they were trained with."""
-        values = {"precise_bn": False, **saved, **overrides}
-        values["image_size"] = tuple(values["image_size"]) if values.get("image_size") else None
-        return cls(**values)
-
-    def resolved(self) -> "TrainOptions":
-        """Fill preset defaults (epochs, patiences, size) so config.json states every value used."""
-        preset = get_preset(self.preset)
-        values = asdict(self)
-        values["image_size"] = tuple(self.image_size or preset.input_shape[:2])
-        values["variant"] = self.variant or preset.variant
-        values["fusion"] = self.fusion or preset.fusion
-        values["epochs"] = self.epochs if self.epochs is not None else preset.epochs
-        values["lr_patience"] = self.lr_patience if self.lr_patience is not None else preset.lr_patience
-        values["patience"] = self.patience if self.patience is not None else preset.early_stop_patience
-        return TrainOptions(**values)
-
-
-# What a run directory holds: the files `train` writes (and, with --overwrite, removes first).
-RUN_FILES = ("model.keras", "last.keras", "config.json", "state.json", "history.csv", "metrics.json", "skipped.csv",
-             "training_curves.png")
-RUN_FILE_PATTERNS = ("validation_*.png", "test_*.png")
-# What other commands write into a run directory by default, from its model: --overwrite refuses to leave them
-# beside a new model, and does not delete them either (they are the user's exports and reports).
-DERIVED_PATTERNS = ("export", "evaluate-*", "*.precise-bn.keras")
-
-
-def run_files(run_dir: Path) -> list[Path]:
-    """The files of an earlier run in ``run_dir``: only names `train` writes.
-
-    Returns:
-        Existing and not-yet-existing paths of the fixed names, and the existing plots.
-    """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return []
-    found = [run_dir / name for name in RUN_FILES]
-    return found + [p for pattern in RUN_FILE_PATTERNS for p in run_dir.glob(pattern)]
-
-
-def derived_outputs(run_dir: Path) -> list[Path]:
-    """Exports and reports other commands made from the model in ``run_dir`` (their default locations)."""
-    run_dir = Path(run_dir)
-    return sorted(p for pattern in DERIVED_PATTERNS for p in run_dir.glob(pattern)) if run_dir.is_dir() else []
-
-
-def is_resumable(run_dir: Path) -> bool:
-    """Whether ``run_dir`` holds a run that --resume can continue (at least one finished epoch)."""
-    return all((Path(run_dir) / name).exists() for name in ("config.json", "state.json", "last.keras"))
-
-
-def _read_json(path: Path, what: str) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InputError(f"{path} is not {what} ({error}); start a new run with --out") from None
-
-
-def saved_options(run_dir: Path) -> dict:
-    """The options a run was started with, from its config.json (for --resume).
-
-    Raises:
-        MissingFileError: ``run_dir`` holds no resumable run.
-        InputError: its config.json is not a run's configuration.
-    """
-    config = Path(run_dir) / "config.json"
-    if not is_resumable(run_dir):
-        raise MissingFileError(f"{run_dir} holds no resumable run (config.json, state.json and last.keras, written "
-                               "when the first epoch ends); start it again with --out and --overwrite")
-    try:
-        return _read_json(config, "a run's configuration")["options"]
-    except (KeyError, TypeError) as error:
-        raise InputError(f"{config} is not a run's configuration (no {error}); start a new run with --out") from None
 
 
 def _log(options: TrainOptions, message: str) -> None:
@@ -159,26 +56,6 @@ def _load(split, contract: Preprocessing, options: TrainOptions, progress: bool 
     if options.cache != "memory":
         raise InputError(f"cache must be 'memory' or 'disk', got {options.cache!r}")
     return load_split(split, contract, options.workers, progress=progress)
-
-
-def _precise_bn(options: TrainOptions, distribution, images):
-    """model -> None: population BatchNorm statistics over a seeded sample of the training images, as
-    training sees them (augmented under --augment: the layers after each BatchNorm learned to expect
-    that distribution), split over the workers and pooled under multi-worker training."""
-    from s3f_edge.train.pipeline import AugmentedRows
-    from s3f_edge.train.precise_bn import recompute_batchnorm_statistics
-
-    several = distribution.custom_loop
-    if options.augment:
-        images = AugmentedRows(images, options.seed)
-
-    def refresh(model) -> None:
-        recompute_batchnorm_statistics(
-            model, images, sample_size=options.precise_bn_images, seed=options.seed,
-            shard=(distribution.num_workers, distribution.worker_index) if several else None,
-            all_reduce=distribution.sum_over_replicas if several else None)
-
-    return refresh
 
 
 def train(options: TrainOptions, resume: bool = False, overwrite: bool = False) -> Path | None:
@@ -225,31 +102,11 @@ def train(options: TrainOptions, resume: bool = False, overwrite: bool = False) 
         keras.mixed_precision.set_global_policy(caller_policy)
 
 
-def _calibrate(model, model_path: Path, fit_x, fit_y, sel_x, sel_y, dataset: FolderDataset, options: TrainOptions):
-    """Fit the temperature and the out-of-distribution score on the run's own images; save the calibrated model
-    over the selected one. Returns (calibrated model, calibration)."""
-    from s3f_edge.model.metadata import read_metadata, save_model_atomically
-    from s3f_edge.train.calibrate import DEFAULT_FIT_IMAGES, calibrate_model, calibration_sample
-    from s3f_edge.train.precise_bn import Rows
+@dataclass(frozen=True)
+class _RunPlan:
+    """What a run is, settled before a file is written or a pixel decoded (``_plan_run``)."""
 
-    picked = calibration_sample(fit_y, DEFAULT_FIT_IMAGES, options.seed)
-    provenance = {"data_file_list_sha256": dataset.file_list_hash(), "val_fraction": options.val_fraction,
-                  "seed": options.seed}
-    calibrated_model, calibration = calibrate_model(model, Rows(fit_x, picked), fit_y[picked], sel_x, sel_y,
-                                                    provenance=provenance, batch_size=options.batch_size * 2)
-    save_model_atomically(calibrated_model, model_path, {**read_metadata(model_path), "calibration": calibration})
-    _log(options, f"calibrated: temperature {calibration['temperature']:.3f} (validation ECE "
-                  f"{calibration['ece_validation']['before']:.4f} -> {calibration['ece_validation']['after']:.4f}); "
-                  f"images scoring over {calibration['ood']['threshold']:.2f} are refused as unlike the training "
-                  f"images ({calibration['ood']['validation_refused']:.1%} of validation)")
-    return calibrated_model, calibration
-
-
-@dataclass
-class _Run:
-    """What one training run carries from step to step (``_train``)."""
-
-    options: TrainOptions
+    options: TrainOptions  # resolved: every value the run uses
     resume: bool
     distribution: object
     write_dir: Path  # where this process writes: the run directory (chief) or a scratch one (other workers)
@@ -257,40 +114,56 @@ class _Run:
     dataset: FolderDataset
     fit_split: object
     selection_split: object
-    selection_name: str
-    state: dict | None = None  # a resumed run's counters
-    contract: Preprocessing | None = None
-    sigmoid_head: bool = False
-    fit_x: object = None
-    fit_y: np.ndarray | None = None
-    sel_x: object = None
-    sel_y: np.ndarray | None = None
-    skipped: list = field(default_factory=list)
-    decode_seconds: float = 0.0
-    metadata: dict = field(default_factory=dict)
-    config: dict = field(default_factory=dict)
-    model: object = None
-    initial_epoch: int = 0
-    selection: object = None
-    train_seconds: float = 0.0
-    distributed: dict | None = None
+    selection_name: str  # "validation", or the test split under the paper protocol
+    resumed_state: dict | None  # state.json of the run being resumed: its counters
+    contract: Preprocessing
+    sigmoid_head: bool
+
+
+@dataclass(frozen=True)
+class _DecodedImages:
+    """The fit and selection splits' pixels (``_load_data``), and the files that could not be read."""
+
+    fit_x: object  # an array, or a memory map of the disk cache
+    fit_y: np.ndarray
+    sel_x: object
+    sel_y: np.ndarray
+    skipped: list
+    decode_seconds: float
+
+
+@dataclass(frozen=True)
+class _RunRecord:
+    """What ``_record_run`` wrote down: the metadata every saved model carries, and config.json."""
+
+    metadata: dict
+    config: dict
+
+
+@dataclass(frozen=True)
+class _Fitted:
+    """What training did (``_fit``): the selection callback (its best score), and how long it took."""
+
+    initial_epoch: int
+    selection: object
+    train_seconds: float
+    distributed: dict | None  # the custom loop's account of this worker, under multi-worker training
 
 
 def _train(options: TrainOptions, resume: bool, overwrite: bool, distribution, write_dir: Path) -> Path:
-    """One run, in named steps: check and prepare the run directory, load the data, record the run, build or
-    resume the model, fit, and (on the chief) select, calibrate and report."""
-    run = _prepare_run_directory(options, resume, overwrite, distribution, write_dir)
-    _load_data(run)
-    _record_run(run)
-    _build_or_resume(run)
-    _fit(run)
+    """One run, in named steps: check and plan the run, load the data, record the run, build or resume the model,
+    fit, and (on the chief) select, calibrate and report."""
+    plan = _plan_run(options, resume, overwrite, distribution, write_dir)
+    images = _load_data(plan)
+    record = _record_run(plan, images)
+    model, initial_epoch = _build_or_resume(plan)
+    fitted = _fit(plan, images, record, model, initial_epoch)
     if not distribution.is_chief:
         return write_dir
-    return _final_report(run)
+    return _final_report(plan, images, record, fitted)
 
 
-def _prepare_run_directory(options: TrainOptions, resume: bool, overwrite: bool, distribution,
-                           write_dir: Path) -> _Run:
+def _plan_run(options: TrainOptions, resume: bool, overwrite: bool, distribution, write_dir: Path) -> _RunPlan:
     """Everything that can be refused, checked before a file is written or a pixel decoded."""
     run_dir = Path(options.out_dir)
     dataset = discover(options.data_dir)
@@ -298,59 +171,66 @@ def _prepare_run_directory(options: TrainOptions, resume: bool, overwrite: bool,
     state = None
     if resume:
         saved_options(run_dir)  # refuses a directory that holds no resumable run
-        state = _read_json(run_dir / "state.json", "a run's state")
-        previous = _read_json(run_dir / "config.json", "a run's configuration")
+        state = read_run_json(run_dir / "state.json", "a run's state")
+        previous = read_run_json(run_dir / "config.json", "a run's configuration")
         if previous.get("file_list_sha256") != dataset.file_list_hash():
             raise InputError(f"the files of {options.data_dir} differ from those {run_dir} was trained on; resume "
                              "with the same dataset, or start a new run with --out")
     elif distribution.is_chief:
-        ensure_writable(run_dir, "--out", folder=True)
-        derived = derived_outputs(run_dir)
-        if derived and overwrite:
-            names = ", ".join(p.name for p in derived)
-            raise OutputExistsError(f"{run_dir} also holds outputs made from its earlier model ({names}); remove them "
-                                    "first, or choose another --out (a new model beside an old model's export would "
-                                    "mix two models)")
-        claim_outputs(run_files(run_dir), overwrite=overwrite, instead=f"--resume {run_dir} to continue the run")
+        _claim_run_directory(run_dir, overwrite)
     if options.cache == "disk":
         from s3f_edge.data.cache import default_cache_dir
 
         ensure_writable(options.cache_dir or default_cache_dir(), "--cache-dir", folder=True)
     write_dir.mkdir(parents=True, exist_ok=True)
-    return _Run(options, resume, distribution, write_dir, run_dir, dataset, fit_split, selection_split,
-                selection_name, state)
-
-
-def _load_data(run: _Run) -> None:
-    """Decode the fit and selection splits (what cannot be read is listed, never dropped silently)."""
-    options, dataset = run.options, run.dataset
     preset = get_preset(options.preset)
     height, width = options.image_size
-    run.contract = Preprocessing(height=height, width=width, channels=preset.input_shape[2])
-    run.sigmoid_head = preset.sigmoid_head and len(dataset.class_names) == 2
+    return _RunPlan(options, resume, distribution, write_dir, run_dir, dataset, fit_split, selection_split,
+                    selection_name, state,
+                    contract=Preprocessing(height=height, width=width, channels=preset.input_shape[2]),
+                    sigmoid_head=preset.sigmoid_head and len(dataset.class_names) == 2)
+
+
+def _claim_run_directory(run_dir: Path, overwrite: bool) -> None:
+    """A new run's directory: writable, and an earlier run's files refused, or with ``overwrite`` removed unless
+    outputs made from its model sit beside them."""
+    ensure_writable(run_dir, "--out", folder=True)
+    derived = derived_outputs(run_dir)
+    if derived and overwrite:
+        names = ", ".join(p.name for p in derived)
+        raise OutputExistsError(f"{run_dir} also holds outputs made from its earlier model ({names}); remove them "
+                                "first, or choose another --out (a new model beside an old model's export would "
+                                "mix two models)")
+    claim_outputs(run_files(run_dir), overwrite=overwrite, instead=f"--resume {run_dir} to continue the run")
+
+
+def _load_data(plan: _RunPlan) -> _DecodedImages:
+    """Decode the fit and selection splits (what cannot be read is listed, never dropped silently)."""
+    options, dataset = plan.options, plan.dataset
+    height, width = options.image_size
     test = len(dataset.test) if dataset.test else 0
-    _log(options, f"classes: {dataset.class_names}; train {len(run.fit_split)}, {run.selection_name} "
-                  f"{len(run.selection_split)}, test {test}; {height}x{width}, up to {options.epochs} epochs")
-    if "CPU" in run.distribution.description and height * width > 128 * 128:
+    _log(options, f"classes: {dataset.class_names}; train {len(plan.fit_split)}, {plan.selection_name} "
+                  f"{len(plan.selection_split)}, test {test}; {height}x{width}, up to {options.epochs} epochs")
+    if "CPU" in plan.distribution.description and height * width > 128 * 128:
         _log(options, f"no GPU: {height}x{width} trains slowly on a CPU (the time per epoch is shown after the first); "
                       "--image-size 64 or 128 trains several times faster")
     started = time.perf_counter()
-    run.fit_x, run.fit_y, failures = _load(run.fit_split, run.contract, options, progress=bool(options.verbose))
-    run.sel_x, run.sel_y, sel_failures = _load(run.selection_split, run.contract, options)
-    run.skipped = dataset.skipped + failures + sel_failures
-    run.decode_seconds = time.perf_counter() - started
-    if len(np.unique(run.fit_y)) < len(dataset.class_names):
+    fit_x, fit_y, failures = _load(plan.fit_split, plan.contract, options, progress=bool(options.verbose))
+    sel_x, sel_y, sel_failures = _load(plan.selection_split, plan.contract, options)
+    decode_seconds = time.perf_counter() - started
+    if len(np.unique(fit_y)) < len(dataset.class_names):
         raise InputError("after skipping unreadable files, some class has no training image left")
+    return _DecodedImages(fit_x, fit_y, sel_x, sel_y, dataset.skipped + failures + sel_failures, decode_seconds)
 
 
-def _record_run(run: _Run) -> None:
+def _record_run(plan: _RunPlan, images: _DecodedImages) -> _RunRecord:
     """The model's metadata, config.json (every option used) and skipped.csv."""
-    options, dataset = run.options, run.dataset
-    run.metadata = {
-        "format": "s3f-edge-model", "class_names": dataset.class_names, "preprocessing": run.contract.to_dict(),
+    options, dataset = plan.options, plan.dataset
+    metadata = {
+        "format": "s3f-edge-model", "class_names": dataset.class_names, "preprocessing": plan.contract.to_dict(),
         "preset": options.preset, "kind": options.model, "variant": options.variant, "fusion": options.fusion,
-        "sigmoid_head": run.sigmoid_head, "protocol": "paper" if options.paper_protocol else "clean",
-        "batchnorm_statistics": (f"population statistics over {min(options.precise_bn_images, len(run.fit_y))} "
+        "sigmoid_head": plan.sigmoid_head, "protocol": "paper" if options.paper_protocol else "clean",
+        "batchnorm_statistics": (f"population statistics over {min(options.precise_bn_images, len(images.fit_y))} "
                                  f"training images{' (augmented)' if options.augment else ''}, dropout off "
                                  "(precise BatchNorm)")
                                 if options.precise_bn else
@@ -359,64 +239,72 @@ def _record_run(run: _Run) -> None:
         "versions": package_versions("tensorflow", "keras", "numpy", "scikit-learn"),
     }
     if not options.paper_protocol:  # so that `s3f-edge calibrate` can carve the same validation split again
-        run.metadata["validation_split"] = {"fraction": options.val_fraction, "seed": options.seed}
-    counts = {"train": run.fit_split.counts(dataset.class_names),
-              run.selection_name: run.selection_split.counts(dataset.class_names),
+        metadata["validation_split"] = {"fraction": options.val_fraction, "seed": options.seed}
+    counts = {"train": plan.fit_split.counts(dataset.class_names),
+              plan.selection_name: plan.selection_split.counts(dataset.class_names),
               "test": dataset.test.counts(dataset.class_names) if dataset.test else None}
-    run.config = {
+    config = {
         "options": {**asdict(options), "image_size": list(options.image_size)},
         "class_names": dataset.class_names, "counts": counts,
-        "skipped": len(run.skipped), "file_list_sha256": dataset.file_list_hash(),
-        "preprocessing": run.contract.to_dict(), "versions": run.metadata["versions"],
+        "skipped": len(images.skipped), "file_list_sha256": dataset.file_list_hash(),
+        "preprocessing": plan.contract.to_dict(), "versions": metadata["versions"],
         "protocol": PAPER_PROTOCOL_WARNING if options.paper_protocol else
         "clean: a stratified validation split carved from train drives selection; test is scored once at the end",
     }
-    write_json(run.write_dir / "config.json", run.config)
-    write_skipped(run.write_dir / "skipped.csv", run.skipped)
-    if run.skipped:
-        _log(options, f"skipped {len(run.skipped)} unreadable or non-image files (see {run.write_dir / 'skipped.csv'})")
+    write_json(plan.write_dir / "config.json", config)
+    write_skipped(plan.write_dir / "skipped.csv", images.skipped)
+    if images.skipped:
+        _log(options, f"skipped {len(images.skipped)} unreadable or non-image files (see "
+                      f"{plan.write_dir / 'skipped.csv'})")
+    return _RunRecord(metadata, config)
 
 
-def _build_or_resume(run: _Run) -> None:
-    """A new compiled model, or the last checkpoint of the run being resumed (its history cut to match)."""
+def _build_or_resume(plan: _RunPlan) -> tuple[object, int]:
+    """(model, first epoch to run): a new compiled model, or the last checkpoint of the run being resumed (its
+    history cut to match)."""
     import keras
 
     from s3f_edge.model import build_model, load_model
     from s3f_edge.train.callbacks import truncate_history
 
-    options = run.options
+    options, state = plan.options, plan.resumed_state
     keras.utils.set_random_seed(options.seed)
     keras.mixed_precision.set_global_policy("mixed_float16" if options.mixed_precision else "float32")
-    with run.distribution.strategy.scope():
-        if run.resume:
-            run.model = load_model(run.run_dir / "last.keras", compile=True)
-            truncate_history(run.write_dir / "history.csv", run.state["epochs_done"], options.learning_rate)
-            run.initial_epoch = run.state["epochs_done"]
-            _log(options, f"resuming after epoch {run.initial_epoch}")
-            return
-        run.model = build_model(
-            options.preset, kind=options.model, input_shape=run.contract.input_shape,
-            num_classes=len(run.dataset.class_names), variant=options.variant, fusion=options.fusion,
-            sigmoid_head=run.sigmoid_head,
+    with plan.distribution.strategy.scope():
+        if plan.resume:
+            model = load_model(plan.run_dir / "last.keras", compile=True)
+            truncate_history(plan.write_dir / "history.csv", state["epochs_done"], options.learning_rate)
+            _log(options, f"resuming after epoch {state['epochs_done']}")
+            return model, state["epochs_done"]
+        model = build_model(
+            options.preset, kind=options.model, input_shape=plan.contract.input_shape,
+            num_classes=len(plan.dataset.class_names), variant=options.variant, fusion=options.fusion,
+            sigmoid_head=plan.sigmoid_head,
         )
-        run.model.compile(
+        model.compile(
             optimizer=keras.optimizers.Adam(options.learning_rate),
-            loss="binary_crossentropy" if run.sigmoid_head else "sparse_categorical_crossentropy",
+            loss="binary_crossentropy" if plan.sigmoid_head else "sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
+    return model, 0
 
 
-def _callbacks(run: _Run) -> list:
-    """Selection on the validation split, the learning-rate schedule, the crash-safe run state, the time estimate."""
+def _callbacks(plan: _RunPlan, images: _DecodedImages, record: _RunRecord) -> tuple[list, object]:
+    """(callbacks, the selection among them): selection on the validation split, the learning-rate schedule, the
+    crash-safe run state, the time estimate."""
     import keras
 
     from s3f_edge.train.callbacks import BudgetNote, RunState, ValidationSelection
+    from s3f_edge.train.precise_bn import batchnorm_refresher
 
-    options, state = run.options, run.state
-    run.selection = ValidationSelection(
-        run.sel_x, run.sel_y, run.write_dir / "model.keras", run.metadata, options.patience, run.sigmoid_head,
-        options.batch_size, best_score=state["best_score"] if state else -1.0, wait=state["wait"] if state else 0,
-        before_scoring=_precise_bn(options, run.distribution, run.fit_x) if options.precise_bn else None,
+    options, state = plan.options, plan.resumed_state
+    selection = ValidationSelection(
+        images.sel_x, images.sel_y, plan.write_dir / "model.keras", record.metadata, options.patience,
+        plan.sigmoid_head, options.batch_size, best_score=state["best_score"] if state else -1.0,
+        wait=state["wait"] if state else 0,
+        before_scoring=batchnorm_refresher(images.fit_x, sample_size=options.precise_bn_images, seed=options.seed,
+                                           augment=options.augment, distribution=plan.distribution)
+        if options.precise_bn else None,
     )
     plateau = keras.callbacks.ReduceLROnPlateau(
         monitor="val_loss", factor=options.lr_factor, patience=options.lr_patience, min_lr=options.min_learning_rate,
@@ -426,94 +314,131 @@ def _callbacks(run: _Run) -> list:
         plateau.wait, plateau.best = state["plateau"]["wait"], state["plateau"]["best"]
         plateau.cooldown_counter = state["plateau"]["cooldown_counter"]
         plateau._reset = lambda: None  # keep the restored counters when fit() starts
-    callbacks = [run.selection, plateau, RunState(run.write_dir, run.selection, plateau, run.metadata)]
-    if options.verbose and run.distribution.is_chief:
+    callbacks = [selection, plateau, RunState(plan.write_dir, selection, plateau, record.metadata)]
+    if options.verbose and plan.distribution.is_chief:
         callbacks.append(BudgetNote(options.epochs, lambda line: _log(options, line)))
-    return callbacks
+    return callbacks, selection
 
 
-def _fit(run: _Run) -> None:
+def _fit(plan: _RunPlan, images: _DecodedImages, record: _RunRecord, model, initial_epoch: int) -> _Fitted:
     """Train the remaining epochs: Keras's fit on one device or several local ones, the custom loop across hosts."""
     from s3f_edge.train.loop import fit_multiworker
     from s3f_edge.train.pipeline import input_pipeline
 
-    options, distribution = run.options, run.distribution
+    options, distribution, state = plan.options, plan.distribution, plan.resumed_state
     class_weight = None
     if options.class_weights:
         from sklearn.utils.class_weight import compute_class_weight
 
-        weights = compute_class_weight("balanced", classes=np.arange(len(run.dataset.class_names)), y=run.fit_y)
+        weights = compute_class_weight("balanced", classes=np.arange(len(plan.dataset.class_names)), y=images.fit_y)
         class_weight = {i: float(w) for i, w in enumerate(weights)}
-    callbacks = _callbacks(run)
+    callbacks, selection = _callbacks(plan, images, record)
     started = time.perf_counter()
-    finished = bool(run.state and run.state.get("stopped")) or run.initial_epoch >= options.epochs
+    distributed = None
+    finished = bool(state and state.get("stopped")) or initial_epoch >= options.epochs
     if not finished and distribution.custom_loop:
-        run.distributed = fit_multiworker(
-            run.model, distribution, run.fit_x, run.fit_y, epochs=options.epochs, initial_epoch=run.initial_epoch,
+        distributed = fit_multiworker(
+            model, distribution, images.fit_x, images.fit_y, epochs=options.epochs, initial_epoch=initial_epoch,
             batch_size=options.batch_size, seed=options.seed, augment=options.augment, class_weight=class_weight,
-            sigmoid_head=run.sigmoid_head, callbacks=callbacks, verbose=options.verbose,
+            sigmoid_head=plan.sigmoid_head, callbacks=callbacks, verbose=options.verbose,
         )
         print(f"worker {distribution.worker_index + 1}/{distribution.num_workers}: trained on "
-              f"{run.distributed['examples_seen_by_this_worker']} images; weights sha256 "
-              f"{run.distributed['weights_sha256']}", flush=True)
+              f"{distributed['examples_seen_by_this_worker']} images; weights sha256 "
+              f"{distributed['weights_sha256']}", flush=True)
     elif not finished:
-        run.model.fit(
-            input_pipeline(run.fit_x, run.fit_y, options.batch_size, options.seed, options.augment),
-            epochs=options.epochs, initial_epoch=run.initial_epoch, class_weight=class_weight, callbacks=callbacks,
+        model.fit(
+            input_pipeline(images.fit_x, images.fit_y, options.batch_size, options.seed, options.augment),
+            epochs=options.epochs, initial_epoch=initial_epoch, class_weight=class_weight, callbacks=callbacks,
             verbose=options.verbose,
             shuffle=False,  # the tf.data pipeline shuffles, seeded
         )
-    run.train_seconds = time.perf_counter() - started
+    return _Fitted(initial_epoch, selection, time.perf_counter() - started, distributed)
 
 
-def _final_report(run: _Run) -> Path:
+def _calibrate(model, model_path: Path, images: _DecodedImages, dataset: FolderDataset, options: TrainOptions):
+    """Fit the temperature and the out-of-distribution score on the run's own images; save the calibrated model
+    over the selected one. Returns (calibrated model, calibration)."""
+    from s3f_edge.model.metadata import read_metadata, save_model_atomically
+    from s3f_edge.train.calibrate import DEFAULT_FIT_IMAGES, calibrate_model, calibration_sample
+    from s3f_edge.train.precise_bn import Rows
+
+    picked = calibration_sample(images.fit_y, DEFAULT_FIT_IMAGES, options.seed)
+    provenance = {"data_file_list_sha256": dataset.file_list_hash(), "val_fraction": options.val_fraction,
+                  "seed": options.seed}
+    calibrated_model, calibration = calibrate_model(model, Rows(images.fit_x, picked), images.fit_y[picked],
+                                                    images.sel_x, images.sel_y, provenance=provenance,
+                                                    batch_size=options.batch_size * 2)
+    save_model_atomically(calibrated_model, model_path, {**read_metadata(model_path), "calibration": calibration})
+    _log(options, f"calibrated: temperature {calibration['temperature']:.3f} (validation ECE "
+                  f"{calibration['ece_validation']['before']:.4f} -> {calibration['ece_validation']['after']:.4f}); "
+                  f"images scoring over {calibration['ood']['threshold']:.2f} are refused as unlike the training "
+                  f"images ({calibration['ood']['validation_refused']:.1%} of validation)")
+    return calibrated_model, calibration
+
+
+def _final_report(plan: _RunPlan, images: _DecodedImages, record: _RunRecord, fitted: _Fitted) -> Path:
     """The selected model, calibrated; the test set touched once, here; metrics.json and the plots."""
     from s3f_edge.model import load_model
     from s3f_edge.train.evaluate import evaluate_arrays
-    from s3f_edge.train.metrics import plot_history
 
-    options, dataset, run_dir = run.options, run.dataset, run.run_dir
+    options, dataset, run_dir = plan.options, plan.dataset, plan.run_dir
     if not (run_dir / "model.keras").exists():
-        raise NonFiniteOutputError(f"no epoch gave a model with finite outputs on the {run.selection_name} split, so "
-                                   "none was selected; lower the learning rate (--lr) and train again")
+        raise NonFiniteOutputError(f"no epoch gave a model with finite outputs on the {plan.selection_name} split, "
+                                   "so none was selected; lower the learning rate (--lr) and train again")
     best = load_model(run_dir / "model.keras")
     calibration = None
     if options.calibrate and not options.paper_protocol:
         from s3f_edge.train.calibrate import MIN_IMAGES
 
-        if min(len(run.fit_y), len(run.sel_y)) >= MIN_IMAGES:
-            best, calibration = _calibrate(best, run_dir / "model.keras", run.fit_x, run.fit_y, run.sel_x, run.sel_y,
-                                           dataset, options)
+        if min(len(images.fit_y), len(images.sel_y)) >= MIN_IMAGES:
+            best, calibration = _calibrate(best, run_dir / "model.keras", images, dataset, options)
         else:
             _log(options, f"not calibrated: fewer than {MIN_IMAGES} training or validation images")
     report = {
-        "protocol": run.config["protocol"],
-        "selection_split": run.selection_name,
-        "best_selection_score": run.selection.best_score,
-        "timing": {"decode_seconds": round(run.decode_seconds, 2), "train_seconds": round(run.train_seconds, 2),
+        "protocol": record.config["protocol"],
+        "selection_split": plan.selection_name,
+        "best_selection_score": fitted.selection.best_score,
+        "timing": {"decode_seconds": round(images.decode_seconds, 2), "train_seconds": round(fitted.train_seconds, 2),
                    "train_images_per_second": None},
-        "skipped_files": len(run.skipped),
-        "distribution": run.distributed or {"strategy": run.distribution.name,
-                                            "description": run.distribution.description},
+        "skipped_files": len(images.skipped),
+        "distribution": fitted.distributed or {"strategy": plan.distribution.name,
+                                               "description": plan.distribution.description},
         **({"calibration": calibration} if calibration is not None else {}),
-        run.selection_name: evaluate_arrays(best, run.sel_x, run.sel_y, dataset.class_names, run_dir, "validation",
-                                            options.batch_size),
+        plan.selection_name: evaluate_arrays(best, images.sel_x, images.sel_y, dataset.class_names, run_dir,
+                                             "validation", options.batch_size),
     }
     if dataset.test is not None and not options.paper_protocol:
-        test_x, test_y, test_failures = _load(dataset.test, run.contract, options)
-        report["test_skipped_files"] = len(test_failures)
-        report["test"] = evaluate_arrays(best, test_x, test_y, dataset.class_names, run_dir, "test", options.batch_size)
-        if calibration is not None:
-            from s3f_edge.train.calibrate import calibration_report
-
-            report["calibration"]["test"] = calibration_report(best, calibration, test_x, test_y)
-    history_path = run_dir / "history.csv"
-    if history_path.exists():
-        with open(history_path) as handle:
-            rows = sum(1 for _ in handle) - 1
-        epochs_run = rows - (run.initial_epoch if run.resume else 0)
-        if run.train_seconds > 0 and epochs_run > 0:
-            report["timing"]["train_images_per_second"] = round(epochs_run * len(run.fit_y) / run.train_seconds, 1)
-        plot_history(history_path, run_dir / "training_curves.png")
+        _score_test_set(plan, best, calibration, report)
+    _report_history(plan, images, fitted, report)
     write_json(run_dir / "metrics.json", report)
     return run_dir
+
+
+def _score_test_set(plan: _RunPlan, model, calibration: dict | None, report: dict) -> None:
+    """The test split's metrics (and, for a calibrated model, what calibration does there) into ``report``."""
+    from s3f_edge.train.evaluate import evaluate_arrays
+
+    options, dataset = plan.options, plan.dataset
+    test_x, test_y, test_failures = _load(dataset.test, plan.contract, options)
+    report["test_skipped_files"] = len(test_failures)
+    report["test"] = evaluate_arrays(model, test_x, test_y, dataset.class_names, plan.run_dir, "test",
+                                     options.batch_size)
+    if calibration is not None:
+        from s3f_edge.train.calibrate import calibration_report
+
+        report["calibration"]["test"] = calibration_report(model, calibration, test_x, test_y)
+
+
+def _report_history(plan: _RunPlan, images: _DecodedImages, fitted: _Fitted, report: dict) -> None:
+    """The training speed of this session's epochs into ``report``, and the training curves' plot."""
+    from s3f_edge.train.metrics import plot_history
+
+    history_path = plan.run_dir / "history.csv"
+    if not history_path.exists():
+        return
+    with open(history_path) as handle:
+        rows = sum(1 for _ in handle) - 1
+    epochs_run = rows - (fitted.initial_epoch if plan.resume else 0)
+    if fitted.train_seconds > 0 and epochs_run > 0:
+        report["timing"]["train_images_per_second"] = round(epochs_run * len(images.fit_y) / fitted.train_seconds, 1)
+    plot_history(history_path, plan.run_dir / "training_curves.png")
