@@ -26,7 +26,10 @@ NOISE = re.compile(
     # store (Ray Data's map actors always do; the driver holds them for the whole run).
     r"|\[[\d-]+ [\d:,]+ [IW] \d+ \d+\] "
     r"|\[[\d-]+ [\d:,]+ E \d+ \d+\] core_worker\.cc:\d+: Actor with class name: .* has constructor arguments in "
-    r"the object store and max_restarts > 0)"
+    r"the object store and max_restarts > 0"
+    # OpenCV's decoder warnings about a damaged file ("PNG input buffer is incomplete"): that file's row already
+    # says why it has no answer.
+    r"|\[ WARN:\d+@[\d.]+\] global )"
 )
 
 

@@ -43,12 +43,12 @@ def test_old_option_names_still_work_but_help_shows_one_name_per_concept(tmp_pat
 
 
 def test_bugs_keep_their_traceback(monkeypatch, sample_dir, tmp_path):
-    import s3f_edge.runtime.infer as infer_module
+    import s3f_edge.tasks.infer as infer_task
 
     def broken(*args, **kwargs):
         raise KeyError("a bug, not a user error")
 
-    monkeypatch.setattr(infer_module, "infer_folder", broken)
+    monkeypatch.setattr(infer_task, "run_inference", broken)
     result = CliRunner().invoke(main, ["infer", str(sample_dir / "test"), "--out", str(tmp_path / "r.csv")])
     assert isinstance(result.exception, KeyError)  # not swallowed into a one-line message
 
@@ -106,6 +106,8 @@ def test_noise_filter_drops_absl_and_cuda_lines_only():
     assert not is_noise("E0000 00:00:1795570396.235683    9556 some_kernel.cc:52] a real error")
     assert not is_noise("Error: output must end in one of ('.csv', '.jsonl', '.json')")
     assert not is_noise("infer: 100%|##########| 24/24")
+    assert is_noise("[ WARN:3@0.170] global grfmt_png.cpp:793 readFromStreamOrBuffer PNG input buffer is incomplete")
+    assert not is_noise("[ERROR:0@0.1] global a real OpenCV error")
 
 
 @pytest.mark.parametrize("verbose", [None, "before", "after"])

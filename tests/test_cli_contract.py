@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from s3f_edge import cli_support
 from s3f_edge.cli import main
-from s3f_edge.cli_support import ExistingPath
+from s3f_edge.cli import support as cli_support
+from s3f_edge.cli.support import ExistingPath
 from s3f_edge.runtime.formats import MODEL_SUFFIXES
 from s3f_edge.runtime.predictor import DEFAULT_MODEL_DIR
 

@@ -1,11 +1,13 @@
-"""The driver side of `infer --ray` (``cluster._drive``) against a stand-in for Ray Data that answers batches with
-the real actor class in this process and misbehaves on purpose: a batch delivered twice (an actor that died
-after answering), a batch never delivered, an actor with another model file, a cluster slow to start. These are
-the Ray faults a two-node test cluster cannot provoke on demand; tests/test_cluster.py runs real Ray."""
+"""The driver side of `infer --ray` (the inference loop with ``cluster.RayExecutor``) against a stand-in for
+Ray Data that answers batches with the real actor class in this process and misbehaves on purpose: a batch
+delivered twice (an actor that died after answering), a batch never delivered, an actor with another model file,
+a cluster slow to start. These are the Ray faults a two-node test cluster cannot provoke on demand;
+tests/test_cluster.py runs real Ray."""
 from __future__ import annotations
 
 import shutil
-import time
+import threading
+from contextlib import nullcontext
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,7 +18,14 @@ from s3f_edge.errors import BackendError, InputError
 from s3f_edge.results import read_journal
 from s3f_edge.runtime import cluster
 from s3f_edge.runtime.formats import load_predictor
-from s3f_edge.runtime.infer import finish_inference, plan_inference
+from s3f_edge.runtime.infer import (
+    ClusterOptions,
+    InferOptions,
+    answer_planned,
+    finish_inference,
+    plan_inference,
+    run_inference,
+)
 from s3f_edge.runtime.predictor import DEFAULT_MODEL_DIR
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,8 +36,8 @@ class StandInDataset:
     """``from_items(...).map_batches(...)``: batches of ``size`` items, answered by the mapped class, delivered
     in the order ``deliver`` gives (a list of batch indices, repeats and gaps allowed)."""
 
-    def __init__(self, items: list[dict], deliver, delay: float):
-        self.items, self.deliver, self.delay = items, deliver, delay
+    def __init__(self, items: list[dict], deliver, until):
+        self.items, self.deliver, self.until = items, deliver, until
 
     def map_batches(self, callable_class, batch_size: int, **options):
         self.answerer = callable_class(**options["fn_constructor_kwargs"])
@@ -37,16 +46,17 @@ class StandInDataset:
 
     def iter_batches(self, **_):
         batches = [self.items[start:start + self.batch_size] for start in range(0, len(self.items), self.batch_size)]
-        time.sleep(self.delay)
+        if self.until is not None:  # a cluster slow to start: nothing until the event (bounded, for a broken test)
+            assert self.until.wait(timeout=60), "the driver never said it was waiting"
         for index in self.deliver(len(batches)):
             chunk = batches[index]
             yield self.answerer({"path": np.array([item["path"] for item in chunk], dtype=object),
                                  "read": np.array([item["read"] for item in chunk], dtype=object)})
 
 
-def stand_in_ray(deliver=range, delay: float = 0.0):
+def stand_in_ray(deliver=range, until: threading.Event | None = None):
     return SimpleNamespace(data=SimpleNamespace(
-        from_items=lambda items, override_num_blocks: StandInDataset(items, deliver, delay),
+        from_items=lambda items, override_num_blocks: StandInDataset(items, deliver, until),
         ActorPoolStrategy=lambda size: ("actor pool", size)))
 
 
@@ -60,11 +70,16 @@ def folder(tmp_path) -> Path:
     return target
 
 
-def run(ray, folder: Path, out: Path, model: Path = MODEL, log=None):
+def run(ray, folder: Path, out: Path, model: Path = MODEL, log=None, notice_seconds: float = 60.0):
+    """The loop with a Ray executor on ``ray`` (already joined: the stand-in has no cluster to start)."""
     predictor = load_predictor(MODEL)
-    plan = plan_inference(folder, predictor, out, batch_size=4)
-    cluster._drive(ray, plan, predictor, model, actors=2, cpus=1.0, gpus=0.0, batch_size=4, workers=1,
-                   progress=False, metadata=None, providers=None, log=log)
+    options = InferOptions(folder, out, model=model, batch_size=4, workers=1, progress=False,
+                           cluster=ClusterOptions("auto", actors=2))
+    plan = plan_inference(options, predictor)
+    executor = cluster.RayExecutor(predictor, model, options, log=log, ray=ray)
+    executor.wait_notice_seconds = notice_seconds
+    executor.session = lambda plan: nullcontext()  # the stand-in has no cluster to start or check
+    answer_planned(plan, executor, progress=False)
     return plan, predictor
 
 
@@ -96,12 +111,54 @@ def test_an_actor_with_another_model_file_stops_the_run(folder, tmp_path):
         run(stand_in_ray(), folder, tmp_path / "r.csv", model=other)
 
 
-def test_the_driver_says_so_when_no_row_comes_for_a_while(folder, tmp_path, monkeypatch):
-    monkeypatch.setattr(cluster, "WAIT_NOTICE_SECONDS", 0.2)
-    said = []
-    run(stand_in_ray(delay=0.6), folder, tmp_path / "slow.csv", log=said.append)
+def test_the_driver_says_so_when_no_row_comes_for_a_while(folder, tmp_path):
+    said, first_rows = [], threading.Event()
+
+    def log(line):
+        said.append(line)
+        first_rows.set()  # the stand-in cluster answers only once the driver has said it waits
+
+    run(stand_in_ray(until=first_rows), folder, tmp_path / "slow.csv", log=log, notice_seconds=0.05)
     assert len(said) == 1 and "waiting for free CPUs or GPUs" in said[0]
     said.clear()
-    run(stand_in_ray(), folder, tmp_path / "fast.csv", log=said.append)
-    time.sleep(0.4)  # the notice would have come by now
-    assert said == []
+    plan, _ = run(stand_in_ray(), folder, tmp_path / "fast.csv", log=said.append, notice_seconds=3600)
+    assert said == [] and plan.summary.answered == 13
+
+
+class StandInSession(SimpleNamespace):
+    """``ray.init``, ``nodes``, ``shutdown`` and ``exceptions`` recorded, around a stand-in dataset."""
+
+    class RayError(Exception):
+        pass
+
+    def __init__(self, deliver=range, fail: bool = False):
+        super().__init__(calls=[], exceptions=SimpleNamespace(RayError=self.RayError, AuthenticationError=()))
+        self.data = stand_in_ray(deliver).data
+        if fail:
+            self.data.from_items = lambda items, override_num_blocks: (_ for _ in ()).throw(self.RayError("lost"))
+        self.data.DataContext = SimpleNamespace(get_current=lambda: SimpleNamespace())
+
+    def init(self, **options):
+        self.calls.append("init")
+
+    def nodes(self):
+        return [{"Alive": True, "Resources": {"CPU": 8.0}}]
+
+    def shutdown(self):
+        self.calls.append("shutdown")
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["answers", "fails"])
+def test_ray_is_always_left_after_the_run(folder, tmp_path, fail):
+    predictor = load_predictor(MODEL)
+    ray = StandInSession(fail=fail)
+    options = InferOptions(folder, tmp_path / "r.csv", model=MODEL, batch_size=4, workers=1, progress=False,
+                           cluster=ClusterOptions("auto", actors=2))
+    executor = cluster.RayExecutor(predictor, MODEL, options, ray=ray)
+    if fail:
+        with pytest.raises(BackendError, match="the Ray job failed .lost.; no file was answered.*cluster is sound"):
+            run_inference(options, predictor, executor)
+        assert not (tmp_path / ".r.csv.partial.jsonl").exists()
+    else:
+        assert run_inference(options, predictor, executor).answered == 13
+    assert ray.calls == ["init", "shutdown"]

@@ -176,7 +176,7 @@ def test_resume_messages_name_the_actual_difference(bundled, other_model, tmp_pa
     assert not (tmp_path / "never.csv").exists()
 
 
-def test_an_unreadable_sub_folder_gets_an_error_row(bundled, tmp_path, monkeypatch):
+def test_an_unreadable_sub_folder_gets_an_error_row(tmp_path, monkeypatch):
     folder = tmp_path / "images"
     fill(folder / "readable", SAMPLES, 2)
     fill(folder / "locked", SAMPLES, 2)

@@ -259,6 +259,26 @@ def test_files_of_the_same_name_get_their_own_overlays_on_the_page(models, sampl
     assert all(thumb in page for thumb in shown)
 
 
+def test_a_resume_with_nothing_left_still_writes_its_page_with_overlays(models, sample_dir, tmp_path):
+    folder = sample_dir / "test" / "glioma"
+    base = ["infer", str(folder), "--model", str(models[0]), "--out", str(tmp_path / "r.csv"), "--quiet"]
+    assert CliRunner().invoke(main, base).exit_code == 0
+    again = CliRunner().invoke(main, [*base, "--resume", "--explain", str(tmp_path / "cams"), "--report",
+                                      str(tmp_path / "r.html")])
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "r.html").is_file() and "6 already done" in again.output
+
+
+def test_ctrl_c_advises_resume_only_once_there_is_a_journal(tmp_path):
+    from s3f_edge.cli.infer import _interrupt_hint
+
+    output = tmp_path / "r.csv"
+    assert _interrupt_hint(output, overwrite=False) is None  # still loading the model: nothing to resume
+    (tmp_path / ".r.csv.partial.jsonl").write_text("")
+    assert "--resume to continue" in _interrupt_hint(output, overwrite=False)
+    assert "instead of --overwrite" in _interrupt_hint(output, overwrite=True)
+
+
 def test_verify_command(models, sample_dir, tmp_path):
     runner = CliRunner()
     result = runner.invoke(main, ["verify", str(models[0]), str(models[1]), "--images", str(sample_dir / "test")])

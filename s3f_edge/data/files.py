@@ -5,6 +5,7 @@ import hashlib
 from pathlib import Path
 
 from s3f_edge.data.preprocess import IMAGE_SUFFIXES
+from s3f_edge.errors import InputError
 
 
 def image_files(folder: str | Path, limit: int | None = None) -> list[Path]:
@@ -19,3 +20,13 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def require_images(folder: str | Path | None, option: str) -> None:
+    """Refuse, before any work, a folder that holds no image file (searched recursively); None passes.
+
+    Raises:
+        InputError: no image under ``folder`` (the message names ``option``).
+    """
+    if folder is not None and not image_files(folder, limit=1):
+        raise InputError(f"{option}: no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}; give a folder of images")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from s3f_edge.data.preprocess import IMAGE_SUFFIXES, ImageDecodeError, Preprocessing, load_image
+from s3f_edge.data.preprocess import IMAGE_SUFFIXES, Preprocessing, try_load_image
 from s3f_edge.errors import DatasetError
 from s3f_edge.outputs import write_csv
 
@@ -158,14 +158,8 @@ def decode_split(split: Split, contract: Preprocessing, workers: int = 4, progre
     """Yield (path, label, image or None, error or None) for every file, in order, decoded in parallel
     (OpenCV releases the GIL)."""
 
-    def one(path: Path):
-        try:
-            return load_image(path, contract), None
-        except ImageDecodeError as error:
-            return None, str(error)
-
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = pool.map(one, split.paths)
+        results = pool.map(lambda path: try_load_image(path, contract), split.paths)
         if progress:
             from tqdm import tqdm
 

@@ -264,3 +264,24 @@ def load_image(source: str | Path | bytes, contract: Preprocessing) -> np.ndarra
         ImageDecodeError: the file cannot be read or decoded into the contract's pixels.
     """
     return preprocess_array(decode_image(source), contract)
+
+
+def try_load_image(path: str | Path, contract: Preprocessing) -> tuple[np.ndarray | None, str | None]:
+    """``load_image`` for a file that may be anything: never raises for a bad file.
+
+    Args:
+        path: the file.
+        contract: the model's ``Preprocessing``.
+
+    Returns:
+        (pixels, None), or (None, why the file has none: an unsupported suffix, an undecodable or unreadable file).
+    """
+    suffix = Path(path).suffix
+    if suffix.lower() not in IMAGE_SUFFIXES:
+        return None, f"unsupported format {suffix or '(no suffix)'!r}; supported: {', '.join(IMAGE_SUFFIXES)}"
+    try:
+        return load_image(path, contract), None
+    except ImageDecodeError as error:
+        return None, str(error)
+    except (OSError, MemoryError, ValueError) as error:  # one file never stops a run over many
+        return None, f"{type(error).__name__}: {error}"

@@ -6,7 +6,9 @@ file; names below load on first use, so ``import s3f_edge.runtime`` stays cheap.
 from importlib import import_module
 
 _EXPORTS = {
-    "InferSummary": "s3f_edge.runtime.infer", "infer_folder": "s3f_edge.runtime.infer",
+    "InferOptions": "s3f_edge.runtime.infer", "ClusterOptions": "s3f_edge.runtime.infer",
+    "InferSummary": "s3f_edge.runtime.infer", "run_inference": "s3f_edge.runtime.infer",
+    "infer_folder": "s3f_edge.runtime.local", "LocalExecutor": "s3f_edge.runtime.local",
     "ModelContractError": "s3f_edge.errors", "Predictor": "s3f_edge.runtime.predictor",
     "load_predictor": "s3f_edge.runtime.formats",
 }

@@ -1,12 +1,12 @@
 """`s3f-edge infer --ray`: the same inference, its decoding and prediction spread over a Ray cluster.
 
-The file list becomes a Ray Data dataset; ``map_batches`` runs ``RayAnswerer``, a callable class that
-loads the model once per actor and turns a batch of paths into result rows (decoding included, so
-pixels never travel). The driver keeps everything that makes ``infer`` trustworthy on one machine: the
-checks before any work, the journal written as batches arrive (a driver that dies loses nothing
-already answered, and ``--resume`` continues), and the final output written once, sorted, atomically.
-Ray restarts an actor that dies and retries its batches; rows are keyed by path, so a retried batch
-never makes a second row.
+``RayExecutor`` is an executor of the inference loop (``runtime/infer.py``): the file list becomes a Ray Data
+dataset; ``map_batches`` runs ``RayAnswerer``, a callable class that loads the model once per actor and turns a
+batch of paths into result rows (decoding included, so pixels never travel). The driver runs the loop, which keeps
+everything that makes ``infer`` trustworthy on one machine: the checks before any work, the journal written as
+batches arrive (a driver that dies loses nothing already answered, and ``--resume`` continues), and the final
+output written once, sorted, atomically. Ray restarts an actor that dies and retries its batches; the loop keys
+rows by path, so a retried batch never makes a second row.
 """
 from __future__ import annotations
 
@@ -16,29 +16,30 @@ import math
 import os
 import socket
 import threading
-import time
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from s3f_edge.dependencies import import_module
 from s3f_edge.errors import BackendError, InputError
-from s3f_edge.results import journal_has_rows, open_journal
+from s3f_edge.runtime.answers import answer_images, error_row
 from s3f_edge.runtime.formats import load_predictor, model_format
 from s3f_edge.runtime.infer import (
+    LOCAL,
+    ClusterOptions,
+    InferOptions,
+    InferPlan,
     InferSummary,
-    answer_images,
-    decode_file,
-    error_row,
-    finish_inference,
-    journal_removed_if_nothing_answered,
-    plan_inference,
-    record_rows,
+    how_to_continue,
+    run_inference,
 )
-from s3f_edge.runtime.predictor import Predictor, default_model
+from s3f_edge.runtime.inputs import decode_file
+from s3f_edge.runtime.predictor import DEFAULT_MODEL_DIR, Predictor, is_bundled_model
 from s3f_edge.runtime.tensorrt_env import engine_metadata
 
-LOCAL = "local"  # --ray without an address: start a Ray instance on this machine for the run
+CLUSTER_SOUND = "the cluster is sound"
 WAIT_NOTICE_SECONDS = 60  # with no row by then, say that the actors may be waiting for the cluster's resources
 
 
@@ -46,7 +47,9 @@ class RayAnswerer:
     """One Ray actor: loads the model once, then answers batches of paths with result rows.
 
     Args:
-        model: the model file, at a path every node can read; None: the node's own bundled model.
+        model: the model file, at a path every node can read; with ``bundled``, the name of a bundled model file,
+            which each node loads from its own installation.
+        bundled: whether ``model`` names a bundled model file.
         threshold: the refusal threshold the driver chose (None: refuse nothing).
         metadata: class names and preprocessing to use instead of the file's own (as ``load_predictor``).
         providers: ONNX Runtime providers in order of preference; None: the best on the node.
@@ -54,12 +57,13 @@ class RayAnswerer:
         threads: ONNX Runtime's threads, the CPUs Ray reserved for the actor.
     """
 
-    def __init__(self, model: str | None, threshold: float | None, metadata: dict | None = None,
-                 providers: list[str] | None = None, workers: int = 2, threads: int = 1):
+    def __init__(self, model: str, threshold: float | None, metadata: dict | None = None,
+                 providers: list[str] | None = None, workers: int = 2, threads: int = 1, bundled: bool = False):
         from s3f_edge.runtime.onnx_backend import INTRA_OP_THREADS_VARIABLE
 
         os.environ[INTRA_OP_THREADS_VARIABLE] = str(max(1, threads))
-        self.predictor = load_predictor(model or default_model(), providers=providers, metadata=metadata)
+        self.predictor = load_predictor(DEFAULT_MODEL_DIR / model if bundled else model, providers=providers,
+                                        metadata=metadata)
         self.threshold = threshold
         self.pool = ThreadPoolExecutor(max_workers=max(1, workers))
 
@@ -170,7 +174,7 @@ def _connect(ray, address: str, cpus: int | None) -> None:
                          "one with `ray start --head`, or give its address (host:port, or auto)") from error
     warnings.filterwarnings("ignore", module=r"ray\.")  # tuning hints meant for Ray Data's own users
     context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # ours is the one bar, on the driver
+    context.enable_progress_bars = False  # ours is the one progress bar, on the driver
     context.print_on_execution_start = False
     logging.getLogger("ray").setLevel(logging.ERROR)
     logging.getLogger("ray.data").setLevel(logging.ERROR)
@@ -213,13 +217,111 @@ def _check_room(ray, address: str, actors: int, cpus: float, gpus: float) -> Non
                          "--ray-actors, --ray-cpus or --ray-gpus, or start more nodes first")
 
 
+class RayExecutor:
+    """The inference loop's executor on a Ray cluster: the planned files become a Ray Data dataset whose batches
+    ``RayAnswerer`` actors answer; the driver (this process) keeps the loop, its journal and its output.
+
+    The checks that need no cluster run when it is made: an engine without GPUs, a malformed or silent address,
+    more actors than this machine holds (``LOCAL``), Ray missing.
+
+    Args:
+        predictor: the model as the driver knows it (``driver_model``).
+        model_path: the same model's file, at a path every node can read.
+        options: the run's ``InferOptions`` (its ``cluster``, batch size, workers, providers, class names).
+        log: where the notice of a cluster that gives no row for a while goes.
+        ray: the ``ray`` module (a test's stand-in); None: imported.
+
+    Raises:
+        InputError: see above. MissingDependencyError: Ray is not installed (the ``cluster`` extra).
+    """
+
+    label = "infer (ray)"
+    job = "the Ray job"
+    shows_rate = False
+    sound_when = CLUSTER_SOUND
+
+    def __init__(self, predictor, model_path: str | Path, options: InferOptions, log=None, ray=None):
+        self.predictor, self.model_path, self.options, self.log = predictor, Path(model_path), options, log
+        self.cluster = cluster = options.cluster or ClusterOptions()
+        self.wait_notice_seconds = WAIT_NOTICE_SECONDS
+        if model_format(model_path).name == "tensorrt" and cluster.gpus_per_actor <= 0:
+            raise InputError(f"{Path(model_path).name} is a TensorRT engine, which runs on a GPU: add --ray-gpus 1 so "
+                             "that its actors are placed on GPU nodes (or give the .onnx file to run on CPUs)")
+        _check_reachable(cluster.address)
+        if cluster.address == LOCAL:  # a Ray of more CPUs than the machine has would only crowd it
+            _check_room_here(cluster.actors, cluster.cpus_per_actor, cluster.gpus_per_actor)
+        self.ray = ray or import_module("ray", "infer --ray", "cluster")
+        if ray is None:
+            import_module("ray.data", "infer --ray", "cluster")
+
+    @contextmanager
+    def session(self, plan: InferPlan):
+        """Ray started (``LOCAL``) or joined, checked to hold the actors, and shut down whatever happens; Ray's own
+        failures while it is up become one-line errors."""
+        ray, cluster = self.ray, self.cluster
+        _connect(ray, cluster.address, local_cpus() if cluster.address == LOCAL else None)
+        try:
+            _check_room(ray, cluster.address, cluster.actors, cluster.cpus_per_actor, cluster.gpus_per_actor)
+            yield
+        except ray.exceptions.RayError as error:  # retries exhausted, a node lost for good, an actor not started
+            reason = str(error).strip().splitlines()[-1][:300] if str(error).strip() else type(error).__name__
+            raise BackendError(f"the Ray job failed ({reason}); {how_to_continue(plan, self.sound_when)}") from error
+        finally:
+            ray.shutdown()
+
+    def batches(self, plan: InferPlan) -> Iterator[list[dict]]:
+        """The actors' rows, in a ``session``; a notice when none comes for a while."""
+        waiting = threading.Timer(self.wait_notice_seconds, self._say_waiting)
+        waiting.daemon = True
+        waiting.start()
+        try:
+            for batch in self._dataset(plan).iter_batches(batch_size=None, batch_format="numpy"):
+                waiting.cancel()
+                rows = [json.loads(row) for row in batch["row"]]
+                self._check_model(rows)
+                yield rows
+        finally:
+            waiting.cancel()
+
+    def _dataset(self, plan: InferPlan):
+        options, cluster = self.options, self.cluster
+        items = [{"path": str(path), "read": os.path.abspath(path)} for path in plan.files]
+        # Enough blocks to keep every actor busy and to retry little after a failure; none empty.
+        blocks = min(len(items), max(cluster.actors, min(math.ceil(len(items) / options.batch_size),
+                                                         20 * cluster.actors)))
+        bundled = is_bundled_model(self.model_path)  # each node's own copy, installed anywhere: the sha256 check
+        return self.ray.data.from_items(items, override_num_blocks=blocks).map_batches(  # keeps them one
+            RayAnswerer, batch_size=options.batch_size, batch_format="numpy", num_cpus=cluster.cpus_per_actor,
+            num_gpus=cluster.gpus_per_actor, compute=self.ray.data.ActorPoolStrategy(size=cluster.actors),
+            fn_constructor_kwargs={"model": self.model_path.name if bundled else os.path.abspath(self.model_path),
+                                   "bundled": bundled, "threshold": plan.threshold, "metadata": options.metadata,
+                                   "providers": options.providers, "workers": options.workers,
+                                   "threads": max(1, int(cluster.cpus_per_actor))})
+
+    def _check_model(self, rows: list[dict]) -> None:
+        foreign = {row["model_sha256"] for row in rows} - {self.predictor.sha256}
+        if foreign:
+            raise InputError(f"a Ray actor loaded a model file that differs from the driver's (sha256 "
+                             f"{sorted(foreign)[0][:12]}, not {self.predictor.sha256[:12]}): put the same file at "
+                             f"{os.path.abspath(self.model_path)} on every node")
+
+    def _say_waiting(self) -> None:
+        if self.log is not None:
+            self.log(f"no row after {self.wait_notice_seconds:g} s: the actors may be waiting for free CPUs or GPUs on "
+                     "the cluster (Ctrl-C stops; the same command with --resume continues)")
+
+
 def infer_folder_on_ray(folder: str | Path, predictor, model_path: str | Path, output: str | Path, *,
                         address: str = LOCAL, actors: int = 2, cpus_per_actor: float = 1.0,
-                        gpus_per_actor: float = 0.0, batch_size: int = 32, recursive: bool = False,
-                        workers: int = 2, resume: bool = False, progress: bool = True, overwrite: bool = False,
-                        log=None, accept_ood: bool = False, ood_threshold: float | None = None,
-                        metadata: dict | None = None, providers: list[str] | None = None) -> InferSummary:
+                        gpus_per_actor: float = 0.0, workers: int = 2, metadata: dict | None = None, log=None,
+                        **options) -> InferSummary:
     """``infer_folder`` with decoding and prediction on a Ray cluster: the same rows, checks and output.
+
+    Example:
+        >>> from s3f_edge.runtime.cluster import driver_model, infer_folder_on_ray
+        >>> model = "/shared/deploy/model.onnx"  # doctest: +SKIP
+        >>> infer_folder_on_ray("/shared/scans", driver_model(model), model, "results.csv",
+        ...                     address="head-node:6379", actors=16)  # doctest: +SKIP
 
     Args:
         folder: the files to classify, at a path every node can read (a shared file system).
@@ -232,17 +334,11 @@ def infer_folder_on_ray(folder: str | Path, predictor, model_path: str | Path, o
         actors: model replicas (Ray actors), each loading the model once.
         cpus_per_actor: CPUs Ray reserves for each actor.
         gpus_per_actor: GPUs Ray reserves for each actor (e.g. 1 on GPU nodes; 0: CPU only).
-        batch_size: images per model call.
-        recursive: also classify the files of sub-folders.
         workers: decoding threads inside each actor.
-        resume: continue an earlier run's output and journal (on one machine or a cluster).
-        progress: show a progress bar on stderr.
-        overwrite: replace an existing output.
-        log: called with lines describing the run, after every check passed.
-        accept_ood: never refuse.
-        ood_threshold: refuse above this score instead of the model's own threshold.
         metadata: class names and preprocessing overriding the file's own (as given to ``load_predictor``).
-        providers: ONNX Runtime providers for the actors; None: the best available on each node.
+        log: called with lines describing the run, after every check passed.
+        **options: the other ``InferOptions`` (batch_size, recursive, resume, overwrite, accept_ood, ood_threshold,
+            progress, providers).
 
     Returns:
         The counts and timing (``InferSummary``).
@@ -255,90 +351,10 @@ def infer_folder_on_ray(folder: str | Path, predictor, model_path: str | Path, o
         OutputExistsError: the output exists and neither ``resume`` nor ``overwrite`` was given.
         OutputError: the output cannot be written.
     """
-    if actors < 1 or cpus_per_actor <= 0 or gpus_per_actor < 0:
-        raise InputError("--ray-actors must be at least 1, --ray-cpus above 0 and --ray-gpus at least 0")
-    if model_format(model_path).name == "tensorrt" and gpus_per_actor <= 0:
-        raise InputError(f"{Path(model_path).name} is a TensorRT engine, which runs on a GPU: add --ray-gpus 1 so that "
-                         "its actors are placed on GPU nodes (or give the .onnx file to run on CPUs)")
-    _check_reachable(address)
-    if address == LOCAL:  # a Ray of more CPUs than the machine has would only crowd it: refuse before starting one
-        _check_room_here(actors, cpus_per_actor, gpus_per_actor)
-    ray = import_module("ray", "infer --ray", "cluster")
-    import_module("ray.data", "infer --ray", "cluster")
-    plan = plan_inference(folder, predictor, output, batch_size=batch_size, recursive=recursive, workers=workers,
-                          resume=resume, overwrite=overwrite, accept_ood=accept_ood, ood_threshold=ood_threshold,
-                          log=log)
-    with journal_removed_if_nothing_answered(plan):
-        if plan.files:
-            _connect(ray, address, local_cpus() if address == LOCAL else None)
-            try:
-                _check_room(ray, address, actors, cpus_per_actor, gpus_per_actor)
-                _drive(ray, plan, predictor, Path(model_path), actors, cpus_per_actor, gpus_per_actor, batch_size,
-                       workers, progress, metadata, providers, log)
-            except ray.exceptions.RayError as error:  # retries exhausted, a node lost for good, an actor not started
-                reason = str(error).strip().splitlines()[-1][:300] if str(error).strip() else type(error).__name__
-                raise BackendError(f"the Ray job failed ({reason}); {_how_to_continue(plan)}") from error
-            finally:
-                ray.shutdown()
-    return finish_inference(plan, predictor)
-
-
-def _how_to_continue(plan) -> str:
-    """What to do after the Ray job failed: continue from the journal, or (nothing answered) start again."""
-    if journal_has_rows(plan.journal) or plan.resume:
-        return f"the rows already answered are kept in {plan.journal.name}: run the same command with --resume"
-    return "no file was answered: run the same command again once the cluster is sound"
-
-
-def _is_bundled(model_path: Path) -> bool:
-    try:
-        return model_path.resolve() == default_model().resolve()
-    except OSError:  # MissingFileError included: this installation has no bundled model
-        return False
-
-
-def _drive(ray, plan, predictor, model_path: Path, actors: int, cpus: float, gpus: float, batch_size: int,
-         workers: int, progress: bool, metadata: dict | None, providers: list[str] | None, log) -> None:
-    items = [{"path": str(path), "read": os.path.abspath(path)} for path in plan.files]
-    # Enough blocks to keep every actor busy and to retry little after a failure; none empty.
-    blocks = min(len(items), max(actors, min(math.ceil(len(items) / batch_size), 20 * actors)))
-    dataset = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
-        RayAnswerer, batch_size=batch_size, batch_format="numpy", num_cpus=cpus, num_gpus=gpus,
-        compute=ray.data.ActorPoolStrategy(size=actors),
-        # The bundled model is each node's own copy (installed anywhere); the sha256 check below keeps them one.
-        fn_constructor_kwargs={"model": None if _is_bundled(model_path) else os.path.abspath(model_path),
-                               "threshold": plan.threshold, "metadata": metadata, "providers": providers,
-                               "workers": workers, "threads": max(1, int(cpus))})
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(items), unit="img", desc="infer (ray)", dynamic_ncols=True)
-    answered: set[str] = set()  # a batch Ray ran twice (an actor died after answering it) gives no second row
-    started = time.perf_counter()
-    waiting = threading.Timer(WAIT_NOTICE_SECONDS, lambda: log and log(
-        f"no row after {WAIT_NOTICE_SECONDS} s: the actors may be waiting for free CPUs or GPUs on the cluster "
-        "(Ctrl-C stops; the same command with --resume continues)"))
-    waiting.daemon = True
-    waiting.start()
-    try:
-        with open_journal(plan.journal) as journal:
-            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-                waiting.cancel()
-                rows = [row for row in map(json.loads, batch["row"]) if row["path"] not in answered]
-                answered.update(row["path"] for row in rows)
-                foreign = {row["model_sha256"] for row in rows} - {predictor.sha256}
-                if foreign:
-                    raise InputError(f"a Ray actor loaded a model file that differs from the driver's (sha256 "
-                                     f"{sorted(foreign)[0][:12]}, not {predictor.sha256[:12]}): put the same file at "
-                                     f"{os.path.abspath(model_path)} on every node")
-                record_rows(journal, rows, plan.summary, bar)
-        missing = len(items) - len(answered & {item["path"] for item in items})
-        if missing:  # Ray reported success for less than the whole dataset: never write an output short of rows
-            raise BackendError(f"the Ray job ended with {missing} of {len(items)} file(s) unanswered; "
-                               f"{_how_to_continue(plan)}")
-    finally:
-        waiting.cancel()
-        plan.summary.seconds = time.perf_counter() - started
-        if bar is not None:
-            bar.close()
+    settings = InferOptions(Path(folder), Path(output), model=Path(model_path), workers=workers,
+                            model_metadata=metadata, cluster=ClusterOptions(address, actors, cpus_per_actor,
+                                                                            gpus_per_actor), **options)
+    problems = settings.usage_problems()
+    if problems:
+        raise InputError(problems[0])
+    return run_inference(settings, predictor, RayExecutor(predictor, model_path, settings, log), log)

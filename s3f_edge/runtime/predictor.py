@@ -36,6 +36,20 @@ def default_model() -> Path:
     return path
 
 
+def beside_model(path: str | Path) -> Path:
+    """Where a command writes what it derives from a model file by default: beside it, except for the bundled model
+    (never write into the installed package): runs/default-model/."""
+    return Path("runs") / "default-model" if is_bundled_model(path) else Path(path).parent
+
+
+def is_bundled_model(path: str | Path) -> bool:
+    """Whether ``path`` is one of the bundled model's files (inside the installed package: never write beside it,
+    and on a cluster each node has its own copy)."""
+    try:
+        return Path(path).resolve().parent == DEFAULT_MODEL_DIR.resolve()
+    except OSError:
+        return False
+
 
 def class_probabilities(raw: np.ndarray) -> np.ndarray:
     """Model output -> (N, K) probabilities; a single sigmoid unit becomes [1 - p, p]."""
@@ -69,8 +83,6 @@ def require_metadata(path: Path, found: dict | None, supplied: dict | None) -> d
             "the command line, metadata= in Python)."
         )
     return {**(found or {}), **(supplied or {})}
-
-
 
 
 class Predictor:
@@ -161,7 +173,6 @@ class Predictor:
             return np.zeros(len(scores), bool)
         finite = np.isfinite(scores)  # checked first: NaN > threshold is False, which would accept the image
         return ~finite | (np.where(finite, scores, 0.0) > threshold)
-
 
     def check_batch(self, batch) -> np.ndarray:
         """Check a batch against the model's input contract.
