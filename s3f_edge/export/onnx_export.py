@@ -405,8 +405,8 @@ def _build_and_check_engine(model, onnx_file: Path, out_dir: Path, contract: Pre
                  EngineOptions(precision=options.precision, min_batch=low, opt_batch=opt, max_batch=high,
                                timing_cache=options.timing_cache or out_dir / "timing.cache"),
                  model_metadata={**metadata, "precision": options.precision})
-    _require_parity(model, TensorRTPredictor(engine_path)._run, engine_path, f"tensorrt {options.precision}",
-                     options.precision, contract, options, metadata, parity)
+    _require_parity(model, TensorRTPredictor(engine_path)._outputs_by_name, engine_path,
+                    f"tensorrt {options.precision}", options.precision, contract, options, metadata, parity)
     result.rows.append(_row(f"tensorrt {options.precision}", engine_path, "ok", time.perf_counter() - started))
     return engine_path
 

@@ -39,7 +39,7 @@ class KerasPredictor(Predictor):
 
         self.provider = "tensorflow-" + ("gpu" if tf.config.list_physical_devices("GPU") else "cpu")
 
-    def _run(self, batch):
+    def _outputs_by_name(self, batch):
         from s3f_edge.model.reference import float32_reference
 
         with float32_reference():  # the reference other backends are compared with: no TF32 on GPUs

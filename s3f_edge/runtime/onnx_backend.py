@@ -151,7 +151,7 @@ class OnnxPredictor(Predictor):
             warnings.warn(f"{problem}; this CPU's flags could not be read. If it predates VNNI (Intel before Cascade "
                           "Lake, AMD before Zen 4), re-export with --int8-weight-bits 7.", RuntimeWarning, stacklevel=3)
 
-    def _run(self, batch):
+    def _outputs_by_name(self, batch):
         keys = list(self.output_names)
         values = self.session.run([self.output_names[key] for key in keys], {self.input_name: batch})
         return dict(zip(keys, values))

@@ -86,7 +86,7 @@ def require_metadata(path: Path, found: dict | None, supplied: dict | None) -> d
 
 
 class Predictor:
-    """Loaded model + its metadata. Subclasses implement ``_run`` for one inference engine: it returns the
+    """Loaded model + its metadata. Subclasses implement ``_outputs_by_name`` for one inference engine: it returns the
     model's outputs by name (``probs``, and ``ood_score`` for a calibrated model)."""
 
     backend = "?"
@@ -237,7 +237,7 @@ class Predictor:
         if len(batch) == 0:
             empty = np.zeros((0, len(self.class_names)), np.float32)
             return empty, (np.zeros(0, np.float32) if OOD_SCORE in self.outputs else None)
-        outputs = self._run(batch)
+        outputs = self._outputs_by_name(batch)
         probabilities = class_probabilities(outputs[PROBS]).astype(np.float32)
         scores = outputs.get(OOD_SCORE)
         return probabilities, None if scores is None else np.asarray(scores, np.float32).reshape(len(batch))
@@ -280,6 +280,6 @@ class Predictor:
         scores = None if parts[0][1] is None else np.concatenate([part[1] for part in parts])
         return np.concatenate([part[0] for part in parts]), scores
 
-    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+    def _outputs_by_name(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """The model's raw outputs by name: ``probs`` (N, K) or (N, 1), and ``ood_score`` (N,) when it has one."""
         raise NotImplementedError

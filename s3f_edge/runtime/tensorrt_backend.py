@@ -74,9 +74,9 @@ class TensorRTPredictor(Predictor):
             self._buffers[name] = (pointer, nbytes)
         return pointer
 
-    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+    def _outputs_by_name(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         if len(batch) > self.max_batch:
-            parts = [self._run(batch[i:i + self.max_batch]) for i in range(0, len(batch), self.max_batch)]
+            parts = [self._outputs_by_name(batch[i:i + self.max_batch]) for i in range(0, len(batch), self.max_batch)]
             return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
         cudart = self._cudart
         batch = np.ascontiguousarray(batch, dtype=self.input_dtype)
