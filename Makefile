@@ -9,7 +9,7 @@ DEMO_DIR := demo-output
 # (what s3f_edge.testing and the scripts read). There is no default location: `make bench` stops without one.
 DATA ?= $(S3F_EDGE_DATA)
 
-.PHONY: demo test bench bench-data install browser clean
+.PHONY: demo test bench bench-data install browser dicom-tools clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,22 +45,34 @@ demo: $(INSTALLED)
 	$(BIN)/s3f-edge bench $(DEMO_DIR)/run/model.keras $(DEMO_DIR)/export/model.onnx $(DEMO_DIR)/export-dft/model.onnx \
 		--batch-sizes 1,16 --duration 2 --warmup 0.5 --json $(DEMO_DIR)/bench.json --plot $(DEMO_DIR)/bench.png
 
-# The review pages' tests open them in Debian's Chromium and chromedriver: installed here when missing (as root, or
-# with sudo); S3F_EDGE_SKIP_BROWSER=1 skips those tests instead.
-browser:
-	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
-	elif [ -n "$(S3F_EDGE_SKIP_BROWSER)" ]; then echo "S3F_EDGE_SKIP_BROWSER is set: the browser tests will skip"; \
+# Debian packages that tests drive for real, installed when missing (as root, or with sudo):
+# $(call debian,COMMAND,PACKAGES,SKIP_VARIABLE,WHAT) does nothing when COMMAND exists or SKIP_VARIABLE is set.
+define debian
+	@if command -v $(1) >/dev/null; then :; \
+	elif [ -n "$($(3))" ]; then echo "$(3) is set: the $(4) tests will skip"; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-		export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q chromium chromium-driver >/dev/null \
-		|| { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }; \
+		export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q $(2) >/dev/null \
+		|| { apt-get update -q >/dev/null && apt-get install -y -q $(2) >/dev/null; }; \
 	elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then \
-		sudo apt-get install -y -q chromium chromium-driver >/dev/null; \
-	else echo "the browser tests need chromium and chromedriver: install them, or set S3F_EDGE_SKIP_BROWSER=1"; \
-		exit 1; fi
+		sudo apt-get install -y -q $(2) >/dev/null; \
+	else echo "the $(4) tests need the Debian packages $(2): install them, or set $(3)=1"; exit 1; fi
+endef
 
-test: $(INSTALLED) browser
+# The review pages' tests open them in Debian's Chromium and chromedriver; S3F_EDGE_SKIP_BROWSER=1 skips them.
+browser:
+	$(call debian,chromedriver,chromium chromium-driver,S3F_EDGE_SKIP_BROWSER,browser)
+	$(call debian,chromium,chromium chromium-driver,S3F_EDGE_SKIP_BROWSER,browser)
+
+# The DICOM tests judge every Structured Report with DCMTK's dsrdump and dicom3tools' dciodvfy;
+# S3F_EDGE_SKIP_DICOM_TOOLS=1 skips them.
+dicom-tools:
+	$(call debian,dsrdump,dcmtk,S3F_EDGE_SKIP_DICOM_TOOLS,DICOM)
+	$(call debian,dciodvfy,dicom3tools,S3F_EDGE_SKIP_DICOM_TOOLS,DICOM)
+
+test: $(INSTALLED) browser dicom-tools
 	$(BIN)/ruff check .
-	S3F_EDGE_REQUIRE_BROWSER=$(if $(S3F_EDGE_SKIP_BROWSER),,1) S3F_EDGE_REQUIRE_RAY=1 $(BIN)/python -m pytest
+	S3F_EDGE_REQUIRE_BROWSER=$(if $(S3F_EDGE_SKIP_BROWSER),,1) S3F_EDGE_REQUIRE_DCMTK=$(if $(S3F_EDGE_SKIP_DICOM_TOOLS),,1) \
+		S3F_EDGE_REQUIRE_DICOM3TOOLS=$(if $(S3F_EDGE_SKIP_DICOM_TOOLS),,1) S3F_EDGE_REQUIRE_RAY=1 $(BIN)/python -m pytest
 
 # Speed figures (not part of `make test`): the pytest-benchmark suite, then every script whose tables the
 # README and docs/reproduction.md show, then those tables copied into the documents. About 1.5 hours.

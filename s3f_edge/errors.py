@@ -31,6 +31,10 @@ class MissingDependencyError(S3FEdgeError, ImportError):
     """An optional package is not installed; the message names the extra that brings it."""
 
 
+class DicomSRError(InputError):
+    """A DICOM source, or a result row for it, that cannot get a Structured Report; the message says why."""
+
+
 class NonFiniteOutputError(S3FEdgeError, ValueError):
     """A model produced NaN or infinite outputs, so its results mean nothing."""
 

@@ -121,6 +121,8 @@ def saved_model(path: str | Path, preset: str, input_shape, kind: str = "s3f", c
 
 BROWSER_ENV = "S3F_EDGE_REQUIRE_BROWSER"  # set by `make test`: a missing browser fails the browser tests
 RAY_ENV = "S3F_EDGE_REQUIRE_RAY"  # set by `make test` (which installs Ray): the Ray cluster tests never skip
+DCMTK_ENV = "S3F_EDGE_REQUIRE_DCMTK"  # set by `make test` (which installs dcmtk): the DICOM SR checks never skip
+DICOM3TOOLS_ENV = "S3F_EDGE_REQUIRE_DICOM3TOOLS"  # the same for dicom3tools' dciodvfy
 
 
 def browser_missing() -> str | None:
@@ -133,6 +135,14 @@ def browser_missing() -> str | None:
         return "selenium is not installed (pip install -e '.[dev]')"
     missing = [name for name in ("chromium", "chromedriver") if shutil.which(name) is None]
     return f"{' and '.join(missing)} not found (apt-get install chromium chromium-driver)" if missing else None
+
+
+def tools_missing(*programs: str, package: str) -> str | None:
+    """Why the command-line ``programs`` cannot be run here (naming the Debian ``package``), or None."""
+    import shutil
+
+    absent = [name for name in programs if shutil.which(name) is None]
+    return f"{' and '.join(absent)} not found (apt-get install {package})" if absent else None
 
 
 def headless_chromium(width: int = 1400, height: int = 1000):
@@ -162,3 +172,75 @@ def network_requests(driver) -> list[str]:
 
     events = (json.loads(entry["message"])["message"] for entry in driver.get_log("performance"))
     return [event["params"]["request"]["url"] for event in events if event["method"] == "Network.requestWillBeSent"]
+
+
+def dicom_from_image(image_path: str | Path, out_path: str | Path, modality: str = "MR", **attributes) -> Path:
+    """Write an image (PNG, JPEG, ...) as a DICOM file with its pixels, for tests of DICOM inputs and outputs.
+
+    ``modality="MR"`` makes an MR Image (grayscale; nominal geometry: 1 mm pixels, axial); any other modality a
+    Secondary Capture Image with that Modality (colour kept). UIDs derive from the image's bytes, so the same image
+    always gives the same study, series and instance. The patient and study are a fixed test identity.
+
+    Args:
+        image_path: the image to convert.
+        out_path: the DICOM file to write (Explicit VR Little Endian, with file meta).
+        modality: the Modality, e.g. "MR", "US", "OT".
+        attributes: attributes to set by keyword after the defaults (``PatientName="Müller^Anna"``,
+            ``SpecificCharacterSet="ISO_IR 100"``), or to remove (``StudyInstanceUID=None``, ``PixelData=None``).
+
+    Returns:
+        ``out_path``.
+    """
+    import hashlib
+
+    import cv2
+    import numpy as np
+    import pydicom
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, SecondaryCaptureImageStorage, generate_uid
+
+    data = Path(image_path).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels.ndim == 3 and (modality == "MR" or all((pixels[..., i] == pixels[..., 0]).all() for i in (1, 2))):
+        pixels = cv2.cvtColor(pixels[..., :3], cv2.COLOR_BGR2GRAY)
+    elif pixels.ndim == 3:
+        pixels = cv2.cvtColor(pixels[..., :3], cv2.COLOR_BGR2RGB)
+    if modality == "MR":  # MR images are stored in 16 bits
+        pixels = pixels.astype(np.uint16)
+    sop_class = MRImageStorage if modality == "MR" else SecondaryCaptureImageStorage
+    ds = pydicom.Dataset()
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[digest, modality, "instance"])
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, ds.file_meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = generate_uid(entropy_srcs=[digest, "study"])
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[digest, modality, "series"])
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Sample^Image", f"S3F{digest[:8]}", "", ""
+    ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.StudyID = "20250102", "093000", f"A{digest[:6]}", "1"
+    ds.ReferringPhysicianName, ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "", modality, 1, 1
+    ds.Manufacturer, ds.ImageType = "s3f-edge test data", ["DERIVED", "SECONDARY", "OTHER"]
+    if modality == "MR":
+        ds.PatientPosition, ds.BodyPartExamined = "HFS", "BRAIN"
+        ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions, ds.MRAcquisitionType = "SE", "NONE", "", "2D"
+        ds.RepetitionTime, ds.EchoTime, ds.EchoTrainLength, ds.SliceThickness = "", "", "", 1
+        ds.FrameOfReferenceUID, ds.PositionReferenceIndicator = generate_uid(entropy_srcs=[digest, "frame"]), ""
+        ds.PixelSpacing, ds.ImageOrientationPatient, ds.ImagePositionPatient = [1, 1], [1, 0, 0, 0, 1, 0], [0, 0, 0]
+    else:  # unknown orientation and laterality: empty, as type 2C allows
+        ds.ConversionType, ds.PatientOrientation, ds.Laterality = "WSD", "", ""
+    ds.SamplesPerPixel = 1 if pixels.ndim == 2 else 3
+    ds.PhotometricInterpretation = "MONOCHROME2" if pixels.ndim == 2 else "RGB"
+    if pixels.ndim == 3:
+        ds.PlanarConfiguration = 0
+    ds.Rows, ds.Columns = pixels.shape[:2]
+    ds.BitsAllocated = ds.BitsStored = 8 * pixels.dtype.itemsize
+    ds.HighBit, ds.PixelRepresentation, ds.PixelData = ds.BitsStored - 1, 0, np.ascontiguousarray(pixels).tobytes()
+    for keyword, value in attributes.items():
+        if value is None:
+            if keyword in ds:
+                delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    pydicom.dcmwrite(out_path, ds, enforce_file_format=True)  # preamble and complete file meta
+    return Path(out_path)

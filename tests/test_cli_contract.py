@@ -120,6 +120,8 @@ def unwritable_cases(world: Path) -> list[Case]:
              "cal.keras")
         case("infer", "report", ["infer", str(SAMPLES / "test"), "--recursive", "--out", "{out}/r.csv", "--report",
                                  str(place / "review.html")], "review.html")
+        case("infer", "dicom_sr", ["infer", str(SAMPLES / "test"), "--recursive", "--out", "{out}/r.csv",
+                                   "--dicom-sr", str(place / "reports-dir")], "reports-dir")
         case("evaluate", "report_page", ["evaluate", str(ONNX), str(SAMPLES / "test"), "--out", "{out}/e",
                                          "--report", str(place / "evaluation.html")], "evaluation.html")
         case("report", "output", ["report", str(world / "results.csv"), "--out", str(place / "page.html")],
@@ -170,6 +172,7 @@ def empty_folder_cases(world: Path) -> list[Case]:
         ("calibrate", "data", ["calibrate", str(KERAS), empty, "--out", "{out}/c.keras"]),
         ("evaluate", "ood_folders", ["evaluate", str(ONNX), str(SAMPLES / "test"), "--ood", empty, "--out", "{out}/e"]),
         ("report", "explain_dir", ["report", str(world / "results.csv"), "--explain", empty, "--out", "{out}/r.html"]),
+        ("report", "dicom_sr", ["report", str(world / "results.csv"), "--dicom-sr", empty, "--out", "{out}/r.html"]),
     ]
     return [Case(command, "empty folder", argv, "error", "empty", param) for command, param, argv in table]
 
@@ -179,6 +182,8 @@ def missing_path_cases(world: Path) -> list[Case]:
     table = [
         ("train", "data", ["train", gone, "--out", "{out}/run"]),
         ("train", "resume_dir", ["train", str(SAMPLES), "--resume", gone]),
+        ("train", "class_codes", ["train", str(SAMPLES), "--out", "{out}/run", "--class-codes", gone + ".json"]),
+        ("export", "class_codes", ["export", str(KERAS), "--out", "{out}/x", "--class-codes", gone + ".json"]),
         ("evaluate", "model_path", ["evaluate", gone + ".onnx", str(SAMPLES / "test"), "--out", "{out}/e"]),
         ("evaluate", "data", ["evaluate", str(ONNX), gone, "--out", "{out}/e"]),
         ("evaluate", "exclude", ["evaluate", str(ONNX), str(SAMPLES / "test"), "--exclude", gone, "--out", "{out}/e"]),
@@ -204,6 +209,7 @@ def missing_path_cases(world: Path) -> list[Case]:
         ("evaluate", "ood_folders", ["evaluate", str(ONNX), str(SAMPLES / "test"), "--ood", gone, "--out", "{out}/e"]),
         ("report", "results", ["report", gone + ".csv", "--out", "{out}/r.html"]),
         ("report", "explain_dir", ["report", str(world / "results.csv"), "--explain", gone, "--out", "{out}/r.html"]),
+        ("report", "dicom_sr", ["report", str(world / "results.csv"), "--dicom-sr", gone, "--out", "{out}/r.html"]),
     ]
     return [Case(command, "missing path", argv, "error", "gone", param) for command, param, argv in table]
 

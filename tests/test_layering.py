@@ -21,14 +21,16 @@ ALLOWED = {
     "train": {"data", "model", "runtime", "report", "train"},
     "export": {"data", "model", "runtime", "export"},
     "bench": {"data", "model", "runtime", "train", "export", "bench"},  # the matrix exports and scores
-    "tasks": {"data", "model", "runtime", "report", "train", "export", "bench", "tasks"},  # whole commands
+    "dicom": {"model", "dicom"},  # DICOM reports of results: the model's class codes
+    "tasks": {"data", "model", "runtime", "report", "train", "export", "bench", "dicom", "tasks"},  # whole commands
 }
 TRAINING_STACK = {"tensorflow", "keras", "tf2onnx", "onnx", "onnxconverter_common", "sklearn", "matplotlib", "scipy"}
 ENGINES = {"onnxruntime", "tensorrt", "cuda", "pydicom"}
 FRAMEWORKS = {"tensorflow", "keras", "tf2onnx", "onnx"}  # never imported by data/ or runtime/, even lazily
 # Modules that load whenever the CLI starts or a deployment runs: no heavy import at module level.
 LIGHT = ["s3f_edge/__init__.py", *[str(p.relative_to(PACKAGE.parent)) for p in (PACKAGE / "cli").glob("*.py")],
-         "s3f_edge/tasks/__init__.py", "s3f_edge/errors.py",
+         "s3f_edge/tasks/__init__.py", *[str(p.relative_to(PACKAGE.parent)) for p in (PACKAGE / "dicom").glob("*.py")],
+         "s3f_edge/model/class_codes.py", "s3f_edge/errors.py",
          "s3f_edge/dependencies.py", "s3f_edge/logs.py", "s3f_edge/outputs.py", "s3f_edge/contract.py",
          "s3f_edge/results.py",
          "s3f_edge/model/__init__.py", "s3f_edge/model/presets.py", "s3f_edge/export/choices.py",

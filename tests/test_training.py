@@ -25,8 +25,26 @@ def history(run_dir: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, sample_dir):
     run_dir = tmp_path_factory.mktemp("run") / "run"
-    train(TrainOptions(data_dir=str(sample_dir), out_dir=str(run_dir), epochs=6, **FAST))
+    codes = run_dir.parent / "codes.csv"  # a site's own codes for the DICOM reports, kept in the model
+    codes.write_text("class,code_value,scheme,meaning\nglioma,GLI,99MYSITE,Glioma\nmeningioma,MEN,99MYSITE,"
+                     "Meningioma\nnotumor,NOTUMOR,99MYSITE,No tumour\npituitary,PIT,99MYSITE,"
+                     "Pituitary tumour\n")
+    train(TrainOptions(data_dir=str(sample_dir), out_dir=str(run_dir), epochs=6, class_codes=str(codes), **FAST))
     return run_dir
+
+
+def test_the_class_codes_given_to_train_are_in_the_model(trained_run, sample_dir, tmp_path):
+    from s3f_edge.errors import InputError
+    from s3f_edge.model.metadata import read_metadata
+
+    codes = read_metadata(trained_run / "model.keras")["class_codes"]
+    assert codes["glioma"] == ["GLI", "99MYSITE", "Glioma"] and len(codes) == 4
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"glioma": ["1", "SCT", "Glioma"]}')
+    with pytest.raises(InputError, match="no code for meningioma"):  # before any image is decoded
+        train(TrainOptions(data_dir=str(sample_dir), out_dir=str(tmp_path / "run"), epochs=1, class_codes=str(bad),
+                           **FAST))
+    assert not (tmp_path / "run").exists()
 
 
 def test_short_training_lowers_the_loss(trained_run):

@@ -64,11 +64,15 @@ def _batch_profile(ctx, param, value: str) -> tuple[int, int, int]:
               help="TensorRT timing cache to reuse across builds (default: <out>/timing.cache).")
 @click.option("--triton", "triton_repo", type=OutputPath(file_okay=False), default=None,
               help="Also write a Triton Inference Server model repository here.")
+@click.option("--class-codes", type=ExistingPath(dir_okay=False, path_type=Path), default=None,
+              help="How DICOM reports (infer --dicom-sr) code each class: a .json {class: [code value, coding scheme, "
+                   "meaning]} or .csv (class,code_value,scheme,meaning) file, e.g. SNOMED CT codes; stored in the "
+                   "model (default: s3f-edge's private scheme 99S3FEDGE, the class name as code).")
 @click.option("--class-names", "--classes", cls=AliasedOption, default=None,
               help="Comma-separated class names in output order, for models without s3f-edge metadata "
                    "(e.g. the original release's files).")
 def export(model_path, out_dir, overwrite, fft, opset, precision, calib, calib_images, calib_method, int8_weight_bits,
-           parity_images, trt, trt_batch, timing_cache, triton_repo, class_names):
+           parity_images, trt, trt_batch, timing_cache, triton_repo, class_codes, class_names):
     """Export a trained MODEL (.keras) to ONNX, checked and proven equal to Keras.
 
     Every SpectralFilter is lowered first (same weights, same outputs). The command fails if the
@@ -86,7 +90,7 @@ def export(model_path, out_dir, overwrite, fft, opset, precision, calib, calib_i
         out_dir=out_dir or model_path.parent / "export", fft=fft, opset=opset, precision=precision, calib=calib,
         calib_images=calib_images, calib_method=calib_method, int8_weight_bits=int(int8_weight_bits),
         parity_images=parity_images, trt=trt, trt_batch=trt_batch, timing_cache=timing_cache,
-        triton_repo=triton_repo, class_names=names(class_names), overwrite=overwrite,
+        triton_repo=triton_repo, class_names=names(class_names), class_codes=class_codes, overwrite=overwrite,
     )
     result = export_model(model_path, options)
     click.echo(table(["format", "file", "MB", "status", "seconds"],

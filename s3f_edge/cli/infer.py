@@ -52,7 +52,7 @@ def _interrupt_hint(output: Path, overwrite: bool) -> str | None:
     return "rows already answered are kept; run the same command with --resume to continue"
 
 
-def _print_summary(summary, predictor) -> None:
+def _print_summary(summary, predictor, reports) -> None:
     """The counts per class and status, as soon as the results file is written (before any review page)."""
     rows = [[name, summary.per_class.get(name, 0)] for name in predictor.class_names]
     rows += [["(refused)", summary.refused], ["(errors)", summary.failed]]
@@ -62,6 +62,9 @@ def _print_summary(summary, predictor) -> None:
         done += f" ({summary.errors_in_output - summary.failed} of them error rows)"
     click.echo(f"\n{summary.succeeded} ok, {summary.refused} refused, {summary.failed} failed{done}; "
                f"{summary.images_per_second:.1f} images/s; results: {summary.output}")
+    if reports is not None:
+        without = f"; {reports.without} DICOM file(s) got none (their row's reason says why)" if reports.without else ""
+        click.echo(f"DICOM reports: {reports.written} written to {reports.out_dir}{without}")
 
 
 @click.command("infer", cls=Command)
@@ -79,7 +82,7 @@ def _print_summary(summary, predictor) -> None:
               callback=suffix(".html", what="--report"),
               help="Also write a review page: one self-contained HTML file with each image, its answer, "
                    "probabilities and Grad-CAM overlay (with --explain); opens offline in any browser.")
-@overwrite_option("--out (and the overlays in --explain, and --report)")
+@overwrite_option("--out (and the overlays in --explain, the reports in --dicom-sr, and --report)")
 @click.option("--recursive", is_flag=True, help="Include sub-folders.")
 @click.option("--workers", type=click.IntRange(1), default=4, show_default=True, help="Parallel image decoders.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run: skip files already in --out or its journal "
@@ -89,6 +92,9 @@ def _print_summary(summary, predictor) -> None:
                    "(default: TensorRT, CUDA, CPU as available).")
 @click.option("--class-names", "--classes", "class_names", cls=AliasedOption, default=None,
               help="Comma-separated class names, only for models without s3f-edge metadata.")
+@click.option("--dicom-sr", "dicom_sr", type=OutputPath(file_okay=False), default=None,
+              help="Also write a DICOM Structured Report (TID 1500) for every DICOM image answered, in this folder, "
+                   "to store in the image's study in a PACS (needs the dicom extra).")
 @click.option("--explain", "explain_dir", type=OutputPath(file_okay=False), default=None,
               help="Write Grad-CAM overlays of the spatial branch here (.keras models only).")
 @click.option("--explain-classes", default=None,
@@ -112,8 +118,8 @@ def _print_summary(summary, predictor) -> None:
               help="With --ray: GPUs reserved for each actor (1 on GPU nodes).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def infer(folder, model_path, batch_size, output, report, overwrite, recursive, workers, resume, providers,
-          class_names, explain_dir, explain_classes, accept_ood, ood_threshold, ray_address, ray_actors, ray_cpus,
-          ray_gpus, quiet):
+          class_names, dicom_sr, explain_dir, explain_classes, accept_ood, ood_threshold, ray_address, ray_actors,
+          ray_cpus, ray_gpus, quiet):
     """Classify every file in FOLDER: one row per file, a prediction or the reason there is none.
 
     Rows are sorted by path and hold: path, status, reason, predicted class, every class
@@ -130,7 +136,8 @@ def infer(folder, model_path, batch_size, output, report, overwrite, recursive, 
         folder, output, model=model_path, providers=names(providers), class_names=names(class_names),
         batch_size=batch_size, recursive=recursive, workers=workers, resume=resume, overwrite=overwrite,
         accept_ood=accept_ood, ood_threshold=ood_threshold, explain_dir=explain_dir,
-        explain_classes=set(names(explain_classes) or []) or None, report=report, progress=not quiet,
+        explain_classes=set(names(explain_classes) or []) or None, report=report, dicom_sr=dicom_sr,
+        progress=not quiet,
         cluster=None if ray_address is None else ClusterOptions(ray_address, ray_actors, ray_cpus, ray_gpus))
     for problem in options.usage_problems():
         raise click.UsageError(problem)

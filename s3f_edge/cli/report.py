@@ -24,12 +24,14 @@ from s3f_edge.runtime.formats import RESULT_FORMATS
               show_default=True, callback=suffix(".html", what="--out"), help="The page to write.")
 @click.option("--explain", "explain_dir", type=ExistingPath(file_okay=False, path_type=Path), default=None,
               help="The folder infer --explain wrote Grad-CAM overlays into: shown beside each image.")
+@click.option("--dicom-sr", "dicom_sr", type=ExistingPath(file_okay=False, path_type=Path), default=None,
+              help="The folder infer --dicom-sr wrote DICOM reports into: the summary counts them.")
 @click.option("--thumbnail-size", type=click.IntRange(16, 512), default=96, show_default=True,
               help="Longer side of each embedded image, in pixels (about 3 KB per image at 96).")
 @click.option("--workers", type=click.IntRange(1), default=4, show_default=True, help="Parallel image decoders.")
 @overwrite_option("--out")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def report(results, output, explain_dir, thumbnail_size, workers, overwrite, quiet):
+def report(results, output, explain_dir, dicom_sr, thumbnail_size, workers, overwrite, quiet):
     """Write a review page of infer RESULTS files (.csv, .jsonl or .json; several go on one page).
 
     One self-contained HTML file (no network; opens from disk): a summary (model, sha256, counts
@@ -45,5 +47,6 @@ def report(results, output, explain_dir, thumbnail_size, workers, overwrite, qui
 
     page = write_results_report(list(results), output, explain_dir=explain_dir, thumbnail_size=thumbnail_size,
                                 workers=workers, progress=not quiet, overwrite=overwrite, option="--out",
+                                dicom_sr=dicom_sr,
                                 log=lambda line: click.echo(f"note: {line}", err=True))
     click.echo(f"review page: {page}")

@@ -62,6 +62,10 @@ from s3f_edge.model.presets import FUSIONS, KINDS, PRESETS, VARIANTS
               help="At the end, fit a temperature for honest probabilities and an out-of-distribution score with the "
                    "threshold above which `infer` refuses an image (on the run's own training and validation images; "
                    "see `s3f-edge calibrate`).")
+@click.option("--class-codes", type=ExistingPath(dir_okay=False, path_type=Path), default=None,
+              help="How DICOM reports (infer --dicom-sr) code each class: a .json {class: [code value, coding scheme, "
+                   "meaning]} or .csv (class,code_value,scheme,meaning) file, e.g. SNOMED CT codes; stored in the "
+                   "model (default: s3f-edge's private scheme 99S3FEDGE, the class name as code).")
 @click.option("--augment", is_flag=True, help="Random horizontal flips and small rotations (off in the original).")
 @click.option("--mixed-precision", is_flag=True,
               help="float16 compute (GPUs with tensor cores); the SpectralFilter and the output stay float32.")
@@ -82,7 +86,8 @@ from s3f_edge.model.presets import FUSIONS, KINDS, PRESETS, VARIANTS
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train(data, out_dir, overwrite, preset, kind, image_size, variant, fusion, epochs, batch_size, learning_rate,
           patience, lr_patience, val_fraction, seed, paper_protocol, no_class_weights, precise_bn, precise_bn_images,
-          calibrate_model, augment, mixed_precision, strategy, workers, cache, cache_dir, resume_dir, quiet):
+          calibrate_model, class_codes, augment, mixed_precision, strategy, workers, cache, cache_dir, resume_dir,
+          quiet):
     """Train on DATA: DATA/train/<class>/* with optional DATA/test/<class>/*, or DATA/<class>/*.
 
     Class names come from the folder names (sorted). A stratified validation split carved from
@@ -114,6 +119,7 @@ def train(data, out_dir, overwrite, preset, kind, image_size, variant, fusion, e
             patience=patience, lr_patience=lr_patience, val_fraction=val_fraction, seed=seed,
             paper_protocol=paper_protocol, class_weights=not no_class_weights, precise_bn=precise_bn,
             precise_bn_images=precise_bn_images, calibrate=calibrate_model, augment=augment,
+            class_codes=str(class_codes) if class_codes else None,
             mixed_precision=mixed_precision, strategy=strategy, workers=workers, cache=cache,
             cache_dir=str(cache_dir) if cache_dir else None, verbose=verbose,
         )

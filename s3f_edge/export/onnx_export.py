@@ -17,6 +17,7 @@ from s3f_edge.export.choices import CALIBRATION_METHODS, FFT_LOWERINGS, INT8_WEI
 from s3f_edge.export.graph_outputs import order_outputs
 from s3f_edge.model import spectral_filters
 from s3f_edge.model.calibration import head, is_calibrated
+from s3f_edge.model.class_codes import class_codes_for
 from s3f_edge.model.metadata import package_versions
 from s3f_edge.model.reference import float32_reference
 from s3f_edge.outputs import claim_outputs, ensure_writable, write_json
@@ -47,6 +48,7 @@ class ExportOptions:
     triton_repo: Path | None = None
     triton_name: str = "s3f_net"
     class_names: list[str] | None = None  # needed only for models without s3f-edge metadata
+    class_codes: Path | None = None  # a class-code file: how DICOM reports code each class (model.class_codes)
     overwrite: bool = False  # replace an earlier export's files in out_dir (and triton_repo); else refuse them
 
     def validate(self) -> None:
@@ -291,6 +293,8 @@ def export_model(keras_path: str | Path, options: ExportOptions) -> ExportResult
 
     model = load_model(keras_path)
     metadata = model_metadata(keras_path, model, options.class_names)
+    if options.class_codes is not None:
+        metadata["class_codes"] = class_codes_for(options.class_codes, metadata["class_names"])
     contract = Preprocessing.from_dict(metadata["preprocessing"])
     real_batch(contract, options.parity_images)  # no readable parity image: refused before any work
     calib_images = _calibration_images(options, contract)

@@ -277,11 +277,22 @@ def totals_line(counts: dict, results_files: int) -> str:
             f"{_plural(results_files, 'results file')}")
 
 
+def _reports_fact(dicom_sr: str | Path | None, required: bool) -> dict:
+    """The summary's line about the DICOM reports in ``dicom_sr`` (none without it)."""
+    if dicom_sr is None:
+        return {}
+    found = len(list(Path(dicom_sr).glob("*.dcm"))) if Path(dicom_sr).is_dir() else 0
+    if required and not found:
+        raise InputError(f"no files named *.dcm (DICOM reports) in {dicom_sr}; give the folder infer --dicom-sr wrote "
+                         "into")
+    return {"DICOM reports": f"{found} in {dicom_sr}"}
+
+
 def write_results_report(results: str | Path | list[str | Path], out: str | Path,
                          explain_dir: str | Path | None = None, run: dict | None = None,
                          thumbnail_size: int = DEFAULT_SIZE, workers: int = 4, progress: bool = False,
                          overwrite: bool = False, option: str = "--report", require_overlays: bool = True,
-                         log: Callable[[str], None] | None = None) -> Path:
+                         log: Callable[[str], None] | None = None, dicom_sr: str | Path | None = None) -> Path:
     """Write one self-contained HTML page to review ``infer`` results.
 
     Args:
@@ -299,6 +310,8 @@ def write_results_report(results: str | Path | list[str | Path], out: str | Path
         require_overlays: refuse an ``explain_dir`` without overlays (a folder given by mistake); false when the
             run itself wrote it, where no overlay only means no image was of ``--explain-classes``.
         log: receives a line for each results file given again (read once); None: the page alone says so.
+        dicom_sr: the folder ``infer --dicom-sr`` wrote DICOM reports into: the summary counts them (with
+            ``require_overlays``, a folder without any is refused as given by mistake).
 
     Returns:
         The page's path.
@@ -319,6 +332,7 @@ def write_results_report(results: str | Path | list[str | Path], out: str | Path
         if require_overlays and not any(explain_dir.glob("*.gradcam.png")):
             raise InputError(f"no files named *.gradcam.png in {explain_dir}; give the folder infer --explain "
                              "wrote into")
+    run = {**(run or {}), **_reports_fact(dicom_sr, require_overlays)}
     read, classes, notes = read_results_files(files, log)
     check_report_path(out, overwrite, option)
     rows = [row for _, found in read for row in found]
@@ -338,7 +352,7 @@ def write_results_report(results: str | Path | list[str | Path], out: str | Path
                   data={"classes": classes, "sources": source_data, "rows": shown},
                   title=title, sources=described, classes=classes, summary=counts,
                   totals=totals_line(counts, len(read)), changed=images.get(CHANGED, 0),
-                  unavailable=images.get(UNAVAILABLE, 0), notes=notes, run=run or {},
+                  unavailable=images.get(UNAVAILABLE, 0), notes=notes, run=run,
                   explained=explain_dir is not None)
     return write_page(out, html)
 

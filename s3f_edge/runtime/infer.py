@@ -70,6 +70,7 @@ class InferOptions:
         explain_dir: a folder for Grad-CAM overlays (.keras models, this machine only); None: no overlays.
         explain_classes: overlay only images predicted as one of these classes; None: every class.
         report: also write a review page there (.html).
+        dicom_sr: a folder for a DICOM Structured Report per answered DICOM input (``s3f_edge.dicom``).
         progress: show a progress bar on stderr.
         cluster: run on a Ray cluster; None: on this machine.
     """
@@ -89,11 +90,12 @@ class InferOptions:
     explain_dir: Path | None = None
     explain_classes: set[str] | None = None
     report: Path | None = None
+    dicom_sr: Path | None = None
     progress: bool = True
     cluster: ClusterOptions | None = None
 
     def __post_init__(self):
-        for name in ("folder", "output", "model", "explain_dir", "report"):
+        for name in ("folder", "output", "model", "explain_dir", "report", "dicom_sr"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 setattr(self, name, Path(value))
@@ -179,6 +181,15 @@ class InferPlan:
     replaces_output: bool = False  # a fresh run (--overwrite) that will replace an existing output
 
 
+class RowSink(Protocol):
+    """What else a run makes of its rows (a DICOM report per image, ...), batch by batch, before they are journaled:
+    a process killed in between answers those files again on --resume, so a sink's outputs are named so that
+    writing one twice replaces it. A sink may add to a row's reason (why it made nothing of it)."""
+
+    def accept(self, rows: list[dict]) -> None:
+        """Make what this sink makes of ``rows`` (fresh answers of this run)."""
+
+
 class Executor(Protocol):
     """What turns the planned files into rows: this machine, a Ray cluster, or another way of answering."""
 
@@ -218,6 +229,8 @@ def _check_options(options: InferOptions, predictor) -> None:
 
         check_explainable(predictor, options.explain_classes)
         ensure_writable(options.explain_dir, "--explain", folder=True)
+    if options.dicom_sr is not None:
+        ensure_writable(options.dicom_sr, "--dicom-sr", folder=True)
 
 
 def _start_journal(options: InferOptions, journal: Path, predictor) -> bool:
@@ -225,11 +238,13 @@ def _start_journal(options: InferOptions, journal: Path, predictor) -> bool:
     replaces an existing output. The old output stays until the new one replaces it (atomically, at the end): a
     failed run loses nothing, and the journal's first line keeps a ``--resume`` of this run from its rows."""
     overlays = sorted(options.explain_dir.glob("*.gradcam.png")) if options.explain_dir is not None else []
+    reports = sorted(options.dicom_sr.glob("*.dcm")) if options.dicom_sr is not None else []
     replaces = bool(refuse_existing([options.output], overwrite=options.overwrite, instead="--resume to continue them"))
     refuse_existing([journal] if journal_has_rows(journal) else [], overwrite=options.overwrite,
                     instead="--resume to continue them")
     refuse_existing(overlays, overwrite=options.overwrite, option="--explain")
-    remove_outputs([journal, *overlays])
+    refuse_existing(reports, overwrite=options.overwrite, option="--dicom-sr", instead="--resume to continue them")
+    remove_outputs([journal, *overlays, *reports])
     options.output.parent.mkdir(parents=True, exist_ok=True)
     journal.write_text(journal_header(replaces, predictor.sha256), encoding="utf-8")
     return replaces
@@ -296,8 +311,9 @@ def plan_inference(options: InferOptions, predictor, log: Callable[[str], None] 
     if not files and not previous and not listing.unreadable:
         raise _empty_folder_error(options.folder, options.recursive)
     options.output.parent.mkdir(parents=True, exist_ok=True)
-    if options.explain_dir is not None:  # the review page looks for it even when no image was explained
-        options.explain_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (options.explain_dir, options.dicom_sr):  # the review page looks for them even when empty
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
     plan = InferPlan(options.folder, options.output, journal, files, previous, listing, threshold, options.resume,
                      summary, replaces_output=replaces)
     if log is not None:
@@ -345,8 +361,9 @@ def _progress_bar(total: int, label: str, shown: bool):
         yield bar
 
 
-def answer_planned(plan: InferPlan, executor: Executor, progress: bool = True) -> None:
-    """Turn every planned file into a journaled row with ``executor``: the loop every executor shares.
+def answer_planned(plan: InferPlan, executor: Executor, progress: bool = True, sinks: tuple[RowSink, ...] = ()) -> None:
+    """Turn every planned file into a journaled row with ``executor``: the loop every executor shares. Each batch's
+    fresh rows go to the ``sinks`` first, then to the journal.
 
     A file answered twice (an executor that retried a batch) keeps its first row, counted once; a run that ends
     with a planned file unanswered is an error, never an output short of rows.
@@ -364,6 +381,8 @@ def answer_planned(plan: InferPlan, executor: Executor, progress: bool = True) -
                 for batch in batches:
                     rows = [row for row in batch if row["path"] not in answered]
                     answered.update(row["path"] for row in rows)
+                    for sink in sinks:
+                        sink.accept(rows)
                     record_rows(journal, rows, plan.summary, bar)
                     if bar is not None and executor.shows_rate:
                         rate = plan.summary.answered / max(time.perf_counter() - started, 1e-9)
@@ -395,8 +414,8 @@ def finish_inference(plan: InferPlan, predictor) -> InferSummary:
     return plan.summary
 
 
-def run_inference(options: InferOptions, predictor, executor: Executor,
-                  log: Callable[[str], None] | None = None) -> InferSummary:
+def run_inference(options: InferOptions, predictor, executor: Executor, log: Callable[[str], None] | None = None,
+                  sinks: tuple[RowSink, ...] = ()) -> InferSummary:
     """Plan, answer every planned file with ``executor``, and write the output: one ``infer`` run.
 
     Args:
@@ -404,6 +423,7 @@ def run_inference(options: InferOptions, predictor, executor: Executor,
         predictor: the model as this process knows it (its name, sha256, classes and threshold decide the rows).
         executor: what answers the files (``LocalExecutor``, ``RayExecutor``).
         log: called with lines describing the run, after every check passed.
+        sinks: what else the run makes of its rows (``RowSink``), e.g. DICOM reports.
 
     Returns:
         The counts and timing (``InferSummary``).
@@ -414,5 +434,5 @@ def run_inference(options: InferOptions, predictor, executor: Executor,
     plan = plan_inference(options, predictor, log)
     with journal_removed_if_nothing_answered(plan):
         if plan.files:
-            answer_planned(plan, executor, options.progress)
+            answer_planned(plan, executor, options.progress, sinks)
     return finish_inference(plan, predictor)

@@ -17,6 +17,7 @@ class InferOutcome:
     summary: InferSummary
     predictor: Predictor
     page: Path | None = None
+    reports: object | None = None  # the DICOM reports written (``dicom.reports.StructuredReports``), or None
 
 
 def _predictor_and_executor(options: InferOptions, model: Path, log):
@@ -33,7 +34,7 @@ def _predictor_and_executor(options: InferOptions, model: Path, log):
 
 
 def infer(options: InferOptions, log: Callable[[str], None] | None = None,
-          answered: Callable[[InferSummary, Predictor], None] | None = None) -> InferOutcome:
+          answered: Callable[..., None] | None = None) -> InferOutcome:
     """Classify every file of ``options.folder``: one row per file in ``options.output``, and the review page
     ``options.report`` when asked for.
 
@@ -46,8 +47,8 @@ def infer(options: InferOptions, log: Callable[[str], None] | None = None,
     Args:
         options: the run's ``InferOptions`` (``model`` None: the bundled model; ``cluster``: on Ray).
         log: called with lines describing the run, after every check passed.
-        answered: called with the summary and the model once the results file is written, before the review page
-            (which can take a while for a large folder).
+        answered: called with the summary, the model and the DICOM reports (or None) once the results file is
+            written, before the review page (which can take a while for a large folder).
 
     Returns:
         The ``InferOutcome``.
@@ -66,9 +67,15 @@ def infer(options: InferOptions, log: Callable[[str], None] | None = None,
 
         check_report_path(options.report, options.overwrite or options.resume)
     predictor, executor = _predictor_and_executor(options, model, log)
-    summary = run_inference(options, predictor, executor, log)
+    reports = None
+    if options.dicom_sr is not None:
+        from s3f_edge.dicom.identity import ModelIdentity
+        from s3f_edge.dicom.reports import StructuredReports
+
+        reports = StructuredReports(options.dicom_sr, ModelIdentity.from_predictor(predictor))
+    summary = run_inference(options, predictor, executor, log, sinks=(reports,) if reports else ())
     if answered is not None:
-        answered(summary, predictor)
+        answered(summary, predictor, reports)
     page = None
     if options.report is not None:
         from s3f_edge.report.results_page import write_results_report
@@ -78,5 +85,5 @@ def infer(options: InferOptions, log: Callable[[str], None] | None = None,
                       + (f", {summary.skipped_as_done} answered by an earlier run" if summary.skipped_as_done else "")}
         page = write_results_report(summary.output, options.report, explain_dir=options.explain_dir, run=run,
                                     workers=options.workers, progress=options.progress, overwrite=True,
-                                    require_overlays=False)
-    return InferOutcome(summary, predictor, page)
+                                    require_overlays=False, dicom_sr=options.dicom_sr)
+    return InferOutcome(summary, predictor, page, reports)

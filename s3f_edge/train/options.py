@@ -36,6 +36,7 @@ class TrainOptions:
     workers: int = 4
     cache: str = "memory"  # memory | disk (memory-mapped, reused by later runs)
     cache_dir: str | None = None  # default: s3f_edge.data.cache.default_cache_dir()
+    class_codes: str | None = None  # a class-code file: how DICOM reports code each class (model.class_codes)
     calibrate: bool = True  # fit the temperature and the out-of-distribution score at the end (clean protocol)
     verbose: int = 1
     extra: dict = field(default_factory=dict)

@@ -12,6 +12,7 @@ import numpy as np
 from s3f_edge.data.folders import FolderDataset, discover, load_split, stratified_split, write_skipped
 from s3f_edge.data.preprocess import Preprocessing
 from s3f_edge.errors import InputError, NonFiniteOutputError, OutputExistsError
+from s3f_edge.model.class_codes import class_codes_for
 from s3f_edge.model.metadata import package_versions
 from s3f_edge.model.presets import get_preset
 from s3f_edge.outputs import claim_outputs, ensure_writable, write_json
@@ -167,6 +168,7 @@ def _plan_run(options: TrainOptions, resume: bool, overwrite: bool, distribution
     """Everything that can be refused, checked before a file is written or a pixel decoded."""
     run_dir = Path(options.out_dir)
     dataset = discover(options.data_dir)
+    class_codes_for(options.class_codes, dataset.class_names)  # a bad code file fails before any work
     fit_split, selection_split, selection_name = _selection_split(dataset, options)
     state = None
     if resume:
@@ -238,6 +240,8 @@ def _record_run(plan: _RunPlan, images: _DecodedImages) -> _RunRecord:
         "data_file_list_sha256": dataset.file_list_hash(),
         "versions": package_versions("tensorflow", "keras", "numpy", "scikit-learn"),
     }
+    if options.class_codes:
+        metadata["class_codes"] = class_codes_for(options.class_codes, dataset.class_names)
     if not options.paper_protocol:  # so that `s3f-edge calibrate` can carve the same validation split again
         metadata["validation_split"] = {"fraction": options.val_fraction, "seed": options.seed}
     counts = {"train": plan.fit_split.counts(dataset.class_names),
