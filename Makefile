@@ -89,6 +89,7 @@ bench: bench-data $(INSTALLED) browser
 	$(BIN)/python benchmarks/training_speed.py --data $(DATA)/busi --preset busi --size 128 --images 128 --no-xla --out benchmarks/results
 	$(BIN)/python benchmarks/review_page.py --out benchmarks/results
 	$(BIN)/python benchmarks/cluster_infer.py --out benchmarks/results
+	$(BIN)/python benchmarks/dicom_reports.py --out benchmarks/results
 	$(BIN)/python tools/update_docs.py
 
 bench-data:
