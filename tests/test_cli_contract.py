@@ -126,6 +126,7 @@ def unwritable_cases(world: Path) -> list[Case]:
                                          "--report", str(place / "evaluation.html")], "evaluation.html")
         case("report", "output", ["report", str(world / "results.csv"), "--out", str(place / "page.html")],
              "page.html")
+        case("listen", "folder", ["listen", str(place / "node-dir"), "--allow", "PACS", "--port", "0"], "node-dir")
     return cases
 
 
@@ -141,6 +142,8 @@ MODEL_SLOTS = {
     ("bench", "models"): (MODEL_SUFFIXES, lambda m: ["bench", m, "--duration", "0.1", "--json", "{out}/b.json"]),
     ("matrix", "model_path"): ((".keras",), lambda m: ["matrix", m, "--out", "{out}/m"]),
     ("calibrate", "model_path"): ((".keras",), lambda m: ["calibrate", m, str(SAMPLES), "--out", "{out}/c.keras"]),
+    ("listen", "model_path"): (MODEL_SUFFIXES, lambda m: ["listen", "{out}/node", "--allow", "PACS", "--port", "0",
+                                                          "--model", m]),
 }
 
 
@@ -210,6 +213,10 @@ def missing_path_cases(world: Path) -> list[Case]:
         ("report", "results", ["report", gone + ".csv", "--out", "{out}/r.html"]),
         ("report", "explain_dir", ["report", str(world / "results.csv"), "--explain", gone, "--out", "{out}/r.html"]),
         ("report", "dicom_sr", ["report", str(world / "results.csv"), "--dicom-sr", gone, "--out", "{out}/r.html"]),
+        ("listen", "model_path", ["listen", "{out}/node", "--allow", "PACS", "--model", gone + ".onnx"]),
+        ("listen", "tls_cert", ["listen", "{out}/node", "--allow", "PACS", "--tls-cert", gone + ".pem"]),
+        ("listen", "tls_key", ["listen", "{out}/node", "--allow", "PACS", "--tls-key", gone + ".pem"]),
+        ("listen", "tls_ca", ["listen", "{out}/node", "--allow", "PACS", "--tls-ca", gone + ".pem"]),
     ]
     return [Case(command, "missing path", argv, "error", "gone", param) for command, param, argv in table]
 

@@ -21,7 +21,7 @@ ALLOWED = {
     "train": {"data", "model", "runtime", "report", "train"},
     "export": {"data", "model", "runtime", "export"},
     "bench": {"data", "model", "runtime", "train", "export", "bench"},  # the matrix exports and scores
-    "dicom": {"model", "dicom"},  # DICOM reports of results: the model's class codes
+    "dicom": {"model", "runtime", "dicom"},  # DICOM reports (the model's class codes) and the node (the loop)
     "tasks": {"data", "model", "runtime", "report", "train", "export", "bench", "dicom", "tasks"},  # whole commands
 }
 TRAINING_STACK = {"tensorflow", "keras", "tf2onnx", "onnx", "onnxconverter_common", "sklearn", "matplotlib", "scipy"}

@@ -17,8 +17,8 @@ from s3f_edge.cli.support import Group
 # Command name -> its module in this package, in the order `s3f-edge --help` lists them.
 COMMANDS = {
     "presets": "presets", "train": "train", "calibrate": "calibrate", "evaluate": "evaluate",
-    "precise-bn": "precise_bn", "export": "export", "infer": "infer", "report": "report", "verify": "verify",
-    "bench": "bench", "matrix": "matrix", "fft-check": "fft_check",
+    "precise-bn": "precise_bn", "export": "export", "infer": "infer", "listen": "listen", "report": "report",
+    "verify": "verify", "bench": "bench", "matrix": "matrix", "fft-check": "fft_check",
 }
 
 

@@ -6,6 +6,7 @@ its SOP Instance UID, which derives from the image and the model, so a file answ
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from s3f_edge.dicom.identity import ModelIdentity, check_class_codes, default_class_codes
@@ -21,19 +22,21 @@ class StructuredReports:
     Args:
         out_dir: the folder of the SRs (``infer --dicom-sr``).
         model: the model that answers, with the codes of its classes (``ModelIdentity.from_predictor``).
+        written: called with each row and the SR written for it (the DICOM node queues it for sending).
 
     Raises:
         InputError: the model's class codes do not fit its classes.
         MissingDependencyError: highdicom is not installed (the ``dicom`` extra).
     """
 
-    def __init__(self, out_dir: str | Path, model: ModelIdentity):
+    def __init__(self, out_dir: str | Path, model: ModelIdentity,
+                 written: Callable[[dict, Path], None] | None = None):
         from s3f_edge.dependencies import require
 
         require("writing DICOM reports (--dicom-sr)", "dicom", "pydicom", "highdicom")
         model.class_codes = check_class_codes(model.class_codes or default_class_codes(model.class_names),
                                               model.class_names)
-        self.out_dir, self.model = Path(out_dir), model
+        self.out_dir, self.model, self.on_written = Path(out_dir), model, written
         self.written = 0  # SRs written by this run
         self.without = 0  # answered DICOM inputs that got none (their row's reason says why)
 
@@ -45,8 +48,10 @@ class StructuredReports:
             if row["status"] not in ANSWERED or Path(row["path"]).suffix.lower() not in DICOM_SUFFIXES:
                 continue
             try:
-                write_sr(row, row["path"], self.out_dir, self.model)
+                report = write_sr(row, row["path"], self.out_dir, self.model)
                 self.written += 1
+                if self.on_written is not None:
+                    self.on_written(row, report)
             except (DicomSRError, MissingFileError) as error:  # a source deleted since it was read: no report
                 self.without += 1
                 why = str(error).removeprefix(f"{row['path']}: ")

@@ -180,6 +180,14 @@ class InferPlan:
     summary: InferSummary
     replaces_output: bool = False  # a fresh run (--overwrite) that will replace an existing output
 
+    def add(self, files: list[Path]) -> None:
+        """Files that appeared in the folder after planning (a DICOM node's spool): the next ``answer_planned``
+        answers them, and only them; ``finish_inference`` writes their rows with the others."""
+        known = {str(path) for path in self.listing.files}
+        self.listing.files += [path for path in files if str(path) not in known]
+        self.files = list(files)
+        self.summary.total = len(self.listing.files) + len(self.listing.unreadable)
+
 
 class RowSink(Protocol):
     """What else a run makes of its rows (a DICOM report per image, ...), batch by batch, before they are journaled:
