@@ -46,9 +46,10 @@ demo: $(INSTALLED)
 		--batch-sizes 1,16 --duration 2 --warmup 0.5 --json $(DEMO_DIR)/bench.json --plot $(DEMO_DIR)/bench.png
 
 # Debian packages that tests drive for real, installed when missing (as root, or with sudo):
-# $(call debian,COMMAND,PACKAGES,SKIP_VARIABLE,WHAT) does nothing when COMMAND exists or SKIP_VARIABLE is set.
+# $(call debian,COMMAND,PACKAGES,SKIP_VARIABLE,WHAT[,FILE]) does nothing when COMMAND exists (also in /usr/sbin,
+# outside a user's PATH) and FILE, if given, too (a plugin, which no command shows), or when SKIP_VARIABLE is set.
 define debian
-	@if command -v $(1) >/dev/null; then :; \
+	@if PATH="$$PATH:/usr/sbin" command -v $(1) >/dev/null$(if $(5), && test -e $(5)); then :; \
 	elif [ -n "$($(3))" ]; then echo "$(3) is set: the $(4) tests will skip"; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 		export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q $(2) >/dev/null \
@@ -63,16 +64,19 @@ browser:
 	$(call debian,chromedriver,chromium chromium-driver,S3F_EDGE_SKIP_BROWSER,browser)
 	$(call debian,chromium,chromium chromium-driver,S3F_EDGE_SKIP_BROWSER,browser)
 
-# The DICOM tests judge every Structured Report with DCMTK's dsrdump and dicom3tools' dciodvfy;
-# S3F_EDGE_SKIP_DICOM_TOOLS=1 skips them.
+# The DICOM tests judge every Structured Report with DCMTK's dsrdump and dicom3tools' dciodvfy, and the DICOM
+# node's tests send reports to a real PACS: Orthanc with its DICOMweb plugin (started by the tests on free loopback
+# ports, never as the system service); S3F_EDGE_SKIP_DICOM_TOOLS=1 skips them.
 dicom-tools:
 	$(call debian,dsrdump,dcmtk,S3F_EDGE_SKIP_DICOM_TOOLS,DICOM)
 	$(call debian,dciodvfy,dicom3tools,S3F_EDGE_SKIP_DICOM_TOOLS,DICOM)
+	$(call debian,Orthanc,orthanc orthanc-dicomweb,S3F_EDGE_SKIP_DICOM_TOOLS,DICOM,/usr/share/orthanc/plugins/libOrthancDicomWeb.so)
 
 test: $(INSTALLED) browser dicom-tools
 	$(BIN)/ruff check .
 	S3F_EDGE_REQUIRE_BROWSER=$(if $(S3F_EDGE_SKIP_BROWSER),,1) S3F_EDGE_REQUIRE_DCMTK=$(if $(S3F_EDGE_SKIP_DICOM_TOOLS),,1) \
-		S3F_EDGE_REQUIRE_DICOM3TOOLS=$(if $(S3F_EDGE_SKIP_DICOM_TOOLS),,1) S3F_EDGE_REQUIRE_RAY=1 $(BIN)/python -m pytest
+		S3F_EDGE_REQUIRE_DICOM3TOOLS=$(if $(S3F_EDGE_SKIP_DICOM_TOOLS),,1) S3F_EDGE_REQUIRE_ORTHANC=$(if $(S3F_EDGE_SKIP_DICOM_TOOLS),,1) \
+		S3F_EDGE_REQUIRE_RAY=1 $(BIN)/python -m pytest
 
 # Speed figures (not part of `make test`): the pytest-benchmark suite, then every script whose tables the
 # README and docs/reproduction.md show, then those tables copied into the documents. About 1.5 hours.
