@@ -260,11 +260,13 @@ class DicomNode:
         except queue.Empty:
             return []
         taken, deadline = [first], time.monotonic() + self.options.max_wait
-        while len(taken) < self.options.batch_size:
+        while len(taken) < self.options.batch_size and not self.stop.is_set():
+            left = deadline - time.monotonic()
             try:
-                taken.append(self.arrived.get(timeout=max(0.0, deadline - time.monotonic())))
+                taken.append(self.arrived.get(timeout=min(max(0.0, left), 0.5)))
             except queue.Empty:
-                break
+                if left <= 0.5:
+                    break
         return taken
 
     def _day(self, day: str) -> _Day:
