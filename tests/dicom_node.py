@@ -33,9 +33,10 @@ def make_study(folder: Path, count: int, study: str, first: int = 0) -> list[Pat
 
 
 def send(port: int, paths: list, calling_ae: str = "TESTSCU", ssl_context=None, timeout: float = 30,
-         pause: float = 0.0) -> list[int]:
+         pause: float = 0.0, whole_pdus: bool = False) -> list[int]:
     """C-STORE each of ``paths`` (files or datasets) to the node over one association, ``pause`` seconds apart; the
-    status of each (-1: the association was refused or lost before an answer)."""
+    status of each (-1: the association was refused or lost before an answer). ``whole_pdus``: ignore the largest
+    PDU the node offered and send each dataset in one PDU, as a misbehaving peer would."""
     from pynetdicom import AE
     from pynetdicom.sop_class import MRImageStorage, SecondaryCaptureImageStorage
 
@@ -47,6 +48,12 @@ def send(port: int, paths: list, calling_ae: str = "TESTSCU", ssl_context=None, 
     association = ae.associate(LOOPBACK, port, ae_title="S3FEDGE", tls_args=tls)
     if not association.is_established:
         return [-1] * len(paths)
+    if whole_pdus:
+        from pynetdicom.pdu_primitives import MaximumLengthNotification
+
+        for item in association.acceptor.user_information:
+            if isinstance(item, MaximumLengthNotification):
+                item.maximum_length_received = 0  # 0: no limit, so one PDU per message
     statuses = []
     try:
         for path in paths:

@@ -74,6 +74,7 @@ def _raw_garbage(port: int) -> None:
             pass
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")  # the hostile UID, made on purpose
 def test_bad_datasets_get_a_failure_status_and_the_node_serves_the_next(tmp_path):
     import numpy as np
     import pydicom
@@ -88,16 +89,18 @@ def test_bad_datasets_get_a_failure_status_and_the_node_serves_the_next(tmp_path
     big = pydicom.dcmread(good[0])
     big.Rows = big.Columns = 1024
     big.PixelData = np.zeros((1024, 1024), np.uint16).tobytes()  # 2 MiB, over the 1 MiB limit
-    with NodeProcess(tmp_path / "node", free_port(), "--max-dataset-mb", "1") as node:
+    with NodeProcess(tmp_path / "node", free_port(), "--max-dataset-mb", "1", "--max-pdu-kb", "16") as node:
         assert send(node.port, [no_pixels, good[0], no_study, hostile, big, good[1]]) == \
             [0xA900, 0, 0xA900, 0xA900, 0xA700, 0]
         _raw_garbage(node.port)
+        assert send(node.port, [good[2]], whole_pdus=True) == [-1]  # a 130 KB PDU where 16 KB were offered
         assert send(node.port, [good[2]]) == [0]
         assert echo(node.port) == 0
         wait_for(lambda: len(node.reports()) == 3, 60, what="3 SRs")
         assert node.process.poll() is None
     log = node.log
     assert "no pixel data" in log and "no valid StudyInstanceUID" in log and "over the limit" in log, log
+    assert "is over the 16384 the node offered" in log, log
     spooled = list((tmp_path / "node" / "incoming").rglob("*.dcm"))  # the three good images, and nothing else
     assert sorted(p.name for p in spooled) == sorted(f"{STUDY}.1.{i}.dcm" for i in (1, 2, 3))
     assert {p.parent.name for p in spooled} == {STUDY}
