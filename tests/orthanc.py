@@ -111,8 +111,9 @@ class Orthanc:
     ``stop()`` ends it by its PID (about 3.5 s)."""
 
     def __init__(self, workdir: str | Path, aet: str = "ORTHANC",
-                 modalities: dict[str, tuple[str, str, int]] | None = None):
+                 modalities: dict[str, tuple[str, str, int]] | None = None, lua_scripts: list[Path] = ()):
         self.workdir = Path(workdir)
+        self.lua_scripts = [Path(path) for path in lua_scripts]  # besides the loopback-only filter
         self.aet = aet
         self.modalities = dict(modalities or {})
         self.http_port = free_port()
@@ -165,7 +166,7 @@ class Orthanc:
             "DicomCheckCalledAet": False,
             "DicomAssociationCloseDelay": 0,  # close Orthanc's own associations at once: test SCPs stop cleanly
             "DicomScuTimeout": 10,
-            "LuaScripts": [str(lua)],
+            "LuaScripts": [str(lua), *map(str, self.lua_scripts)],
             "Plugins": [str(DICOMWEB_PLUGIN)],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": False},
             "StableAge": 1,

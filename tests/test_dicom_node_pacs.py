@@ -62,6 +62,22 @@ def test_a_study_sent_by_the_pacs_comes_back_with_an_sr_per_image(tmp_path):
     assert "12 received from ORTHANC" in node.log and "12 of 12 report(s) sent to ORTHANC@" in node.log, node.log
 
 
+def test_the_documented_orthanc_routing_sends_new_images_to_the_node_and_not_its_reports(tmp_path):
+    images = make_study(tmp_path / "study", 6, STUDY)
+    port = free_port()
+    route = Path(__file__).resolve().parent.parent / "docs" / "examples" / "orthanc-route-to-s3f-edge.lua"
+    with Orthanc(tmp_path / "pacs", modalities={"s3f-edge": ("S3FEDGE", "127.0.0.1", port)},
+                 lua_scripts=[route]) as pacs:
+        with NodeProcess(tmp_path / "node", port, "--send-to", f"{pacs.aet}@127.0.0.1:{pacs.dicom_port}",
+                         allow="ORTHANC") as node:
+            for image in images:
+                pacs.upload(image)  # as a scanner storing into the PACS
+            wait_for(lambda: _sr_count(pacs, STUDY) == 6 and not node.outbox(), 90, what="6 SRs")
+            assert node.stop() == 0
+        assert set(_sr_sources(pacs, STUDY, tmp_path / "srs")) == {f"{STUDY}.1.{i + 1}" for i in range(6)}
+    assert "refused a dataset" not in node.log, node.log  # the SRs stored in the PACS were not routed to the node
+
+
 def test_sigkill_mid_study_then_restart_gives_every_spooled_image_one_sr(tmp_path):
     images = make_study(tmp_path / "study", 40, STUDY)
     port = free_port()
