@@ -362,6 +362,95 @@ def test_the_content_time_is_the_one_given_with_its_timezone(tmp_path):
     assert str(build_sr(row(), source, MODEL).ContentDate) in (before, datetime.now().strftime("%Y%m%d"))
 
 
+# ---------------------------------------------------------------- write_sr's templates: build_sr's bytes
+
+class FrozenNow(datetime):
+    """highdicom stamps its contribution with now(): one instant for both ways of making an SR."""
+
+    @classmethod
+    def now(cls, tz=None):
+        return cls(2025, 6, 7, 8, 9, 10, 111213, tzinfo=tz)
+
+
+@pytest.fixture
+def frozen_now(monkeypatch):
+    import datetime as datetime_module
+
+    import highdicom.base_content
+
+    from s3f_edge.dicom import sr_templates
+
+    monkeypatch.setattr(highdicom.base_content, "datetime", SimpleNamespace(**{
+        **vars(datetime_module), "datetime": FrozenNow}))
+    monkeypatch.setattr(sr_templates, "datetime", FrozenNow)
+    monkeypatch.setattr(sr_templates, "_TEMPLATES", {})  # this test's templates, made from its first sources
+    return sr_templates
+
+
+def full_build(row_: dict, source: Path, model: ModelIdentity, when: datetime) -> bytes:
+    """The file of highdicom's SR of the row, saved by pydicom: what write_sr's file must be, byte for byte."""
+    document = build_sr(row_, pydicom.dcmread(source, stop_before_pixels=True), model, when)
+    buffer = __import__("io").BytesIO()
+    document.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def varied_rows(index: int, source: Path) -> list[dict]:
+    """Rows of every kind: each class the finding, refusals, no score, numbers as CSV text, numbers of every size."""
+    finding = CLASSES[index % len(CLASSES)]
+    numbers = {f"prob_{name}": (index + 3 * position + 1) / (7 + 13 * index) % 1 for position, name in
+               enumerate(CLASSES)}
+    return [row("ok", str(source), predicted_class=finding, **numbers, ood_score=index / 3),
+            row("refused", str(source), **numbers, ood_score=1.25 + 10 ** -index, ood_threshold=1.25 + index),
+            row("ok", str(source), ood_score="", ood_threshold=""),
+            {key: str(value) for key, value in row("refused", str(source), prob_glioma=1e-9).items()}]
+
+
+def test_write_sr_writes_the_bytes_of_build_sr_for_every_kind_of_row_and_source(frozen_now, tmp_path):
+    """write_sr makes later SRs of a kind from the first's bytes: the files are highdicom's and pydicom's exactly,
+    for every source (character sets, big endian, empty patient, private tags) and every kind of row."""
+    sources = [maker(tmp_path / name) for name, (maker, _) in VALID.items() if not (tmp_path / name).mkdir()]
+    sources += [dicom_from_image(image, tmp_path / f"extra{index}.dcm", modality=("MR", "US", "OT")[index % 3],
+                                 InstanceNumber=index, **({"PatientName": None} if index % 2 else {}))
+                for index, image in enumerate(sorted((CHECKOUT / "samples" / "brain_mri" / "test").glob("*/*"))[:8])]
+    whens = [WHEN, datetime(2025, 1, 2, 3, 4, 5, 670000, tzinfo=timezone(timedelta(hours=5, minutes=30)))]
+    compared = 0
+    for index, source in enumerate(sources):
+        for number, answer in enumerate(varied_rows(index, source)):
+            when = whens[(index + number) % 2]
+            written = write_sr(answer, source, tmp_path / "sr", MODEL, when=when)
+            assert written.read_bytes() == full_build(answer, source, MODEL, when), (source.name, answer["status"])
+            compared += 1
+    templates = frozen_now._TEMPLATES
+    assert compared == 4 * len(sources) and templates and None not in templates.values()  # made, and all used
+    assert len(templates) <= compared / 2  # most SRs were made from an earlier SR's template
+
+
+def test_write_sr_of_other_models_and_without_a_template_is_build_srs_too(frozen_now, tmp_path, monkeypatch):
+    """A model with SNOMED codes, one whose class meanings need UTF-8, one that cannot refuse; and a kind of SR
+    whose template could not be made: built in full."""
+    snomed = ModelIdentity("model.onnx", __version__, MODEL.sha256, class_names=CLASSES,
+                           class_codes={name: tuple(code) for name, code in SNOMED.items()}, ood_threshold=2.0)
+    utf8 = ModelIdentity("model.onnx", __version__, MODEL.sha256, class_names=CLASSES,
+                         class_codes={name: (name, PRIVATE_SCHEME, f"{name} (腫瘍)") for name in CLASSES})
+    plain = ModelIdentity("plain.onnx", __version__, "77" * 32, class_names=CLASSES)
+    sources = [made(ULTRASOUND, modality="US", SpecificCharacterSet="ISO_IR 100", PatientName="Buc^Jérôme")(tmp_path),
+               shipped("chrX2.dcm")(tmp_path), shipped("CT_small.dcm")(tmp_path)]
+    for model in (snomed, utf8, plain):
+        for source in sources:
+            changes = {"model_sha256": model.sha256} if model is plain else {}
+            for answer in (row("ok", str(source), **changes, **({"ood_score": "", "ood_threshold": ""} if model is
+                                                                 plain else {})),
+                           *([] if model is plain else [row("refused", str(source))])):
+                written = write_sr(answer, source, tmp_path / "sr", model, when=WHEN)
+                assert written.read_bytes() == full_build(answer, source, model, WHEN)
+    assert None not in frozen_now._TEMPLATES.values()
+    monkeypatch.setattr(frozen_now, "_TEMPLATES", {})
+    monkeypatch.setattr(frozen_now, "_template", lambda *arguments: None)  # no template: highdicom every time
+    written = write_sr(row(), sources[0], tmp_path / "full", MODEL, when=WHEN)
+    assert written.read_bytes() == full_build(row(), sources[0], MODEL, WHEN)
+
+
 # ---------------------------------------------------------------- privacy
 
 def strings_of(dataset) -> list[str]:
