@@ -2,11 +2,11 @@
 once the destination accepted it.
 
 A destination is a DICOM AE (C-STORE: ``AE@host:port``) or a DICOMweb service (STOW-RS: an http(s) URL). One
-thread per destination sends the SRs waiting in ``outbox/<destination>/``, a few per association or request. A
-destination that cannot be reached, or that fails a whole request, is tried again with a back-off that doubles
-up to a limit; an SR the destination itself refuses (a failure status for that instance) is tried three times,
-then moved to ``rejected/<destination>/`` with a log line. The outbox is on disk: SRs not yet sent when the node
-stops are sent when it starts again.
+thread per destination sends the SRs waiting in ``outbox/<destination>/``: over one association kept open while
+there is work (DICOM), or a few per request (STOW-RS). A destination that cannot be reached, or that fails a whole
+request, is tried again with a back-off that doubles up to a limit; an SR the destination itself refuses (a
+failure status for that instance) is tried three times, then moved to ``rejected/<destination>/`` with a log
+line. The outbox is on disk: SRs not yet sent when the node stops are sent when it starts again.
 
 pynetdicom, pydicom and dicomweb-client are imported only when a node starts.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from pathlib import Path
 from s3f_edge.errors import InputError
 
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
-GROUP = 16  # SRs per association or STOW request
+GROUP = 16  # SRs per STOW request, and between two looks at the outbox
 ATTEMPTS = 3  # sends of one SR that the destination refused before it is set aside
 _AE_DESTINATION = re.compile(r"(?P<ae>[^@]{1,16})@(?P<host>[^:@]+):(?P<port>\d{1,5})")
 
@@ -40,8 +41,17 @@ class Sent:
     why: str = ""
 
 
+def no_delay(association) -> None:
+    """Send small DICOM messages at once (TCP_NODELAY): without it a C-STORE and its answer can each wait for the
+    peer's delayed acknowledgement, tens of milliseconds per image. pynetdicom sets no socket option of the kind."""
+    try:
+        association.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (AttributeError, OSError):  # no socket (any more), or another pynetdicom: only slower
+        pass
+
+
 class CStoreDestination:
-    """A DICOM AE that stores SRs (C-STORE), e.g. the PACS.
+    """A DICOM AE that stores SRs (C-STORE), e.g. the PACS. One association is kept open while there is work.
 
     Args:
         ae_title, host, port: the destination's AE title and address.
@@ -52,9 +62,11 @@ class CStoreDestination:
         self.ae_title, self.host, self.port, self.calling_ae = ae_title, host, port, calling_ae
         self.name = f"{ae_title}@{host}:{port}"
         self.folder_name = re.sub(r"[^A-Za-z0-9.-]", "_", f"dicom-{ae_title}-{host}-{port}")
+        self._association = None
 
-    def send(self, paths: list[Path]) -> list[Sent]:
-        """C-STORE ``paths`` over one association."""
+    def _associated(self):
+        if self._association is not None and self._association.is_established:
+            return self._association
         from pynetdicom import AE
 
         ae = AE(ae_title=self.calling_ae)
@@ -64,19 +76,32 @@ class CStoreDestination:
         if not association.is_established:
             state = "rejected the association" if association.is_rejected else "cannot be reached"
             raise DestinationDown(f"{self.name} {state}")
+        no_delay(association)
+        self._association = association
+        return association
+
+    def send(self, paths: list[Path]) -> list[Sent]:
+        """C-STORE ``paths`` over the open association (opened if need be)."""
+        association = self._associated()
         sent = []
-        try:
-            for path in paths:
+        for path in paths:
+            try:
                 status = association.send_c_store(path)
-                if "Status" not in status:  # no answer: the connection was lost
-                    raise DestinationDown(f"{self.name} stopped answering")
-                code = int(status.Status)
-                accepted = code == 0 or 0xB000 <= code <= 0xBFFF  # success, or a warning: stored
-                sent.append(Sent(path, accepted, "" if accepted else f"status 0x{code:04X}"))
-        finally:
-            if association.is_established:
-                association.release()
+            except RuntimeError:  # the peer ended the association since it was opened
+                status = {}
+            if "Status" not in status:  # no answer: the connection was lost
+                self.close()
+                raise DestinationDown(f"{self.name} stopped answering")
+            code = int(status.Status)
+            accepted = code == 0 or 0xB000 <= code <= 0xBFFF  # success, or a warning: stored
+            sent.append(Sent(path, accepted, "" if accepted else f"status 0x{code:04X}"))
         return sent
+
+    def close(self) -> None:
+        """Release the association, if open (the outbox is empty, or the node stops)."""
+        association, self._association = self._association, None
+        if association is not None and association.is_established:
+            association.release()
 
 
 class StowDestination:
@@ -90,6 +115,9 @@ class StowDestination:
         self.url = url.rstrip("/")
         self.name = self.url
         self.folder_name = "dicomweb-" + hashlib.sha256(self.url.encode()).hexdigest()[:12]
+
+    def close(self) -> None:
+        """Nothing is kept open between requests."""
 
     def send(self, paths: list[Path]) -> list[Sent]:
         """STOW-RS ``paths`` in one request."""
@@ -173,10 +201,11 @@ class Sender(threading.Thread):
             self.wake.clear()
             paths = waiting(self.folder)[:GROUP]
             if not paths:
+                self.destination.close()  # idle: no association held open
                 self.wake.wait(1.0)
                 continue
             try:
-                outcome = self.destination.send(paths)
+                outcome = self._send(paths)
             except DestinationDown as error:
                 if self.down_since is None:
                     self.down_since = str(error)
@@ -190,6 +219,17 @@ class Sender(threading.Thread):
                 self.down_since = None
             delay = 1.0
             self._settle(outcome)
+        self.destination.close()
+
+    def _send(self, paths: list[Path]) -> list[Sent]:
+        try:
+            return self.destination.send(paths)
+        except DestinationDown:
+            raise
+        except Exception as error:  # a thread that died would leave its outbox unsent while the node runs on
+            self.destination.close()
+            raise DestinationDown(f"{self.destination.name}: sending failed ({type(error).__name__}: {error})") \
+                from error
 
     def _settle(self, outcome: list[Sent]) -> None:
         per_study: dict[str, int] = {}

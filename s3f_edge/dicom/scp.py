@@ -67,7 +67,7 @@ class StoreHandlers:
     def handlers(self) -> list:
         from pynetdicom import evt
 
-        return [(evt.EVT_C_ECHO, self.on_echo), (evt.EVT_C_STORE, self.on_store),
+        return [(evt.EVT_CONN_OPEN, self.on_open), (evt.EVT_C_ECHO, self.on_echo), (evt.EVT_C_STORE, self.on_store),
                 (evt.EVT_DATA_RECV, self.on_data), (evt.EVT_REJECTED, self.on_rejected),
                 (evt.EVT_ABORTED, self.on_aborted), (evt.EVT_CONN_CLOSE, self.on_closed)]
 
@@ -75,6 +75,11 @@ class StoreHandlers:
     def _peer(event) -> str:
         requestor = event.assoc.requestor
         return f"{requestor.ae_title or '?'} at {requestor.address}:{requestor.port}"
+
+    def on_open(self, event) -> None:
+        from s3f_edge.dicom.outbox import no_delay
+
+        no_delay(event.assoc)  # each C-STORE's answer sent at once
 
     def on_echo(self, event) -> int:
         return SUCCESS
