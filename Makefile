@@ -94,6 +94,7 @@ bench: bench-data $(INSTALLED) browser
 	$(BIN)/python benchmarks/review_page.py --out benchmarks/results
 	$(BIN)/python benchmarks/cluster_infer.py --out benchmarks/results
 	$(BIN)/python benchmarks/dicom_reports.py --out benchmarks/results
+	$(BIN)/python benchmarks/dicom_node.py --out benchmarks/results
 	$(BIN)/python tools/update_docs.py
 
 bench-data:
