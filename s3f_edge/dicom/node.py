@@ -229,6 +229,7 @@ class DicomNode:
         from s3f_edge.dicom.scp import StoreHandlers, storage_ae
 
         _config.LOG_HANDLER_LEVEL = "none"  # the node writes its own lines
+        _config.STORE_SEND_CHUNKED_DATASET = True  # an SR is sent from its file as it is, not decoded and encoded again
         options = self.options
         handlers = StoreHandlers(self.spool, self._received, self.log, int(options.max_dataset_mb * 2**20),
                                  options.max_pdu_kb * 1024)
@@ -283,6 +284,7 @@ class DicomNode:
                 continue
             for day, paths in sorted(_by_day(taken).items()):
                 self._day(day).answer(paths)
+            self.ledger.flush()  # studies that went quiet while others keep the node busy
 
     def serve(self) -> None:
         """Run until SIGTERM, SIGINT or ``stop``: what was spooled before and is unanswered is answered first."""
