@@ -133,7 +133,7 @@ def sr_count(pacs: Orthanc) -> int:
     return int(pacs.get("/statistics", timeout=10)["CountInstances"])
 
 
-def run_node(scratch: Path, folder: Path, expected: int, batch_size: int) -> dict:
+def run_node(scratch: Path, folder: Path, expected: int, batch_size: int, passes: int) -> dict:
     """Orthanc and the node, storescu sending ``folder`` to the node; the timings, the RSS samples and the checks."""
     for leftover in ("pacs", "node", "node.log", "storescu.log"):
         path = scratch / leftover
@@ -198,6 +198,16 @@ def run_node(scratch: Path, folder: Path, expected: int, batch_size: int) -> dic
         outbox = len(node.outbox())
         time.sleep(1.5)  # anything more than one SR per instance would show now
         final_count = sr_count(pacs)
+        after_passes = [rss_bytes(node.process.pid)]
+        for _ in range(passes - 1):  # the same images again: replaced, answered and reported again
+            resend = subprocess.run(["storescu", "-aet", SENDER_AE, "-aec", NODE_AE, "+sd", "+r", "127.0.0.1",
+                                     str(node.port), str(folder)], capture_output=True, env=DCMTK_ENV)
+            if resend.returncode != 0:
+                raise SystemExit(f"storescu exited with status {resend.returncode} on a later pass")
+            settled(node)
+            after_passes.append(rss_bytes(node.process.pid))
+        if sr_count(pacs) != final_count:
+            raise SystemExit(f"Orthanc holds {sr_count(pacs)} SRs after the later passes, {final_count} before")
         status = node.stop()
         rows = node.rows()
     finally:
@@ -208,7 +218,19 @@ def run_node(scratch: Path, folder: Path, expected: int, batch_size: int) -> dic
     log = node.log()
     return {"samples": samples, "idle_rss": idle_rss, "storescu_seconds": finished["storescu"],
             "srs_seconds": finished["srs"], "reports_seconds": finished.get("reports", finished["srs"]),
-            "srs_in_orthanc": final_count, "outbox_left": outbox, "rows": rows, "node_status": status, "log": log}
+            "srs_in_orthanc": final_count, "outbox_left": outbox, "rows": rows, "node_status": status, "log": log,
+            "rss_after_passes": after_passes}
+
+
+def settled(node, quiet: float = 3.0, timeout: float = STALL_TIMEOUT) -> None:
+    """Wait until the node's outbox is empty and no SR was written for ``quiet`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        newest = max((p.stat().st_mtime for p in (node.folder / "reports").glob("*/*.dcm")), default=0.0)
+        if not node.outbox() and time.time() - newest >= quiet:
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"the node did not settle within {timeout:g} s:\n{node.log_tail()}")
 
 
 def rss_at(samples: list[tuple[float, int, int]], count: float) -> int:
@@ -224,6 +246,8 @@ def main() -> None:
                         help="Timed runs of `infer` and `infer --dicom-sr`, in turns; the fastest is kept (the node "
                              "runs once).")
     parser.add_argument("--batch-size", type=int, default=32, help="The node's batch size (and infer's).")
+    parser.add_argument("--passes", type=int, default=3, help="Sends of the whole set to the node (the first timed; "
+                        "the node's RSS is taken after each, to see whether it stays flat).")
     parser.add_argument("--keep", type=Path, default=None, help="Keep the DICOM test set (and the node's folder, "
                         "its log and Orthanc's) in this folder.")
     args = parser.parse_args()
@@ -241,7 +265,7 @@ def main() -> None:
             plain.append(timed_infer(folder, scratch / "plain.csv", *batch))
             shutil.rmtree(scratch / "sr", ignore_errors=True)
             reported.append(timed_infer(folder, scratch / "sr.csv", *batch, "--dicom-sr", str(scratch / "sr")))
-        run = run_node(scratch, folder, len(instances), args.batch_size)
+        run = run_node(scratch, folder, len(instances), args.batch_size, args.passes)
     finally:
         if args.keep is None:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -304,6 +328,10 @@ def main() -> None:
              f"{args.rounds} run(s) of each in turns; the node timed once, already listening, Orthanc on the same "
              f"CPUs, --batch-size {args.batch_size}, Orthanc and storescu with TCP_NODELAY=1; "
              "`python benchmarks/dicom_node.py`."]
+    after = " / ".join(f"{value / MIB:.0f}" for value in run["rss_after_passes"])
+    lines.insert(-2, f"| node RSS after each pass of the whole set ({args.passes} passes: the same images sent again, "
+                     f"answered and reported again) | {after} MiB |")
+    result["rss_after_passes_mib"] = [value / MIB for value in run["rss_after_passes"]]
     write_results(args.out, "dicom_node", result, lines)
 
 
