@@ -35,6 +35,11 @@ class DicomSRError(InputError):
     """A DICOM source, or a result row for it, that cannot get a Structured Report; the message says why."""
 
 
+class DestinationDown(S3FEdgeError, ConnectionError):
+    """A DICOM node's destination cannot be reached or refused a whole request: its SRs wait in the outbox and are
+    sent again later (never shown to a user as an error: a log line says so)."""
+
+
 class NonFiniteOutputError(S3FEdgeError, ValueError):
     """A model produced NaN or infinite outputs, so its results mean nothing."""
 

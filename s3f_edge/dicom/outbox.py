@@ -21,16 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from s3f_edge.errors import InputError
+from s3f_edge.errors import DestinationDown, InputError
 
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 GROUP = 16  # SRs per STOW request, and between two looks at the outbox
 ATTEMPTS = 3  # sends of one SR that the destination refused before it is set aside
 _AE_DESTINATION = re.compile(r"(?P<ae>[^@]{1,16})@(?P<host>[^:@]+):(?P<port>\d{1,5})")
-
-
-class DestinationDown(Exception):
-    """The destination could not be reached or refused the whole request: try again later."""
 
 
 @dataclass

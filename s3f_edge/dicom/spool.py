@@ -90,8 +90,10 @@ class Spool:
             raise ValueError("a study or instance UID is not a DICOM UID")
         folder = self.day_folder(day or self.day()) / study_uid
         if not folder.is_dir():
+            new = [path for path in (folder.parent, folder) if not path.is_dir()]  # the day's folder may be new too
             folder.mkdir(parents=True, exist_ok=True)
-            sync_folder(folder.parent)
+            for path in new:  # each new folder's entry in its parent made durable, as the image's will be
+                sync_folder(path.parent)
         handle, temporary = tempfile.mkstemp(dir=self.partial, suffix=".dcm")
         try:
             with os.fdopen(handle, "wb") as stream:
