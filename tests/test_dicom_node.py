@@ -169,3 +169,19 @@ def test_tls_serves_only_tls(tmp_path, certificate):
         assert send(node.port, images, ssl_context=client) == [0, 0]
         assert echo(node.port) == -1  # plain DICOM is not understood
         assert echo(node.port, ssl_context=client) == 0
+
+
+def test_a_port_in_use_is_one_line_and_leaves_no_folder(tmp_path):
+    from click.testing import CliRunner
+
+    from s3f_edge.cli import main
+
+    with socket.socket() as taken:
+        taken.bind((LOOPBACK, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(main, ["listen", str(tmp_path / "node"), "--allow", "PACS", "--port", str(port)])
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot listen on" in lines[0] and "--port" in lines[0], result.stderr
+    assert not (tmp_path / "node").exists()

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from s3f_edge.dicom.ledger import StudyLedger
 from s3f_edge.dicom.spool import Spool
-from s3f_edge.errors import InputError
+from s3f_edge.errors import InputError, S3FEdgeError
 from s3f_edge.outputs import ensure_writable
 from s3f_edge.results import journal_path, same_fingerprint
 from s3f_edge.runtime.infer import InferOptions, answer_planned, finish_inference, plan_inference
@@ -127,6 +127,9 @@ class _Day:
         self.node, self.day = node, day
         self.plan, self.started = None, 0.0
         self.answered: dict[str, dict] = {}  # path -> fingerprint answered under the open plan
+        from s3f_edge.dicom.reports import StructuredReports
+
+        self.reports = StructuredReports(node.spool.reports_folder(day), node.identity, written=node.queue_report)
 
     def answer(self, paths: list[Path]) -> None:
         """Answer ``paths`` (none: whatever the day's folder holds unanswered)."""
@@ -140,7 +143,7 @@ class _Day:
         else:
             self.plan.add(self._unanswered(paths))
         if self.plan.files:
-            answer_planned(self.plan, node.executor, progress=False, sinks=(node.reports, node.ledger, self))
+            answer_planned(self.plan, node.executor, progress=False, sinks=(self.reports, node.ledger, self))
         if time.monotonic() - self.started >= FINISH_EVERY:
             self.finish()
 
@@ -183,6 +186,7 @@ class DicomNode:
         self.destinations = [parse_destination(text, options.ae_title) for text in options.destinations]
         self.tls = tls_context(options)
         ensure_writable(options.folder, "FOLDER", folder=True)
+        self.made_folder = not options.folder.exists()
         self.spool: Spool | None = None  # made once the model loaded: a failed start leaves nothing behind
         self.stop = threading.Event()
         self.arrived: queue.Queue = queue.Queue()
@@ -193,8 +197,7 @@ class DicomNode:
         self.port = options.port
 
     def _load_model(self) -> None:
-        from s3f_edge.dicom.identity import ModelIdentity
-        from s3f_edge.dicom.reports import StructuredReports
+        from s3f_edge.dicom.identity import ModelIdentity, check_class_codes, default_class_codes
         from s3f_edge.runtime.formats import load_predictor
         from s3f_edge.runtime.local import LocalExecutor
         from s3f_edge.runtime.predictor import default_model
@@ -205,16 +208,14 @@ class DicomNode:
                              "with it; calibrate the model first with s3f-edge calibrate")
         self.spool = Spool(self.options.folder)
         self.executor = LocalExecutor(self.predictor, self.options.inference(self.spool, Spool.day(), False))
-        self.reports = StructuredReports(self.spool.reports, ModelIdentity.from_predictor(self.predictor),
-                                         written=self._queue_report)
+        self.identity = ModelIdentity.from_predictor(self.predictor)
+        self.identity.class_codes = check_class_codes(  # checked before the server starts, not at the first image
+            self.identity.class_codes or default_class_codes(self.identity.class_names), self.identity.class_names)
 
-    def _queue_report(self, row: dict, report: Path) -> None:
-        day_folder = self.spool.reports_folder(Path(row["path"]).parent.parent.name)
-        day_folder.mkdir(parents=True, exist_ok=True)
-        target = day_folder / report.name
-        report.replace(target)  # written flat by StructuredReports; kept by day
+    def queue_report(self, row: dict, report: Path) -> None:
+        """Queue the SR just written for ``row`` for every destination (``StructuredReports``'s ``written``)."""
         study = Path(row["path"]).parent.name
-        self.spool.queue(target, study, [d.folder_name for d in self.destinations])
+        self.spool.queue(report, study, [d.folder_name for d in self.destinations])
         self.ledger.reported(study)
         for sender in self.senders:
             sender.wake.set()
@@ -241,6 +242,17 @@ class DicomNode:
             raise InputError(f"cannot listen on {options.host}:{options.port}: {error.strerror or error}; "
                              "choose another --port or --host") from None
         self.port = self.server.server_address[1]
+
+    def _unmake_folders(self) -> None:
+        """After a failed start: remove the spool's folders while they are empty (no image was ever received)."""
+        if self.spool is None:
+            return
+        for folder in (self.spool.incoming, self.spool.results, self.spool.reports, self.spool.outbox,
+                       self.spool.partial, *([self.spool.root] if self.made_folder else [])):
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: a folder of earlier runs, kept
+                pass
 
     def _start_senders(self) -> None:
         from s3f_edge.dicom.outbox import Sender
@@ -288,8 +300,12 @@ class DicomNode:
 
     def serve(self) -> None:
         """Run until SIGTERM, SIGINT or ``stop``: what was spooled before and is unanswered is answered first."""
-        self._load_model()
-        self._start_server()
+        try:
+            self._load_model()
+            self._start_server()
+        except S3FEdgeError:
+            self._unmake_folders()
+            raise
         names = ", ".join(d.name for d in self.destinations) or "nowhere (reports/ only)"
         allowed = ", ".join(self.options.allowed) if self.options.allowed is not None else "any AE title"
         self.log(f"listening on {self.options.host}:{self.port} as {self.options.ae_title}"
