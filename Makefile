@@ -66,11 +66,13 @@ browser:
 
 # The DICOM tests judge every Structured Report with DCMTK's dsrdump and dicom3tools' dciodvfy, and the DICOM
 # node's tests send reports to a real PACS: Orthanc with its DICOMweb plugin (started by the tests on free loopback
-# ports, never as the system service); S3F_EDGE_SKIP_DICOM_TOOLS=1 skips them.
+# ports, never as the system service), and its TLS test makes a certificate with openssl; S3F_EDGE_SKIP_DICOM_TOOLS=1
+# skips them.
 dicom-tools:
 	$(call debian,dsrdump,dcmtk,S3F_EDGE_SKIP_DICOM_TOOLS,DICOM)
 	$(call debian,dciodvfy,dicom3tools,S3F_EDGE_SKIP_DICOM_TOOLS,DICOM)
 	$(call debian,Orthanc,orthanc orthanc-dicomweb,S3F_EDGE_SKIP_DICOM_TOOLS,DICOM,/usr/share/orthanc/plugins/libOrthancDicomWeb.so)
+	$(call debian,openssl,openssl,S3F_EDGE_SKIP_DICOM_TOOLS,DICOM)
 
 test: $(INSTALLED) browser dicom-tools
 	$(BIN)/ruff check .
