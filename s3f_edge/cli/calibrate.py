@@ -37,32 +37,42 @@ from s3f_edge.cli.support import (
                    "the model (recorded in the calibration). Any split will do (default 0.15, seed 0).")
 @click.option("--keep", type=FiniteFloat(0.5, 1.0), default=0.99, show_default=True,
               help="Share of the validation images the refusal threshold accepts.")
+@click.option("--coverage", "coverages", type=FiniteFloat(0.5, 1.0, max_open=True), multiple=True,
+              help="Coverage of the prediction sets infer gives: the set of classes holds the true class of at least "
+                   "this share of images like the validation images (default 0.95). Repeat to store several levels; "
+                   "the first is the one infer uses.")
 @click.option("--fit-images", type=click.IntRange(10), default=10000, show_default=True,
               help="Training images (seeded sample) for the out-of-distribution score's class statistics.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def calibrate(model_path, data, out_path, overwrite, val_fraction, seed, other_data, keep, fit_images, quiet):
+def calibrate(model_path, data, out_path, overwrite, val_fraction, seed, other_data, keep, coverages, fit_images,
+              quiet):
     """Fit a trained MODEL's temperature and out-of-distribution score on its own dataset DATA (no retraining).
 
     The temperature makes the probabilities honest (fitted on the validation split by log-likelihood;
     the classes predicted do not change). The score measures how unlike the training images an image
     is, at every convolutional block; its threshold accepts --keep of the validation images, and
-    `infer` refuses images above it. Both become part of the saved model, so every export carries them.
+    `infer` refuses images above it. Prediction sets: every class at least as plausible as the
+    true classes of --coverage of the validation images, so that a set holds the true class at that
+    rate on images like them (split conformal). All of it becomes part of the saved model; export
+    fits it again on each file it writes.
     `train` does this at its end; this command is for models trained before, or elsewhere. DATA must be
     the dataset the model was trained on (checked when the model records its files), unless --other-data.
     """
     needs("calibration", ("tensorflow", "keras", "sklearn", "scipy"))
-    from s3f_edge.train.calibrate import DATA_CHECK_NOTES, calibrate_file
+    from s3f_edge.train.calibrate import DATA_CHECK_NOTES, DEFAULT_COVERAGE, calibrate_file
 
     if out_path is None:
         from s3f_edge.runtime.predictor import beside_model
 
         out_path = beside_model(model_path) / (model_path.stem + ".calibrated.keras")
     report = calibrate_file(model_path, data, out_path, val_fraction=val_fraction, seed=seed, keep=keep,
-                            fit_images=fit_images, other_data=other_data, overwrite=overwrite, progress=not quiet)
-    ece, ood, fitted = report["ece_validation"], report["ood"], report["fitted_on"]
-    click.echo(f"temperature {report['temperature']:.3f}: validation ECE {ece['before']:.4f} -> {ece['after']:.4f}")
-    click.echo(f"out-of-distribution score ({ood['method']}, {len(ood['blocks'])} blocks): images scoring over "
-               f"{ood['threshold']:.3f} are refused ({ood['validation_refused']:.1%} of the validation split)")
+                            coverages=coverages or (DEFAULT_COVERAGE,), fit_images=fit_images, other_data=other_data,
+                            overwrite=overwrite, progress=not quiet)
+    from s3f_edge.runtime.calibration import calibration_lines
+
+    fitted = report["fitted_on"]
+    for line in calibration_lines(report):
+        click.echo(line)
     click.echo(f"fitted on {fitted['training_images']} training and {fitted['validation_images']} validation images "
                f"(validation split {fitted['val_fraction']}, seed {fitted['seed']})\nsaved: {out_path}")
     if fitted["data_check"] in DATA_CHECK_NOTES:

@@ -16,14 +16,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from s3f_edge.errors import InputError
+from s3f_edge.runtime.calibration import (  # noqa: F401 (re-exported: fitted here for a Keras model)
+    DEFAULT_COVERAGE,
+    DEFAULT_KEEP,
+    TEMPERATURE_BOUNDS,
+    fit_calibration,
+    fit_temperature,
+    scaled_probabilities,
+)
 
 if TYPE_CHECKING:
     import keras
 
-DEFAULT_KEEP = 0.99  # the threshold accepts this share of the validation split
 DEFAULT_FIT_IMAGES = 10000  # training images (seeded, stratified sample) for the score's class statistics
 MIN_IMAGES = 10  # below this, a threshold or a temperature would be a guess: calibration is refused
-TEMPERATURE_BOUNDS = (0.05, 20.0)
 # The adopted score (s3f_edge.train.ood.block_scores), chosen by benchmarks/ood_methods.py: Mahalanobis distance on
 # the spatial tower's block outputs, each summarised per channel by its mean and spread over the image.
 SCORE_METHOD = "mahalanobis-blocks"
@@ -77,44 +83,9 @@ def block_features(model: "keras.Model", images, batch_size: int = 64, blocks: l
     return outputs[:-1], logits
 
 
-def _negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
-    from scipy.special import log_softmax
-
-    from s3f_edge.train.ood import two_column_logits
-
-    logits = two_column_logits(logits)  # one sigmoid unit: a softmax over (0, z)
-    return float(-log_softmax(logits / temperature, axis=1)[np.arange(len(labels)), labels].mean())
-
-
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature T minimising the negative log-likelihood of softmax(logits / T) on held-out images.
-
-    Args:
-        logits: (N, K), or (N, 1) for one sigmoid unit.
-        labels: true class indices (N,).
-
-    Returns:
-        T in [0.05, 20] (searched on log T, bounded: a degenerate split cannot send it to 0 or infinity).
-    """
-    from scipy.optimize import minimize_scalar
-
-    logits, labels = np.asarray(logits, np.float64), np.asarray(labels)
-    found = minimize_scalar(lambda log_t: _negative_log_likelihood(logits, labels, np.exp(log_t)),
-                            bounds=tuple(np.log(TEMPERATURE_BOUNDS)), method="bounded", options={"xatol": 1e-4})
-    return float(np.exp(found.x))
-
-
-def scaled_probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(logits / T) as the model's probs output gives it ([1 - p, p] for one sigmoid unit)."""
-    from scipy.special import softmax
-
-    from s3f_edge.train.ood import two_column_logits
-
-    return softmax(two_column_logits(logits) / temperature, axis=1)
-
-
 def calibrate_model(model: "keras.Model", fit_images, fit_labels: np.ndarray, validation_images,
-                    validation_labels: np.ndarray, *, keep: float = DEFAULT_KEEP, provenance: dict | None = None,
+                    validation_labels: np.ndarray, *, keep: float = DEFAULT_KEEP,
+                    coverages: tuple[float, ...] = (DEFAULT_COVERAGE,), provenance: dict | None = None,
                     batch_size: int = 64) -> tuple["keras.Model", dict]:
     """Fit the temperature and the out-of-distribution score; return the calibrated model and what was fitted.
 
@@ -126,6 +97,7 @@ def calibrate_model(model: "keras.Model", fit_images, fit_labels: np.ndarray, va
             the threshold.
         validation_labels: their class indices.
         keep: the share of validation images the threshold accepts.
+        coverages: the coverages of the prediction sets stored (the first is the one ``infer`` gives).
         provenance: where the images came from (recorded in the result's ``fitted_on``).
         batch_size: images per forward pass.
 
@@ -140,8 +112,7 @@ def calibrate_model(model: "keras.Model", fit_images, fit_labels: np.ndarray, va
 
     from s3f_edge.model.calibration import SCORE, block_layers, calibrated, check_head, uncalibrated
     from s3f_edge.model.forward import batched_outputs
-    from s3f_edge.train.metrics import expected_calibration_error
-    from s3f_edge.train.ood import block_scores, fit_blocks, threshold_keeping
+    from s3f_edge.train.ood import block_scores, fit_blocks
 
     if min(len(validation_images), len(fit_images)) < MIN_IMAGES:
         raise InputError(f"calibration needs at least {MIN_IMAGES} training and {MIN_IMAGES} validation images, got "
@@ -158,9 +129,8 @@ def calibrate_model(model: "keras.Model", fit_images, fit_labels: np.ndarray, va
     validation_features, validation_logits = block_features(base, validation_images, batch_size, blocks)
     statistics = fit_blocks(fit_blocks_features, fit_labels, validation_features)  # features arrive pooled
     validation_scores = block_scores(statistics, validation_features)
-    threshold = threshold_keeping(validation_scores, keep)
-    temperature, temperature_note = _temperature(validation_logits, validation_labels)
-    result = calibrated(base, temperature, statistics, blocks, SCORE_POOLING)
+    fitted = fit_calibration(validation_logits, validation_labels, validation_scores, keep=keep, coverages=coverages)
+    result = calibrated(base, fitted["temperature"], statistics, blocks, SCORE_POOLING)
 
     # The graph must compute what was fitted: compare it with the numpy reference on validation images.
     check = min(len(validation_images), 32)
@@ -168,16 +138,10 @@ def calibrate_model(model: "keras.Model", fit_images, fit_labels: np.ndarray, va
     graph_scores = batched_outputs(score_model, np.asarray(validation_images[:check], np.float32))[0]
     if not np.allclose(graph_scores, validation_scores[:check], rtol=1e-3, atol=1e-3):
         raise RuntimeError("the calibrated model's ood_score differs from the fitted numbers: a bug in s3f-edge")
-    before = expected_calibration_error(validation_labels, scaled_probabilities(validation_logits, 1.0))
-    after = expected_calibration_error(validation_labels, scaled_probabilities(validation_logits, temperature))
+    fitted["ood"] = {"method": SCORE_METHOD, "blocks": blocks, "pooling": SCORE_POOLING, **fitted["ood"]}
     calibration = {
-        "temperature": round(temperature, 6),
-        **({"temperature_note": temperature_note} if temperature_note else {}),
-        "ood": {"method": SCORE_METHOD, "blocks": blocks, "pooling": SCORE_POOLING,
-                "threshold": threshold, "keep": keep,
-                "validation_refused": float((validation_scores > threshold).mean())},
-        "ece_validation": {"before": before, "after": after},
-        "fitted_on": {**(provenance or {}), "training_images": int(len(fit_images)),
+        **fitted,
+        "fitted_on": {**(provenance or {}), "artefact": "keras", "training_images": int(len(fit_images)),
                       "validation_images": int(len(validation_images))},
         "fitted": time.strftime("%Y-%m-%d"),
     }
@@ -239,23 +203,10 @@ def calibration_sample(labels: np.ndarray, limit: int = DEFAULT_FIT_IMAGES, seed
     return np.sort(np.concatenate(picked))
 
 
-def _temperature(logits: np.ndarray, labels: np.ndarray) -> tuple[float, str | None]:
-    """The fitted temperature, or 1 with the reason when the validation split cannot tell: with no wrong answer
-    the likelihood keeps rising as T falls (probabilities pushed to one-hot), and an optimum at the search's
-    bound is no optimum."""
-    from s3f_edge.train.ood import two_column_logits
-
-    if (two_column_logits(logits).argmax(axis=1) == labels).all():
-        return 1.0, "no validation image is misclassified, so the temperature cannot be fitted: kept 1"
-    temperature = fit_temperature(logits, labels)
-    if not TEMPERATURE_BOUNDS[0] * 1.05 < temperature < TEMPERATURE_BOUNDS[1] / 1.05:
-        return 1.0, f"the fitted temperature ({temperature:.3f}) reached the search's bound: kept 1"
-    return temperature, None
-
-
 def calibrate_file(model_path: str | Path, data_dir: str | Path, out_path: str | Path, *,
                    val_fraction: float | None = None, seed: int | None = None, keep: float = DEFAULT_KEEP,
-                   fit_images: int = DEFAULT_FIT_IMAGES, other_data: bool = False, overwrite: bool = False,
+                   coverages: tuple[float, ...] = (DEFAULT_COVERAGE,), fit_images: int = DEFAULT_FIT_IMAGES,
+                   other_data: bool = False, overwrite: bool = False,
                    workers: int = 4, progress: bool = False) -> dict:
     """Calibrate a saved model (trained by s3f-edge with --no-calibrate, or elsewhere) on its own dataset.
 
@@ -279,6 +230,7 @@ def calibrate_file(model_path: str | Path, data_dir: str | Path, out_path: str |
         val_fraction: the validation split's fraction, for a model that records none; None: the recorded one.
         seed: the validation split's seed, likewise.
         keep: the share of validation images the threshold accepts.
+        coverages: the coverages of the prediction sets stored; the first is the one ``infer`` gives.
         fit_images: training images (seeded, stratified sample) for the score's class statistics.
         other_data: ``data_dir`` is not the model's training data, on purpose: none of its images were seen by the
             model.
@@ -317,7 +269,8 @@ def calibrate_file(model_path: str | Path, data_dir: str | Path, out_path: str |
                                                      progress)
     provenance = {"data_file_list_sha256": dataset.file_list_hash(), "data_check": data_check,
                   "val_fraction": val_fraction, "seed": seed, "model_sha256": _sha256(model_path)}
-    result, calibration = calibrate_model(model, fit_x, fit_y, val_x, val_y, keep=keep, provenance=provenance)
+    result, calibration = calibrate_model(model, fit_x, fit_y, val_x, val_y, keep=keep, coverages=coverages,
+                                          provenance=provenance)
     # Other data's split says nothing of the model's own, which a later calibration on its own data needs.
     split = {} if other_data else {"validation_split": {"fraction": val_fraction, "seed": seed}}
     save_model_atomically(result, out_path, {**metadata, "calibration": calibration, **split})

@@ -6,6 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
+from s3f_edge.runtime.calibration import (  # noqa: F401 (re-exported: train's callers import them from here)
+    ECE_BINS,
+    expected_calibration_error,
+    reliability_bins,
+)
 from s3f_edge.runtime.predictor import class_probabilities
 
 
@@ -33,37 +38,6 @@ def macro_f1(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> flo
     from sklearn.metrics import f1_score
 
     return float(f1_score(labels, predicted, labels=list(range(num_classes)), average="macro", zero_division=0))
-
-
-ECE_BINS = 15
-
-
-def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bins: int = ECE_BINS) -> float | None:
-    """The gap between confidence and accuracy (Guo et al., ICML 2017): the top probability of each image, in
-    ``bins`` equal-width bins, |accuracy - mean confidence| weighted by the bin's share of images.
-
-    Args:
-        labels: true class indices (N,).
-        probabilities: (N, K), or (N, 1) for a single sigmoid unit.
-
-    Returns:
-        ECE in [0, 1], or None for no images.
-    """
-    if len(labels) == 0:
-        return None
-    gaps = [abs(b["accuracy"] - b["confidence"]) * (b["count"] / len(labels))
-            for b in reliability_bins(labels, probabilities, bins) if b["count"]]
-    return float(np.sum(gaps))
-
-
-def reliability_bins(labels: np.ndarray, probabilities: np.ndarray, bins: int = ECE_BINS) -> list[dict]:
-    """Per confidence bin: its range, image count, mean confidence and accuracy (the reliability diagram's bars)."""
-    probabilities = class_probabilities(probabilities)
-    confidence, correct = probabilities.max(axis=1), probabilities.argmax(axis=1) == np.asarray(labels)
-    which = np.minimum((confidence * bins).astype(int), bins - 1)
-    return [{"low": b / bins, "high": (b + 1) / bins, "count": int((which == b).sum()),
-             "confidence": float(confidence[which == b].mean()) if (which == b).any() else None,
-             "accuracy": float(correct[which == b].mean()) if (which == b).any() else None} for b in range(bins)]
 
 
 def plot_reliability(curves: dict[str, tuple[np.ndarray, np.ndarray]], out_path: Path, title: str) -> Path:
@@ -201,3 +175,49 @@ def plot_history(history_csv: Path, out_path: Path) -> None:
     fig.tight_layout()
     fig.savefig(out_path, dpi=110)
     plt.close(fig)
+
+
+def set_metrics(sets: np.ndarray, labels: np.ndarray, class_names: list[str], level: float = 0.95) -> dict:
+    """How prediction sets did on labelled images: empirical coverage with its exact binomial interval, mean size,
+    the shares of single-class and empty sets, and coverage per class.
+
+    Args:
+        sets: (N, K) booleans, the classes in each image's set.
+        labels: the true classes (N,).
+        class_names: the K class names.
+        level: the interval's confidence (Clopper-Pearson).
+
+    Returns:
+        count, coverage, coverage_interval, mean_size, single, empty, coverage_per_class ({} for no images).
+    """
+    from scipy.stats import binomtest
+
+    labels = np.asarray(labels)
+    if len(labels) == 0:
+        return {"count": 0}
+    covered = sets[np.arange(len(labels)), labels]
+    sizes = sets.sum(axis=1)
+    interval = binomtest(int(covered.sum()), len(labels)).proportion_ci(level, method="exact")
+    return {"count": int(len(labels)), "coverage": float(covered.mean()),
+            "coverage_interval": [float(interval.low), float(interval.high)], "mean_size": float(sizes.mean()),
+            "single": float((sizes == 1).mean()), "empty": float((sizes == 0).mean()),
+            "coverage_per_class": {name: float(covered[labels == index].mean())
+                                   for index, name in enumerate(class_names) if (labels == index).any()}}
+
+
+def risk_coverage(probabilities: np.ndarray, labels: np.ndarray) -> dict:
+    """Selective classification: answering only the most confident images (top probability), the error rate of
+    the answered ones at every coverage, and its area (AURC; lower is better), with the area a perfect ranking
+    of the same errors would give.
+
+    Returns:
+        aurc, aurc_optimal, and the curve as coverages and risks (one point per image).
+    """
+    probabilities = class_probabilities(probabilities)
+    wrong = (probabilities.argmax(axis=1) != np.asarray(labels)).astype(np.float64)
+    order = np.argsort(-probabilities.max(axis=1), kind="stable")
+    answered = np.arange(1, len(wrong) + 1)
+    risks = np.cumsum(wrong[order]) / answered
+    optimal = np.cumsum(np.sort(wrong)) / answered
+    return {"aurc": float(risks.mean()), "aurc_optimal": float(optimal.mean()),
+            "coverages": (answered / len(wrong)).tolist(), "risks": risks.tolist()}

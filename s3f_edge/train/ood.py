@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from s3f_edge.errors import InputError
+from s3f_edge.runtime.calibration import threshold_keeping, two_column_logits  # noqa: F401 (re-exported)
 
 METHODS = ("msp", "energy", "mahalanobis", "knn")
 KNN_NEIGHBOUR = 10  # Sun et al.'s k for a bank of a few thousand images (their ablation: k = 1..1000 stable)
@@ -44,12 +45,6 @@ class FittedScore:
     bank: np.ndarray | None = None  # knn: (n, d) L2-normalised training features
     neighbour: int = KNN_NEIGHBOUR  # knn: k
     images: int = 0  # training images fitted on
-
-
-def two_column_logits(logits: np.ndarray) -> np.ndarray:
-    """(N, K) logits as they are; one sigmoid unit's (N, 1) as the softmax logits (0, z) it equals."""
-    logits = np.asarray(logits, np.float64)
-    return np.concatenate([np.zeros_like(logits), logits], axis=1) if logits.shape[1] == 1 else logits
 
 
 def refusal_summary(correct: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
@@ -194,19 +189,3 @@ def block_scores(statistics: list[dict], features: list[np.ndarray], pooling: st
     return np.max(np.stack(standardised, axis=1), axis=1)
 
 
-def threshold_keeping(in_distribution_scores: np.ndarray, keep: float = 0.99) -> float:
-    """The score under which ``keep`` of the in-distribution images fall: images above it are refused.
-
-    Args:
-        in_distribution_scores: scores of held-out in-distribution images (the validation split).
-        keep: the share of them to accept.
-
-    Returns:
-        The threshold (an observed score: the smallest at or above the ``keep`` quantile).
-    """
-    if not 0 < keep <= 1:
-        raise InputError(f"the share of in-distribution images to keep must be in (0, 1], got {keep}")
-    scores = np.asarray(in_distribution_scores, np.float64)
-    if len(scores) == 0 or not np.isfinite(scores).all():
-        raise InputError("the threshold needs finite scores of at least one in-distribution image")
-    return float(np.quantile(scores, keep, method="higher"))

@@ -373,10 +373,10 @@ def _calibrate(model, model_path: Path, images: _DecodedImages, dataset: FolderD
                                                     images.sel_x, images.sel_y, provenance=provenance,
                                                     batch_size=options.batch_size * 2)
     save_model_atomically(calibrated_model, model_path, {**read_metadata(model_path), "calibration": calibration})
-    _log(options, f"calibrated: temperature {calibration['temperature']:.3f} (validation ECE "
-                  f"{calibration['ece_validation']['before']:.4f} -> {calibration['ece_validation']['after']:.4f}); "
-                  f"images scoring over {calibration['ood']['threshold']:.2f} are refused as unlike the training "
-                  f"images ({calibration['ood']['validation_refused']:.1%} of validation)")
+    from s3f_edge.runtime.calibration import calibration_lines
+
+    for line in calibration_lines(calibration):
+        _log(options, f"calibrated: {line}" if not line.startswith("note:") else line)
     return calibrated_model, calibration
 
 
