@@ -28,13 +28,17 @@ PROBABILITY_PREFIX = "prob_"
 STATUSES = ("ok", "refused", "error")
 FILE_SIZE, FILE_MTIME = "file_size", "file_mtime_ns"  # the file as it was answered ("" where it could not be read)
 REQUIRED_COLUMNS = ("path", "status")
+# The prediction set of an ok row (its classes joined by "|", in the model's class order) and its size; a size of
+# 0 is an empty set ("no class plausible"); both cells are empty for other rows and models without sets.
+ANSWER_SET, SET_SIZE, SET_SEPARATOR = "answer_set", "set_size", "|"
 JOURNAL_KEY = "s3f_edge_journal"  # the journal's first line: {JOURNAL_KEY: {...the run...}}
 RESULT_SUFFIXES = (".csv", ".jsonl", ".json")
 
 
 def columns(class_names: list[str]) -> list[str]:
     """The columns of a results file, in order, for a model with ``class_names``."""
-    return ["path", "status", "reason", "predicted_class", *[PROBABILITY_PREFIX + name for name in class_names],
+    return ["path", "status", "reason", "predicted_class", ANSWER_SET, SET_SIZE,
+            *[PROBABILITY_PREFIX + name for name in class_names],
             OOD_SCORE, "ood_threshold", "model", "model_sha256", FILE_SIZE, FILE_MTIME]
 
 

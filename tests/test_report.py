@@ -553,3 +553,100 @@ def test_a_relative_path_not_found_says_where_to_write_the_page():
     state = image_state({"path": path, FILE_SIZE: "10", FILE_MTIME: "5"}, file_fingerprint(path), read_thumbnail(path))
     assert state == ("unavailable", "not found (deleted, moved or renamed); a relative path: write the page where "
                                     "infer ran")
+
+
+# ---------------------------------------------------------------- prediction sets
+
+# The sets of the six ok rows of ``set_results``: one class, two, none (an empty set: no class plausible), three.
+SETS = [["glioma"], ["glioma", "meningioma"], [], ["pituitary"], ["glioma", "notumor", "pituitary"], []]
+
+
+def set_results(root: Path, suffix: str = ".csv") -> tuple[Path, list[Path]]:
+    """A results file of a model with prediction sets: six ok rows (``SETS``), a refused and an error row (no set,
+    empty cells). Returns (the file, the six images)."""
+    from s3f_edge.results import ANSWER_SET, SET_SEPARATOR, SET_SIZE
+
+    images = image_folder(root)
+    rows = [{**row, ANSWER_SET: SET_SEPARATOR.join(members), SET_SIZE: len(members)}
+            for row, members in zip(answered_rows(images, "alpha.onnx", "a1" * 32, 4.6), SETS)]
+    rows.append({**rows[0], "path": str(root / "refused.jpg"), "status": "refused", "predicted_class": "",
+                 ANSWER_SET: "", SET_SIZE: ""})
+    rows.append({**rows[0], "path": str(root / "broken.jpg"), "status": "error", "reason": "not a decodable image",
+                 "predicted_class": "", **{f"prob_{name}": "" for name in CLASSES}, ANSWER_SET: "", SET_SIZE: ""})
+    results = root / f"sets{suffix}"
+    write_results(results, rows, CLASSES, "alpha.onnx")
+    return results, images
+
+
+def test_prediction_sets_reach_the_page_and_its_summary(tmp_path):
+    results, images = set_results(tmp_path, ".jsonl")  # JSON: sizes as numbers; the CSV of the browser test: text
+    page = write_results_report(results, tmp_path / "page.html")
+    rows = {row["path"]: row for row in page_data(page)["rows"]}
+    assert [(rows[str(p)]["set"], rows[str(p)]["set_size"]) for p in images] == [(s, len(s)) for s in SETS]
+    assert rows[str(tmp_path / "refused.jpg")]["set"] is None and rows[str(tmp_path / "broken.jpg")]["set"] is None
+    html = page.read_text(encoding="utf-8")
+    counts = {key: re.search(rf'<td class="set-count" id="count-set-{key}">(\d+)</td>', html).group(1)
+              for key in ("one", "several", "empty")}
+    assert counts == {"one": "2", "several": "2", "empty": "2"}, counts
+    assert 'id="filter-set"' in html
+
+
+def test_results_without_sets_render_without_set_columns_or_filter(tmp_path):
+    """An older results file has no set columns at all; a model without sets writes them empty: neither page shows
+    a set, a set count or the set filter."""
+    from s3f_edge.results import ANSWER_SET, SET_SIZE
+
+    images = image_folder(tmp_path)
+    older = tmp_path / "older.csv"
+    write_csv(older, [c for c in columns(CLASSES) if c not in (ANSWER_SET, SET_SIZE)],
+              answered_rows(images, "alpha.onnx", "a1" * 32, 4.6))
+    assert ANSWER_SET not in rows_of(older)[0]
+    empty = tmp_path / "no-sets.csv"
+    write_results(empty, answered_rows(images, "alpha.onnx", "a1" * 32, 4.6), CLASSES, "alpha.onnx")
+    for results in (older, empty):
+        page = write_results_report(results, tmp_path / f"{results.stem}.html")
+        assert all(row["set"] is None and row["set_size"] is None for row in page_data(page)["rows"])
+        html = page.read_text(encoding="utf-8")
+        assert 'id="filter-set"' not in html and 'class="set-count"' not in html
+
+
+@needs_browser
+def test_each_ok_row_shows_its_set_and_the_set_filter_picks_by_size(browser, tmp_path):
+    results, images = set_results(tmp_path)
+    page = write_results_report(results, tmp_path / "sets.html")
+    open_page(browser, page)
+    assert [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "WARNING")] == []
+
+    def set_texts() -> dict[str, list[str]]:
+        """Each shown row's path: the texts of its set element(s), and the class names of those."""
+        return browser.execute_script(
+            "return Object.fromEntries(Array.from(document.querySelectorAll('#rows tbody tr'), tr => [tr.dataset.path, "
+            "Array.from(tr.querySelectorAll('td.answer .set'), e => [e.className, e.textContent])]))")
+
+    shown = set_texts()
+    for path, members in zip(images, SETS):
+        assert len(shown[str(path)]) == 1, (path, shown[str(path)])  # one set per ok row
+        ((kind, text),) = shown[str(path)]
+        if members:
+            assert kind == "set" and text == "set: " + ", ".join(members), (path, text)
+        else:
+            assert kind == "set set-empty" and text == "no class plausible (empty set)", (path, text)
+            assert not any(name in text for name in CLASSES), text  # never a class, though the answer keeps one
+    assert shown[str(tmp_path / "refused.jpg")] == [] and shown[str(tmp_path / "broken.jpg")] == []
+
+    def by_size(wanted: str) -> list[str]:
+        choose(browser, "filter-set", wanted)
+        return sorted(every_page(browser))
+
+    expected = {"0": [p for p, s in zip(images, SETS) if not s], "1": [p for p, s in zip(images, SETS) if len(s) == 1],
+                "2+": [p for p, s in zip(images, SETS) if len(s) >= 2]}
+    for wanted, paths in expected.items():
+        assert paths and by_size(wanted) == sorted(map(str, paths)), wanted
+    assert {tr.get_attribute("data-set-size") for tr in browser.find_elements("css selector", "#rows tbody tr")} == {
+        "2", "3"}
+    choose(browser, "filter-status", "refused")
+    assert table_paths(browser) == []  # a refused row has no set: no set size matches it
+    choose(browser, "filter-status", "")
+    assert len(by_size("")) == len(images) + 2
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SHOTS / "review-prediction-sets.png"))

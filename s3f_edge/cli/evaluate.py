@@ -73,4 +73,17 @@ def evaluate(model_path, data, out_dir, overwrite, exclude, ood_folders, report_
         click.echo(table(["folder", "images", "refused", "AUROC", "FPR at 95%", "note"], rows))
     elif m["count"]:
         click.echo("\n(this model has no out-of-distribution score: it cannot refuse; see s3f-edge calibrate)")
+    sets = report.get("sets")
+    if sets and sets["count"]:
+        low, high = sets["coverage_interval"]
+        per_class = ", ".join(f"{name} {value:.1%}" for name, value in sets["coverage_per_class"].items())
+        click.echo(f"\nprediction sets ({sets['method'].upper()}, calibrated for {sets['target_coverage']:.0%} "
+                   f"coverage) on the {sets['count']} accepted images:")
+        click.echo(table(["coverage", "95% interval", "mean size", "single class", "empty", "coverage per class"],
+                         [[f"{sets['coverage']:.1%}", f"{low:.1%}-{high:.1%}", f"{sets['mean_size']:.3f}",
+                           f"{sets['single']:.1%}", f"{sets['empty']:.1%}", per_class]]))
+    selective = report.get("selective")
+    if selective and m["count"]:
+        click.echo(f"\nselective classification by top probability: AURC {selective['aurc']:.4f} (a perfect ranking "
+                   f"of the same errors: {selective['aurc_optimal']:.4f})")
     click.echo(f"\nreport: {out_dir / 'metrics.json'}" + (f"; review page: {report_page}" if report_page else ""))

@@ -5,6 +5,10 @@ that answered it, and the summary describes every file. Each image is shown as i
 file that was answered: a row records the file's size and modification time at its answer
 (``results.FILE_SIZE``, ``results.FILE_MTIME``), and an image changed since then is marked, its current picture
 hidden until asked for.
+
+An ok row of a model with prediction sets (``results.ANSWER_SET``, ``results.SET_SIZE``) shows its set; an empty
+set (size 0: no class plausible) is said in words, never as a class. Results without the columns (an older
+s3f-edge, a model without sets) show no set.
 """
 from __future__ import annotations
 
@@ -22,9 +26,12 @@ from s3f_edge.outputs import ensure_writable, refuse_existing
 from s3f_edge.report.page import render, write_page
 from s3f_edge.report.thumbnails import DEFAULT_SIZE, Thumbnail, file_thumbnail, read_thumbnails
 from s3f_edge.results import (
+    ANSWER_SET,
     FILE_MTIME,
     FILE_SIZE,
     PROBABILITY_PREFIX,
+    SET_SEPARATOR,
+    SET_SIZE,
     classes_of,
     file_fingerprint,
     overlay_name,
@@ -54,6 +61,29 @@ def _text(value) -> str:
 
 def _plural(count: int, noun: str) -> str:
     return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def prediction_set(row: dict) -> list[str] | None:
+    """The classes of an ok row's prediction set, [] for an empty set (no class plausible), or None: no set (not
+    an ok row, a model without sets, an older results file without the columns, or a size that is not a count)."""
+    if row.get("status") != "ok":
+        return None
+    size = _number(row.get(SET_SIZE))
+    if size is None or size < 0 or not size.is_integer():
+        return None
+    if size == 0:
+        return []  # whatever the other cell holds: an empty set is never shown as a class
+    members = [name for name in _text(row.get(ANSWER_SET)).split(SET_SEPARATOR) if name]
+    return members or None  # a size without its classes cannot be shown, and is not an empty set
+
+
+def set_counts(rows: list[dict]) -> dict | None:
+    """The ok rows by the size of their prediction set: one (1 class), several (2 or more), empty (0); None when
+    no row has a set."""
+    sizes = [len(members) for members in map(prediction_set, rows) if members is not None]
+    if not sizes:
+        return None
+    return {"one": sizes.count(1), "several": sum(size >= 2 for size in sizes), "empty": sizes.count(0)}
 
 
 def overlay_path(explain_dir: Path, path: str, class_name: str) -> Path:
@@ -125,8 +155,9 @@ def page_rows(rows: list[dict], classes: list[str], thumbnails: list[str | Thumb
 
     Returns:
         One dict per row: path, status, reason, predicted (ok rows), top (the most probable class, any answered
-        row), probs (one per class, or None), confidence (the top probability), ood, thumb, overlay, source,
-        image (``SHOWN``, ``CHANGED`` or ``UNAVAILABLE``) and image_note (why not shown).
+        row), probs (one per class, or None), confidence (the top probability), set (the prediction set's classes,
+        [] when empty, None without a set: see ``prediction_set``), set_size (None without a set), ood, thumb,
+        overlay, source, image (``SHOWN``, ``CHANGED`` or ``UNAVAILABLE``) and image_note (why not shown).
     """
     result = []
     for index, (row, thumb) in enumerate(zip(rows, thumbnails)):
@@ -136,6 +167,7 @@ def page_rows(rows: list[dict], classes: list[str], thumbnails: list[str | Thumb
         probs = [_number(row.get(PROBABILITY_PREFIX + name)) for name in classes]
         answered = all(p is not None for p in probs) and bool(classes)
         top = max(range(len(classes)), key=lambda i: probs[i]) if answered else None
+        members = prediction_set(row)
         overlay = None
         if explain_dir is not None and top is not None:
             candidate = overlay_path(explain_dir, row["path"], classes[top])
@@ -144,6 +176,7 @@ def page_rows(rows: list[dict], classes: list[str], thumbnails: list[str | Thumb
             "path": row["path"], "status": _text(row.get("status")), "reason": _text(row.get("reason")),
             "predicted": _text(row.get("predicted_class")), "top": None if top is None else classes[top],
             "probs": probs if answered else None, "confidence": probs[top] if answered else None,
+            "set": members, "set_size": None if members is None else len(members),
             "ood": _number(row.get(OOD_SCORE)), "thumb": thumb.uri, "overlay": overlay,
             "source": 0 if sources is None else sources[index], "image": state, "image_note": note,
         })
@@ -151,15 +184,16 @@ def page_rows(rows: list[dict], classes: list[str], thumbnails: list[str | Thumb
 
 
 def summary(rows: list[dict], classes: list[str]) -> dict:
-    """Counts per status and per predicted class, the models and refusal thresholds the rows name.
+    """Counts per status, per predicted class and per prediction set size, the models and refusal thresholds the
+    rows name.
 
     Args:
         rows: results rows.
         classes: the class names, in column order.
 
     Returns:
-        total (rows), files (distinct paths), ok, refused, error, per_class ([(class, ok rows)]), thresholds
-        (distinct, as recorded), models ([{name, sha256}]).
+        total (rows), files (distinct paths), ok, refused, error, per_class ([(class, ok rows)]), sets (ok rows by
+        set size, ``set_counts``: None without sets), thresholds (distinct, as recorded), models ([{name, sha256}]).
     """
     statuses = Counter(_text(row.get("status")) for row in rows)
     predicted = Counter(_text(row.get("predicted_class")) for row in rows if row.get("status") == "ok")
@@ -168,7 +202,7 @@ def summary(rows: list[dict], classes: list[str]) -> dict:
     return {
         "total": len(rows), "files": len({row["path"] for row in rows}), "ok": statuses.get("ok", 0),
         "refused": statuses.get("refused", 0), "error": statuses.get("error", 0),
-        "per_class": [(name, predicted.get(name, 0)) for name in classes],
+        "per_class": [(name, predicted.get(name, 0)) for name in classes], "sets": set_counts(rows),
         "thresholds": thresholds, "models": [{"name": name, "sha256": sha} for name, sha in models],
     }
 

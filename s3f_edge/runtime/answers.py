@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from s3f_edge.contract import OOD_SCORE
-from s3f_edge.results import PROBABILITY_PREFIX, file_fingerprint
+from s3f_edge.results import ANSWER_SET, PROBABILITY_PREFIX, SET_SEPARATOR, SET_SIZE, file_fingerprint
 from s3f_edge.runtime.predictor import nonfinite_rows
 
 NONFINITE_REASON = "model output is NaN or infinite: the model or its export is broken"
@@ -28,6 +28,20 @@ def threshold_cell(threshold: float | None):
     return "" if threshold is None else round(float(threshold), 6)
 
 
+def set_cells(predictor, probabilities) -> dict:
+    """The ``answer_set`` and ``set_size`` cells of an ok row: the classes of the image's prediction set (by the
+    file's own calibration), or empty cells for a model without sets. An empty set has size 0 and no class."""
+    rule = predictor.set_rule
+    if rule is None:
+        return {ANSWER_SET: "", SET_SIZE: ""}
+    from s3f_edge.runtime.calibration import prediction_sets
+
+    method, threshold, _ = rule
+    members = prediction_sets(np.asarray(probabilities, np.float64)[None, :], threshold, method)[0]
+    names = [name for name, member in zip(predictor.class_names, members) if member]
+    return {ANSWER_SET: SET_SEPARATOR.join(names), SET_SIZE: len(names)}
+
+
 def make_row(path: Path, predictor, fingerprint: dict, probabilities=None, reason: str = "",
              score: float | None = None, refused: bool = False, threshold: float | None = None) -> dict:
     """One result row: ok (a class), refused (probabilities kept for audit, no class) or error (no outputs). Each
@@ -40,8 +54,10 @@ def make_row(path: Path, predictor, fingerprint: dict, probabilities=None, reaso
            "model_sha256": predictor.sha256}
     for index, name in enumerate(predictor.class_names):
         row[PROBABILITY_PREFIX + name] = "" if probabilities is None else round(float(probabilities[index]), 6)
+    row[ANSWER_SET] = row[SET_SIZE] = ""
     if status == "ok":
         row["predicted_class"] = predictor.class_names[int(np.argmax(probabilities))]
+        row.update(set_cells(predictor, probabilities))
     row.update(fingerprint)
     return row
 

@@ -140,6 +140,13 @@ class Predictor:
         calibration = self.calibration
         return float(calibration["ood"]["threshold"]) if calibration and "ood" in calibration else None
 
+    @property
+    def set_rule(self) -> tuple[str, float, float] | None:
+        """(method, threshold, coverage) of the prediction sets this file was calibrated for, or None (a model
+        calibrated before sets existed, or not at all)."""
+        sets = (self.calibration or {}).get("sets")
+        return (str(sets["method"]), float(sets["threshold"]), float(sets["coverage"])) if sets else None
+
     def refuses(self, ood_scores, count: int | None = None, threshold: float | None = None) -> np.ndarray:
         """Which images the model refuses: those whose out-of-distribution score is above the threshold.
 

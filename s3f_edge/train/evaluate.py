@@ -154,7 +154,7 @@ def evaluate_folder(model_path: str | Path, data_dir: str | Path, out_dir: str |
     from s3f_edge.data.folders import load_split, write_skipped
     from s3f_edge.outputs import refuse_existing
     from s3f_edge.runtime.formats import load_predictor
-    from s3f_edge.train.metrics import plot_reliability
+    from s3f_edge.train.metrics import plot_reliability, risk_coverage
 
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, model_path, report_page, overwrite)
@@ -178,6 +178,10 @@ def evaluate_folder(model_path: str | Path, data_dir: str | Path, out_dir: str |
                      f"{predictor.name}: reliability")
     if scores is not None:
         report["ood"] = _refusal_report(predictor, probabilities, labels, scores, others, batch_size)
+    if predictor.set_rule is not None:
+        report["sets"] = _set_report(predictor, probabilities, labels, scores)
+    curve = risk_coverage(probabilities, labels)
+    report["selective"] = {"aurc": curve["aurc"], "aurc_optimal": curve["aurc_optimal"]}
     write_skipped(out_dir / "skipped.csv", dataset.skipped + failures)
     write_json(out_dir / "metrics.json", report)
     if report_page is not None:
@@ -255,3 +259,16 @@ def _refusal_report(predictor, probabilities: np.ndarray, labels: np.ndarray, sc
         section["folders"][str(folder)] = {**out_of_distribution_metrics(scores, other_scores, threshold),
                                            "unreadable": unreadable}
     return section
+
+
+def _set_report(predictor, probabilities: np.ndarray, labels: np.ndarray, scores: np.ndarray | None) -> dict:
+    """The report's ``sets`` section: the file's prediction sets (at its calibrated coverage) on the images it
+    accepts, measured against their labels (``metrics.set_metrics``)."""
+    from s3f_edge.runtime.calibration import prediction_sets
+    from s3f_edge.train.metrics import set_metrics
+
+    method, threshold, coverage = predictor.set_rule
+    accepted = ~predictor.refuses(scores, len(labels)) if scores is not None else np.ones(len(labels), bool)
+    sets = prediction_sets(probabilities[accepted], threshold, method)
+    return {"method": method, "target_coverage": coverage, "threshold": threshold,
+            **set_metrics(sets, labels[accepted], predictor.class_names)}

@@ -1,6 +1,7 @@
 // The results page: filter, sort and page through REPORT.rows; only one page of rows is in the document.
 // Each row names its results file (REPORT.sources[row.source]) when the page holds several; an image that
 // changed after its answer (row.image === "changed") is shown only when asked for, labelled as the current file.
+// An ok row of a model with sets shows its prediction set (row.set: its classes; [] an empty set, said in words).
 const PAGE_SIZE = 100;
 const rows = REPORT.rows;
 const classes = REPORT.classes;
@@ -9,6 +10,7 @@ const controls = {
   status: document.getElementById("filter-status"),
   klass: document.getElementById("filter-class"),
   source: document.getElementById("filter-source"),  // only on a page of several results files
+  set: document.getElementById("filter-set"),  // only on a page whose results have prediction sets
   image: document.getElementById("filter-image"),
   confidence: document.getElementById("min-confidence"),
   sort: document.getElementById("sort"),
@@ -38,18 +40,26 @@ function compareBy(key) {
   return byPath;
 }
 
+// The set filter's values: "1", "2+" or "0" (empty); a row without a set matches none of them.
+function setMatches(size, wanted) {
+  if (size === null) return false;
+  return wanted === "2+" ? size >= 2 : size === Number(wanted);
+}
+
 function applyFilters() {
   const status = controls.status.value;
   const klass = controls.klass.value;
   const least = Number(controls.confidence.value) || 0;
   const source = controls.source ? controls.source.value : "";
   const picture = controls.image.value;
+  const size = controls.set ? controls.set.value : "";
   const needle = controls.search.value.trim().toLowerCase();
   matching = rows.filter((row) =>
     (!status || row.status === status) &&
     (!klass || row.top === klass) &&
     (source === "" || row.source === Number(source)) &&
     (!picture || row.image === picture) &&
+    (!size || setMatches(row.set_size, size)) &&
     (least <= 0 || (row.confidence !== null && row.confidence >= least)) &&
     (!needle || row.path.toLowerCase().includes(needle) || row.reason.toLowerCase().includes(needle)));
   matching.sort(compareBy(controls.sort.value));
@@ -81,6 +91,13 @@ function pictureCell(row) {
   return cell;
 }
 
+// An empty set means no class is plausible: it is worded, never shown as a class (the answer above it is still
+// the most probable class, as the model gives it).
+function predictionSet(members) {
+  if (members.length === 0) return element("div", "set set-empty", "no class plausible (empty set)");
+  return element("div", "set", "set: " + members.join(", "));
+}
+
 function rowElement(row) {
   const tr = element("tr");
   tr.dataset.status = row.status;
@@ -88,6 +105,7 @@ function rowElement(row) {
   tr.dataset.path = row.path;
   tr.dataset.source = String(row.source);
   tr.dataset.image = row.image;
+  tr.dataset.setSize = row.set_size === null ? "" : String(row.set_size);
   if (row.image === "changed") tr.classList.add("changed");
   tr.append(pictureCell(row));
   if (hasOverlayColumn) {
@@ -109,7 +127,9 @@ function rowElement(row) {
   tr.append(status);
   const answer = row.status === "ok" ? row.predicted + " " + fixed(row.confidence, 3)
     : row.status === "refused" ? "not classified (" + row.top + " " + fixed(row.confidence, 3) + ")" : "";
-  tr.append(element("td", "answer", answer));
+  const answerCell = element("td", "answer", answer);
+  if (Array.isArray(row.set)) answerCell.append(predictionSet(row.set));
+  tr.append(answerCell);
   const probabilities = element("td");
   probabilities.append(probabilityBars(classes, row.probs));
   tr.append(probabilities);
