@@ -3,6 +3,7 @@ against the scores, and a model that refuses another kind of image end to end (t
 import csv
 import json
 import re
+import shutil
 from pathlib import Path
 
 import cv2
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 
 from s3f_edge.cli import main
 from s3f_edge.errors import InputError
+from s3f_edge.train.calibrate import DATA_CHECK_NOTES
 from s3f_edge.train.ood import block_scores, fit_blocks, fit_score, score, threshold_keeping
 
 
@@ -156,6 +158,8 @@ def test_training_calibrates_and_records_it(calibrated_run):
 
 
 def test_a_model_refuses_another_kind_of_image_and_accepts_its_own(calibrated_run, sample_dir, tmp_path):
+    from s3f_edge.model.metadata import read_metadata
+
     folder = tmp_path / "inputs"
     other_kinds_of_image(folder / "other")
     for image in sorted((sample_dir / "test").rglob("*.jpg")):
@@ -171,6 +175,17 @@ def test_a_model_refuses_another_kind_of_image_and_accepts_its_own(calibrated_ru
     assert all(r["status"] == "refused" and r["predicted_class"] == "" and float(r["ood_score"]) > 0 for r in other)
     assert all(r["prob_glioma"] != "" for r in other)  # kept for audit
     assert sum(r["status"] == "ok" for r in mri) >= 18, [r["ood_score"] for r in mri]
+    # every ok row has its prediction set, by the model's own threshold: every class with p >= 1 - threshold
+    sets = read_metadata(calibrated_run / "model.keras")["calibration"]["sets"]
+    names = [key[len("prob_"):] for key in found[0] if key.startswith("prob_")]
+    for row in found:
+        if row["status"] != "ok":
+            assert row["answer_set"] == row["set_size"] == ""
+            continue
+        members = row["answer_set"].split("|") if row["answer_set"] else []
+        assert int(row["set_size"]) == len(members) and members == [
+            name for name in names if float(row[f"prob_{name}"]) >= 1 - sets["threshold"] - 1e-6]
+        assert not members or row["predicted_class"] in members
     refused = sum(r["status"] == "refused" for r in found)
     assert f"{refused} refused" in result.output and re.search(rf"\(refused\)\s+{refused}\n", result.output)
     accepted = CliRunner().invoke(main, ["infer", str(folder), "--recursive", "--model",
@@ -239,7 +254,12 @@ def test_calibrate_fits_a_model_trained_without_it(sample_dir, tmp_path):
     model = load_model(out)
     assert is_calibrated(model)
     metadata = read_metadata(out)
-    assert f"temperature {metadata['calibration']['temperature']:.3f}:" in result.output  # what was saved
+    calibration = metadata["calibration"]
+    assert f"temperature {calibration['temperature']:.3f}, chosen by log-likelihood" in result.output  # as saved
+    assert f"at 95% coverage a set holds every class with probability >= {1 - calibration['sets']['threshold']:.3f}" \
+        in result.output
+    assert f"refused there: {calibration['ood']['validation_refused_count']} of " in result.output
+    assert "note: only" in result.output and "validation images, so these figures are uncertain" in result.output
     assert metadata["calibration"]["fitted_on"]["val_fraction"] == 0.25  # the split the run recorded
     before = load_model(run / "model.keras")
     x = np.random.default_rng(0).random((4, 32, 32, 1), dtype=np.float32)
@@ -357,8 +377,9 @@ def test_parity_fails_when_an_exported_score_drifts_or_flips_decisions(rng):
 def test_calibration_refuses_what_it_cannot_fit(tmp_path, rng):
     """A head it would change, a class without training images, and a split that cannot give a temperature."""
     from s3f_edge.model import load_model
+    from s3f_edge.runtime.calibration import choose_temperature
     from s3f_edge.testing import saved_model
-    from s3f_edge.train.calibrate import _temperature, calibrate_model, calibration_sample
+    from s3f_edge.train.calibrate import calibrate_model, calibration_sample
 
     model = load_model(saved_model(tmp_path / "m.keras", "brisc2025", (32, 32, 1)))
     images = rng.random((40, 32, 32, 1), dtype=np.float32)
@@ -369,7 +390,7 @@ def test_calibration_refuses_what_it_cannot_fit(tmp_path, rng):
     with pytest.raises(InputError, match="needs a softmax"):
         calibrate_model(linear, images[:20], np.arange(20) % 4, images[20:], np.arange(20) % 4)
     logits = rng.normal(size=(30, 4))
-    temperature, note = _temperature(logits, logits.argmax(1))  # nothing misclassified: no evidence
+    temperature, note, _ = choose_temperature(logits, logits.argmax(1))  # nothing misclassified: no evidence
     assert temperature == 1.0 and "cannot be fitted" in note
     labels = np.r_[np.zeros(10000, int), np.ones(9, int)]  # a rare class is never sampled away
     assert set(labels[calibration_sample(labels, 100, seed=3)]) == {0, 1}
@@ -426,7 +447,7 @@ def test_calibrate_refuses_another_dataset_than_the_models_before_any_work(model
     own = calibrate_command(model, subset, "--out", tmp_path / "own.keras")
     assert own.exit_code == 0, own.output
     fitted = read_metadata(tmp_path / "own.keras")["calibration"]["fitted_on"]
-    assert fitted["data_check"] == "matched" and "note:" not in own.output
+    assert fitted["data_check"] == "matched" and not any(note in own.output for note in DATA_CHECK_NOTES.values())
     assert (fitted["val_fraction"], fitted["seed"], fitted["validation_images"]) == (0.25, 0, 10)
     # and --other-data cannot relabel the model's own files
     relabelled = calibrate_command(model, subset, "--out", tmp_path / "x.keras", "--other-data")
@@ -492,3 +513,69 @@ def test_reduced_precision_exports_keep_the_score_and_its_decisions(calibrated_r
     exported = load_predictor(tmp_path / "x" / f"model.{precision}.onnx")
     other = other_kinds_of_image(tmp_path / "other", count=8)
     assert infer_folder(other, exported, tmp_path / "r.csv", progress=False).refused == 8
+
+
+def test_each_exported_file_is_calibrated_on_its_own_outputs(calibrated_run, sample_dir, tmp_path):
+    """FP16 export with --data: the file's temperature (in its graph), threshold and sets are fitted on its own
+    outputs over the model's validation images, recorded with their agreement with FP32, also in model.json and
+    Triton's parameters; without --data a reduced-precision export of a calibrated model is refused."""
+    import onnx
+
+    from s3f_edge.export.guarantees import probability_node
+    from s3f_edge.model.metadata import read_metadata
+    from s3f_edge.runtime import load_predictor
+
+    model = calibrated_run / "model.keras"
+    refused = CliRunner().invoke(main, ["export", str(model), "--out", str(tmp_path / "no-data"), "--precision",
+                                        "fp16"])
+    assert refused.exit_code == 1 and len(refused.stderr.strip().splitlines()) == 1
+    assert "give --data DATA" in refused.stderr and not (tmp_path / "no-data" / "model.onnx").exists()
+    result = CliRunner().invoke(main, ["export", str(model), "--out", str(tmp_path / "x"), "--precision", "fp16",
+                                       "--data", str(sample_dir), "--triton", str(tmp_path / "t")])
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "Each file's own calibration, fitted on its outputs over the 12 validation images" in result.output
+    keras_calibration = read_metadata(model)["calibration"]
+    for name, label in (("model.onnx", "onnx fp32"), ("model.fp16.onnx", "onnx fp16")):
+        predictor = load_predictor(tmp_path / "x" / name)
+        calibration = predictor.calibration
+        assert calibration["fitted_on"]["artefact"] == label and calibration["agreement_with_fp32"]["images"] == 12
+        assert calibration["sets"]["coverage"] == 0.95 and predictor.set_rule is not None
+        initializer, reciprocal = probability_node(onnx.load(tmp_path / "x" / name))
+        held = float(onnx.numpy_helper.to_array(initializer).reshape(-1)[0])
+        assert (1 / held if reciprocal else held) == pytest.approx(calibration["temperature"], rel=2e-3)
+        assert calibration["fitted_on"]["val_fraction"] == keras_calibration["fitted_on"]["val_fraction"]
+    written = json.loads((tmp_path / "x" / "model.json").read_text())
+    assert set(written["calibrations"]) == {"onnx fp32", "onnx fp16"}
+    assert written["calibration"] == written["calibrations"]["onnx fp16"]
+    config = (tmp_path / "t" / "s3f_net" / "config.pbtxt").read_text()
+    threshold = written["calibration"]["ood"]["threshold"]
+    assert f'key: "s3f_edge_ood_threshold"\n  value: {{ string_value: "{threshold}" }}' in config
+    other = tmp_path / "other"  # the same dataset less one training image
+    shutil.copytree(sample_dir, other)
+    next((other / "train").rglob("*.jpg")).unlink()
+    wrong = CliRunner().invoke(main, ["export", str(model), "--out", str(tmp_path / "y"), "--data", str(other)])
+    assert wrong.exit_code == 1 and "does not hold the files the model was calibrated on" in wrong.stderr
+
+
+def test_agreement_limits_refuse_a_file_that_decides_otherwise(rng):
+    from s3f_edge.errors import ParityError
+    from s3f_edge.export.guarantees import ValidationImages, fit_file, prepare
+    from s3f_edge.runtime.calibration import fit_calibration, scaled_probabilities
+
+    logits = rng.normal(size=(400, 4)) * 4
+    labels = logits.argmax(axis=1)
+    labels[:40] = (labels[:40] + 1) % 4
+    scores = rng.normal(size=400)
+    fitted = fit_calibration(logits, labels, scores)
+    keras = {**fitted, "ood": {**fitted["ood"], "keep": 0.9}, "fitted_on": {"seed": 0}}
+    outputs = {"probs": scaled_probabilities(logits, keras["temperature"]), "ood_score": scores}
+    validation = prepare(keras, outputs, np.zeros((400, 1)), labels)
+    assert isinstance(validation, ValidationImages)
+    same = fit_file(validation, "same", outputs)
+    assert same["agreement_with_fp32"]["top1"] == 1.0 and same["agreement_with_fp32"]["refusal"] == 1.0
+    shuffled = {"probs": outputs["probs"][:, ::-1], "ood_score": scores}  # another model's answers
+    with pytest.raises(ParityError, match="top-1 classes agree with FP32 on"):
+        fit_file(validation, "shuffled", shuffled)
+    moved = {"probs": outputs["probs"], "ood_score": rng.normal(size=400)}  # scores unrelated to FP32's
+    with pytest.raises(ParityError, match="refusal decisions agree with FP32 on"):
+        fit_file(validation, "moved", moved)

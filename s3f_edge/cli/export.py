@@ -55,6 +55,11 @@ def _batch_profile(ctx, param, value: str) -> tuple[int, int, int]:
 @click.option("--int8-weight-bits", type=click.Choice(["8", "7"]), default="8", show_default=True,
               help="INT8: 8-bit weights (more accurate; for TensorRT, ARM and x86 CPUs with VNNI) or 7-bit weights, "
                    "which ONNX Runtime also runs exactly on x86 CPUs without VNNI (there, 8-bit files are refused).")
+@click.option("--data", type=ExistingPath(file_okay=False, path_type=Path), default=None,
+              help="The dataset a calibrated MODEL was calibrated on (DATA/train/<class>/...). Each file written is "
+                   "run over the same validation images and gets its own temperature, refusal threshold and "
+                   "prediction sets, and is refused if it decides too differently from FP32. Needed with "
+                   "--precision fp16/int8 and --trt for a calibrated model.")
 @click.option("--images", "parity_images", type=ExistingPath(file_okay=False, path_type=Path), default=None,
               help="Real images for the parity check (default: 8 brain MRI images shipped with s3f-edge).")
 @click.option("--trt", is_flag=True, help="Also build a TensorRT engine (needs an NVIDIA GPU and the gpu extra).")
@@ -72,7 +77,7 @@ def _batch_profile(ctx, param, value: str) -> tuple[int, int, int]:
               help="Comma-separated class names in output order, for models without s3f-edge metadata "
                    "(e.g. the original release's files).")
 def export(model_path, out_dir, overwrite, fft, opset, precision, calib, calib_images, calib_method, int8_weight_bits,
-           parity_images, trt, trt_batch, timing_cache, triton_repo, class_codes, class_names):
+           data, parity_images, trt, trt_batch, timing_cache, triton_repo, class_codes, class_names):
     """Export a trained MODEL (.keras) to ONNX, checked and proven equal to Keras.
 
     Every SpectralFilter is lowered first (same weights, same outputs). The command fails if the
@@ -91,6 +96,7 @@ def export(model_path, out_dir, overwrite, fft, opset, precision, calib, calib_i
         calib_images=calib_images, calib_method=calib_method, int8_weight_bits=int(int8_weight_bits),
         parity_images=parity_images, trt=trt, trt_batch=trt_batch, timing_cache=timing_cache,
         triton_repo=triton_repo, class_names=names(class_names), class_codes=class_codes, overwrite=overwrite,
+        data=data,
     )
     result = export_model(model_path, options)
     click.echo(table(["format", "file", "MB", "status", "seconds"],
@@ -118,3 +124,9 @@ def export(model_path, out_dir, overwrite, fft, opset, precision, calib, calib_i
                        *score_headers],
                       [[precision_name, p.inputs, p.count, f"{p.max_abs_diff:.2e}", agreement(p), accuracy(p),
                         *score_cells(p)] for precision_name, results in result.parity.items() for p in results]))
+    if result.calibrations:
+        from s3f_edge.export.guarantees import SUMMARY_HEADERS, summary_rows
+
+        images = next(iter(result.calibrations.values()))["agreement_with_fp32"]["images"]
+        click.echo(f"\nEach file's own calibration, fitted on its outputs over the {images} validation images:")
+        click.echo(table(SUMMARY_HEADERS, summary_rows(result.calibrations)))

@@ -50,6 +50,7 @@ class ExportOptions:
     class_names: list[str] | None = None  # needed only for models without s3f-edge metadata
     class_codes: Path | None = None  # a class-code file: how DICOM reports code each class (model.class_codes)
     overwrite: bool = False  # replace an earlier export's files in out_dir (and triton_repo); else refuse them
+    data: Path | None = None  # the dataset a calibrated model was calibrated on: each file is fitted on its own
 
     def validate(self) -> None:
         if self.fft not in FFT_LOWERINGS:
@@ -78,6 +79,7 @@ class ExportResult:
     metadata: dict
     rows: list[dict] = field(default_factory=list)  # one per artefact: format, file, size, status, seconds
     parity: dict[str, list[ParityResult]] = field(default_factory=dict)
+    calibrations: dict[str, dict] = field(default_factory=dict)  # file label -> its own fitted calibration
 
 
 def model_outputs(model, image) -> dict:
@@ -298,11 +300,12 @@ def export_model(keras_path: str | Path, options: ExportOptions) -> ExportResult
     contract = Preprocessing.from_dict(metadata["preprocessing"])
     real_batch(contract, options.parity_images)  # no readable parity image: refused before any work
     calib_images = _calibration_images(options, contract)
+    validation = _validation(model, metadata, contract, options)
     claim_outputs(export_artefacts(out_dir, options.triton_repo, options.triton_name), overwrite=options.overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     verified: dict[Path, str | None] = {}  # files that passed every check -> what the error calls them
     try:
-        return _export(model, metadata, contract, calib_images, trt_version, options, verified)
+        return _export(model, metadata, contract, calib_images, trt_version, options, verified, validation)
     except BaseException as error:
         _set_aside_all([p for p in export_artefacts(out_dir, options.triton_repo, options.triton_name)
                         if p not in verified])
@@ -321,8 +324,52 @@ def _calibration_images(options: ExportOptions, contract: Preprocessing):
     return calibration_images(options.calib, contract, options.calib_images) if options.calib else None
 
 
+def _validation(model, metadata: dict, contract: Preprocessing, options: ExportOptions):
+    """A calibrated model's validation images with the Keras model's decisions on them, or None: a model that is
+    not calibrated, or an FP32-only export without --data (its outputs equal Keras's, parity proves it, so the
+    model's own calibration holds for it). Refused before any work: reduced precision or an engine without
+    --data, whose calibration would be copied from a model whose outputs it does not give."""
+    from s3f_edge.export.guarantees import prepare, validation_images
+
+    if not is_calibrated(model):
+        return None
+    if options.data is None:
+        if options.precision != "fp32" or options.trt:
+            what = f"--precision {options.precision}" if options.precision != "fp32" else "--trt"
+            raise InputError(f"{what} changes the model's outputs, so the refusal threshold, temperature and "
+                             "prediction sets must be fitted on that file's own outputs: give --data DATA, the "
+                             "dataset the model was calibrated on")
+        return None
+    images, labels = validation_images(metadata["calibration"], options.data, contract)
+    with float32_reference():
+        return prepare(metadata["calibration"], outputs_by_name(model.predict(images, batch_size=32, verbose=0)),
+                       images, labels)
+
+
+def _fit_onnx_file(validation, label: str, path: Path, proto: onnx.ModelProto, metadata: dict) -> dict:
+    """Fit a written ONNX file's own calibration (``export.guarantees``), write its temperature into the graph and
+    the rest into its metadata, save it, and check that the saved file gives the fitted probabilities."""
+    from s3f_edge.export.guarantees import fit_file, set_temperature
+    from s3f_edge.runtime.calibration import logits_from_probabilities, scaled_probabilities
+
+    outputs = _session_predict(_onnx_session(path))(validation.images)
+    calibration = fit_file(validation, label, outputs)
+    held = validation.calibration["temperature"]
+    set_temperature(proto, calibration["temperature"], held)
+    file_metadata = {**metadata, "calibration": calibration}
+    _attach_metadata(proto, file_metadata)
+    onnx.save(proto, path)
+    check = validation.images[:32]
+    expected = scaled_probabilities(logits_from_probabilities(outputs[PROBS][:32], held), calibration["temperature"])
+    got = _session_predict(_onnx_session(path))(check)[PROBS]
+    if not np.allclose(got, expected, atol=2e-3):
+        raise RuntimeError(f"{path.name}: the probabilities after its temperature was set are not the fitted ones: "
+                           "a bug in s3f-edge")
+    return file_metadata
+
+
 def _export(model, metadata: dict, contract: Preprocessing, calib_images, trt_version, options: ExportOptions,
-            verified: dict[Path, str | None]) -> ExportResult:
+            verified: dict[Path, str | None], validation=None) -> ExportResult:
     """The export's steps; each file that passes all its checks is added to ``verified`` (kept on a later failure)."""
     from s3f_edge.export.precision import fp16_float_nodes, int8_float_nodes, to_float16, to_int8
 
@@ -339,8 +386,11 @@ def _export(model, metadata: dict, contract: Preprocessing, calib_images, trt_ve
     parity: dict[str, list[ParityResult]] = {}
     _require_parity(model, _session_predict(_onnx_session(onnx_path)), onnx_path, "fp32", "fp32", contract, options,
                     metadata, parity)
+    deployed_metadata = metadata
+    if validation is not None:
+        deployed_metadata = _fit_or_set_aside(validation, "onnx fp32", onnx_path, proto, metadata)
     verified[onnx_path] = "fp32"
-    result = ExportResult(onnx_path, metadata, parity=parity)
+    result = ExportResult(onnx_path, deployed_metadata, parity=parity)
     result.rows.append(_row(f"onnx fp32 ({options.fft})", onnx_path, "ok", time.perf_counter() - started))
 
     deployed = onnx_path
@@ -369,13 +419,19 @@ def _export(model, metadata: dict, contract: Preprocessing, calib_images, trt_ve
             raise
         _require_parity(model, _session_predict(_onnx_session(reduced_path)), reduced_path, options.precision,
                         options.precision, contract, options, metadata, parity)
+        if validation is not None:
+            deployed_metadata = _fit_or_set_aside(validation, f"onnx {options.precision}", reduced_path, reduced,
+                                                  reduced_meta)
+        else:
+            deployed_metadata = reduced_meta
         verified[reduced_path] = options.precision
         result.rows.append(_row(f"onnx {options.precision}", reduced_path, "ok", time.perf_counter() - started))
         deployed = reduced_path
 
     engine_path = None
     if options.trt:
-        engine_path = _build_and_check_engine(model, deployed, out_dir, contract, metadata, options, parity, result)
+        engine_path = _build_and_check_engine(model, deployed, out_dir, contract, deployed_metadata, options, parity,
+                                              result, validation)
         from s3f_edge.runtime.tensorrt_env import sidecar_path
 
         verified.update({engine_path: f"tensorrt {options.precision}", sidecar_path(engine_path): None})
@@ -386,18 +442,34 @@ def _export(model, metadata: dict, contract: Preprocessing, calib_images, trt_ve
         started = time.perf_counter()
         files = [deployed] + ([engine_path] if engine_path else [])
         dirs = write_repository(options.triton_repo, options.triton_name, files, contract.input_shape,
-                                metadata["class_names"], head(model).units, options.trt_batch[2], is_calibrated(model))
+                                metadata["class_names"], head(model).units, options.trt_batch[2], is_calibrated(model),
+                                {deployed: deployed_metadata.get("calibration"),
+                                 engine_path: validation.fitted.get(f"tensorrt {options.precision}")
+                                 if validation is not None else deployed_metadata.get("calibration")})
         for directory in dirs:
             result.rows.append(_row("triton", directory / "config.pbtxt", "ok", time.perf_counter() - started))
     # Last: model.json marks a finished export.
-    write_json(out_dir / "model.json", {**metadata, "precision": options.precision,
-                                        "parity": {k: [r.to_dict() for r in v] for k, v in parity.items()}})
+    result.calibrations = dict(validation.fitted) if validation is not None else {}
+    write_json(out_dir / "model.json", {**deployed_metadata, "precision": options.precision,
+                                        "parity": {k: [r.to_dict() for r in v] for k, v in parity.items()},
+                                        **({"calibrations": result.calibrations} if result.calibrations else {})})
     return result
 
 
+def _fit_or_set_aside(validation, label: str, path: Path, proto: onnx.ModelProto, metadata: dict) -> dict:
+    """``_fit_onnx_file``; a file that disagrees with FP32 beyond the limits is renamed *.failed, as parity does."""
+    try:
+        return _fit_onnx_file(validation, label, path, proto, metadata)
+    except ParityError as error:
+        failed = _set_aside(path)
+        raise ParityError(f"{error}; the file was kept as {failed.name} for inspection") from None
+
+
 def _build_and_check_engine(model, onnx_file: Path, out_dir: Path, contract: Preprocessing, metadata: dict,
-                            options: ExportOptions, parity: dict, result: ExportResult) -> Path:
-    """Build the engine from the file that passed its checks, then hold it to the same parity as that file."""
+                            options: ExportOptions, parity: dict, result: ExportResult, validation=None) -> Path:
+    """Build the engine from the file that passed its checks, then hold it to the same parity as that file; for a
+    calibrated model, fit the engine's own refusal threshold and sets on its outputs (its temperature is the ONNX
+    file's: an engine's graph cannot be edited) and record them in its sidecar."""
     from s3f_edge.export.choices import engine_file_name
     from s3f_edge.export.tensorrt import EngineOptions, build_engine
     from s3f_edge.runtime.tensorrt_backend import TensorRTPredictor
@@ -411,6 +483,21 @@ def _build_and_check_engine(model, onnx_file: Path, out_dir: Path, contract: Pre
                  model_metadata={**metadata, "precision": options.precision})
     _require_parity(model, TensorRTPredictor(engine_path)._outputs_by_name, engine_path,
                     f"tensorrt {options.precision}", options.precision, contract, options, metadata, parity)
+    if validation is not None:
+        from s3f_edge.export.guarantees import fit_file
+        from s3f_edge.runtime.tensorrt_env import sidecar_path
+
+        label = f"tensorrt {options.precision}"
+        try:
+            outputs = TensorRTPredictor(engine_path)._outputs_by_name(validation.images)
+            calibration = fit_file(validation, label, outputs,
+                                   graph_temperature=metadata["calibration"]["temperature"], fixed_temperature=True)
+        except ParityError as error:
+            failed = _set_aside(engine_path)
+            raise ParityError(f"{error}; the engine was kept as {failed.name} for inspection") from None
+        sidecar = json.loads(sidecar_path(engine_path).read_text())
+        sidecar["model_metadata"] = {**sidecar["model_metadata"], "calibration": calibration}
+        sidecar_path(engine_path).write_text(json.dumps(sidecar, indent=2))
     result.rows.append(_row(f"tensorrt {options.precision}", engine_path, "ok", time.perf_counter() - started))
     return engine_path
 

@@ -12,10 +12,11 @@ PLATFORMS = {".onnx": "onnxruntime_onnx", ".plan": "tensorrt_plan"}
 
 def model_config_text(name: str, platform: str, input_shape: tuple[int, int, int], num_outputs: int,
                       max_batch_size: int, preferred_batch_sizes: list[int], with_labels: bool,
-                      with_score: bool = False) -> str:
+                      with_score: bool = False, calibration: dict | None = None) -> str:
     """config.pbtxt in protobuf text format; dims exclude the batch dimension (max_batch_size > 0). Outputs are
     listed in the contract's order: ``probs`` first, then for a calibrated model ``ood_score``, one number per
-    image: dims [ 1 ] reshaped to a scalar, Triton's way of declaring a batched output of shape (N,)."""
+    image: dims [ 1 ] reshaped to a scalar, Triton's way of declaring a batched output of shape (N,). A calibrated
+    file's own numbers (``calibration_parameters``) become the model's ``parameters``, for clients to read."""
     label_line = '\n    label_filename: "labels.txt"' if with_labels else ""
     declared = {PROBS: f"    dims: [ {num_outputs} ]{label_line}\n",
                 OOD_SCORE: "    dims: [ 1 ]\n    reshape: { shape: [ ] }\n"}
@@ -37,7 +38,24 @@ def model_config_text(name: str, platform: str, input_shape: tuple[int, int, int
         "dynamic_batching {\n"
         + (f"  preferred_batch_size: [ {preferred} ]\n" if preferred else "")
         + "  max_queue_delay_microseconds: 100\n}\n"
+        + "".join(f'parameters {{\n  key: "{key}"\n  value: {{ string_value: "{value}" }}\n}}\n'
+                  for key, value in calibration_parameters(calibration).items())
     )
+
+
+def calibration_parameters(calibration: dict | None) -> dict[str, str]:
+    """The numbers a client of a calibrated file needs, as Triton model parameters: the refusal threshold on
+    ``ood_score`` and the prediction-set rule (LAC: the classes with ``probs`` >= 1 - threshold); the temperature
+    is already inside the file's probs, recorded for reference."""
+    if not calibration:
+        return {}
+    found = {"s3f_edge_temperature": calibration["temperature"],
+             "s3f_edge_ood_threshold": calibration["ood"]["threshold"]}
+    if calibration.get("sets"):
+        sets = calibration["sets"]
+        found.update({"s3f_edge_set_method": sets["method"], "s3f_edge_set_threshold": sets["threshold"],
+                      "s3f_edge_set_coverage": sets["coverage"]})
+    return {key: str(value) for key, value in found.items()}
 
 
 def _model_config_module():
@@ -86,7 +104,7 @@ def repository_files(repo: str | Path, name: str) -> list[Path]:
 
 def write_repository(repo: str | Path, name: str, model_files: list[Path], input_shape: tuple[int, int, int],
                      class_names: list[str], num_outputs: int, max_batch_size: int,
-                     with_score: bool = False) -> list[Path]:
+                     with_score: bool = False, calibrations: dict[Path, dict] | None = None) -> list[Path]:
     """REPO/<name>/ for the ONNX model and REPO/<name>_trt/ for a TensorRT plan, version 1 each.
 
     Args:
@@ -98,6 +116,7 @@ def write_repository(repo: str | Path, name: str, model_files: list[Path], input
         num_outputs: the width of the ``probs`` output (1 for a single sigmoid unit, which gets no labels.txt).
         max_batch_size: Triton's max_batch_size; dynamic batching prefers those of 4, 8, 16 and 32 up to it.
         with_score: declare the ``ood_score`` output too (a calibrated model).
+        calibrations: each served file's own calibration (by file), written as its model's parameters.
 
     Returns:
         The model folders written.
@@ -114,7 +133,7 @@ def write_repository(repo: str | Path, name: str, model_files: list[Path], input
         if with_labels:
             (model_dir / "labels.txt").write_text("\n".join(class_names) + "\n", encoding="utf-8")
         text = model_config_text(model_name, platform, input_shape, num_outputs, max_batch_size, [4, 8, 16, 32],
-                                 with_labels, with_score)
+                                 with_labels, with_score, (calibrations or {}).get(model_file))
         try:
             validate_config(text)
         except RuntimeError:
