@@ -1,0 +1,125 @@
+"""Each file's own guarantees, measured: the bundled model exported to FP32, FP16 and INT8 ONNX with
+``--data`` (every file fitted on its own outputs over the 857 validation images), then scored on the brain MRI
+test set: the share each refuses with its own threshold (and with the FP32 threshold copied, as before), and how its
+95 % prediction sets cover. Also the choice of the set's score: LAC (adopted) against MAPIE's APS on the same
+probabilities.
+
+    S3F_EDGE_DATA=/path/to/data python benchmarks/prediction_sets.py [--model MODEL.keras]
+
+Writes benchmarks/results/prediction_sets.md (docs/calibration.md shows it).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from s3f_edge.testing import require_data  # noqa: E402
+
+BUNDLED = ROOT / "s3f_edge" / "assets" / "default_model" / "model.keras"
+RESULT = ROOT / "benchmarks" / "results" / "prediction_sets.md"
+
+
+def test_outputs(predictor, test_dir: Path):
+    from s3f_edge.data.folders import discover, load_split
+
+    images, labels, _ = load_split(discover(test_dir).train, predictor.contract)
+    probabilities, scores = predictor.predict_all_scored(images)
+    return probabilities, scores, labels
+
+
+def aps_sets(calibration_p, calibration_y, test_p, coverage: float) -> np.ndarray:
+    """MAPIE's APS sets (not randomised, the last class included) for prefit probabilities."""
+    from mapie.classification import SplitConformalClassifier
+    from sklearn.base import BaseEstimator, ClassifierMixin
+
+    table = np.concatenate([calibration_p, test_p])
+
+    class Table(ClassifierMixin, BaseEstimator):
+        def fit(self, features, labels):
+            self.classes_, self.n_features_in_ = np.arange(table.shape[1]), 1
+            return self
+
+        def predict_proba(self, features):
+            return table[np.asarray(features)[:, 0].astype(int)]
+
+        def predict(self, features):
+            return self.predict_proba(features).argmax(axis=1)
+
+    index = np.arange(len(table))[:, None]
+    model = SplitConformalClassifier(estimator=Table().fit(None, None), confidence_level=coverage,
+                                     conformity_score="aps", prefit=True)
+    model.conformalize(index[:len(calibration_p)], calibration_y)
+    return model.predict_set(index[len(calibration_p):])[1][:, :, 0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=BUNDLED)
+    args = parser.parse_args()
+    brain = require_data("brain_tumor_mri")
+    from s3f_edge.export.guarantees import validation_images
+    from s3f_edge.export.onnx_export import ExportOptions, export_model
+    from s3f_edge.runtime import load_predictor
+    from s3f_edge.runtime.calibration import prediction_sets
+    from s3f_edge.train.metrics import set_metrics
+
+    lines = []
+    with tempfile.TemporaryDirectory() as scratch:
+        files = {}
+        for precision in ("fp16", "int8"):
+            started = time.perf_counter()
+            result = export_model(args.model, ExportOptions(out_dir=Path(scratch) / precision, precision=precision,
+                                                            calib=brain / "train", data=brain))
+            files["fp32"] = Path(scratch) / "fp16" / "model.onnx"
+            files[precision] = Path(result.rows[-1]["file"])
+            print(f"exported {precision} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        fp32 = load_predictor(files["fp32"])
+        rows = []
+        for name, path in files.items():
+            predictor = load_predictor(path)
+            probabilities, scores, labels = test_outputs(predictor, brain / "test")
+            accepted = scores <= predictor.ood_threshold
+            method, threshold, coverage = predictor.set_rule
+            sets = set_metrics(prediction_sets(probabilities[accepted], threshold, method), labels[accepted],
+                               predictor.class_names)
+            copied = float((scores > fp32.ood_threshold).mean())
+            low, high = sets["coverage_interval"]
+            rows.append(f"| {name} | {predictor.calibration['temperature']:.3f} | {predictor.ood_threshold:.3f} | "
+                        f"{(~accepted).mean():.2%} ({(~accepted).sum()}) | {copied:.2%} | {sets['coverage']:.1%} "
+                        f"({low:.1%}-{high:.1%}) | {sets['mean_size']:.3f} | {sets['single']:.1%} | "
+                        f"{sets['empty']:.1%} |")
+        lines += ["| File | Temperature | Refusal threshold | Test refused, own threshold | Test refused, FP32's "
+                  "threshold | 95 % set coverage (95 % interval) | Mean set size | Single class | Empty |",
+                  "|---|---|---|---|---|---|---|---|---|", *rows]
+        # The score's choice, on the FP32 file: LAC against APS, calibrated on the same validation images.
+        images, labels = validation_images(fp32.calibration, brain, fp32.contract)
+        validation_p = fp32.predict_all_scored(images)[0]
+        accepted_v = ~fp32.refuses(fp32.predict_all_scored(images)[1])
+        probabilities, scores, test_y = test_outputs(fp32, brain / "test")
+        accepted = scores <= fp32.ood_threshold
+        method, threshold, _ = fp32.set_rule
+        lac = set_metrics(prediction_sets(probabilities[accepted], threshold, method), test_y[accepted],
+                          fp32.class_names)
+        aps = set_metrics(aps_sets(validation_p[accepted_v], labels[accepted_v], probabilities[accepted], 0.95),
+                          test_y[accepted], fp32.class_names)
+        lines += ["", "| Set score (FP32, 95 %) | Coverage | Mean size | Single class | Empty |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {label} | {m['coverage']:.1%} | {m['mean_size']:.3f} | {m['single']:.1%} | {m['empty']:.1%} |"
+                  for label, m in (("LAC (adopted)", lac), ("APS (MAPIE, not randomised)", aps))]
+    lines += ["", f"Measured by `benchmarks/prediction_sets.py` on {time.strftime('%Y-%m-%d')}: {args.model.name}, "
+              f"calibration on its {len(labels)} validation images, brain MRI test set ({len(test_y)} images)."]
+    RESULT.parent.mkdir(exist_ok=True)
+    RESULT.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
