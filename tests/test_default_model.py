@@ -49,6 +49,9 @@ def test_infer_uses_the_bundled_model_without_model_option(tmp_path, sample_dir)
     assert {row["model_sha256"] for row in rows} == {load_predictor(default_model()).sha256}
     correct = sum(row["predicted_class"] == Path(row["path"]).parent.name for row in rows)
     assert correct >= 12, f"the bundled model got only {correct}/24 sample images right"
+    # the bundled file carries its own prediction sets: every ok row has one (size 0 only without a class)
+    assert all(row["set_size"] != "" for row in rows if row["status"] == "ok")
+    assert all(len(row["answer_set"].split("|")) == int(row["set_size"]) for row in rows if row["answer_set"])
 
 
 @pytest.mark.skipif(BRAIN_MRI_MISSING is not None, reason=f"brain MRI test set: {BRAIN_MRI_MISSING}")

@@ -139,18 +139,21 @@ def calibrate_bundle(data_root: Path, out_dir: Path = DEFAULT_MODEL_DIR, refit: 
         exports = {}
         for precision in ("fp32", "fp16", "int8"):
             exports[precision] = export_model(stage / "model.keras", ExportOptions(
-                out_dir=scratch / f"export-{precision}", precision=precision, calib=brain / "train")).rows[-1]["file"]
+                out_dir=scratch / f"export-{precision}", precision=precision, calib=brain / "train",
+                data=brain)).rows[-1]["file"]
         shutil.copy2(exports["fp32"], stage / "model.onnx")
         write_other_modalities(scratch / "other-modalities", crops=24)
         write_corrupted(brain / "test", scratch / "corrupted")
         ood_folders = [data_root / "busi" / "test", scratch / "other-modalities",
                        *sorted((scratch / "corrupted").iterdir())]
-        scores, refusal = {}, {}
+        scores, refusal, sets = {}, {}, {}
         files = {"model.keras": stage / "model.keras", "model.onnx": stage / "model.onnx",
                  "model.fp16.onnx": Path(exports["fp16"]), "model.int8.onnx": Path(exports["int8"])}
         for name, path in files.items():
             started = time.perf_counter()
             official = evaluate_folder(path, brain / "test", scratch / f"eval-{name}", ood_folders=ood_folders)
+            sets[name] = {key: official["sets"][key] for key in ("coverage", "coverage_interval", "mean_size",
+                                                                  "single", "empty")} if "sets" in official else None
             refusal[name] = {"brain MRI test": {key: official["ood"][key] for key in ("refused", "accuracy_accepted")},
                              **{_set_name(Path(folder)): values
                                 for folder, values in official["ood"]["folders"].items()}}
@@ -163,7 +166,7 @@ def calibrate_bundle(data_root: Path, out_dir: Path = DEFAULT_MODEL_DIR, refit: 
         card["evaluation"] = scores
         card["measured"] = {"command": "--calibrate" if refit else "--reexport", "date": time.strftime("%Y-%m-%d")}
         card["calibration"] = {**calibration, "ece_test": {"before": test["ece_before"], "after": test["ece_after"]},
-                               "test": test, "refusal": refusal,
+                               "test": test, "refusal": refusal, "sets_test": sets,
                                "score_shift": score_shift(files, brain / "test", calibration["ood"]["threshold"])}
         card["files"] = {name: {"bytes": (stage / name).stat().st_size, "sha256": file_sha256(stage / name)}
                          for name in ("model.keras", "model.onnx")}
@@ -318,8 +321,22 @@ def render_calibration(card: dict) -> str:
 `s3f-edge infer` refuses an image scoring over
   {ood['threshold']:.3f}, the threshold that accepts {ood['keep']:.0%} of the validation images. No image of
   another kind was used to fit it; those below only measure it.
-
+- Each file has its own temperature, threshold and prediction-set threshold, fitted by `s3f-edge export --data`
+  on its own outputs over the same validation images.
+{sets_table(card)}
 {refusal_table(card)}"""
+
+
+def sets_table(card: dict) -> str:
+    """How each file's 95 % prediction sets did on the official test set (the images it accepts)."""
+    sets = card["calibration"].get("sets_test") or {}
+    if not any(sets.values()):
+        return ""
+    rows = [f"| {name} | {s['coverage']:.1%} ({s['coverage_interval'][0]:.1%}-{s['coverage_interval'][1]:.1%}) | "
+            f"{s['mean_size']:.3f} | {s['single']:.1%} | {s['empty']:.1%} |" for name, s in sets.items() if s]
+    return ("\nPrediction sets at 95 % coverage on the official test set (`infer` writes them as `answer_set`; an "
+            "empty set means no class is plausible):\n\n| File | Coverage (95 % interval) | Mean set size | "
+            "Single class | Empty |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
 
 
 def refusal_table(card: dict) -> str:
@@ -380,7 +397,8 @@ def write_refusal_summary(card: dict) -> None:
             f"all {test['count']:,}: {_pct(test['accuracy'])}, on the accepted ones: "
             f"{_pct(test['accuracy_accepted'])}.\n"
             + "".join(f"\n{name} moves the score from model.onnx's by {shift['p99']:.3f} at the 99th percentile "
-                      f"(at most {shift['max']:.3f}) over the {shift['images']:,} test images; decisions flipped: "
+                      f"(at most {shift['max']:.3f}) over the {shift['images']:,} test images; decisions flipped "
+                      f"at model.onnx's threshold (had it been copied; each file refuses by its own, above): "
                       f"{shift['flipped']}"
                       + (f", all within {shift['flipped_farthest_from_threshold']:.2f} of the threshold."
                          if shift["flipped"] else ".") for name, shift in calibration["score_shift"].items())
