@@ -34,10 +34,12 @@ from s3f_edge.runtime.predictor import DEFAULT_MODEL_DIR  # noqa: E402
 from s3f_edge.testing import require_data  # noqa: E402
 
 KEEP = 0.99
-CANDIDATES = ("msp", "energy", "mahalanobis", "knn", "every-block-mean", "mahalanobis-blocks")
+CANDIDATES = ("msp", "energy", "mahalanobis", "knn", "every-block-mean", "mahalanobis-blocks",
+              "mahalanobis-blocks-quantile")
 NAMES = {"msp": "max softmax probability", "energy": "energy", "mahalanobis": "Mahalanobis, penultimate",
          "knn": "kNN (k=10), penultimate", "every-block-mean": "Mahalanobis, every block's mean",
-         "mahalanobis-blocks": "Mahalanobis, spatial blocks' mean and spread (adopted)"}
+         "mahalanobis-blocks": "Mahalanobis, spatial blocks' mean and spread (adopted)",
+         "mahalanobis-blocks-quantile": "the same, each block scaled by its validation median and 99th percentile"}
 
 
 def features(model, images: np.ndarray, batch_size: int = 128) -> dict:
@@ -98,9 +100,11 @@ def measure(data: Path, scratch: Path) -> dict:
     test_labels = sets["brain MRI test"][1]
     rows = []
     for method in CANDIDATES:
-        if method in ("mahalanobis-blocks", "every-block-mean"):
-            statistics = fit_blocks(extracted["fit"][method], fit_labels, extracted["validation"][method])
-            scores = {name: block_scores(statistics, found[method]) for name, found in extracted.items()}
+        if method.startswith("mahalanobis-blocks") or method == "every-block-mean":
+            kind = "every-block-mean" if method == "every-block-mean" else "mahalanobis-blocks"
+            statistics = fit_blocks(extracted["fit"][kind], fit_labels, extracted["validation"][kind],
+                                    normalisation="quantile" if method.endswith("quantile") else "mean_std")
+            scores = {name: block_scores(statistics, found[kind]) for name, found in extracted.items()}
         else:
             fitted = fit_score(method, extracted["fit"]["penultimate"], fit_labels)
             scores = {name: score(fitted, found["penultimate"], found["logits"]) for name, found in extracted.items()}

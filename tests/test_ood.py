@@ -579,3 +579,18 @@ def test_agreement_limits_refuse_a_file_that_decides_otherwise(rng):
     moved = {"probs": outputs["probs"], "ood_score": rng.normal(size=400)}  # scores unrelated to FP32's
     with pytest.raises(ParityError, match="refusal decisions agree with FP32 on"):
         fit_file(validation, "moved", moved)
+
+
+def test_quantile_normalisation_puts_every_block_at_one_on_its_own_quantile(rng):
+    from s3f_edge.train.ood import QUANTILE_NORMALISATION, FittedScore
+
+    fit = [rng.normal(size=(300, 6)), rng.normal(size=(300, 4)) * 5]
+    validation = [rng.normal(size=(200, 6)), rng.normal(size=(200, 4)) * 5]
+    labels = np.arange(300) % 3
+    for values, block in zip(fit_blocks(fit, labels, validation, normalisation="quantile"), validation):
+        fitted = FittedScore("mahalanobis", whitening=values["whitening"], class_means=values["class_means"])
+        standardised = (score(fitted, block) - values["location"]) / values["scale"]
+        assert np.quantile(standardised, QUANTILE_NORMALISATION) == pytest.approx(1.0)
+        assert np.median(standardised) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(InputError, match="normalisation must be one of"):
+        fit_blocks(fit, labels, validation, normalisation="rank")

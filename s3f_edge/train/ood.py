@@ -149,8 +149,12 @@ def pooled(features: np.ndarray, pooling: str = "mean") -> np.ndarray:
     return mean if pooling == "mean" else np.concatenate([mean, features.std(axis=(1, 2))], axis=1)
 
 
+NORMALISATIONS = ("mean_std", "quantile")
+QUANTILE_NORMALISATION = 0.99  # "quantile": each block's distance is 1 at this quantile of the validation images
+
+
 def fit_blocks(fit_features: list[np.ndarray], labels: np.ndarray, validation_features: list[np.ndarray],
-               pooling: str = "mean") -> list[dict]:
+               pooling: str = "mean", normalisation: str = "mean_std") -> list[dict]:
     """Fit the adopted score: per block, a Mahalanobis score on training images, standardised on validation ones.
 
     Args:
@@ -158,16 +162,27 @@ def fit_blocks(fit_features: list[np.ndarray], labels: np.ndarray, validation_fe
         labels: their class indices.
         validation_features: per block, the same of held-out in-distribution images.
         pooling: how a feature map is summarised (``pooled``).
+        normalisation: how each block's distances are put on one scale before the largest is taken: by their
+            mean and standard deviation over the validation images (``"mean_std"``), or by their median and their
+            ``QUANTILE_NORMALISATION`` quantile (``"quantile"``: every block then refuses about the same share of
+            validation images on its own).
 
     Returns:
         Per block: whitening, class_means (whitened), location and scale: the ``OutOfDistributionScore`` weights.
     """
+    if normalisation not in NORMALISATIONS:
+        raise InputError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
     statistics = []
     for fit, validation in zip(fit_features, validation_features):
         fitted = fit_score("mahalanobis", pooled(fit, pooling), labels)
         distances = score(fitted, pooled(validation, pooling))
+        if normalisation == "mean_std":
+            location, scale = float(distances.mean()), float(distances.std())
+        else:
+            location = float(np.median(distances))
+            scale = float(np.quantile(distances, QUANTILE_NORMALISATION)) - location
         statistics.append({"whitening": fitted.whitening, "class_means": fitted.class_means,
-                           "location": float(distances.mean()), "scale": float(max(distances.std(), 1e-12))})
+                           "location": location, "scale": max(scale, 1e-12)})
     return statistics
 
 
