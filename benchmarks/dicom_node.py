@@ -6,9 +6,9 @@ The test images as DICOM (``dicom_reports.dicom_test_set``, kept between runs wi
 then an Orthanc PACS (``tests/orthanc.py``) and the node, sending its SRs to Orthanc by C-STORE, as child
 processes; DCMTK's storescu sends every file to the node over one association, timed from just before it starts
 until Orthanc holds one SR per DICOM instance (and, apart, until storescu has finished: the receive rate, and until
-the node has written every SR: its rate before sending). The node's RSS (VmRSS) is sampled every 0.2 s. Checked,
-else the script fails: one SR in Orthanc and one row in the node's results per instance, the node's outbox empty,
-the node stopped by SIGTERM with status 0.
+the node has written every SR: its rate before sending). The node's RSS (VmRSS, its receiver process included) is
+sampled every 0.2 s. Checked, else the script fails: one SR in Orthanc and one row in the node's results per
+instance, the node's outbox empty, the node stopped by SIGTERM with status 0.
 
 Orthanc and storescu run with TCP_NODELAY=1 (DCMTK's variable): without it, Debian's DCMTK leaves Nagle's
 algorithm on, and on loopback each C-STORE to Orthanc waits out a delayed ACK (about 11 SRs/s whoever sends), which
@@ -61,14 +61,16 @@ def instance_uids(folder: Path) -> set[str]:
 
 
 def rss_bytes(pid: int) -> int | None:
-    """The resident set size of process ``pid`` (VmRSS), or None once it has exited."""
+    """The resident set size (VmRSS) of process ``pid`` and of its child processes (the node's receiver), or None
+    once it has exited."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
+        own = next(int(line.split()[1]) * 1024 for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                   if line.startswith("VmRSS:"))
+        children = [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+                    for child in (task / "children").read_text().split()]
+    except (OSError, ValueError, StopIteration):
         return None
-    return None
+    return own + sum(rss_bytes(child) or 0 for child in children)
 
 
 class Node:
@@ -226,11 +228,19 @@ def settled(node, quiet: float = 3.0, timeout: float = STALL_TIMEOUT) -> None:
     """Wait until the node's outbox is empty and no SR was written for ``quiet`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        newest = max((p.stat().st_mtime for p in (node.folder / "reports").glob("*/*.dcm")), default=0.0)
+        newest = max((_mtime(p) for p in (node.folder / "reports").glob("*/[!.]*.dcm")), default=0.0)
         if not node.outbox() and time.time() - newest >= quiet:
             return
         time.sleep(0.5)
     raise SystemExit(f"the node did not settle within {timeout:g} s:\n{node.log_tail()}")
+
+
+def _mtime(path: Path) -> float:
+    """A file's modification time, 0 for one replaced or removed since it was listed."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def rss_at(samples: list[tuple[float, int, int]], count: float) -> int:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import queue
 import signal
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 
 from s3f_edge.dicom.ledger import StudyLedger
+from s3f_edge.dicom.scp import tls_context
 from s3f_edge.dicom.spool import Spool
 from s3f_edge.errors import InputError, S3FEdgeError
 from s3f_edge.outputs import ensure_writable
@@ -101,21 +101,6 @@ class NodeOptions:
         return InferOptions(spool.day_folder(day), spool.results_file(day), model=self.model, providers=self.providers,
                             batch_size=self.batch_size, recursive=True, workers=self.workers, resume=resume,
                             accept_ood=self.accept_ood, ood_threshold=self.ood_threshold, progress=False)
-
-
-def tls_context(options: NodeOptions) -> ssl.SSLContext | None:
-    """The server's TLS context, or None without ``tls_cert``."""
-    if options.tls_cert is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(options.tls_cert, options.tls_key)
-        if options.tls_ca is not None:
-            context.load_verify_locations(options.tls_ca)
-            context.verify_mode = ssl.CERT_REQUIRED
-    except (OSError, ssl.SSLError) as error:
-        raise InputError(f"--tls-cert/--tls-key/--tls-ca cannot be used: {error}") from None
-    return context
 
 
 class _Day:
@@ -225,23 +210,14 @@ class DicomNode:
         self.arrived.put(item.path)
 
     def _start_server(self) -> None:
-        from pynetdicom import _config, evt  # noqa: F401 (evt: the handlers' events)
+        from pynetdicom import _config
 
-        from s3f_edge.dicom.scp import StoreHandlers, storage_ae
+        from s3f_edge.dicom.receiver import ReceiverProcess
 
         _config.LOG_HANDLER_LEVEL = "none"  # the node writes its own lines
         _config.STORE_SEND_CHUNKED_DATASET = True  # an SR is sent from its file as it is, not decoded and encoded again
-        options = self.options
-        handlers = StoreHandlers(self.spool, self._received, self.log, int(options.max_dataset_mb * 2**20),
-                                 options.max_pdu_kb * 1024)
-        self.ae = storage_ae(options.ae_title, options.allowed, options.max_pdu_kb * 1024)
-        try:
-            self.server = self.ae.start_server((options.host, options.port), block=False, ssl_context=self.tls,
-                                               evt_handlers=handlers.handlers())
-        except OSError as error:
-            raise InputError(f"cannot listen on {options.host}:{options.port}: {error.strerror or error}; "
-                             "choose another --port or --host") from None
-        self.port = self.server.server_address[1]
+        self.server = ReceiverProcess(self.options, self.spool.root, self._received, self.log)
+        self.port = self.server.start()
 
     def _unmake_folders(self) -> None:
         """After a failed start: remove the spool's folders while they are empty (no image was ever received)."""
@@ -323,7 +299,7 @@ class DicomNode:
         """Stop receiving, answer and journal the images in hand, write the results files, stop the senders."""
         self.stop.set()
         if self.server is not None:
-            self.ae.shutdown()
+            self.server.stop()  # every image acknowledged is in ``arrived`` once it returns
             self.server = None
         in_hand = []
         while not self.arrived.empty():

@@ -11,12 +11,14 @@ pynetdicom is imported only when a node starts.
 """
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from s3f_edge.dicom.spool import Spool, is_uid
+from s3f_edge.errors import InputError
 
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700  # the dataset is over the node's size limit
@@ -166,3 +168,19 @@ def storage_ae(ae_title: str, allowed: list[str] | None, max_pdu_bytes: int):
     ae.acse_timeout = 30
     ae.dimse_timeout = 60
     return ae
+
+
+def tls_context(options) -> ssl.SSLContext | None:
+    """The server's TLS context from the node's options (``tls_cert``, ``tls_key``, ``tls_ca``), or None without
+    ``tls_cert``."""
+    if options.tls_cert is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(options.tls_cert, options.tls_key)
+        if options.tls_ca is not None:
+            context.load_verify_locations(options.tls_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as error:
+        raise InputError(f"--tls-cert/--tls-key/--tls-ca cannot be used: {error}") from None
+    return context
