@@ -10,6 +10,9 @@ Three parts, each durable on its own (``spool.py`` lays out the folder):
   each SR and queues it before the row is journaled;
 - one sender per destination (``outbox.py``) empties its outbox, trying again with back-off while it is down.
 
+The receiver and the senders run in a process of their own (``network.py``), so that pynetdicom's Python work does
+not hold the classifier's interpreter lock; the spool and the outbox are on disk between the two.
+
 A kill at any moment loses nothing: on start the loop resumes every day's spool from its results and journal, so
 every acknowledged image is classified; an SR's UID derives from its image and the model, so one answered twice
 (killed between its SR and its journal line) is the same SR, stored once by the PACS; unsent SRs wait in the
@@ -177,7 +180,6 @@ class DicomNode:
         self.arrived: queue.Queue = queue.Queue()
         self.ledger = StudyLedger(log, [d.name for d in self.destinations], options.study_quiet)
         self.days: dict[str, _Day] = {}
-        self.senders: list = []
         self.server = None
         self.port = options.port
 
@@ -202,21 +204,17 @@ class DicomNode:
         study = Path(row["path"]).parent.name
         self.spool.queue(report, study, [d.folder_name for d in self.destinations])
         self.ledger.reported(study)
-        for sender in self.senders:
-            sender.wake.set()
+        if self.server is not None:
+            self.server.wake()
 
     def _received(self, item) -> None:
         self.ledger.received(item.study_uid, item.calling_ae)
         self.arrived.put(item.path)
 
     def _start_server(self) -> None:
-        from pynetdicom import _config
+        from s3f_edge.dicom.network import NetworkProcess
 
-        from s3f_edge.dicom.receiver import ReceiverProcess
-
-        _config.LOG_HANDLER_LEVEL = "none"  # the node writes its own lines
-        _config.STORE_SEND_CHUNKED_DATASET = True  # an SR is sent from its file as it is, not decoded and encoded again
-        self.server = ReceiverProcess(self.options, self.spool.root, self._received, self.log)
+        self.server = NetworkProcess(self.options, self.spool.root, self._received, self.ledger.sent, self.log)
         self.port = self.server.start()
 
     def _unmake_folders(self) -> None:
@@ -229,17 +227,6 @@ class DicomNode:
                 folder.rmdir()
             except OSError:  # not empty: a folder of earlier runs, kept
                 pass
-
-    def _start_senders(self) -> None:
-        from s3f_edge.dicom.outbox import Sender
-
-        for destination in self.destinations:
-            sender = Sender(destination, self.spool.queue_folder(destination.folder_name),
-                            self.spool.root / "rejected" / destination.folder_name, self.log,
-                            lambda study, count, name=destination.name: self.ledger.sent(name, study, count),
-                            self.stop, self.options.retry_max)
-            sender.start()
-            self.senders.append(sender)
 
     def _take(self) -> list[Path]:
         """Up to ``batch_size`` received images: the first waited for (a second at most, to watch ``stop``), the
@@ -287,7 +274,6 @@ class DicomNode:
         self.log(f"listening on {self.options.host}:{self.port} as {self.options.ae_title}"
                  f"{' (TLS)' if self.tls else ''}; accepting {allowed}; model {self.predictor.name} "
                  f"({self.predictor.backend}); reports to {names}; folder {self.spool.root}")
-        self._start_senders()
         try:
             for day in self.spool.days():  # a restart: every image acknowledged before it is answered now
                 self._day(day).answer([])
@@ -296,7 +282,8 @@ class DicomNode:
             self.shutdown()
 
     def shutdown(self) -> None:
-        """Stop receiving, answer and journal the images in hand, write the results files, stop the senders."""
+        """Stop receiving and sending, answer and journal the images in hand (their SRs wait in the outbox for the
+        next start), write the results files."""
         self.stop.set()
         if self.server is not None:
             self.server.stop()  # every image acknowledged is in ``arrived`` once it returns
@@ -309,8 +296,6 @@ class DicomNode:
                 self._day(day).answer(paths)
         for day in self.days.values():
             day.finish()
-        for sender in self.senders:
-            sender.join(timeout=35)
         self.ledger.flush(everything=True)
         self.log("stopped")
 
