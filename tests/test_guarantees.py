@@ -136,3 +136,27 @@ def test_small_samples_are_said_to_be_uncertain(rng):
     logits, labels = labelled(rng, FIRM_IMAGES + 100)
     firm = fit_calibration(logits, labels, rng.normal(size=FIRM_IMAGES + 100))
     assert not any("uncertain" in line for line in calibration_lines(firm))
+
+
+def test_a_files_temperature_is_set_in_its_graph(rng, tmp_path):
+    """The bundled ONNX file with another temperature written into it gives softmax(logits / new T)."""
+    onnx = pytest.importorskip("onnx")
+    from s3f_edge.export.guarantees import probability_node, set_temperature
+    from s3f_edge.runtime import load_predictor
+    from s3f_edge.runtime.predictor import default_model
+
+    source = default_model()
+    original = load_predictor(source)
+    held = original.calibration["temperature"]
+    model = onnx.load(source)
+    set_temperature(model, 3.0, held)
+    onnx.save(model, tmp_path / "model.onnx")
+    initializer, reciprocal = probability_node(model)
+    value = float(onnx.numpy_helper.to_array(initializer).reshape(-1)[0])
+    assert (1 / value if reciprocal else value) == pytest.approx(3.0)
+    images = rng.random((6, *original.contract.input_shape), dtype=np.float32)
+    before = original.predict_scored(images)[0]
+    after = load_predictor(tmp_path / "model.onnx").predict_scored(images)[0]
+    np.testing.assert_allclose(after, scaled_probabilities(logits_from_probabilities(before, held), 3.0), atol=1e-5)
+    with pytest.raises(Exception, match="not the model's"):
+        set_temperature(model, 2.0, held)  # the graph now holds 3.0, not the temperature it is said to hold

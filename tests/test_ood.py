@@ -594,3 +594,51 @@ def test_quantile_normalisation_puts_every_block_at_one_on_its_own_quantile(rng)
         assert np.median(standardised) == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(InputError, match="normalisation must be one of"):
         fit_blocks(fit, labels, validation, normalisation="rank")
+
+
+def test_an_engine_gets_its_own_threshold_and_sets_in_its_sidecar(calibrated_run, sample_dir, tmp_path, monkeypatch):
+    """The TensorRT path without a GPU: the engine builder and runtime replaced by ONNX Runtime over the file the
+    engine would be built from, with its score moved, as a reduced-precision engine's would be. The engine keeps
+    that file's temperature; its refusal threshold is fitted on its own scores and recorded in its sidecar."""
+    import onnx
+
+    import s3f_edge.export.tensorrt as tensorrt_export
+    import s3f_edge.runtime.tensorrt_backend as tensorrt_backend
+    import s3f_edge.runtime.tensorrt_env as tensorrt_env
+    from s3f_edge.export.guarantees import probability_node
+    from s3f_edge.export.onnx_export import ExportOptions, export_model
+    from s3f_edge.runtime.onnx_backend import create_session
+
+    built = {}
+
+    def build_engine(onnx_file, engine_path, input_shape, options, model_metadata=None):
+        built["onnx"] = onnx_file
+        Path(engine_path).write_bytes(b"engine")
+        tensorrt_env.sidecar_path(engine_path).write_text(json.dumps({"model_metadata": model_metadata}))
+        return {}
+
+    class Engine:  # what the engine computes: the ONNX file's outputs, every score 0.05 % higher (within parity)
+        def __init__(self, engine_path):
+            self.session = create_session(str(built["onnx"]), ["CPUExecutionProvider"])
+
+        def _outputs_by_name(self, batch):
+            probs, scores = self.session.run(["probs", "ood_score"], {"image": batch.astype(np.float32)})
+            return {"probs": probs, "ood_score": scores * (1 + 5e-4)}
+
+    monkeypatch.setattr(tensorrt_env, "import_tensorrt", lambda: type("trt", (), {"__version__": "10.9.0"}))
+    monkeypatch.setattr(tensorrt_env, "gpu_identity", lambda: {"gpu_name": "none", "compute_capability": "0"})
+    monkeypatch.setattr(tensorrt_export, "build_engine", build_engine)
+    monkeypatch.setattr(tensorrt_backend, "TensorRTPredictor", Engine)
+    result = export_model(calibrated_run / "model.keras", ExportOptions(out_dir=tmp_path / "x", trt=True,
+                                                                        data=sample_dir))
+    onnx_calibration = result.calibrations["onnx fp32"]
+    engine = json.loads(tensorrt_env.sidecar_path(tmp_path / "x" / "model.fp32.engine").read_text())
+    calibration = engine["model_metadata"]["calibration"]
+    assert calibration["fitted_on"]["artefact"] == "tensorrt fp32"
+    assert calibration["temperature"] == onnx_calibration["temperature"]  # its graph cannot be edited
+    initializer, reciprocal = probability_node(onnx.load(built["onnx"]))  # the engine was built from the fitted file
+    held = float(onnx.numpy_helper.to_array(initializer).reshape(-1)[0])
+    assert (1 / held if reciprocal else held) == pytest.approx(calibration["temperature"], rel=2e-3)
+    threshold = onnx_calibration["ood"]["threshold"]
+    assert calibration["ood"]["threshold"] == pytest.approx(threshold * (1 + 5e-4), rel=1e-6) != threshold
+    assert calibration["agreement_with_fp32"]["refusal"] >= 0.98
