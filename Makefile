@@ -37,7 +37,7 @@ demo: $(INSTALLED)
 	$(BIN)/s3f-edge fft-check samples/brain_mri --limit 2
 	$(BIN)/s3f-edge train samples/brain_mri --image-size 64 --epochs 8 --lr 1e-3 --val-fraction 0.25 --out $(DEMO_DIR)/run
 	$(BIN)/s3f-edge evaluate $(DEMO_DIR)/run/model.keras samples/brain_mri/test --out $(DEMO_DIR)/evaluate
-	$(BIN)/s3f-edge export $(DEMO_DIR)/run/model.keras --out $(DEMO_DIR)/export --precision fp16
+	$(BIN)/s3f-edge export $(DEMO_DIR)/run/model.keras --out $(DEMO_DIR)/export --precision fp16 --data samples/brain_mri
 	$(BIN)/s3f-edge export $(DEMO_DIR)/run/model.keras --out $(DEMO_DIR)/export-dft --fft dft
 	$(BIN)/s3f-edge infer samples/brain_mri/test --recursive --model $(DEMO_DIR)/export/model.onnx --out $(DEMO_DIR)/results.csv --quiet
 	$(BIN)/s3f-edge infer samples/brain_mri/test --recursive --model $(DEMO_DIR)/run/model.keras --out $(DEMO_DIR)/explained.csv \

@@ -64,10 +64,14 @@ MODEL=s3f_edge/assets/default_model/model.keras
 DATA=${DATA:-${S3F_EDGE_DATA:+$S3F_EDGE_DATA/brain_tumor_mri}}
 CALIB=samples/brain_mri/train
 [[ -n $DATA && -d $DATA/train ]] && CALIB=$DATA/train
+# Each engine is calibrated on its own outputs over the bundled model's validation images (the brain MRI
+# dataset); without it, the model's calibration is copied, and the sidecars say so.
+GUARANTEES=(--copy-calibration)
+[[ -n $DATA && -d $DATA/train ]] && GUARANTEES=(--data "$DATA")
 ENGINES=()
 for precision in fp32 fp16 int8; do
   "$S3F" export "$MODEL" --out "$OUT/export-$precision" --precision "$precision" --calib "$CALIB" --trt \
-    --trt-batch 1,8,32 --overwrite > "$OUT/export-$precision.log" 2>&1
+    --trt-batch 1,8,32 --overwrite "${GUARANTEES[@]}" > "$OUT/export-$precision.log" 2>&1
   code=$?
   status "export --trt --precision $precision" $code "$OUT/export-$precision.log"
   [[ $code == 0 ]] && ENGINES+=("$OUT/export-$precision/model.$precision.engine")

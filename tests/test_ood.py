@@ -522,6 +522,7 @@ def test_each_exported_file_is_calibrated_on_its_own_outputs(calibrated_run, sam
     import onnx
 
     from s3f_edge.export.guarantees import probability_node
+    from s3f_edge.export.onnx_export import COPIED_CALIBRATION
     from s3f_edge.model.metadata import read_metadata
     from s3f_edge.runtime import load_predictor
 
@@ -530,6 +531,11 @@ def test_each_exported_file_is_calibrated_on_its_own_outputs(calibrated_run, sam
                                         "fp16"])
     assert refused.exit_code == 1 and len(refused.stderr.strip().splitlines()) == 1
     assert "give --data DATA" in refused.stderr and not (tmp_path / "no-data" / "model.onnx").exists()
+    copied = CliRunner().invoke(main, ["export", str(model), "--out", str(tmp_path / "copied"), "--precision",
+                                       "fp16", "--copy-calibration"])
+    assert copied.exit_code == 0, copied.output + copied.stderr
+    assert load_predictor(tmp_path / "copied" / "model.fp16.onnx").calibration["fitted_on"]["artefact"] == \
+        COPIED_CALIBRATION
     result = CliRunner().invoke(main, ["export", str(model), "--out", str(tmp_path / "x"), "--precision", "fp16",
                                        "--data", str(sample_dir), "--triton", str(tmp_path / "t")])
     assert result.exit_code == 0, result.output + result.stderr

@@ -60,8 +60,9 @@ def _artefacts(keras_path: Path, out_dir: Path, calib: Path | None, trt: bool, f
         folder = out_dir / precision
         started = time.perf_counter()
         try:
+            # Speed and accuracy only: a calibrated model's refusal and sets are copied, not fitted per file.
             export_model(keras_path, ExportOptions(out_dir=folder, fft=fft, precision=precision, calib=calib, trt=trt,
-                                                   parity_images=None, overwrite=True))
+                                                   parity_images=None, overwrite=True, copy_calibration=True))
         except ParityError as error:
             kept = folder / (onnx_file_name(precision) + ".failed")
             if not (speed_only and kept.exists()):

@@ -60,6 +60,10 @@ def _batch_profile(ctx, param, value: str) -> tuple[int, int, int]:
                    "run over the same validation images and gets its own temperature, refusal threshold and "
                    "prediction sets, and is refused if it decides too differently from FP32. Needed with "
                    "--precision fp16/int8 and --trt for a calibrated model.")
+@click.option("--copy-calibration", is_flag=True,
+              help="Without --data: copy the Keras model's temperature, refusal threshold and prediction sets into "
+                   "the FP16/INT8 file and engine as they are (recorded as not fitted on the file: its refusal rate "
+                   "and set coverage may differ from what they promise).")
 @click.option("--images", "parity_images", type=ExistingPath(file_okay=False, path_type=Path), default=None,
               help="Real images for the parity check (default: 8 brain MRI images shipped with s3f-edge).")
 @click.option("--trt", is_flag=True, help="Also build a TensorRT engine (needs an NVIDIA GPU and the gpu extra).")
@@ -77,7 +81,7 @@ def _batch_profile(ctx, param, value: str) -> tuple[int, int, int]:
               help="Comma-separated class names in output order, for models without s3f-edge metadata "
                    "(e.g. the original release's files).")
 def export(model_path, out_dir, overwrite, fft, opset, precision, calib, calib_images, calib_method, int8_weight_bits,
-           data, parity_images, trt, trt_batch, timing_cache, triton_repo, class_codes, class_names):
+           data, copy_calibration, parity_images, trt, trt_batch, timing_cache, triton_repo, class_codes, class_names):
     """Export a trained MODEL (.keras) to ONNX, checked and proven equal to Keras.
 
     Every SpectralFilter is lowered first (same weights, same outputs). The command fails if the
@@ -96,7 +100,7 @@ def export(model_path, out_dir, overwrite, fft, opset, precision, calib, calib_i
         calib_images=calib_images, calib_method=calib_method, int8_weight_bits=int(int8_weight_bits),
         parity_images=parity_images, trt=trt, trt_batch=trt_batch, timing_cache=timing_cache,
         triton_repo=triton_repo, class_names=names(class_names), class_codes=class_codes, overwrite=overwrite,
-        data=data,
+        data=data, copy_calibration=copy_calibration,
     )
     result = export_model(model_path, options)
     click.echo(table(["format", "file", "MB", "status", "seconds"],

@@ -51,6 +51,7 @@ class ExportOptions:
     class_codes: Path | None = None  # a class-code file: how DICOM reports code each class (model.class_codes)
     overwrite: bool = False  # replace an earlier export's files in out_dir (and triton_repo); else refuse them
     data: Path | None = None  # the dataset a calibrated model was calibrated on: each file is fitted on its own
+    copy_calibration: bool = False  # without data: copy the Keras model's calibration into every file, marked so
 
     def validate(self) -> None:
         if self.fft not in FFT_LOWERINGS:
@@ -185,6 +186,8 @@ def _run_parity(keras_model, predict, contract: Preprocessing, parity_images: Pa
 
 # The files `export` writes into its folder. The TensorRT timing cache is not among them: it holds kernel timings
 # of one GPU, valid for any model, and is kept.
+# A reduced-precision file's calibration copied from the Keras model (export --copy-calibration), not fitted on it.
+COPIED_CALIBRATION = "keras, copied: not fitted on this file's outputs (export --copy-calibration)"
 EXPORT_PATTERNS = ("model.json", "model.onnx", "model.*.onnx", "model*.onnx.failed", "model.*.engine",
                    "model.*.engine.*")
 
@@ -334,11 +337,12 @@ def _validation(model, metadata: dict, contract: Preprocessing, options: ExportO
     if not is_calibrated(model):
         return None
     if options.data is None:
-        if options.precision != "fp32" or options.trt:
+        if (options.precision != "fp32" or options.trt) and not options.copy_calibration:
             what = f"--precision {options.precision}" if options.precision != "fp32" else "--trt"
             raise InputError(f"{what} changes the model's outputs, so the refusal threshold, temperature and "
                              "prediction sets must be fitted on that file's own outputs: give --data DATA, the "
-                             "dataset the model was calibrated on")
+                             "dataset the model was calibrated on (or --copy-calibration to copy the Keras model's, "
+                             "marked as not fitted on the file)")
         return None
     images, labels = validation_images(metadata["calibration"], options.data, contract)
     with float32_reference():
@@ -405,6 +409,10 @@ def _export(model, metadata: dict, contract: Preprocessing, calib_images, trt_ve
             to_int8(onnx_path, reduced_path, calib_images, keep, options.calib_method, options.int8_weight_bits)
             reduced = onnx.load(reduced_path)
         reduced_meta = {**metadata, "precision": options.precision}
+        if validation is None and metadata.get("calibration"):  # --copy-calibration: said in the file itself
+            copied = metadata["calibration"]
+            reduced_meta["calibration"] = {**copied, "fitted_on": {**copied.get("fitted_on", {}),
+                                                                    "artefact": COPIED_CALIBRATION}}
         if options.precision == "int8":
             reduced_meta.update({"int8_weight_bits": options.int8_weight_bits, "int8_calibration": {
                 "images": len(calib_images), "method": options.calib_method, "folder": str(options.calib)}})
@@ -477,10 +485,15 @@ def _build_and_check_engine(model, onnx_file: Path, out_dir: Path, contract: Pre
     started = time.perf_counter()
     engine_path = out_dir / engine_file_name(options.precision)
     low, opt, high = options.trt_batch
+    engine_metadata = {**metadata, "precision": options.precision}
+    if validation is None and metadata.get("calibration"):  # --copy-calibration: said in the sidecar itself
+        copied = metadata["calibration"]
+        engine_metadata["calibration"] = {**copied, "fitted_on": {**copied.get("fitted_on", {}),
+                                                                  "artefact": COPIED_CALIBRATION}}
     build_engine(onnx_file, engine_path, contract.input_shape,
                  EngineOptions(precision=options.precision, min_batch=low, opt_batch=opt, max_batch=high,
                                timing_cache=options.timing_cache or out_dir / "timing.cache"),
-                 model_metadata={**metadata, "precision": options.precision})
+                 model_metadata=engine_metadata)
     _require_parity(model, TensorRTPredictor(engine_path)._outputs_by_name, engine_path,
                     f"tensorrt {options.precision}", options.precision, contract, options, metadata, parity)
     if validation is not None:
