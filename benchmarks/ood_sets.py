@@ -107,6 +107,9 @@ def corrupt(image: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarra
     return (128 + (image.astype(np.float64) - 128) * 0.3).astype(np.uint8)
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
 def write_corrupted(brain_test: Path, out: Path, per_class: int = 50, seed: int = 0) -> dict[str, int]:
     """OUT/<corruption>/<class>_<file>.png from ``per_class`` images of each class of ``brain_test``."""
     rng = np.random.default_rng(seed)
@@ -116,7 +119,7 @@ def write_corrupted(brain_test: Path, out: Path, per_class: int = 50, seed: int 
         folder.mkdir(parents=True, exist_ok=True)
         count = 0
         for class_dir in sorted(p for p in brain_test.iterdir() if p.is_dir()):
-            for path in sorted(class_dir.glob("*.jpg"))[:per_class]:
+            for path in sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:per_class]:
                 image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
                 cv2.imwrite(str(folder / f"{class_dir.name}_{path.stem}.png"), corrupt(image, kind, rng))
                 count += 1

@@ -1,12 +1,13 @@
-"""Each file's own guarantees, measured: the bundled model exported to FP32, FP16 and INT8 ONNX with
-``--data`` (every file fitted on its own outputs over the 857 validation images), then scored on the brain MRI
-test set: the share each refuses with its own threshold (and with the FP32 threshold copied, as before), and how its
-95 % prediction sets cover. Also the choice of the set's score: LAC (adopted) against MAPIE's APS on the same
-probabilities.
+"""Each file's own guarantees, measured: a model (the bundled one by default) exported to FP32, FP16 and INT8 ONNX
+with ``--data`` (every file fitted on its own outputs over the model's validation images), then scored on its
+dataset's test set: the share each refuses with its own threshold (and with the FP32 threshold copied, as
+before), and how its 95 % prediction sets cover, also on degraded test images. Also the choice of the set's
+score: LAC (adopted) against MAPIE's APS on the same probabilities.
 
-    S3F_EDGE_DATA=/path/to/data python benchmarks/prediction_sets.py [--model MODEL.keras]
+    S3F_EDGE_DATA=/path/to/data python benchmarks/prediction_sets.py [--model MODEL.keras --dataset busi]
 
-Writes benchmarks/results/prediction_sets.md (docs/calibration.md shows it).
+Writes benchmarks/results/prediction_sets.md (prediction_sets_busi.md for --dataset busi; docs/calibration.md
+shows them).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from s3f_edge.testing import require_data  # noqa: E402
 
 BUNDLED = ROOT / "s3f_edge" / "assets" / "default_model" / "model.keras"
-RESULT = ROOT / "benchmarks" / "results" / "prediction_sets.md"
+RESULTS = ROOT / "benchmarks" / "results"
 
 
 def test_outputs(predictor, test_dir: Path):
@@ -36,7 +37,8 @@ def test_outputs(predictor, test_dir: Path):
 
 
 def aps_sets(calibration_p, calibration_y, test_p, coverage: float) -> np.ndarray:
-    """MAPIE's APS sets (not randomised, the last class included) for prefit probabilities."""
+    """MAPIE's APS sets for prefit probabilities: its calibration scores are randomised (seeded here), the class
+    that crosses the threshold is included."""
     from mapie.classification import SplitConformalClassifier
     from sklearn.base import BaseEstimator, ClassifierMixin
 
@@ -55,7 +57,7 @@ def aps_sets(calibration_p, calibration_y, test_p, coverage: float) -> np.ndarra
 
     index = np.arange(len(table))[:, None]
     model = SplitConformalClassifier(estimator=Table().fit(None, None), confidence_level=coverage,
-                                     conformity_score="aps", prefit=True)
+                                     conformity_score="aps", prefit=True, random_state=0)
     model.conformalize(index[:len(calibration_p)], calibration_y)
     return model.predict_set(index[len(calibration_p):])[1][:, :, 0]
 
@@ -89,15 +91,18 @@ def shifted_coverage(predictor, test_dir: Path, scratch: Path) -> list[str]:
         low, high = found["coverage_interval"]
         rows.append(f"| {folder.name} | {len(files)} | {accepted.sum()} | {found['coverage']:.1%} ({low:.1%}-"
                     f"{high:.1%}) | {found['mean_size']:.3f} |")
-    return ["| Brain MRI test images, degraded (FP32) | Images | Accepted | 95 % set coverage of the accepted "
+    return ["| Test images, degraded (FP32) | Images | Accepted | 95 % set coverage of the accepted "
             "(95 % interval) | Mean set size |", "|---|---|---|---|---|", *rows]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=BUNDLED)
+    parser.add_argument("--dataset", default="brain_tumor_mri",
+                        help="the model's dataset under $S3F_EDGE_DATA (brain_tumor_mri or busi)")
     args = parser.parse_args()
-    brain = require_data("brain_tumor_mri")
+    data = require_data(args.dataset)
+    from s3f_edge.errors import ParityError
     from s3f_edge.export.guarantees import validation_images
     from s3f_edge.export.onnx_export import ExportOptions, export_model
     from s3f_edge.runtime import load_predictor
@@ -106,19 +111,27 @@ def main() -> None:
 
     lines = []
     with tempfile.TemporaryDirectory() as scratch:
-        files = {}
+        files, refused = {}, {}
         for precision in ("fp16", "int8"):
             started = time.perf_counter()
-            result = export_model(args.model, ExportOptions(out_dir=Path(scratch) / precision, precision=precision,
-                                                            calib=brain / "train", data=brain))
-            files["fp32"] = Path(scratch) / "fp16" / "model.onnx"
+            # Parity on the dataset's own images (the shipped parity images are brain MRI).
+            parity = None if args.dataset == "brain_tumor_mri" else data / "train"
+            try:
+                result = export_model(args.model, ExportOptions(out_dir=Path(scratch) / precision,
+                                                                precision=precision, calib=data / "train", data=data,
+                                                                parity_images=parity))
+            except ParityError as error:  # export refused the file: a result of its own
+                refused[precision] = str(error).split("; the file was kept")[0]
+                continue
+            finally:
+                files["fp32"] = Path(scratch) / "fp16" / "model.onnx"
             files[precision] = Path(result.rows[-1]["file"])
             print(f"exported {precision} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         fp32 = load_predictor(files["fp32"])
-        rows = []
+        rows = [f"| {name} | refused by export: {reason} | | | | | | | |" for name, reason in refused.items()]
         for name, path in files.items():
             predictor = load_predictor(path)
-            probabilities, scores, labels = test_outputs(predictor, brain / "test")
+            probabilities, scores, labels = test_outputs(predictor, data / "test")
             accepted = scores <= predictor.ood_threshold
             method, threshold, coverage = predictor.set_rule
             sets = set_metrics(prediction_sets(probabilities[accepted], threshold, method), labels[accepted],
@@ -133,10 +146,10 @@ def main() -> None:
                   "threshold | 95 % set coverage (95 % interval) | Mean set size | Single class | Empty |",
                   "|---|---|---|---|---|---|---|---|---|", *rows]
         # The score's choice, on the FP32 file: LAC against APS, calibrated on the same validation images.
-        images, labels = validation_images(fp32.calibration, brain, fp32.contract)
+        images, labels = validation_images(fp32.calibration, data, fp32.contract)
         validation_p = fp32.predict_all_scored(images)[0]
         accepted_v = ~fp32.refuses(fp32.predict_all_scored(images)[1])
-        probabilities, scores, test_y = test_outputs(fp32, brain / "test")
+        probabilities, scores, test_y = test_outputs(fp32, data / "test")
         accepted = scores <= fp32.ood_threshold
         method, threshold, _ = fp32.set_rule
         lac = set_metrics(prediction_sets(probabilities[accepted], threshold, method), test_y[accepted],
@@ -146,12 +159,15 @@ def main() -> None:
         lines += ["", "| Set score (FP32, 95 %) | Coverage | Mean size | Single class | Empty |",
                   "|---|---|---|---|---|"]
         lines += [f"| {label} | {m['coverage']:.1%} | {m['mean_size']:.3f} | {m['single']:.1%} | {m['empty']:.1%} |"
-                  for label, m in (("LAC (adopted)", lac), ("APS (MAPIE, not randomised)", aps))]
-        lines += ["", *shifted_coverage(fp32, brain / "test", Path(scratch) / "corrupted")]
-    lines += ["", f"Measured by `benchmarks/prediction_sets.py` on {time.strftime('%Y-%m-%d')}: {args.model.name}, "
-              f"calibration on its {len(labels)} validation images, brain MRI test set ({len(test_y)} images)."]
-    RESULT.parent.mkdir(exist_ok=True)
-    RESULT.write_text("\n".join(lines) + "\n")
+                  for label, m in (("LAC (adopted)", lac), ("APS (MAPIE's, seeded, last class included)", aps))]
+        lines += ["", *shifted_coverage(fp32, data / "test", Path(scratch) / "corrupted")]
+    lines += ["", f"Measured by `benchmarks/prediction_sets.py` on {time.strftime('%Y-%m-%d')}: "
+              f"{'the bundled model' if args.model == BUNDLED else args.model.parent.name + '/' + args.model.name}, "
+              f"calibration on its {len(labels)} validation images, {args.dataset} test set ({len(test_y)} images)."]
+    name = "prediction_sets" if args.dataset == "brain_tumor_mri" else f"prediction_sets_{args.dataset}"
+    out = RESULTS / f"{name}.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

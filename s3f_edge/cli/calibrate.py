@@ -53,8 +53,8 @@ def calibrate(model_path, data, out_path, overwrite, val_fraction, seed, other_d
     is, at every convolutional block; its threshold accepts --keep of the validation images, and
     `infer` refuses images above it. Prediction sets: every class at least as plausible as the
     true classes of --coverage of the validation images, so that a set holds the true class at that
-    rate on images like them (split conformal). All of it becomes part of the saved model; export
-    fits it again on each file it writes.
+    rate on images like them (split conformal). All of it becomes part of the saved model; `export
+    --data` fits it again on each file it writes.
     `train` does this at its end; this command is for models trained before, or elsewhere. DATA must be
     the dataset the model was trained on (checked when the model records its files), unless --other-data.
     """
