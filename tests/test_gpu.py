@@ -114,7 +114,8 @@ def test_a_calibrated_model_keeps_its_ood_score_in_a_tensorrt_engine(tmp_path, s
     from s3f_edge.runtime.predictor import DEFAULT_MODEL_DIR
 
     result = export_model(DEFAULT_MODEL_DIR / "model.keras", ExportOptions(
-        out_dir=tmp_path / "out", precision=precision, trt=True, trt_batch=(1, 4, 8), calib=sample_dir / "train"))
+        out_dir=tmp_path / "out", precision=precision, trt=True, trt_batch=(1, 4, 8), calib=sample_dir / "train",
+        copy_calibration=True))  # the score's parity is tested here; fitting per file: tests/test_ood.py
     parity = result.parity[f"tensorrt {precision}"]
     assert all(p.score_max_rel_diff is not None and p.score_decision_agreement >= 0.99 for p in parity), parity
     engine = load_predictor(tmp_path / "out" / f"model.{precision}.engine")

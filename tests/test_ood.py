@@ -507,7 +507,8 @@ def test_reduced_precision_exports_keep_the_score_and_its_decisions(calibrated_r
     from s3f_edge.runtime import infer_folder, load_predictor
 
     result = export_model(calibrated_run / "model.keras", ExportOptions(
-        out_dir=tmp_path / "x", precision=precision, calib=sample_dir / "train", parity_images=sample_dir / "test"))
+        out_dir=tmp_path / "x", precision=precision, calib=sample_dir / "train", parity_images=sample_dir / "test",
+        copy_calibration=True))  # the threshold copied: the score's own parity is what is tested here
     parity = result.parity[precision]
     assert all(p.score_decision_agreement >= 0.99 and p.nonfinite_score_candidate == 0 for p in parity), parity
     exported = load_predictor(tmp_path / "x" / f"model.{precision}.onnx")

@@ -45,7 +45,7 @@ def exports(calibrated_model, tmp_path_factory, sample_dir) -> dict[str, Path]:
     for precision in ("fp32", "fp16", "int8"):
         result = export_model(calibrated_model, ExportOptions(
             out_dir=root / precision, precision=precision, calib=sample_dir / "train", calib_images=16,
-            triton_repo=root / "triton" if precision == "fp32" else None))
+            triton_repo=root / "triton" if precision == "fp32" else None, copy_calibration=True))
         files[precision] = result.onnx_path if precision == "fp32" else root / precision / f"model.{precision}.onnx"
     files["triton"] = root / "triton"
     return files
@@ -142,7 +142,8 @@ def test_a_calibrated_engine_gives_probs_first(calibrated_model, tmp_path):
     """Not run where s3f-edge was developed (no NVIDIA GPU there): bash benchmarks/gpu_check.sh runs it."""
     import tensorrt as trt
 
-    export_model(calibrated_model, ExportOptions(out_dir=tmp_path / "out", trt=True, trt_batch=(1, 2, 4)))
+    export_model(calibrated_model, ExportOptions(out_dir=tmp_path / "out", trt=True, trt_batch=(1, 2, 4),
+                                                 copy_calibration=True))
     engine_path = tmp_path / "out" / "model.fp32.engine"
     engine = trt.Runtime(trt.Logger()).deserialize_cuda_engine(engine_path.read_bytes())
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
