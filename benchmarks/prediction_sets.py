@@ -62,6 +62,12 @@ def aps_sets(calibration_p, calibration_y, test_p, coverage: float) -> np.ndarra
     return model.predict_set(index[len(calibration_p):])[1][:, :, 0]
 
 
+def agreement(calibration: dict) -> str:
+    """A file's agreement with the Keras FP32 model on the validation images, as export measured it."""
+    found = calibration.get("agreement_with_fp32")
+    return "-" if found is None else f"{found['top1']:.1%} / {found['refusal']:.1%} / {found['sets']:.1%}"
+
+
 def shifted_coverage(predictor, test_dir: Path, scratch: Path) -> list[str]:
     """The FP32 file's 95 % sets on brain MRI test images degraded (benchmarks/ood_sets.py: blur, noise, low
     contrast), those its refusal lets through: the coverage promised for images like the validation images,
@@ -128,7 +134,7 @@ def main() -> None:
             files[precision] = Path(result.rows[-1]["file"])
             print(f"exported {precision} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         fp32 = load_predictor(files["fp32"])
-        rows = [f"| {name} | refused by export: {reason} | | | | | | | |" for name, reason in refused.items()]
+        rows = [f"| {name} | refused by export: {reason} | | | | | | | | |" for name, reason in refused.items()]
         for name, path in files.items():
             predictor = load_predictor(path)
             probabilities, scores, labels = test_outputs(predictor, data / "test")
@@ -141,10 +147,11 @@ def main() -> None:
             rows.append(f"| {name} | {predictor.calibration['temperature']:.3f} | {predictor.ood_threshold:.3f} | "
                         f"{(~accepted).mean():.2%} ({(~accepted).sum()}) | {copied:.2%} | {sets['coverage']:.1%} "
                         f"({low:.1%}-{high:.1%}) | {sets['mean_size']:.3f} | {sets['single']:.1%} | "
-                        f"{sets['empty']:.1%} |")
+                        f"{sets['empty']:.1%} | {agreement(predictor.calibration)} |")
         lines += ["| File | Temperature | Refusal threshold | Test refused, own threshold | Test refused, FP32's "
-                  "threshold | 95 % set coverage (95 % interval) | Mean set size | Single class | Empty |",
-                  "|---|---|---|---|---|---|---|---|---|", *rows]
+                  "threshold | 95 % set coverage (95 % interval) | Mean set size | Single class | Empty | Same "
+                  "top-1 / refusal / set as FP32 (validation) |",
+                  "|---|---|---|---|---|---|---|---|---|---|", *rows]
         # The score's choice, on the FP32 file: LAC against APS, calibrated on the same validation images.
         images, labels = validation_images(fp32.calibration, data, fp32.contract)
         validation_p = fp32.predict_all_scored(images)[0]
