@@ -160,3 +160,31 @@ def test_a_files_temperature_is_set_in_its_graph(rng, tmp_path):
     np.testing.assert_allclose(after, scaled_probabilities(logits_from_probabilities(before, held), 3.0), atol=1e-5)
     with pytest.raises(Exception, match="not the model's"):
         set_temperature(model, 2.0, held)  # the graph now holds 3.0, not the temperature it is said to hold
+
+
+def test_a_graph_whose_temperature_was_folded_away_gets_one(rng):
+    """A model calibrated at T = 1 exports with no scalar before its Softmax (the converter folds x * 1 away):
+    setting another temperature inserts the multiplication."""
+    onnx = pytest.importorskip("onnx")
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from s3f_edge.export.guarantees import probability_node, set_temperature
+
+    weights = rng.normal(size=(5, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["image", "w"], ["logits"]), helper.make_node("Softmax", ["logits"], ["probs"])],
+        "tiny", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [None, 5])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [None, 3])], [numpy_helper.from_array(weights, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert probability_node(model) is None
+    with pytest.raises(Exception, match="no temperature before its probs, but the model's is 2.0000"):
+        set_temperature(model, 3.0, 2.0)
+    set_temperature(model, 2.5, 1.0)
+    onnx.checker.check_model(model, full_check=True)
+    initializer, reciprocal = probability_node(model)
+    assert reciprocal and float(numpy_helper.to_array(initializer)) == pytest.approx(1 / 2.5)
+    images = rng.normal(size=(4, 5)).astype(np.float32)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(["probs"], {"image": images})[0],
+                               scaled_probabilities(images @ weights, 2.5), atol=1e-6)

@@ -169,26 +169,32 @@ def fit_file(validation: ValidationImages, label: str, outputs: dict, graph_temp
     return calibration
 
 
-def probability_node(model: onnx.ModelProto) -> tuple[onnx.TensorProto, bool]:
-    """The initializer holding an ONNX file's temperature: the scalar that the logits are multiplied by (1 / T)
-    or divided by (T) just before the Softmax (or Sigmoid) that gives ``probs`` (Casts and Identities skipped).
-
-    Returns:
-        (the initializer, whether it holds 1 / T).
-
-    Raises:
-        InputError: no such scalar (a graph s3f-edge did not write).
-    """
+def _probability_op(model: onnx.ModelProto) -> onnx.NodeProto:
+    """The Softmax (or Sigmoid) that gives ``probs``, Casts and Identities after it skipped."""
     producers = {output: node for node in model.graph.node for output in node.output}
-    initializers = {init.name: init for init in model.graph.initializer}
-    name = PROBS
-    node = producers.get(name)
+    node = producers.get(PROBS)
     while node is not None and node.op_type in ("Cast", "Identity"):
         node = producers.get(node.input[0])
     if node is None or node.op_type not in ("Softmax", "Sigmoid"):
         raise InputError("the exported graph's probs do not come from a Softmax or Sigmoid: its temperature cannot "
                          "be set")
-    node = producers.get(node.input[0])
+    return node
+
+
+def probability_node(model: onnx.ModelProto) -> tuple[onnx.TensorProto, bool] | None:
+    """The initializer holding an ONNX file's temperature: the scalar that the logits are multiplied by (1 / T)
+    or divided by (T) just before the Softmax (or Sigmoid) that gives ``probs`` (Casts and Identities skipped).
+
+    Returns:
+        (the initializer, whether it holds 1 / T), or None: the graph has none (a temperature of 1, which the
+        converter folds away).
+
+    Raises:
+        InputError: ``probs`` does not come from a Softmax or Sigmoid (a graph s3f-edge did not write).
+    """
+    producers = {output: node for node in model.graph.node for output in node.output}
+    initializers = {init.name: init for init in model.graph.initializer}
+    node = producers.get(_probability_op(model).input[0])
     while node is not None and node.op_type in ("Cast", "Identity"):
         node = producers.get(node.input[0])
     if node is not None and node.op_type in ("Mul", "Div"):
@@ -196,24 +202,50 @@ def probability_node(model: onnx.ModelProto) -> tuple[onnx.TensorProto, bool]:
                   and onnx.numpy_helper.to_array(initializers[i]).size == 1]
         if scalar and (node.op_type == "Mul" or node.input[1] == scalar[0].name):
             return scalar[0], node.op_type == "Mul"
-    raise InputError("the exported graph has no temperature before its probs: it cannot be set")
+    return None
 
 
 def set_temperature(model: onnx.ModelProto, temperature: float, expected: float) -> None:
-    """Write ``temperature`` into an ONNX file's graph (``probability_node``), in the initializer's own dtype.
+    """Write ``temperature`` into an ONNX file's graph (``probability_node``), in the initializer's own dtype; a
+    graph without one (its temperature 1 folded away) gets a multiplication by 1 / T before its Softmax.
 
     Args:
         model: the ONNX model, changed in place.
         temperature: the file's fitted temperature.
         expected: the temperature the graph holds now (the Keras model's): a check that the right scalar is found.
     """
-    initializer, reciprocal = probability_node(model)
+    found = probability_node(model)
+    if found is None:
+        if not np.isclose(expected, 1.0, rtol=1e-6):
+            raise InputError(f"the exported graph has no temperature before its probs, but the model's is "
+                             f"{expected:.4f}")
+        if not np.isclose(temperature, 1.0, rtol=1e-9):  # 1 stays what it is: no multiplication
+            _insert_temperature(model, temperature)
+        return
+    initializer, reciprocal = found
     current = onnx.numpy_helper.to_array(initializer)
     held = float(1 / current.reshape(-1)[0]) if reciprocal else float(current.reshape(-1)[0])
     if not np.isclose(held, expected, rtol=1e-2):
         raise InputError(f"the exported graph's temperature is {held:.4f}, not the model's {expected:.4f}")
     value = np.full(current.shape, 1 / temperature if reciprocal else temperature, dtype=current.dtype)
     initializer.CopyFrom(onnx.numpy_helper.from_array(value, initializer.name))
+
+
+def _insert_temperature(model: onnx.ModelProto, temperature: float) -> None:
+    """Multiply the logits by 1 / ``temperature`` before the Softmax that gives ``probs``, in the logits' dtype."""
+    op = _probability_op(model)
+    logits = op.input[0]
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {info.name: info.type.tensor_type.elem_type
+             for info in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(types.get(logits, onnx.TensorProto.FLOAT) or onnx.TensorProto.FLOAT)
+    scale = onnx.numpy_helper.from_array(np.array(1 / temperature, dtype=dtype), f"{logits}/s3f_edge_temperature")
+    scaled = f"{logits}/s3f_edge_scaled"
+    model.graph.initializer.append(scale)
+    index = list(model.graph.node).index(op)
+    model.graph.node.insert(index, onnx.helper.make_node("Mul", [logits, scale.name], [scaled],
+                                                         name=f"{op.name}/s3f_edge_temperature"))
+    op.input[0] = scaled
 
 
 def summary_rows(fitted: dict) -> list[list[str]]:
