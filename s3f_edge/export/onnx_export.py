@@ -345,9 +345,7 @@ def _validation(model, metadata: dict, contract: Preprocessing, options: ExportO
                              "marked as not fitted on the file)")
         return None
     images, labels = validation_images(metadata["calibration"], options.data, contract)
-    with float32_reference():
-        return prepare(metadata["calibration"], outputs_by_name(model.predict(images, batch_size=32, verbose=0)),
-                       images, labels)
+    return prepare(metadata["calibration"], _keras_outputs(model, images), images, labels)
 
 
 def _fit_onnx_file(validation, label: str, path: Path, proto: onnx.ModelProto, metadata: dict) -> dict:
